@@ -1,0 +1,35 @@
+//! HTTP/1.1 for a static file server: request heads in, response heads out.
+//!
+//! Sans-I/O: the server reads bytes into a buffer, calls [`parse_request`],
+//! decides what to serve with the path, range and conditional rules here, and
+//! writes a [`ResponseHead`] before sending the file itself. Every refusal is
+//! an [`HttpError`] with one status code and a close flag, so answering is
+//! never ad hoc.
+//!
+//! A typical request, in order:
+//! 1. [`parse_request`] (400, 413, 414, 431, 505 refuse the stream);
+//! 2. [`check_method`] (405);
+//! 3. [`decode_path`] then [`resolve_under_root`] (400, 404);
+//! 4. [`not_modified`] (304), then [`if_range_allows`] and [`parse_range`]
+//!    (206, 416);
+//! 5. [`ResponseHead::write`] with [`content_type`] and [`etag`].
+
+mod conditional;
+mod error;
+mod path;
+mod range;
+mod request;
+mod response;
+
+pub use conditional::{etag, if_range_allows, not_modified};
+pub use error::{reason_phrase, HttpError};
+pub use path::{decode_path, resolve_under_root, CanonicalRoot, DecodedPath, PathError};
+pub use range::{parse_range, RangeOutcome};
+pub use request::{check_method, parse_request, Limits, Method, Parse, Request, HEADER_SLOTS};
+pub use response::{
+    content_type, error_response, http_date, unsatisfiable_response, ContentRange, DateCache,
+    ResponseHead, ALLOW,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,334 @@
+//! Parsing an HTTP/1.1 request head into what a static file server needs.
+//!
+//! `httparse` does the tokenising over a fixed-size header array (no
+//! allocation); this module adds the limits (414, 431), the framing rules
+//! that keep a pipelined connection in sync (Content-Length versus
+//! Transfer-Encoding, 413 for refused bodies), keep-alive, and copies out the
+//! few header values the server uses.
+
+use super::HttpError;
+use crate::framing::{scan_line, LineScan};
+
+/// Headers `parse_request` can hold; [`Limits::max_headers`] above this
+/// behaves as this.
+pub const HEADER_SLOTS: usize = 128;
+
+/// The methods a static server distinguishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`.
+    Get,
+    /// `HEAD`: the same response head as GET, without the body.
+    Head,
+    /// Any other method token, as sent (methods are case-sensitive).
+    Other(String),
+}
+
+/// Size limits applied while parsing a request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request line (method, target, version), not counting its
+    /// CRLF. Longer is 414 URI Too Long. Default 8 KiB.
+    pub max_request_line: usize,
+    /// Longest head, request line and headers and the blank line included.
+    /// Longer is 431. Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Most header fields (at most [`HEADER_SLOTS`]). More is 431. Default 100.
+    pub max_headers: usize,
+    /// Largest accepted request body. Larger is 413. Default 0: a static
+    /// server refuses every body.
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_line: 8 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body: 0,
+        }
+    }
+}
+
+/// A parsed request head: the fields a static file server acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method.
+    pub method: Method,
+    /// The request target as sent: path and query, not decoded (see
+    /// [`decode_path`](super::decode_path)).
+    pub target: String,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version_minor: u8,
+    /// Whether the connection stays open after the response: HTTP/1.1
+    /// unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+    pub keep_alive: bool,
+    /// The `Host` header (required, and at most one, in HTTP/1.1).
+    pub host: Option<String>,
+    /// The `Range` header, if exactly one was sent (see
+    /// [`parse_range`](super::parse_range)).
+    pub range: Option<String>,
+    /// The `If-Range` header.
+    pub if_range: Option<String>,
+    /// All `If-None-Match` headers, joined with `", "`.
+    pub if_none_match: Option<String>,
+    /// The `If-Modified-Since` header.
+    pub if_modified_since: Option<String>,
+    /// Length of the body that follows the head (0: no body). Bodies are
+    /// only ever framed by `Content-Length`; chunked ones are refused.
+    pub content_length: u64,
+}
+
+impl Request {
+    /// Whether a body follows the head.
+    #[must_use]
+    pub fn has_body(&self) -> bool {
+        self.content_length > 0
+    }
+}
+
+/// Result of [`parse_request`] on a buffer that may hold part of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parse {
+    /// The head is not complete yet: receive more and parse again.
+    Partial,
+    /// A complete head of `head_len` bytes. The body (`content_length`
+    /// bytes) follows; the next pipelined request starts after it.
+    Complete {
+        /// The parsed request.
+        request: Request,
+        /// Bytes of the buffer the head occupies.
+        head_len: usize,
+    },
+}
+
+/// Parses the request head at the start of `buf`.
+///
+/// Call it again with more bytes after [`Parse::Partial`]. For pipelined
+/// requests, parse again from `buf[head_len + content_length..]`.
+///
+/// # Errors
+///
+/// - 414 as soon as the request line is longer than `max_request_line`, even
+///   before it is complete;
+/// - 431 when the head exceeds `max_header_bytes` (also while incomplete) or
+///   holds more than `max_headers` fields;
+/// - 400 for malformed syntax, a missing or repeated `Host` in HTTP/1.1, an
+///   invalid or conflicting `Content-Length`, `Transfer-Encoding` together
+///   with `Content-Length`, in HTTP/1.0, or not ending in `chunked`;
+/// - 413 for a body over `max_body` (any body by default), 411 for a chunked
+///   body when bodies are allowed;
+/// - 505 for a version other than HTTP/1.0 or HTTP/1.1.
+///
+/// All of these set [`HttpError::close`]: the stream is out of sync.
+///
+/// # Examples
+///
+/// ```
+/// use cport_proto::http::{parse_request, Limits, Method, Parse};
+///
+/// let buf = b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\nGET /next";
+/// match parse_request(buf, &Limits::default()).unwrap() {
+///     Parse::Complete { request, head_len } => {
+///         assert_eq!(request.method, Method::Get);
+///         assert_eq!(request.target, "/index.html");
+///         assert!(request.keep_alive);
+///         assert_eq!(&buf[head_len..], b"GET /next");
+///     }
+///     Parse::Partial => unreachable!(),
+/// }
+/// ```
+pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parse, HttpError> {
+    // httparse skips blank lines before the request line; so do we.
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    if let LineScan::TooLong { .. } = scan_line(&buf[start..], 0, limits.max_request_line) {
+        return Err(HttpError::URI_TOO_LONG);
+    }
+
+    let mut headers = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(head_len)) => {
+            if head_len > limits.max_header_bytes || parsed.headers.len() > limits.max_headers {
+                return Err(HttpError::HEADERS_TOO_LARGE);
+            }
+            let request = build(&parsed, limits)?;
+            Ok(Parse::Complete { request, head_len })
+        }
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_header_bytes => {
+            Err(HttpError::HEADERS_TOO_LARGE)
+        }
+        Ok(httparse::Status::Partial) => Ok(Parse::Partial),
+        Err(httparse::Error::TooManyHeaders) => Err(HttpError::HEADERS_TOO_LARGE),
+        Err(httparse::Error::Version) if names_other_version(&buf[start..]) => {
+            Err(HttpError::VERSION_NOT_SUPPORTED)
+        }
+        Err(_) => Err(HttpError::BAD_REQUEST),
+    }
+}
+
+/// Refuses every method but GET and HEAD with 405 (its response carries
+/// `Allow: GET, HEAD`).
+///
+/// Kept out of [`parse_request`] because a method is not a framing problem:
+/// the connection stays usable, and an app with more methods can skip this.
+///
+/// # Errors
+///
+/// [`HttpError::METHOD_NOT_ALLOWED`] for any other method.
+pub fn check_method(request: &Request) -> Result<(), HttpError> {
+    match request.method {
+        Method::Get | Method::Head => Ok(()),
+        Method::Other(_) => Err(HttpError::METHOD_NOT_ALLOWED),
+    }
+}
+
+/// Whether the request line's version token is `HTTP/<digit>...`: a
+/// well-formed version we do not support, rather than garbage.
+fn names_other_version(line_start: &[u8]) -> bool {
+    let end = line_start
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(line_start.len());
+    let line = &line_start[..end];
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    version.len() > 5 && version[..5].eq_ignore_ascii_case(b"HTTP/") && version[5].is_ascii_digit()
+}
+
+/// Header values gathered while scanning the header fields.
+#[derive(Default)]
+struct Fields {
+    host: Option<String>,
+    host_count: usize,
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    chunked_last: bool,
+    close: bool,
+    keep_alive: bool,
+    range: Option<String>,
+    range_count: usize,
+    if_range: Option<String>,
+    if_none_match: Option<String>,
+    if_modified_since: Option<String>,
+}
+
+fn build(parsed: &httparse::Request<'_, '_>, limits: &Limits) -> Result<Request, HttpError> {
+    let (Some(method), Some(target), Some(version_minor)) =
+        (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(HttpError::BAD_REQUEST);
+    };
+    let mut f = Fields::default();
+    for h in parsed.headers.iter() {
+        read_field(&mut f, h.name, h.value)?;
+    }
+
+    if f.host_count > 1 || (version_minor >= 1 && f.host_count == 0) {
+        return Err(HttpError::BAD_REQUEST);
+    }
+    if f.transfer_encoding {
+        if version_minor == 0 || f.content_length.is_some() || !f.chunked_last {
+            return Err(HttpError::BAD_REQUEST);
+        }
+        return Err(if limits.max_body == 0 {
+            HttpError::PAYLOAD_TOO_LARGE
+        } else {
+            HttpError::LENGTH_REQUIRED
+        });
+    }
+    let content_length = f.content_length.unwrap_or(0);
+    if content_length > limits.max_body {
+        return Err(HttpError::PAYLOAD_TOO_LARGE);
+    }
+
+    let method = match method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        other => Method::Other(other.to_owned()),
+    };
+    let keep_alive = !f.close && (version_minor >= 1 || f.keep_alive);
+    Ok(Request {
+        method,
+        target: target.to_owned(),
+        version_minor,
+        keep_alive,
+        host: f.host,
+        range: if f.range_count == 1 { f.range } else { None },
+        if_range: f.if_range,
+        if_none_match: f.if_none_match,
+        if_modified_since: f.if_modified_since,
+        content_length,
+    })
+}
+
+fn read_field(f: &mut Fields, name: &str, value: &[u8]) -> Result<(), HttpError> {
+    let value = value.trim_ascii();
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    if is("host") {
+        f.host_count += 1;
+        let host = std::str::from_utf8(value).map_err(|_| HttpError::BAD_REQUEST)?;
+        if host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
+            return Err(HttpError::BAD_REQUEST);
+        }
+        f.host = Some(host.to_owned());
+    } else if is("content-length") {
+        let len = parse_content_length(value).ok_or(HttpError::BAD_REQUEST)?;
+        if f.content_length.is_some_and(|prev| prev != len) {
+            return Err(HttpError::BAD_REQUEST);
+        }
+        f.content_length = Some(len);
+    } else if is("transfer-encoding") {
+        f.transfer_encoding = true;
+        let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+        f.chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+    } else if is("connection") {
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            f.close |= token.eq_ignore_ascii_case(b"close");
+            f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    } else if is("range") {
+        f.range_count += 1;
+        f.range = utf8(value);
+    } else if is("if-range") {
+        f.if_range = f.if_range.take().or_else(|| utf8(value));
+    } else if is("if-modified-since") {
+        f.if_modified_since = f.if_modified_since.take().or_else(|| utf8(value));
+    } else if is("if-none-match") {
+        if let Some(v) = utf8(value) {
+            match &mut f.if_none_match {
+                Some(all) => {
+                    all.push_str(", ");
+                    all.push_str(&v);
+                }
+                None => f.if_none_match = Some(v),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Content-Length value: ASCII digits only, no sign, no overflow.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |acc, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// An owned copy of a header value, or `None` (the header is ignored) if it
+/// is not UTF-8.
+fn utf8(value: &[u8]) -> Option<String> {
+    std::str::from_utf8(value).ok().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,15 @@
+//! Sans-I/O protocol code for cport's servers.
+//!
+//! Everything here is plain functions and state machines over bytes: no
+//! socket, no clock, no file system access except where a function says so.
+//! That keeps the parsers testable and fuzzable without a network.
+//!
+//! - [`framing`]: codecs that cut a receive buffer into frames (length-prefixed
+//!   binary packets, text lines) and frame outgoing messages.
+//! - [`chat`]: the messenger's line protocol and its room/nickname state.
+//! - [`http`]: HTTP/1.1 request parsing, path and range rules, and response
+//!   heads for a static file server.
+
+pub mod chat;
+pub mod framing;
+pub mod http;

@@ -1,0 +1,1 @@
+//! An IOCP-style server core on the cport completion port.

@@ -1,0 +1,231 @@
+//! Completion packets and the small value types that travel with them.
+
+use std::fmt;
+use std::io;
+
+use crate::buf::{Buf, Payload};
+use crate::error::ShutDownError;
+
+/// The completion key: chosen by the program when it associates an I/O object
+/// (IOCP's `CompletionKey`), usually "which connection is this".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(pub u64);
+
+/// Identifies one issued operation, for [`Port::cancel_op`](crate::Port::cancel_op).
+///
+/// Generation-tagged: an id whose operation has completed never matches a later one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OpId(pub(crate) u64);
+
+/// Whether a completion jumps the queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Priority {
+    /// Dequeued in arrival order.
+    #[default]
+    Normal,
+    /// Dequeued before every ready normal-priority completion.
+    High,
+}
+
+/// The per-operation context (IOCP's `OVERLAPPED` pointer): a value the
+/// program chooses, and the operation's priority.
+///
+/// A plain `u64` converts into a normal-priority context.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Ctx {
+    /// The value handed back in [`Completion::ctx`].
+    pub value: u64,
+    /// Where the completion goes in the queue.
+    pub priority: Priority,
+}
+
+impl Ctx {
+    /// A normal-priority context.
+    pub const fn new(value: u64) -> Self {
+        Ctx { value, priority: Priority::Normal }
+    }
+    /// A high-priority context: its completion is dequeued before normal ones.
+    pub const fn high(value: u64) -> Self {
+        Ctx { value, priority: Priority::High }
+    }
+}
+
+impl From<u64> for Ctx {
+    fn from(value: u64) -> Self {
+        Ctx::new(value)
+    }
+}
+
+/// The kind of operation a completion belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[allow(missing_docs)]
+pub enum OpKind {
+    Post,
+    Nop,
+    Timeout,
+    Accept,
+    Connect,
+    Recv,
+    RecvPooled,
+    Send,
+    SendVectored,
+    RecvFrom,
+    SendTo,
+    Shutdown,
+    ReadAt,
+    WriteAt,
+    Fsync,
+    SendFile,
+    /// A packet posted by [`Port::post_quit`](crate::Port::post_quit): the receiving worker should exit.
+    Quit,
+}
+
+impl OpKind {
+    /// Every kind, in counter order.
+    pub const ALL: [OpKind; 17] = [
+        OpKind::Post,
+        OpKind::Nop,
+        OpKind::Timeout,
+        OpKind::Accept,
+        OpKind::Connect,
+        OpKind::Recv,
+        OpKind::RecvPooled,
+        OpKind::Send,
+        OpKind::SendVectored,
+        OpKind::RecvFrom,
+        OpKind::SendTo,
+        OpKind::Shutdown,
+        OpKind::ReadAt,
+        OpKind::WriteAt,
+        OpKind::Fsync,
+        OpKind::SendFile,
+        OpKind::Quit,
+    ];
+
+    /// A short lowercase name, for logs and counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Post => "post",
+            OpKind::Nop => "nop",
+            OpKind::Timeout => "timeout",
+            OpKind::Accept => "accept",
+            OpKind::Connect => "connect",
+            OpKind::Recv => "recv",
+            OpKind::RecvPooled => "recv_pooled",
+            OpKind::Send => "send",
+            OpKind::SendVectored => "send_vectored",
+            OpKind::RecvFrom => "recv_from",
+            OpKind::SendTo => "send_to",
+            OpKind::Shutdown => "shutdown",
+            OpKind::ReadAt => "read_at",
+            OpKind::WriteAt => "write_at",
+            OpKind::Fsync => "fsync",
+            OpKind::SendFile => "send_file",
+            OpKind::Quit => "quit",
+        }
+    }
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The port's bookkeeping for one operation, carried from issue to completion.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meta {
+    pub key: Key,
+    pub ctx: Ctx,
+    pub kind: OpKind,
+    /// Handle slot whose in-flight count this operation holds, if any.
+    pub handle: Option<u32>,
+    pub id: OpId,
+}
+
+/// One completion packet (IOCP's `OVERLAPPED_ENTRY`), owning the buffers its
+/// operation borrowed.
+#[derive(Debug)]
+pub struct Completion {
+    pub(crate) meta: Meta,
+    pub(crate) result: io::Result<usize>,
+    pub(crate) payload: Payload,
+    pub(crate) more: bool,
+}
+
+impl Completion {
+    pub(crate) fn new(meta: Meta, result: io::Result<usize>, payload: Payload, more: bool) -> Self {
+        Completion { meta, result, payload, more }
+    }
+
+    /// The key of the handle the operation was issued on (or the posted key).
+    pub fn key(&self) -> Key {
+        self.meta.key
+    }
+    /// The per-operation context value given when the operation was issued.
+    pub fn ctx(&self) -> u64 {
+        self.meta.ctx.value
+    }
+    /// The priority the operation was issued with.
+    pub fn priority(&self) -> Priority {
+        self.meta.ctx.priority
+    }
+    /// What kind of operation completed.
+    pub fn kind(&self) -> OpKind {
+        self.meta.kind
+    }
+    /// The id the issuing call returned.
+    pub fn op_id(&self) -> OpId {
+        self.meta.id
+    }
+    /// Bytes transferred, or the OS error.
+    pub fn result(&self) -> &io::Result<usize> {
+        &self.result
+    }
+    /// Bytes transferred, or 0 on error.
+    pub fn bytes(&self) -> usize {
+        *self.result.as_ref().unwrap_or(&0)
+    }
+    /// `true` while a multishot operation (accept, pooled receive) stays armed
+    /// and more completions of it will follow; the last one has `false`.
+    pub fn more(&self) -> bool {
+        self.more
+    }
+    /// `true` when the operation was cancelled (by `cancel`, `close` or a timeout).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(&self.result, Err(e) if e.raw_os_error() == Some(libc::ECANCELED))
+    }
+    /// `true` when the operation was ended by the port shutting down.
+    pub fn is_shutdown(&self) -> bool {
+        matches!(&self.result, Err(e) if ShutDownError::is(e))
+    }
+    /// The payload, by reference.
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+    /// Takes the result and payload apart from the packet.
+    pub fn into_parts(self) -> (io::Result<usize>, Payload) {
+        (self.result, self.payload)
+    }
+    /// Takes the operation's single buffer back, if it had one.
+    pub fn take_buf(&mut self) -> Option<Buf> {
+        match std::mem::take(&mut self.payload) {
+            Payload::Buf(b) | Payload::Datagram(b, _) => Some(b),
+            other => {
+                self.payload = other;
+                None
+            }
+        }
+    }
+    /// Takes the connection an accept produced.
+    pub fn take_accepted(&mut self) -> Option<std::net::TcpStream> {
+        match std::mem::take(&mut self.payload) {
+            Payload::Accepted(s) => Some(s),
+            other => {
+                self.payload = other;
+                None
+            }
+        }
+    }
+}

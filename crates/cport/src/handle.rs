@@ -1,0 +1,125 @@
+//! Handles: associated I/O objects, generation-checked.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::completion::Key;
+use crate::error::SubmitErrorKind;
+
+/// An I/O object associated with a port (IOCP's association of a handle with
+/// a completion port and a key).
+///
+/// A handle is a small copyable name: the port owns the fd. It is
+/// generation-checked, so a handle that was closed never reaches the fd number
+/// the OS hands out next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Handle {
+    pub(crate) idx: u32,
+    pub(crate) gen: u32,
+    pub(crate) key: Key,
+}
+
+impl Handle {
+    /// The key chosen at association.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+}
+
+struct Slot {
+    gen: u32,
+    fd: Option<OwnedFd>,
+    inflight: u32,
+    closing: bool,
+}
+
+/// The port's table of associated fds.
+#[derive(Default)]
+pub(crate) struct HandleTable {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+/// What the port must do after an operation on a handle finished.
+pub(crate) enum Released {
+    Nothing,
+    /// The handle was closing and this was its last operation: close this fd.
+    Close(OwnedFd),
+}
+
+impl HandleTable {
+    pub(crate) fn insert(&mut self, fd: OwnedFd, key: Key) -> Handle {
+        self.live += 1;
+        if let Some(idx) = self.free.pop() {
+            let slot = &mut self.slots[idx as usize];
+            slot.fd = Some(fd);
+            slot.inflight = 0;
+            slot.closing = false;
+            return Handle { idx, gen: slot.gen, key };
+        }
+        let idx = u32::try_from(self.slots.len()).expect("fewer than 2^32 handles");
+        self.slots.push(Slot { gen: 0, fd: Some(fd), inflight: 0, closing: false });
+        Handle { idx, gen: 0, key }
+    }
+
+    fn slot(&mut self, h: &Handle) -> Result<&mut Slot, SubmitErrorKind> {
+        match self.slots.get_mut(h.idx as usize) {
+            Some(s) if s.gen == h.gen && s.fd.is_some() => Ok(s),
+            _ => Err(SubmitErrorKind::InvalidHandle),
+        }
+    }
+
+    /// Counts one more operation on `h` and returns its fd.
+    pub(crate) fn begin_op(&mut self, h: &Handle) -> Result<RawFd, SubmitErrorKind> {
+        let s = self.slot(h)?;
+        if s.closing {
+            return Err(SubmitErrorKind::Closing);
+        }
+        s.inflight += 1;
+        Ok(s.fd.as_ref().expect("live slot has an fd").as_raw_fd())
+    }
+
+    /// The fd of a live handle, without counting an operation.
+    pub(crate) fn raw_fd(&mut self, h: &Handle) -> Result<RawFd, SubmitErrorKind> {
+        let s = self.slot(h)?;
+        Ok(s.fd.as_ref().expect("live slot has an fd").as_raw_fd())
+    }
+
+    /// An operation counted by `begin_op` on slot `idx` has finished.
+    pub(crate) fn end_op(&mut self, idx: u32) -> Released {
+        let Some(s) = self.slots.get_mut(idx as usize) else { return Released::Nothing };
+        s.inflight = s.inflight.saturating_sub(1);
+        if s.closing && s.inflight == 0 {
+            self.retire(idx)
+        } else {
+            Released::Nothing
+        }
+    }
+
+    /// Marks `h` closing. Returns its fd (for cancelling) and, when nothing is
+    /// in flight, the fd itself to close now.
+    pub(crate) fn close(&mut self, h: &Handle) -> Result<(RawFd, Released), SubmitErrorKind> {
+        let s = self.slot(h)?;
+        if s.closing {
+            return Err(SubmitErrorKind::Closing);
+        }
+        s.closing = true;
+        let raw = s.fd.as_ref().expect("live slot has an fd").as_raw_fd();
+        let rel = if s.inflight == 0 { self.retire(h.idx) } else { Released::Nothing };
+        Ok((raw, rel))
+    }
+
+    fn retire(&mut self, idx: u32) -> Released {
+        let s = &mut self.slots[idx as usize];
+        let fd = s.fd.take();
+        s.gen = s.gen.wrapping_add(1);
+        s.closing = false;
+        self.free.push(idx);
+        self.live -= 1;
+        fd.map_or(Released::Nothing, Released::Close)
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+}

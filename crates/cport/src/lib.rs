@@ -1,0 +1,48 @@
+//! cport: the Windows I/O completion port (IOCP) model for Linux.
+//!
+//! A [`Port`] is one completion queue shared by any number of threads. I/O
+//! objects (sockets, files, any owned fd) are [associated](Port::associate)
+//! with it under a [`Key`] the program chooses; operations are issued and
+//! return at once; each one later yields exactly one final [`Completion`] that
+//! any thread can dequeue with [`Port::get`]. As with IOCP, at most
+//! `concurrency` threads run completions at once and waiting threads are
+//! released last-in, first-out.
+//!
+//! Buffers are owned by the port while the kernel may touch them and are handed
+//! back in the completion, so the public API needs no `unsafe`.
+//!
+//! # Examples
+//!
+//! ```
+//! use cport::{Port, Key};
+//! # fn main() -> std::io::Result<()> {
+//! let port = Port::builder().concurrency(1).build()?;
+//! port.post(Key(7), 42, 1).expect("queue has room");
+//! let c = port.get(None)?;
+//! assert_eq!((c.key(), c.ctx(), c.bytes()), (Key(7), 1, 42));
+//! # Ok(()) }
+//! ```
+//!
+//! The backend is io_uring when the kernel allows it and epoll otherwise; see
+//! [`Backend`] and `docs/ARCHITECTURE.md` for how the ring is shared.
+
+mod buf;
+mod completion;
+mod error;
+mod handle;
+mod port;
+mod sched;
+mod stats;
+mod worker;
+
+#[allow(unsafe_code)]
+mod sys;
+
+pub use buf::{Buf, Payload};
+pub use completion::{Completion, Ctx, Key, OpId, OpKind, Priority};
+pub use error::{BuildError, GetError, SubmitError, SubmitErrorKind};
+pub use handle::Handle;
+pub use port::{Backend, FullPolicy, Port, PortBuilder};
+pub use stats::{Stats, ThreadStats};
+pub use sys::{BufPool, PooledBuf};
+pub use worker::WorkerPool;

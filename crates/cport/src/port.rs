@@ -1,0 +1,841 @@
+//! The completion port: association, issuing, dequeuing, posting, cancelling.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use socket2::SockAddr;
+
+use crate::buf::{Buf, Payload};
+use crate::completion::{Completion, Ctx, Key, Meta, OpId, OpKind};
+use crate::error::{BuildError, GetError, ShutDownError, SubmitError, SubmitErrorKind};
+use crate::handle::{Handle, HandleTable, Released};
+use crate::sched::{Prioritized, Sched, Waiter};
+use crate::stats::{Counters, Stats, ThreadCounters};
+use crate::sys::{self, BufPool, CancelTarget, Driver, Op};
+
+/// Which kernel interface a port runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring if the kernel allows it, else epoll (the default). The
+    /// `CPORT_BACKEND=uring|epoll` environment variable overrides it.
+    #[default]
+    Auto,
+    /// io_uring only: building fails, naming the cause, if it cannot be set up.
+    IoUring,
+    /// epoll readiness turned into completions; file I/O on a small thread pool.
+    Epoll,
+}
+
+impl Backend {
+    /// The name used in logs and in `CPORT_BACKEND`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::IoUring => "uring",
+            Backend::Epoll => "epoll",
+        }
+    }
+
+    /// Parses `auto`, `uring`/`io_uring`, or `epoll`.
+    pub fn parse(s: &str) -> Option<Backend> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Some(Backend::Auto),
+            "uring" | "io_uring" | "iouring" => Some(Backend::IoUring),
+            "epoll" => Some(Backend::Epoll),
+            _ => None,
+        }
+    }
+}
+
+/// What issuing does when the queue limit is reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FullPolicy {
+    /// Return [`SubmitErrorKind::QueueFull`] at once (the default).
+    #[default]
+    Fail,
+    /// Block the issuing thread until there is room. Do not use this from the
+    /// only thread that dequeues: nothing would make room.
+    Wait,
+}
+
+/// Configures a [`Port`] (IOCP's `CreateIoCompletionPort` with a null handle).
+#[derive(Clone, Debug)]
+pub struct PortBuilder {
+    concurrency: usize,
+    queue_limit: usize,
+    full_policy: FullPolicy,
+    ring_entries: u32,
+    backend: Backend,
+    use_env: bool,
+}
+
+impl Default for PortBuilder {
+    fn default() -> Self {
+        PortBuilder {
+            concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            queue_limit: 1 << 20,
+            full_policy: FullPolicy::Fail,
+            ring_entries: 4096,
+            backend: Backend::Auto,
+            use_env: true,
+        }
+    }
+}
+
+impl PortBuilder {
+    /// At most this many threads run completions at once (default: available parallelism).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+    /// The cap on operations in flight plus completions queued (default 2^20).
+    pub fn queue_limit(mut self, n: usize) -> Self {
+        self.queue_limit = n;
+        self
+    }
+    /// Fail or wait when the queue limit is reached.
+    pub fn full_policy(mut self, p: FullPolicy) -> Self {
+        self.full_policy = p;
+        self
+    }
+    /// Submission ring size (io_uring; a hint for epoll's event batch). Default 4096.
+    pub fn ring_entries(mut self, n: u32) -> Self {
+        self.ring_entries = n;
+        self
+    }
+    /// Which backend to use. `CPORT_BACKEND` still overrides `Auto` unless
+    /// [`ignore_env`](Self::ignore_env) is set.
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.backend = b;
+        self
+    }
+    /// Ignore `CPORT_BACKEND`.
+    pub fn ignore_env(mut self) -> Self {
+        self.use_env = false;
+        self
+    }
+
+    /// Builds the port.
+    ///
+    /// # Errors
+    /// [`BuildError::IoUringUnavailable`] when io_uring was required and the
+    /// kernel refused it (the message names ENOSYS, EPERM, the sysctl...),
+    /// [`BuildError::Epoll`] when epoll setup fails, [`BuildError::Config`]
+    /// for out-of-range settings.
+    pub fn build(self) -> Result<Port, BuildError> {
+        if self.concurrency == 0 {
+            return Err(BuildError::Config("concurrency must be at least 1"));
+        }
+        if self.queue_limit == 0 {
+            return Err(BuildError::Config("queue_limit must be at least 1"));
+        }
+        if self.ring_entries == 0 || self.ring_entries > 32768 {
+            return Err(BuildError::Config("ring_entries must be in 1..=32768"));
+        }
+        let mut wanted = self.backend;
+        if self.use_env && wanted == Backend::Auto {
+            if let Ok(v) = std::env::var("CPORT_BACKEND") {
+                wanted = Backend::parse(&v).ok_or(BuildError::Config("CPORT_BACKEND must be auto, uring or epoll"))?;
+            }
+        }
+        let driver: Box<dyn Driver> = match wanted {
+            Backend::IoUring => Box::new(sys::uring::Uring::new(self.ring_entries)?),
+            Backend::Epoll => sys::epoll::new_driver(self.ring_entries)?,
+            Backend::Auto => match sys::uring::Uring::new(self.ring_entries) {
+                Ok(u) => {
+                    tracing::info!(backend = "uring", "completion port on io_uring");
+                    Box::new(u)
+                }
+                Err(e) => {
+                    tracing::warn!(backend = "epoll", reason = %e, "io_uring unavailable; completion port falls back to epoll");
+                    let ep = sys::epoll::new_driver(self.ring_entries)?;
+                    return Ok(Port::from_driver(self, ep, Some(e.to_string())));
+                }
+            },
+        };
+        Ok(Port::from_driver(self, driver, None))
+    }
+}
+
+struct Shared {
+    id: u64,
+    driver: Box<dyn Driver>,
+    sched: Sched<Completion>,
+    handles: Mutex<HandleTable>,
+    counters: Counters,
+    threads: Mutex<Vec<Arc<ThreadCounters>>>,
+    queue_limit: usize,
+    full_policy: FullPolicy,
+    /// Operations in flight plus completions queued.
+    outstanding: AtomicUsize,
+    room: (Mutex<()>, Condvar),
+    room_waiters: AtomicUsize,
+    shut_down: AtomicBool,
+    fallback_reason: Option<String>,
+}
+
+impl Prioritized for Completion {
+    fn is_high(&self) -> bool {
+        self.priority() == crate::completion::Priority::High
+    }
+}
+
+/// A completion port. Cheap to clone: every clone is the same port, and it is
+/// `Send + Sync`, so any thread may issue operations and any thread may
+/// dequeue any completion.
+///
+/// Dropping the last clone shuts the port down: it cancels what is in flight
+/// and waits until the kernel is done with every buffer before freeing it.
+#[derive(Clone)]
+pub struct Port {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Port").field("backend", &self.backend()).finish()
+    }
+}
+
+static NEXT_PORT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// This thread's standing with one port.
+struct Local {
+    port_id: u64,
+    port: Weak<Shared>,
+    holds_slot: bool,
+    since: Option<Instant>,
+    waiter: Arc<Waiter<Completion>>,
+    counters: Arc<ThreadCounters>,
+    batch: Vec<Completion>,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // A thread that exits while holding a slot gives it back.
+        if self.holds_slot {
+            if let Some(p) = self.port.upgrade() {
+                p.sched.release();
+            }
+        }
+    }
+}
+
+thread_local! {
+    static LOCALS: RefCell<Vec<Local>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Port {
+    /// A builder with the defaults.
+    pub fn builder() -> PortBuilder {
+        PortBuilder::default()
+    }
+
+    /// A port with the defaults (IOCP's `CreateIoCompletionPort(INVALID_HANDLE_VALUE, ...)`).
+    ///
+    /// # Errors
+    /// See [`PortBuilder::build`].
+    pub fn new() -> Result<Port, BuildError> {
+        Self::builder().build()
+    }
+
+    fn from_driver(b: PortBuilder, driver: Box<dyn Driver>, fallback_reason: Option<String>) -> Port {
+        Port {
+            shared: Arc::new(Shared {
+                id: NEXT_PORT_ID.fetch_add(1, Relaxed),
+                driver,
+                sched: Sched::new(b.concurrency),
+                handles: Mutex::new(HandleTable::default()),
+                counters: Counters::default(),
+                threads: Mutex::new(Vec::new()),
+                queue_limit: b.queue_limit,
+                full_policy: b.full_policy,
+                outstanding: AtomicUsize::new(0),
+                room: (Mutex::new(()), Condvar::new()),
+                room_waiters: AtomicUsize::new(0),
+                shut_down: AtomicBool::new(false),
+                fallback_reason,
+            }),
+        }
+    }
+
+    /// The backend in use (never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.shared.driver.backend()
+    }
+
+    /// Why `Auto` fell back to epoll, if it did.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.shared.fallback_reason.as_deref()
+    }
+
+    /// Associates an I/O object with the port under `key` (IOCP's
+    /// `CreateIoCompletionPort(handle, port, key)`). The port takes ownership
+    /// of the fd and closes it on [`close`](Self::close) or at drop.
+    ///
+    /// # Errors
+    /// When the fd cannot be put in the mode the backend needs.
+    pub fn associate(&self, io: impl Into<OwnedFd>, key: Key) -> io::Result<Handle> {
+        let fd: OwnedFd = io.into();
+        self.shared.driver.prepare_fd(fd.as_fd())?;
+        Ok(self.shared.handles.lock().insert(fd, key))
+    }
+
+    // ----- issuing -------------------------------------------------------
+
+    fn reserve(&self) -> Result<(), SubmitErrorKind> {
+        let s = &self.shared;
+        loop {
+            if s.shut_down.load(Acquire) {
+                return Err(SubmitErrorKind::ShutDown);
+            }
+            let prev = s.outstanding.fetch_add(1, AcqRel);
+            if prev < s.queue_limit {
+                return Ok(());
+            }
+            s.outstanding.fetch_sub(1, AcqRel);
+            if s.full_policy == FullPolicy::Fail {
+                return Err(SubmitErrorKind::QueueFull);
+            }
+            let mut g = s.room.0.lock();
+            s.room_waiters.fetch_add(1, AcqRel);
+            if s.outstanding.load(Acquire) >= s.queue_limit && !s.shut_down.load(Acquire) {
+                s.room.1.wait_for(&mut g, Duration::from_millis(100));
+            }
+            s.room_waiters.fetch_sub(1, AcqRel);
+        }
+    }
+
+    fn unreserve(&self, n: usize) {
+        let s = &self.shared;
+        s.outstanding.fetch_sub(n, AcqRel);
+        if s.room_waiters.load(Acquire) > 0 {
+            let _g = s.room.0.lock();
+            s.room.1.notify_all();
+        }
+    }
+
+    /// Starts `op` on `h` (or on no handle). On failure the op's buffers come back.
+    fn issue(&self, h: Option<&Handle>, kind: OpKind, ctx: Ctx, mut op: Op) -> Result<OpId, SubmitError> {
+        if let Err(k) = self.reserve() {
+            return Err(SubmitError::new(k, op.into_payload()));
+        }
+        let (key, slot) = match h {
+            Some(h) => match self.shared.handles.lock().begin_op(h) {
+                Ok(fd) => {
+                    op.set_fd(fd);
+                    (h.key, Some(h.idx))
+                }
+                Err(k) => {
+                    self.unreserve(1);
+                    return Err(SubmitError::new(k, op.into_payload()));
+                }
+            },
+            None => (Key(0), None),
+        };
+        let meta = Meta { key, ctx, kind, handle: slot, id: OpId(0) };
+        match self.shared.driver.push(meta, op) {
+            Ok(id) => {
+                self.after_push();
+                Ok(id)
+            }
+            Err((k, op)) => {
+                if let Some(idx) = slot {
+                    self.end_ops(&[idx]);
+                }
+                self.unreserve(1);
+                Err(SubmitError::new(k, op.into_payload()))
+            }
+        }
+    }
+
+    /// A thread running a completion defers submission to its next `get`
+    /// (one kernel call per batch); any other thread submits now, in case
+    /// the leader is already asleep in the kernel.
+    fn after_push(&self) {
+        let in_handler = LOCALS.with(|l| {
+            l.borrow().iter().any(|x| x.port_id == self.shared.id && x.holds_slot)
+        });
+        if !in_handler {
+            self.shared.driver.flush();
+        }
+    }
+
+    fn end_ops(&self, slots: &[u32]) {
+        let mut to_close = Vec::new();
+        {
+            let mut t = self.shared.handles.lock();
+            for idx in slots {
+                if let Released::Close(fd) = t.end_op(*idx) {
+                    to_close.push(fd);
+                }
+            }
+        }
+        for fd in to_close {
+            use std::os::fd::AsRawFd;
+            self.shared.driver.forget_fd(fd.as_raw_fd());
+            drop(fd);
+        }
+    }
+
+    /// Submits every operation issued so far now, instead of at this
+    /// thread's next `get`. Useful before a handler does something long.
+    pub fn flush(&self) {
+        self.shared.driver.flush();
+    }
+
+    /// Does nothing, then completes: a round trip through the backend.
+    ///
+    /// # Errors
+    /// [`SubmitError`] when the port is full or shut down.
+    pub fn nop(&self, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.issue(None, OpKind::Nop, ctx.into(), Op::Nop)
+    }
+
+    /// Completes (with `Ok(0)`) after `dur` (IOCP users reach for timer queues).
+    ///
+    /// # Errors
+    /// As for [`nop`](Self::nop).
+    pub fn timeout(&self, dur: Duration, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.issue(None, OpKind::Timeout, ctx.into(), Op::Timeout { dur })
+    }
+
+    /// Accepts one connection on a listening handle (AcceptEx). The completion
+    /// carries the new stream in [`Payload::Accepted`]; associate it to use it.
+    ///
+    /// # Errors
+    /// [`SubmitError`] for a closed handle, a full queue, or shutdown.
+    pub fn accept(&self, listener: &Handle, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.issue(Some(listener), OpKind::Accept, ctx.into(), Op::Accept { fd: -1, multishot: false })
+    }
+
+    /// Keeps accepting without re-posting: one completion per connection, each
+    /// with [`Completion::more`] set while the accept stays armed.
+    ///
+    /// # Errors
+    /// As for [`accept`](Self::accept).
+    pub fn accept_multi(&self, listener: &Handle, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.issue(Some(listener), OpKind::Accept, ctx.into(), Op::Accept { fd: -1, multishot: true })
+    }
+
+    /// Connects a socket handle to `addr` (ConnectEx).
+    ///
+    /// # Errors
+    /// As for [`accept`](Self::accept).
+    pub fn connect(&self, h: &Handle, addr: SocketAddr, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        let op = Op::Connect { fd: -1, addr: Box::new(SockAddr::from(addr)) };
+        self.issue(Some(h), OpKind::Connect, ctx.into(), op)
+    }
+
+    /// Receives into the spare capacity of `buf` (WSARecv); the completion
+    /// hands `buf` back with its length grown by the bytes received.
+    /// `Ok(0)` means the peer closed its side.
+    ///
+    /// # Errors
+    /// As for [`accept`](Self::accept); `buf` comes back in the error.
+    pub fn recv(&self, h: &Handle, buf: Vec<u8>, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.issue(Some(h), OpKind::Recv, ctx.into(), Op::Recv { fd: -1, buf })
+    }
+
+    /// Receives into a buffer the kernel picks from `pool` only when data
+    /// arrives, so an idle connection pins no memory. The completion carries
+    /// a [`Buf::Pooled`]; an `ENOBUFS` error means the pool was empty.
+    ///
+    /// # Errors
+    /// As for [`accept`](Self::accept).
+    pub fn recv_pooled(&self, h: &Handle, pool: &BufPool, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        let op = Op::RecvPooled { fd: -1, pool: pool.clone(), multishot: false };
+        self.issue(Some(h), OpKind::RecvPooled, ctx.into(), op)
+    }
+
+    /// Like [`recv_pooled`](Self::recv_pooled) but stays armed: one completion
+    /// per arrival with [`Completion::more`] set; the last has it clear (end
+    /// of stream, error, `ENOBUFS`, or cancel) and must be re-armed by the caller.
+    ///
+    /// # Errors
+    /// As for [`accept`](Self::accept).
+    pub fn recv_pooled_multi(&self, h: &Handle, pool: &BufPool, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        let op = Op::RecvPooled { fd: -1, pool: pool.clone(), multishot: true };
+        self.issue(Some(h), OpKind::RecvPooled, ctx.into(), op)
+    }
+
+    /// Sends one buffer (WSASend). The result may be a short count.
+    ///
+    /// # Errors
+    /// As for [`accept`](Self::accept); the buffer comes back in the error.
+    pub fn send(&self, h: &Handle, buf: impl Into<Buf>, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.issue(Some(h), OpKind::Send, ctx.into(), Op::Send { fd: -1, buf: buf.into() })
+    }
+
+    /// Sends many buffers in one gathering call (WSASend with several WSABUFs).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    pub fn send_vectored(&self, h: &Handle, bufs: Vec<Buf>, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.issue(Some(h), OpKind::SendVectored, ctx.into(), Op::SendVectored { fd: -1, bufs })
+    }
+
+    /// Receives one datagram (WSARecvFrom); the completion carries
+    /// [`Payload::Datagram`] with the sender's address.
+    ///
+    /// # Errors
+    /// As for [`recv`](Self::recv).
+    pub fn recv_from(&self, h: &Handle, buf: Vec<u8>, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.issue(Some(h), OpKind::RecvFrom, ctx.into(), Op::RecvFrom { fd: -1, buf })
+    }
+
+    /// Sends one datagram to `addr` (WSASendTo).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    pub fn send_to(&self, h: &Handle, buf: impl Into<Buf>, addr: SocketAddr, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        let op = Op::SendTo { fd: -1, buf: buf.into(), addr: Box::new(SockAddr::from(addr)) };
+        self.issue(Some(h), OpKind::SendTo, ctx.into(), op)
+    }
+
+    /// Shuts down one or both directions of a socket (DisconnectEx's first half).
+    ///
+    /// # Errors
+    /// As for [`accept`](Self::accept).
+    pub fn shutdown_socket(&self, h: &Handle, how: Shutdown, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.issue(Some(h), OpKind::Shutdown, ctx.into(), Op::Shutdown { fd: -1, how })
+    }
+
+    /// Reads at `offset` into the spare capacity of `buf` (ReadFile with an
+    /// OVERLAPPED offset). `Ok(0)` at or past the end of the file.
+    ///
+    /// # Errors
+    /// As for [`recv`](Self::recv).
+    pub fn read_at(&self, h: &Handle, buf: Vec<u8>, offset: u64, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.issue(Some(h), OpKind::ReadAt, ctx.into(), Op::ReadAt { fd: -1, buf, offset })
+    }
+
+    /// Writes `buf` at `offset` (WriteFile with an offset).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    pub fn write_at(&self, h: &Handle, buf: impl Into<Buf>, offset: u64, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.issue(Some(h), OpKind::WriteAt, ctx.into(), Op::WriteAt { fd: -1, buf: buf.into(), offset })
+    }
+
+    /// Flushes a file to storage (`data_only`: fdatasync).
+    ///
+    /// # Errors
+    /// As for [`accept`](Self::accept).
+    pub fn fsync(&self, h: &Handle, data_only: bool, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.issue(Some(h), OpKind::Fsync, ctx.into(), Op::Fsync { fd: -1, data_only })
+    }
+
+    /// Sends `len` bytes of `file` from `offset` to a socket without copying
+    /// through user space (TransmitFile): splice through a pipe on io_uring,
+    /// sendfile(2) on epoll. Completes once, with the total sent; a file that
+    /// ends early yields a short count. The file comes back in the payload.
+    ///
+    /// # Errors
+    /// As for [`accept`](Self::accept); the file comes back in the error.
+    pub fn send_file(
+        &self,
+        h: &Handle,
+        file: impl Into<Arc<File>>,
+        offset: u64,
+        len: u64,
+        ctx: impl Into<Ctx>,
+    ) -> Result<OpId, SubmitError> {
+        let op = Op::SendFile { fd: -1, file: file.into(), offset, len };
+        self.issue(Some(h), OpKind::SendFile, ctx.into(), op)
+    }
+
+    // ----- posting, cancelling, closing ---------------------------------
+
+    /// Queues a completion of the program's own (PostQueuedCompletionStatus):
+    /// jobs, wake-ups, shutdown signals. Give it [`Ctx::high`] to jump the queue.
+    ///
+    /// # Errors
+    /// [`SubmitErrorKind::QueueFull`] or [`SubmitErrorKind::ShutDown`].
+    pub fn post(&self, key: Key, bytes: usize, ctx: impl Into<Ctx>) -> Result<(), SubmitError> {
+        self.post_kind(key, bytes, ctx.into(), OpKind::Post)
+    }
+
+    /// Posts `n` [`OpKind::Quit`] packets: each worker of a [`WorkerPool`](crate::WorkerPool)
+    /// (or any loop that honours them) that dequeues one exits.
+    ///
+    /// # Errors
+    /// As for [`post`](Self::post).
+    pub fn post_quit(&self, n: usize) -> Result<(), SubmitError> {
+        for _ in 0..n {
+            self.post_kind(Key(0), 0, Ctx::default(), OpKind::Quit)?;
+        }
+        Ok(())
+    }
+
+    fn post_kind(&self, key: Key, bytes: usize, ctx: Ctx, kind: OpKind) -> Result<(), SubmitError> {
+        self.reserve().map_err(|k| SubmitError::new(k, Payload::None))?;
+        let meta = Meta { key, ctx, kind, handle: None, id: OpId(0) };
+        if self.shared.sched.push(Completion::new(meta, Ok(bytes), Payload::None, false)) {
+            self.shared.driver.wake();
+        }
+        Ok(())
+    }
+
+    /// Cancels every operation in flight on `h` (CancelIoEx with no OVERLAPPED).
+    /// Each still completes once, most with a cancellation error.
+    ///
+    /// # Errors
+    /// [`SubmitErrorKind::InvalidHandle`] for a closed handle.
+    pub fn cancel(&self, h: &Handle) -> Result<(), SubmitError> {
+        let fd = self.shared.handles.lock().raw_fd(h).map_err(|k| SubmitError::new(k, Payload::None))?;
+        self.shared.driver.cancel(CancelTarget::Fd(fd));
+        Ok(())
+    }
+
+    /// Cancels one operation (CancelIoEx with its OVERLAPPED). Harmless if it
+    /// already completed.
+    pub fn cancel_op(&self, id: OpId) {
+        self.shared.driver.cancel(CancelTarget::Op(id));
+    }
+
+    /// Closes a handle: cancels what is in flight on it and closes the fd once
+    /// every operation on it has completed. Later use of `h` fails with
+    /// [`SubmitErrorKind::InvalidHandle`], even after the fd number is reused.
+    ///
+    /// # Errors
+    /// [`SubmitErrorKind::InvalidHandle`] or [`SubmitErrorKind::Closing`].
+    pub fn close(&self, h: &Handle) -> Result<(), SubmitError> {
+        let (raw, rel) = self.shared.handles.lock().close(h).map_err(|k| SubmitError::new(k, Payload::None))?;
+        match rel {
+            Released::Close(fd) => {
+                self.shared.driver.forget_fd(raw);
+                drop(fd);
+            }
+            Released::Nothing => self.shared.driver.cancel(CancelTarget::Fd(raw)),
+        }
+        Ok(())
+    }
+
+    /// A pool of `count` receive buffers of `size` bytes each, for
+    /// [`recv_pooled`](Self::recv_pooled).
+    ///
+    /// # Errors
+    /// Invalid sizes (io_uring allows at most 32768 buffers), or the kernel
+    /// refusing the buffer ring.
+    pub fn buf_pool(&self, count: u16, size: usize) -> io::Result<BufPool> {
+        self.shared.driver.buf_pool(count, size)
+    }
+
+    /// Starts shutting down: new operations and posts are refused, everything
+    /// in flight is cancelled and completes with a shutdown error. Once all
+    /// is delivered, [`get`](Self::get) returns [`GetError::ShutDown`].
+    pub fn shutdown(&self) {
+        if self.shared.shut_down.swap(true, AcqRel) {
+            return;
+        }
+        self.shared.driver.cancel(CancelTarget::All);
+        self.shared.driver.wake();
+        self.shared.sched.wake_all();
+        let s = &self.shared;
+        let _g = s.room.0.lock();
+        s.room.1.notify_all();
+    }
+
+    /// `true` once [`shutdown`](Self::shutdown) was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.shut_down.load(Acquire)
+    }
+
+    // ----- dequeuing ------------------------------------------------------
+
+    /// Dequeues one completion, waiting up to `timeout` (`None`: forever)
+    /// (GetQueuedCompletionStatus). The calling thread's previous slot is
+    /// given back first, and a slot is held until its next `get`.
+    ///
+    /// # Errors
+    /// [`GetError::Timeout`], [`GetError::ShutDown`] once shut down and
+    /// drained, or [`GetError::Io`] if the backend fails.
+    pub fn get(&self, timeout: Option<Duration>) -> Result<Completion, GetError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let s = &*self.shared;
+        let (held, waiter, mut batch, counters) = self.local_take();
+        let mut lead = |deadline: Option<Instant>, out: &mut Vec<Completion>| self.lead(deadline, out);
+        let mut flush = || s.driver.flush();
+        let r = s.sched.get(held, deadline, &waiter, &mut batch, &mut lead, &mut flush);
+        let ok = r.is_ok();
+        self.local_put(ok, batch, &counters);
+        match r {
+            Ok(c) => {
+                self.dequeued(&c);
+                Ok(c)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Dequeues up to `max` ready completions into `out` (GetQueuedCompletionStatusEx),
+    /// waiting up to `timeout` for the first. The thread holds one slot for all.
+    /// Returns how many were added.
+    ///
+    /// # Errors
+    /// As for [`get`](Self::get), only when nothing was dequeued.
+    pub fn get_many(&self, out: &mut Vec<Completion>, max: usize, timeout: Option<Duration>) -> Result<usize, GetError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let first = self.get(timeout)?;
+        out.push(first);
+        let mut n = 1;
+        while n < max {
+            match self.shared.sched.try_pop() {
+                Some(c) => {
+                    self.dequeued(&c);
+                    LOCALS.with(|l| {
+                        if let Some(x) = l.borrow().iter().find(|x| x.port_id == self.shared.id) {
+                            x.counters.completions.fetch_add(1, Relaxed);
+                        }
+                    });
+                    out.push(c);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        Ok(n)
+    }
+
+    /// Gives back this thread's concurrency slot before it blocks on
+    /// something else, so another thread may run (IOCP does this by itself
+    /// when a worker blocks; here the worker says so).
+    pub fn release_slot(&self) {
+        let had = LOCALS.with(|l| {
+            let mut l = l.borrow_mut();
+            match l.iter_mut().find(|x| x.port_id == self.shared.id) {
+                Some(x) if x.holds_slot => {
+                    x.holds_slot = false;
+                    if let Some(t) = x.since.take() {
+                        x.counters.busy_nanos.fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
+                    }
+                    true
+                }
+                _ => false,
+            }
+        });
+        if had {
+            self.shared.driver.flush();
+            self.shared.sched.release();
+        }
+    }
+
+    fn dequeued(&self, c: &Completion) {
+        self.shared.counters.record(c.kind(), c.result.is_ok());
+        self.unreserve(1);
+    }
+
+    /// The leader's turn in the backend: wait, then settle what came back.
+    fn lead(&self, deadline: Option<Instant>, out: &mut Vec<Completion>) -> Result<(), GetError> {
+        let s = &*self.shared;
+        if s.shut_down.load(Acquire) && s.driver.in_flight() == 0 {
+            s.sched.wake_all();
+            return Err(GetError::ShutDown);
+        }
+        s.driver.wait(out, deadline).map_err(GetError::Io)?;
+        let shut = s.shut_down.load(Acquire);
+        let mut ended = Vec::new();
+        let mut extra = 0;
+        for c in out.iter_mut() {
+            if c.more {
+                extra += 1; // a multishot delivery was not reserved when issued
+            } else if let Some(idx) = c.meta.handle {
+                ended.push(idx);
+            }
+            if shut && c.is_cancelled() {
+                c.result = Err(ShutDownError::io());
+            }
+        }
+        if extra > 0 {
+            s.outstanding.fetch_add(extra, AcqRel);
+        }
+        if !ended.is_empty() {
+            self.end_ops(&ended);
+        }
+        Ok(())
+    }
+
+    fn local_take(&self) -> (bool, Arc<Waiter<Completion>>, Vec<Completion>, Arc<ThreadCounters>) {
+        LOCALS.with(|l| {
+            let mut l = l.borrow_mut();
+            let pos = match l.iter().position(|x| x.port_id == self.shared.id) {
+                Some(p) => p,
+                None => {
+                    l.retain(|x| x.port.strong_count() > 0);
+                    let counters = Arc::new(ThreadCounters {
+                        name: std::thread::current().name().map(str::to_owned),
+                        ..Default::default()
+                    });
+                    self.shared.threads.lock().push(counters.clone());
+                    l.push(Local {
+                        port_id: self.shared.id,
+                        port: Arc::downgrade(&self.shared),
+                        holds_slot: false,
+                        since: None,
+                        waiter: Waiter::for_current_thread(),
+                        counters,
+                        batch: Vec::new(),
+                    });
+                    l.len() - 1
+                }
+            };
+            let x = &mut l[pos];
+            let held = std::mem::replace(&mut x.holds_slot, false);
+            if let Some(t) = x.since.take() {
+                x.counters.busy_nanos.fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
+            }
+            (held, x.waiter.clone(), std::mem::take(&mut x.batch), x.counters.clone())
+        })
+    }
+
+    fn local_put(&self, got: bool, batch: Vec<Completion>, counters: &ThreadCounters) {
+        if got {
+            counters.completions.fetch_add(1, Relaxed);
+        }
+        LOCALS.with(|l| {
+            if let Some(x) = l.borrow_mut().iter_mut().find(|x| x.port_id == self.shared.id) {
+                x.holds_slot = got;
+                x.since = got.then(Instant::now);
+                x.batch = batch;
+            }
+        });
+    }
+
+    /// The port's counters now.
+    pub fn stats(&self) -> Stats {
+        let s = &*self.shared;
+        let c = s.sched.counts();
+        let mut st = Stats {
+            in_flight: s.driver.in_flight(),
+            queued: c.queued,
+            running: c.running,
+            max_running: c.max_running,
+            waiting: c.waiting,
+            backend_calls: s.driver.kernel_calls(),
+            handles: s.handles.lock().live(),
+            threads: s.threads.lock().iter().map(|t| t.snapshot()).collect(),
+            ..Stats::default()
+        };
+        s.counters.fill(&mut st);
+        st
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.shut_down.store(true, Release);
+        // Every op still in flight completes here, with nobody to deliver it
+        // to: the driver waits until the kernel is done with its buffers.
+        self.driver.drain();
+    }
+}

@@ -1,0 +1,413 @@
+//! The completion queue and IOCP's thread rules: concurrency slots, LIFO
+//! release of waiting threads, high-priority packets first.
+//!
+//! One thread at a time, the *leader*, waits in the backend for kernel
+//! completions; the others wait here, on a stack. When the leader brings back
+//! a batch, it hands packets straight to the most recent waiters (LIFO, as
+//! IOCP does, so the hottest thread runs next) up to the free concurrency
+//! slots, and takes one itself only when packets and slots are left over.
+//! A thread that calls `get` while packets are ready takes one without
+//! sleeping. The hand-off is direct: a woken waiter finds its packet in its
+//! own cell, so no packet is taken twice and no waiter wakes for nothing.
+//!
+//! The code is generic over the packet so that `loom` can check it alone
+//! (`RUSTFLAGS="--cfg loom" cargo test -p cport --lib sched`).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::error::GetError;
+use shim::{park_until, Arc, AtomicBool, Mutex, Ordering, Thread};
+
+/// A packet that knows whether it goes to the front of the queue.
+pub(crate) trait Prioritized {
+    fn is_high(&self) -> bool;
+}
+
+/// What a waiting thread is handed.
+enum Grant<T> {
+    /// A packet, with a concurrency slot already taken on the thread's behalf.
+    Item(T),
+    /// Nobody is waiting in the backend: go and lead.
+    Lead,
+}
+
+/// A thread parked in `get`. Reused by its thread across calls.
+pub(crate) struct Waiter<T> {
+    thread: Thread,
+    notified: AtomicBool,
+    grant: Mutex<Option<Grant<T>>>,
+}
+
+impl<T> Waiter<T> {
+    pub(crate) fn for_current_thread() -> Arc<Self> {
+        Arc::new(Waiter { thread: shim::current(), notified: AtomicBool::new(false), grant: Mutex::new(None) })
+    }
+    fn give(&self, grant: Grant<T>) {
+        *self.grant.lock() = Some(grant);
+        self.notified.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+struct State<T> {
+    high: VecDeque<T>,
+    normal: VecDeque<T>,
+    running: usize,
+    concurrency: usize,
+    /// Parked threads; the top of the stack is released first.
+    waiters: Vec<Arc<Waiter<T>>>,
+    /// A thread is waiting in the backend (or about to).
+    leader: bool,
+    max_running: usize,
+}
+
+impl<T: Prioritized> State<T> {
+    fn enqueue(&mut self, item: T) {
+        if item.is_high() {
+            self.high.push_back(item)
+        } else {
+            self.normal.push_back(item)
+        }
+    }
+    fn pop(&mut self) -> Option<T> {
+        self.high.pop_front().or_else(|| self.normal.pop_front())
+    }
+    fn queued(&self) -> usize {
+        self.high.len() + self.normal.len()
+    }
+    fn take_slot(&mut self) {
+        self.running += 1;
+        self.max_running = self.max_running.max(self.running);
+    }
+    /// Hands ready packets to the most recent waiters while slots are free.
+    fn dispatch(&mut self) {
+        while self.running < self.concurrency && !self.waiters.is_empty() {
+            let Some(item) = self.pop() else { break };
+            let w = self.waiters.pop().expect("checked non-empty");
+            self.take_slot();
+            w.give(Grant::Item(item));
+        }
+    }
+    /// When nobody leads but threads wait with free slots, one of them must.
+    fn promote(&mut self) {
+        if !self.leader && self.running < self.concurrency && self.queued() == 0 {
+            if let Some(w) = self.waiters.pop() {
+                w.give(Grant::Lead);
+            }
+        }
+    }
+}
+
+/// A snapshot of the scheduler's counters.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SchedCounts {
+    pub queued: usize,
+    pub running: usize,
+    pub max_running: usize,
+    pub waiting: usize,
+}
+
+pub(crate) struct Sched<T> {
+    state: Mutex<State<T>>,
+}
+
+impl<T: Prioritized> Sched<T> {
+    pub(crate) fn new(concurrency: usize) -> Self {
+        Sched {
+            state: Mutex::new(State {
+                high: VecDeque::new(),
+                normal: VecDeque::new(),
+                running: 0,
+                concurrency: concurrency.max(1),
+                waiters: Vec::new(),
+                leader: false,
+                max_running: 0,
+            }),
+        }
+    }
+
+    /// Queues a packet from outside the leader (a posted packet). Returns
+    /// `true` when the packet is left waiting while the leader sits in the
+    /// backend with a free slot: the caller must wake the backend.
+    pub(crate) fn push(&self, item: T) -> bool {
+        let mut st = self.state.lock();
+        st.enqueue(item);
+        st.dispatch();
+        st.queued() > 0 && st.leader && st.running < st.concurrency
+    }
+
+    /// Gives back a slot without dequeuing (a thread about to block, or exiting).
+    pub(crate) fn release(&self) {
+        let mut st = self.state.lock();
+        st.running = st.running.saturating_sub(1);
+        st.dispatch();
+        st.promote();
+    }
+
+    /// Releases every waiter so it re-checks the port (used at shutdown).
+    pub(crate) fn wake_all(&self) {
+        let mut st = self.state.lock();
+        for w in st.waiters.drain(..) {
+            w.give(Grant::Lead);
+        }
+    }
+
+    /// Pops a ready packet for a thread that already holds a slot (`get_many`).
+    pub(crate) fn try_pop(&self) -> Option<T> {
+        self.state.lock().pop()
+    }
+
+    pub(crate) fn counts(&self) -> SchedCounts {
+        let st = self.state.lock();
+        SchedCounts {
+            queued: st.queued(),
+            running: st.running,
+            max_running: st.max_running,
+            waiting: st.waiters.len(),
+        }
+    }
+
+    /// Dequeues one packet, IOCP-style. `held` says whether the calling thread
+    /// holds a slot from its previous `get` (it is given back first). `lead`
+    /// waits in the backend until `deadline` and appends what it reaped to
+    /// the vector; `flush` makes operations issued so far visible to a leader
+    /// already waiting in the backend. On success the caller holds a slot.
+    pub(crate) fn get(
+        &self,
+        held: bool,
+        deadline: Option<Instant>,
+        me: &Arc<Waiter<T>>,
+        batch: &mut Vec<T>,
+        lead: &mut dyn FnMut(Option<Instant>, &mut Vec<T>) -> Result<(), GetError>,
+        flush: &mut dyn FnMut(),
+    ) -> Result<T, GetError> {
+        let mut st = self.state.lock();
+        if held {
+            st.running = st.running.saturating_sub(1);
+            st.dispatch();
+        }
+        loop {
+            if st.running < st.concurrency {
+                if let Some(item) = st.pop() {
+                    st.take_slot();
+                    return Ok(item);
+                }
+                if !st.leader {
+                    st.leader = true;
+                    drop(st);
+                    let res = lead(deadline, batch);
+                    st = self.state.lock();
+                    st.leader = false;
+                    for item in batch.drain(..) {
+                        st.enqueue(item);
+                    }
+                    st.dispatch();
+                    let expired = deadline.is_some_and(|d| shim::now() >= d);
+                    let can_take = st.running < st.concurrency && st.queued() > 0;
+                    if res.is_err() || (expired && !can_take) {
+                        st.promote();
+                        return Err(res.err().unwrap_or(GetError::Timeout));
+                    }
+                    continue;
+                }
+            }
+            if deadline.is_some_and(|d| shim::now() >= d) {
+                return Err(GetError::Timeout);
+            }
+            me.notified.store(false, Ordering::Relaxed);
+            st.waiters.push(me.clone());
+            drop(st);
+            flush();
+            park_until(&me.notified, deadline);
+            st = self.state.lock();
+            if me.notified.load(Ordering::Acquire) {
+                match me.grant.lock().take() {
+                    Some(Grant::Item(item)) => return Ok(item),
+                    Some(Grant::Lead) | None => continue,
+                }
+            }
+            // Timed out: leave the stack (no one granted us anything, or
+            // `notified` would be set: grants happen under the state lock).
+            if let Some(pos) = st.waiters.iter().rposition(|w| Arc::ptr_eq(w, me)) {
+                st.waiters.remove(pos);
+            }
+            return Err(GetError::Timeout);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+mod shim {
+    pub(crate) use std::sync::atomic::{AtomicBool, Ordering};
+    pub(crate) use std::sync::Arc;
+    pub(crate) use std::thread::{current, Thread};
+    use std::time::Instant;
+
+    pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+    impl<T> Mutex<T> {
+        pub(crate) fn new(t: T) -> Self {
+            Mutex(parking_lot::Mutex::new(t))
+        }
+        pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
+            self.0.lock()
+        }
+    }
+    pub(crate) fn now() -> Instant {
+        Instant::now()
+    }
+    /// Parks until `flag` is set or the deadline passes (spurious wake-ups are absorbed).
+    pub(crate) fn park_until(flag: &AtomicBool, deadline: Option<Instant>) {
+        while !flag.load(Ordering::Acquire) {
+            match deadline {
+                None => std::thread::park(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return;
+                    }
+                    std::thread::park_timeout(d - now);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(loom)]
+mod shim {
+    pub(crate) use loom::sync::atomic::{AtomicBool, Ordering};
+    pub(crate) use loom::sync::Arc;
+    pub(crate) use loom::thread::{current, Thread};
+    use std::time::Instant;
+
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+    impl<T> Mutex<T> {
+        pub(crate) fn new(t: T) -> Self {
+            Mutex(loom::sync::Mutex::new(t))
+        }
+        pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+            self.0.lock().unwrap()
+        }
+    }
+    pub(crate) fn now() -> Instant {
+        Instant::now()
+    }
+    /// Loom models no time: deadlines are not used under loom.
+    pub(crate) fn park_until(flag: &AtomicBool, _deadline: Option<Instant>) {
+        while !flag.load(Ordering::Acquire) {
+            loom::thread::park();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct P(u32, bool);
+    impl Prioritized for P {
+        fn is_high(&self) -> bool {
+            self.1
+        }
+    }
+
+    fn no_lead(_: Option<Instant>, _: &mut Vec<P>) -> Result<(), GetError> {
+        Err(GetError::Timeout)
+    }
+
+    #[cfg(not(loom))]
+    #[test]
+    fn high_priority_packets_are_dequeued_first() {
+        let s = Sched::new(1);
+        s.push(P(1, false));
+        s.push(P(2, true));
+        s.push(P(3, false));
+        s.push(P(4, true));
+        let me = Waiter::for_current_thread();
+        let mut got = vec![];
+        let mut held = false;
+        for _ in 0..4 {
+            let p = s.get(held, None, &me, &mut vec![], &mut no_lead, &mut || {}).unwrap();
+            held = true;
+            got.push(p.0);
+        }
+        assert_eq!(got, vec![2, 4, 1, 3]);
+    }
+
+    #[cfg(not(loom))]
+    #[test]
+    fn a_thread_holding_the_only_slot_blocks_others() {
+        let s = Sched::new(1);
+        s.push(P(1, false));
+        s.push(P(2, false));
+        let me = Waiter::for_current_thread();
+        s.get(false, None, &me, &mut vec![], &mut no_lead, &mut || {}).unwrap();
+        // Slot held: a second dequeue (as another thread would) must time out.
+        let other = Waiter::for_current_thread();
+        let d = Some(Instant::now() + std::time::Duration::from_millis(20));
+        assert!(matches!(s.get(false, d, &other, &mut vec![], &mut no_lead, &mut || {}), Err(GetError::Timeout)));
+        assert_eq!(s.counts().queued, 1);
+        assert_eq!(s.counts().max_running, 1);
+    }
+
+    #[cfg(loom)]
+    #[test]
+    fn loom_each_packet_goes_to_exactly_one_thread() {
+        loom::model(|| {
+            let s = Arc::new(Sched::new(2));
+            let consumers: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = s.clone();
+                    loom::thread::spawn(move || {
+                        let me = Waiter::for_current_thread();
+                        loop {
+                            match s.get(false, None, &me, &mut vec![], &mut no_lead, &mut || {}) {
+                                Ok(p) => {
+                                    s.release();
+                                    return p.0;
+                                }
+                                Err(_) => loom::thread::yield_now(),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            s.push(P(1, false));
+            s.push(P(2, true));
+            let mut got: Vec<u32> = consumers.into_iter().map(|h| h.join().unwrap()).collect();
+            got.sort();
+            assert_eq!(got, vec![1, 2]);
+            assert!(s.counts().max_running <= 2);
+        });
+    }
+
+    #[cfg(loom)]
+    #[test]
+    fn loom_concurrency_one_never_runs_two() {
+        loom::model(|| {
+            let s = Arc::new(Sched::new(1));
+            s.push(P(1, false));
+            s.push(P(2, false));
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = s.clone();
+                    loom::thread::spawn(move || {
+                        let me = Waiter::for_current_thread();
+                        loop {
+                            if let Ok(p) = s.get(false, None, &me, &mut vec![], &mut no_lead, &mut || {}) {
+                                s.release();
+                                return p.0;
+                            }
+                            loom::thread::yield_now();
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            assert_eq!(s.counts().max_running, 1);
+        });
+    }
+}

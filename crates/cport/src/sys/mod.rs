@@ -1,0 +1,217 @@
+//! The backend boundary: everything that talks to the kernel lives below here.
+//!
+//! Each backend provides one type implementing [`Driver`], with these duties:
+//! - `push` takes an [`Op`] (which owns its fd number and buffers) and keeps it
+//!   until the kernel is done with it; the op's final [`Completion`] hands
+//!   the buffers back. The memory an op points the kernel at is owned by the
+//!   driver's in-flight table until that final completion: this is the one
+//!   invariant every `unsafe` block in the backends leans on.
+//! - `wait` is called by one thread at a time (the port's leader): it makes
+//!   pushed operations visible to the kernel and reaps completions.
+//! - `flush` and `wake` let other threads submit early and interrupt a wait.
+//! - `cancel` ends one op, every op on an fd, or everything (shutdown).
+//!
+//! Backends: [`uring`] (io_uring, the default) and [`epoll`] (readiness turned
+//! into completions; files on a small thread pool).
+
+use std::fs::File;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::SockAddr;
+
+use crate::buf::{Buf, Payload};
+use crate::completion::{Completion, Meta, OpId};
+use crate::error::SubmitErrorKind;
+use crate::port::Backend;
+
+mod bufpool;
+pub(crate) mod epoll;
+pub(crate) mod uring;
+
+pub use bufpool::{BufPool, PooledBuf};
+
+/// One operation, as the port hands it to a backend: what to do, on which fd,
+/// with which owned buffers.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Nop,
+    Timeout { dur: Duration },
+    Accept { fd: RawFd, multishot: bool },
+    Connect { fd: RawFd, addr: Box<SockAddr> },
+    /// Reads into the spare capacity of `buf`.
+    Recv { fd: RawFd, buf: Vec<u8> },
+    RecvPooled { fd: RawFd, pool: BufPool, multishot: bool },
+    Send { fd: RawFd, buf: Buf },
+    SendVectored { fd: RawFd, bufs: Vec<Buf> },
+    RecvFrom { fd: RawFd, buf: Vec<u8> },
+    SendTo { fd: RawFd, buf: Buf, addr: Box<SockAddr> },
+    Shutdown { fd: RawFd, how: Shutdown },
+    ReadAt { fd: RawFd, buf: Vec<u8>, offset: u64 },
+    WriteAt { fd: RawFd, buf: Buf, offset: u64 },
+    Fsync { fd: RawFd, data_only: bool },
+    SendFile { fd: RawFd, file: Arc<File>, offset: u64, len: u64 },
+}
+
+impl Op {
+    /// The fd the operation targets (-1 for none).
+    pub(crate) fn fd(&self) -> RawFd {
+        match self {
+            Op::Nop | Op::Timeout { .. } => -1,
+            Op::Accept { fd, .. }
+            | Op::Connect { fd, .. }
+            | Op::Recv { fd, .. }
+            | Op::RecvPooled { fd, .. }
+            | Op::Send { fd, .. }
+            | Op::SendVectored { fd, .. }
+            | Op::RecvFrom { fd, .. }
+            | Op::SendTo { fd, .. }
+            | Op::Shutdown { fd, .. }
+            | Op::ReadAt { fd, .. }
+            | Op::WriteAt { fd, .. }
+            | Op::Fsync { fd, .. }
+            | Op::SendFile { fd, .. } => *fd,
+        }
+    }
+
+    pub(crate) fn set_fd(&mut self, new: RawFd) {
+        match self {
+            Op::Nop | Op::Timeout { .. } => {}
+            Op::Accept { fd, .. }
+            | Op::Connect { fd, .. }
+            | Op::Recv { fd, .. }
+            | Op::RecvPooled { fd, .. }
+            | Op::Send { fd, .. }
+            | Op::SendVectored { fd, .. }
+            | Op::RecvFrom { fd, .. }
+            | Op::SendTo { fd, .. }
+            | Op::Shutdown { fd, .. }
+            | Op::ReadAt { fd, .. }
+            | Op::WriteAt { fd, .. }
+            | Op::Fsync { fd, .. }
+            | Op::SendFile { fd, .. } => *fd = new,
+        }
+    }
+
+    /// The buffers the op owns, handed back (an op that never ran, or one
+    /// whose result carries no extra data).
+    pub(crate) fn into_payload(self) -> Payload {
+        match self {
+            Op::Recv { buf, .. } | Op::RecvFrom { buf, .. } | Op::ReadAt { buf, .. } => Payload::Buf(Buf::Vec(buf)),
+            Op::Send { buf, .. } | Op::WriteAt { buf, .. } => Payload::Buf(buf),
+            Op::SendTo { buf, addr, .. } => match addr.as_socket() {
+                Some(a) => Payload::Datagram(buf, a),
+                None => Payload::Buf(buf),
+            },
+            Op::SendVectored { bufs, .. } => Payload::Bufs(bufs),
+            Op::SendFile { file, .. } => Payload::File(file),
+            Op::Nop
+            | Op::Timeout { .. }
+            | Op::Accept { .. }
+            | Op::Connect { .. }
+            | Op::RecvPooled { .. }
+            | Op::Shutdown { .. }
+            | Op::Fsync { .. } => Payload::None,
+        }
+    }
+}
+
+/// What to cancel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum CancelTarget {
+    Op(OpId),
+    Fd(RawFd),
+    All,
+}
+
+/// The backend boundary. See the module docs for each duty.
+pub(crate) trait Driver: Send + Sync {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+    /// Puts an fd into the mode this backend needs (blocking for io_uring,
+    /// non-blocking for epoll).
+    fn prepare_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()>;
+    /// Starts an operation; `meta.id` is assigned here. On refusal the op comes back.
+    fn push(&self, meta: Meta, op: Op) -> Result<OpId, (SubmitErrorKind, Op)>;
+    /// Hands pushed operations to the kernel now, if any wait.
+    fn flush(&self);
+    /// Waits until at least one completion is ready or the deadline passes, and
+    /// appends every ready completion to `out`. One caller at a time.
+    fn wait(&self, out: &mut Vec<Completion>, deadline: Option<Instant>) -> io::Result<()>;
+    /// Makes a thread blocked in `wait` return soon.
+    fn wake(&self);
+    /// Asks the kernel to end operations early; each still completes once.
+    fn cancel(&self, target: CancelTarget);
+    /// The port is about to close `fd`: drop any per-fd state.
+    fn forget_fd(&self, fd: RawFd);
+    /// Operations pushed and not yet completed.
+    fn in_flight(&self) -> usize;
+    /// A pool of `count` buffers of `size` bytes for provided-buffer receives.
+    fn buf_pool(&self, count: u16, size: usize) -> io::Result<BufPool>;
+    /// Times the backend entered the kernel (submit or wait).
+    fn kernel_calls(&self) -> u64;
+    /// At port drop: cancels everything and waits (bounded) until the kernel
+    /// is done with every op's memory, dropping their completions.
+    fn drain(&self);
+}
+
+/// Turns a `-errno` style result into an `io::Result`.
+pub(crate) fn errno_result(res: i32) -> io::Result<usize> {
+    if res < 0 {
+        Err(io::Error::from_raw_os_error(-res))
+    } else {
+        Ok(res as usize)
+    }
+}
+
+/// Calls a libc function returning -1 on error and turns that into `io::Error`.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        #[allow(unused_unsafe)]
+        // SAFETY: every caller passes arguments valid for the named libc call;
+        // the call itself has no memory-safety preconditions beyond that.
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+pub(crate) use syscall;
+
+/// Reads an IPv4 or IPv6 address the kernel wrote into `storage`.
+pub(crate) fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    match storage.ss_family as i32 {
+        libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and
+            // sockaddr_storage is large and aligned enough for it.
+            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
+        }
+        libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id).into())
+        }
+        _ => None,
+    }
+}
+
+/// Sets or clears `O_NONBLOCK`.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    let flags = syscall!(fcntl(raw, libc::F_GETFL))?;
+    let new = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    if new != flags {
+        syscall!(fcntl(raw, libc::F_SETFL, new))?;
+    }
+    Ok(())
+}

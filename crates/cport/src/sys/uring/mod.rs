@@ -1,0 +1,626 @@
+//! The io_uring backend: one shared ring, batched submission, multishot
+//! accept and receive, provided-buffer rings, splice for `send_file`.
+//!
+//! Locking: `Core::state` guards the in-flight table and every touch of the
+//! submission and completion queues (the io-uring crate's `*_shared` views
+//! must never overlap). The blocking `io_uring_enter` runs without it, so
+//! other threads keep pushing while the leader waits in the kernel.
+
+mod bufring;
+mod sqe;
+
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use parking_lot::Mutex;
+use slab::Slab;
+use socket2::SockAddr;
+
+pub(crate) use bufring::BufRing;
+
+use super::bufpool::{PoolInner, Provider};
+use super::{errno_result, syscall, BufPool, CancelTarget, Driver, Op};
+use crate::buf::{Buf, Payload};
+use crate::completion::{Completion, Meta, OpId};
+use crate::error::{BuildError, SubmitErrorKind};
+use crate::port::Backend;
+
+/// `user_data` of internal entries whose completions are not delivered.
+const UD_WAKE: u64 = u64::MAX;
+const UD_CANCEL: u64 = u64::MAX - 1;
+/// Generations stay below this so real ids never collide with the above.
+const GEN_MASK: u32 = 0x7fff_ffff;
+
+pub(crate) struct Core {
+    ring: IoUring,
+    state: Mutex<State>,
+    kernel_calls: AtomicU64,
+    next_bgid: AtomicU16,
+    pipes: Mutex<Vec<Pipe>>,
+}
+
+struct State {
+    ops: Slab<InFlight>,
+    next_gen: u32,
+}
+
+pub(super) struct InFlight {
+    gen: u32,
+    meta: Meta,
+    op: Op,
+    extra: Extra,
+    cancelled: bool,
+    /// Set when the op could not start: its completion carries this errno.
+    failed: Option<i32>,
+}
+
+// SAFETY: the raw pointers in `Extra` point into heap memory owned by this
+// same entry (boxes and the op's buffers); nothing else aliases them, so the
+// entry may move between threads with its owner, the locked slab.
+unsafe impl Send for InFlight {}
+
+pub(super) enum Extra {
+    None,
+    Ts(#[allow(dead_code)] Box<types::Timespec>),
+    Msg(Box<MsgBox>),
+    VecMsg(#[allow(dead_code)] Box<VecMsg>),
+    Splice(Box<SpliceState>),
+}
+
+/// A `msghdr` with one iovec and an address, boxed so the kernel's pointers
+/// into it stay put.
+pub(super) struct MsgBox {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    addr: libc::sockaddr_storage,
+}
+
+impl MsgBox {
+    fn new(iov: libc::iovec) -> Box<Self> {
+        // SAFETY: msghdr and sockaddr_storage are plain C structs for which
+        // all-zero bytes are a valid value.
+        let (hdr, addr) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        Box::new(MsgBox { hdr, iov, addr })
+    }
+    fn set_addr(&mut self, a: &SockAddr) {
+        let len = (a.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+        // SAFETY: copies `len` bytes of a valid sockaddr into storage of at
+        // least that size; the regions do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(a.as_ptr().cast::<u8>(), (&mut self.addr as *mut libc::sockaddr_storage).cast(), len)
+        };
+        self.hdr.msg_namelen = len as u32;
+    }
+    /// Points the header at this box's own iovec and address.
+    fn link(&mut self) {
+        self.hdr.msg_iov = &mut self.iov;
+        self.hdr.msg_iovlen = 1;
+        self.hdr.msg_name = (&mut self.addr as *mut libc::sockaddr_storage).cast();
+        if self.hdr.msg_namelen == 0 {
+            self.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        }
+    }
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        super::sockaddr_to_std(&self.addr, self.hdr.msg_namelen)
+    }
+}
+
+/// A `msghdr` over many iovecs (gathering send).
+pub(super) struct VecMsg {
+    hdr: libc::msghdr,
+    iovs: Vec<libc::iovec>,
+}
+
+impl VecMsg {
+    fn new(iovs: Vec<libc::iovec>) -> Self {
+        // SAFETY: all-zero is a valid msghdr.
+        VecMsg { hdr: unsafe { std::mem::zeroed() }, iovs }
+    }
+    fn link(&mut self) {
+        self.hdr.msg_iov = self.iovs.as_mut_ptr();
+        self.hdr.msg_iovlen = self.iovs.len();
+    }
+}
+
+/// A pipe used to splice file data to a socket without a user-space copy.
+pub(super) struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    capacity: u32,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
+        // SAFETY: pipe2 just returned two fresh fds that nothing else owns.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // A bigger pipe means fewer splice round trips for large files.
+        let capacity = syscall!(fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20))
+            .or_else(|_| syscall!(fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ)))
+            .unwrap_or(65536) as u32;
+        Ok(Pipe { r, w, capacity })
+    }
+}
+
+pub(super) struct SpliceState {
+    pipe: Pipe,
+    offset: u64,
+    remaining: u64,
+    sent: u64,
+    in_pipe: u32,
+}
+
+pub(crate) struct Uring {
+    core: Arc<Core>,
+}
+
+/// Why io_uring setup failed, in words a user can act on.
+fn explain(e: &io::Error) -> String {
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok();
+    let sysctl = sysctl.as_deref().map(str::trim);
+    match (e.raw_os_error(), sysctl) {
+        (Some(libc::ENOSYS), _) => "the kernel has no io_uring (ENOSYS)".into(),
+        (Some(libc::EPERM), Some("2")) => "io_uring is disabled by sysctl kernel.io_uring_disabled=2 (EPERM)".into(),
+        (Some(libc::EPERM), Some("1")) => {
+            "io_uring is restricted to a group by sysctl kernel.io_uring_disabled=1 (EPERM)".into()
+        }
+        (Some(libc::EPERM), _) => "io_uring_setup is blocked by seccomp or a security policy (EPERM)".into(),
+        (Some(libc::ENOMEM), _) => "not enough locked memory for the ring (ENOMEM; see RLIMIT_MEMLOCK)".into(),
+        (Some(libc::EINVAL), _) => "the kernel rejected the ring parameters (EINVAL)".into(),
+        _ => format!("io_uring_setup failed: {e}"),
+    }
+}
+
+/// Kernel release as (major, minor), for features no probe reports.
+fn kernel_version() -> Option<(u32, u32)> {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut it = rel.trim().split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+impl Uring {
+    /// Sets up a ring with `entries` submission slots, checking that the
+    /// kernel has every operation cport uses.
+    pub(crate) fn new(entries: u32) -> Result<Uring, BuildError> {
+        if let Ok(v) = std::env::var("CPORT_TEST_URING_FAIL") {
+            // Lets tests exercise the fallback path honestly from a child process.
+            let errno = v.parse().unwrap_or(libc::EPERM);
+            let source = io::Error::from_raw_os_error(errno);
+            return Err(BuildError::IoUringUnavailable { cause: explain(&source), source });
+        }
+        let cq = entries.saturating_mul(4).max(1024);
+        let ring = IoUring::builder()
+            .setup_cqsize(cq)
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .setup_submit_all()
+            .build(entries)
+            .or_else(|_| IoUring::builder().setup_cqsize(cq).build(entries))
+            .map_err(|source| BuildError::IoUringUnavailable { cause: explain(&source), source })?;
+        let mut probe = io_uring::Probe::new();
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(|source| BuildError::IoUringUnavailable { cause: format!("probe failed: {source}"), source })?;
+        let needed = [
+            ("accept", opcode::Accept::CODE),
+            ("connect", opcode::Connect::CODE),
+            ("recv", opcode::Recv::CODE),
+            ("send", opcode::Send::CODE),
+            ("sendmsg", opcode::SendMsg::CODE),
+            ("recvmsg", opcode::RecvMsg::CODE),
+            ("splice", opcode::Splice::CODE),
+            ("shutdown", opcode::Shutdown::CODE),
+            ("timeout", opcode::Timeout::CODE),
+            ("async_cancel", opcode::AsyncCancel::CODE),
+        ];
+        for (name, code) in needed {
+            if !probe.is_supported(code) {
+                let source = io::Error::from(io::ErrorKind::Unsupported);
+                return Err(BuildError::IoUringUnavailable {
+                    cause: format!("the kernel's io_uring lacks the {name} operation"),
+                    source,
+                });
+            }
+        }
+        // Multishot receive with provided-buffer rings and cancel-by-fd arrived in 6.0.
+        if kernel_version().is_some_and(|v| v < (6, 0)) {
+            let source = io::Error::from(io::ErrorKind::Unsupported);
+            return Err(BuildError::IoUringUnavailable {
+                cause: "kernel older than 6.0: no multishot receive or buffer rings".into(),
+                source,
+            });
+        }
+        Ok(Uring {
+            core: Arc::new(Core {
+                ring,
+                state: Mutex::new(State { ops: Slab::with_capacity(1024), next_gen: 0 }),
+                kernel_calls: AtomicU64::new(0),
+                next_bgid: AtomicU16::new(0),
+                pipes: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+}
+
+impl Core {
+    /// Pushes an SQE, submitting first if the queue is full. Caller holds `state`.
+    fn push_sqe(&self, _st: &mut State, e: &squeue::Entry) {
+        loop {
+            // SAFETY: `state` is locked by the caller, so this is the only
+            // SubmissionQueue view alive; and every pointer in `e` targets
+            // memory owned by an in-flight entry until its final completion.
+            let pushed = unsafe { self.ring.submission_shared().push(e) };
+            if pushed.is_ok() {
+                return;
+            }
+            self.kernel_calls.fetch_add(1, Relaxed);
+            if let Err(err) = self.ring.submitter().submit() {
+                if err.raw_os_error() == Some(libc::EBUSY) {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    fn sq_len(&self, _st: &State) -> usize {
+        // SAFETY: `state` is locked by the caller (see `push_sqe`).
+        unsafe { self.ring.submission_shared().len() }
+    }
+
+    fn submit(&self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+        self.kernel_calls.fetch_add(1, Relaxed);
+        let res = match timeout {
+            None => self.ring.submitter().submit_and_wait(want),
+            Some(t) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves every ready CQE into `out` as completions. Caller holds `state`.
+    fn reap(&self, st: &mut State, out: &mut Vec<Completion>) {
+        // SAFETY: `state` is locked, so this is the only CompletionQueue view.
+        let cq = unsafe { self.ring.completion_shared() };
+        for cqe in cq {
+            self.complete(st, cqe.user_data(), cqe.result(), cqe.flags(), out);
+        }
+    }
+
+    fn complete(&self, st: &mut State, ud: u64, res: i32, flags: u32, out: &mut Vec<Completion>) {
+        if ud >= UD_CANCEL {
+            return;
+        }
+        let idx = (ud & 0xffff_ffff) as usize;
+        let gen = (ud >> 32) as u32;
+        let Some(f) = st.ops.get_mut(idx) else { return };
+        if f.gen != gen {
+            return;
+        }
+        let more = cqueue::more(flags);
+        // Multishot completions that keep the op armed.
+        if more {
+            match &f.op {
+                Op::Accept { .. } if res >= 0 => {
+                    // SAFETY: the kernel created this fd for us; nobody else owns it.
+                    let s = unsafe { TcpStream::from_raw_fd(res) };
+                    out.push(Completion::new(f.meta, Ok(0), Payload::Accepted(s), true));
+                    return;
+                }
+                Op::RecvPooled { pool, .. } => {
+                    let payload = pooled_payload(pool, res, flags);
+                    out.push(Completion::new(f.meta, errno_result(res), payload, true));
+                    return;
+                }
+                _ => {}
+            }
+        }
+        // send_file: advance the splice state machine.
+        if let (Op::SendFile { fd, file, .. }, Extra::Splice(s)) = (&f.op, &mut f.extra) {
+            let (sock, file) = (*fd, file.as_raw_fd());
+            let next = if f.cancelled {
+                Err(libc::ECANCELED)
+            } else {
+                splice_step(s, res, sock, file)
+            };
+            match next {
+                Ok(Some(entry)) => {
+                    let entry = entry.user_data(ud);
+                    self.push_sqe(st, &entry);
+                    return;
+                }
+                Ok(None) => {
+                    let f = st.ops.remove(idx);
+                    let sent = match &f.extra {
+                        Extra::Splice(s) => s.sent,
+                        _ => 0,
+                    };
+                    self.finish(f, Ok(sent as usize), 0, out);
+                }
+                Err(errno) => {
+                    let f = st.ops.remove(idx);
+                    self.finish(f, Err(io::Error::from_raw_os_error(errno)), 0, out);
+                }
+            }
+            return;
+        }
+        let f = st.ops.remove(idx);
+        let result = match (&f.op, res, f.failed) {
+            (_, _, Some(errno)) => Err(io::Error::from_raw_os_error(errno)),
+            (Op::Timeout { .. }, r, None) if r == -libc::ETIME => Ok(0),
+            _ => errno_result(res),
+        };
+        self.finish(f, result, flags, out);
+    }
+
+    /// Turns a finished op into its final completion, handing buffers back.
+    fn finish(&self, f: InFlight, result: io::Result<usize>, flags: u32, out: &mut Vec<Completion>) {
+        let InFlight { meta, op, extra, .. } = f;
+        let n = *result.as_ref().unwrap_or(&0);
+        let payload = match op {
+            Op::Recv { mut buf, .. } | Op::ReadAt { mut buf, .. } => {
+                // SAFETY: the kernel initialised `n` bytes of the spare capacity.
+                unsafe { buf.set_len(buf.len() + n.min(buf.capacity() - buf.len())) };
+                Payload::Buf(Buf::Vec(buf))
+            }
+            Op::RecvFrom { mut buf, .. } => {
+                // SAFETY: as for Recv.
+                unsafe { buf.set_len(buf.len() + n.min(buf.capacity() - buf.len())) };
+                match (&extra, result.is_ok()) {
+                    (Extra::Msg(m), true) => match m.peer() {
+                        Some(a) => Payload::Datagram(Buf::Vec(buf), a),
+                        None => Payload::Buf(Buf::Vec(buf)),
+                    },
+                    _ => Payload::Buf(Buf::Vec(buf)),
+                }
+            }
+            Op::Accept { .. } if result.is_ok() => {
+                // SAFETY: the kernel created this fd for us; nobody else owns it.
+                Payload::Accepted(unsafe { TcpStream::from_raw_fd(n as RawFd) })
+            }
+            Op::RecvPooled { ref pool, .. } => pooled_payload(pool, if result.is_ok() { n as i32 } else { -1 }, flags),
+            Op::SendFile { .. } => {
+                if let Extra::Splice(s) = extra {
+                    if s.in_pipe == 0 {
+                        self.pipes.lock().push(s.pipe);
+                    }
+                }
+                op.into_payload()
+            }
+            other => other.into_payload(),
+        };
+        out.push(Completion::new(meta, result, payload, false));
+    }
+}
+
+/// The payload of a provided-buffer receive: the buffer the kernel picked.
+fn pooled_payload(pool: &BufPool, res: i32, flags: u32) -> Payload {
+    match cqueue::buffer_select(flags) {
+        Some(bid) => {
+            let b = pool.claim(bid, res.max(0) as usize);
+            Payload::Buf(Buf::Pooled(b))
+        }
+        None => Payload::None,
+    }
+}
+
+/// One step of the file → pipe → socket loop: the next SQE, `None` when done,
+/// or the errno that ends it.
+fn splice_step(s: &mut SpliceState, res: i32, sock: RawFd, file: RawFd) -> Result<Option<squeue::Entry>, i32> {
+    if res < 0 {
+        return Err(-res);
+    }
+    let n = res as u32;
+    if s.in_pipe == 0 {
+        // A fill finished.
+        if n == 0 {
+            return Ok(None); // end of file before `len`: report what was sent
+        }
+        s.in_pipe = n;
+        s.offset += n as u64;
+        s.remaining -= (n as u64).min(s.remaining);
+        return Ok(Some(sqe::splice_drain(s, sock)));
+    }
+    // A drain finished.
+    if n == 0 {
+        return Err(libc::EPIPE);
+    }
+    s.in_pipe -= n.min(s.in_pipe);
+    s.sent += n as u64;
+    if s.in_pipe > 0 {
+        Ok(Some(sqe::splice_drain(s, sock)))
+    } else if s.remaining > 0 {
+        Ok(Some(sqe::splice_fill(s, file)))
+    } else {
+        Ok(None)
+    }
+}
+
+impl Driver for Uring {
+    fn backend(&self) -> Backend {
+        Backend::IoUring
+    }
+
+    fn prepare_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        // io_uring arms its own poll for sockets; blocking mode keeps splice
+        // and friends from surfacing EAGAIN.
+        super::set_nonblocking(fd, false)
+    }
+
+    fn push(&self, mut meta: Meta, op: Op) -> Result<OpId, (SubmitErrorKind, Op)> {
+        let core = &self.core;
+        let mut st = core.state.lock();
+        let gen = st.next_gen;
+        st.next_gen = (gen + 1) & GEN_MASK;
+        let entry = st.ops.vacant_entry();
+        let idx = entry.key();
+        if idx >= u32::MAX as usize {
+            return Err((SubmitErrorKind::QueueFull, op));
+        }
+        let id = OpId(((gen as u64) << 32) | idx as u64);
+        meta.id = id;
+        let mut f = InFlight { gen, meta, op, extra: Extra::None, cancelled: false, failed: None };
+        let pipe = || core.pipes.lock().pop().map_or_else(Pipe::new, Ok);
+        let sqe = match sqe::build(&mut f, pipe) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => return Err((SubmitErrorKind::Unsupported, f.op)),
+            Err(e) => {
+                // Complete through the ring so the error arrives like any other.
+                f.failed = Some(e.raw_os_error().unwrap_or(libc::EIO));
+                entry.insert(f);
+                core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(id.0));
+                return Ok(id);
+            }
+        };
+        entry.insert(f);
+        core.push_sqe(&mut st, &sqe.user_data(id.0));
+        Ok(id)
+    }
+
+    fn flush(&self) {
+        let core = &self.core;
+        let pending = core.sq_len(&core.state.lock());
+        if pending > 0 {
+            let _ = core.submit(0, None);
+        }
+    }
+
+    fn wait(&self, out: &mut Vec<Completion>, deadline: Option<Instant>) -> io::Result<()> {
+        let core = &self.core;
+        loop {
+            let pending = {
+                let mut st = core.state.lock();
+                core.reap(&mut st, out);
+                core.sq_len(&st)
+            };
+            if !out.is_empty() {
+                if pending > 0 {
+                    core.submit(0, None)?;
+                }
+                return Ok(());
+            }
+            let timeout = match deadline {
+                None => None,
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        if pending > 0 {
+                            core.submit(0, None)?;
+                        }
+                        return Ok(());
+                    }
+                    Some(d - now)
+                }
+            };
+            core.submit(1, timeout)?;
+        }
+    }
+
+    fn wake(&self) {
+        let core = &self.core;
+        {
+            let mut st = core.state.lock();
+            core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(UD_WAKE));
+        }
+        let _ = core.submit(0, None);
+    }
+
+    fn cancel(&self, target: CancelTarget) {
+        let core = &self.core;
+        {
+            let mut st = core.state.lock();
+            let entry = match target {
+                CancelTarget::Op(id) => {
+                    if let Some(f) = st.ops.get_mut((id.0 & 0xffff_ffff) as usize) {
+                        if f.gen == (id.0 >> 32) as u32 {
+                            f.cancelled = true;
+                        }
+                    }
+                    opcode::AsyncCancel::new(id.0).build()
+                }
+                CancelTarget::Fd(fd) => {
+                    for (_, f) in st.ops.iter_mut() {
+                        if matches!(f.op, Op::SendFile { .. }) && f.op.fd() == fd {
+                            f.cancelled = true;
+                        }
+                    }
+                    opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build()
+                }
+                CancelTarget::All => {
+                    for (_, f) in st.ops.iter_mut() {
+                        f.cancelled = true;
+                    }
+                    opcode::AsyncCancel2::new(types::CancelBuilder::any()).build()
+                }
+            };
+            core.push_sqe(&mut st, &entry.user_data(UD_CANCEL));
+        }
+        let _ = core.submit(0, None);
+    }
+
+    fn forget_fd(&self, _fd: RawFd) {}
+
+    fn in_flight(&self) -> usize {
+        self.core.state.lock().ops.len()
+    }
+
+    fn buf_pool(&self, count: u16, size: usize) -> io::Result<BufPool> {
+        if count == 0 || count > 32768 || size == 0 || size > u32::MAX as usize {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "pool needs 1..=32768 buffers of 1..4GiB"));
+        }
+        let bgid = self.core.next_bgid.fetch_add(1, Relaxed);
+        let ring = BufRing::register(self.core.clone(), count.next_power_of_two(), bgid)?;
+        let (mem, layout) = PoolInner::alloc(count, size)?;
+        let inner = Arc::new(PoolInner::new(mem, layout, count, size, Provider::Ring(ring)));
+        for bid in 0..count {
+            if let Provider::Ring(r) = &inner.provider {
+                r.give_back(bid, inner.addr(bid), size);
+            }
+        }
+        Ok(BufPool { inner })
+    }
+
+    fn kernel_calls(&self) -> u64 {
+        self.core.kernel_calls.load(Relaxed)
+    }
+
+    fn drain(&self) {
+        let core = &self.core;
+        if core.state.lock().ops.is_empty() {
+            return;
+        }
+        self.cancel(CancelTarget::All);
+        let start = Instant::now();
+        let mut sink = Vec::new();
+        while start.elapsed() < Duration::from_secs(10) {
+            {
+                let mut st = core.state.lock();
+                core.reap(&mut st, &mut sink);
+                if st.ops.is_empty() {
+                    return;
+                }
+            }
+            sink.clear();
+            let _ = core.submit(1, Some(Duration::from_millis(50)));
+        }
+        // The kernel still holds some ops' memory: leak it rather than free
+        // what it may write.
+        let mut st = core.state.lock();
+        tracing::error!(left = st.ops.len(), "io_uring ops did not finish at shutdown; leaking their buffers");
+        for f in st.ops.drain() {
+            std::mem::forget(f);
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! A pool of worker threads that loop on `get` and call a handler: the
+//! classic IOCP server skeleton, created once and reused.
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::completion::{Completion, OpKind};
+use crate::error::GetError;
+use crate::port::Port;
+
+/// Worker threads dequeuing from one port.
+///
+/// Each worker calls the handler for every completion it dequeues, and exits
+/// on an [`OpKind::Quit`] packet or when the port is shut down and drained.
+/// [`stop`](Self::stop) posts one quit packet per worker and joins them.
+pub struct WorkerPool {
+    port: Port,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    /// The seeds' advice: two workers per processor, so a worker that blocks
+    /// does not starve the port.
+    pub fn default_size() -> usize {
+        2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// Starts `n` workers (0: [`default_size`](Self::default_size)) named `cport-worker-N`.
+    ///
+    /// # Errors
+    /// When a thread cannot be spawned (already started ones are stopped).
+    pub fn start<F>(port: &Port, n: usize, handler: F) -> io::Result<WorkerPool>
+    where
+        F: Fn(&Port, Completion) + Send + Sync + 'static,
+    {
+        let n = if n == 0 { Self::default_size() } else { n };
+        let handler = Arc::new(handler);
+        let mut pool = WorkerPool { port: port.clone(), threads: Vec::with_capacity(n) };
+        for i in 0..n {
+            let port = port.clone();
+            let handler = handler.clone();
+            let t = std::thread::Builder::new().name(format!("cport-worker-{i}")).spawn(move || loop {
+                match port.get(None) {
+                    Ok(c) if c.kind() == OpKind::Quit => return,
+                    Ok(c) => handler(&port, c),
+                    Err(GetError::Timeout) => {}
+                    Err(GetError::ShutDown) => return,
+                    Err(GetError::Io(e)) => {
+                        tracing::error!(error = %e, "worker stops: waiting for completions failed");
+                        return;
+                    }
+                }
+            });
+            match t {
+                Ok(t) => pool.threads.push(t),
+                Err(e) => {
+                    pool.stop_inner();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(pool)
+    }
+
+    /// How many workers run.
+    pub fn len(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// `true` if the pool has no workers.
+    pub fn is_empty(&self) -> bool {
+        self.threads.is_empty()
+    }
+
+    /// Posts one quit packet per worker and joins them all.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        if self.port.post_quit(self.threads.len()).is_err() {
+            // Shut down or full: shutting down releases every worker too.
+            self.port.shutdown();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
