@@ -10,6 +10,26 @@
 //! Call order: append received bytes to the buffer, then call
 //! [`Decoder::decode`] until it returns `Ok(None)`. After an error the stream
 //! is out of sync; close the session.
+//!
+//! # Examples
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use cport_proto::framing::{Decoder, Encoder, LengthPrefixed, LengthWidth};
+//!
+//! let mut codec = LengthPrefixed::new(LengthWidth::U16, 1024);
+//! let mut wire = BytesMut::new();
+//! codec.encode(b"ping", &mut wire).unwrap();
+//! codec.encode(b"pong", &mut wire).unwrap();
+//!
+//! // Bytes arrive in arbitrary pieces; frames come out whole.
+//! let mut rx = BytesMut::new();
+//! rx.extend_from_slice(&wire[..5]);
+//! assert_eq!(codec.decode(&mut rx).unwrap(), None);
+//! rx.extend_from_slice(&wire[5..]);
+//! assert_eq!(&codec.decode(&mut rx).unwrap().unwrap()[..], b"ping");
+//! assert_eq!(&codec.decode(&mut rx).unwrap().unwrap()[..], b"pong");
+//! ```
 
 use std::fmt;
 
@@ -148,8 +168,8 @@ impl Decoder for LengthPrefixed {
         }
         let total = prefix + declared;
         if buf.len() < total {
-            // The declared length is bounded by `max_frame`, so this is too.
-            buf.reserve(total - buf.len());
+            // No `reserve(total)` here: a peer could then pin `max_frame`
+            // bytes per connection by sending only a prefix.
             return Ok(None);
         }
         buf.advance(prefix);

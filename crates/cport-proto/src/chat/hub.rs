@@ -86,13 +86,13 @@ impl Output {
         &self.closes
     }
 
-    fn to_one(&mut self, id: u64, data: Bytes) {
+    fn send_to(&mut self, id: u64, data: Bytes) {
         let start = self.recipients.len();
         self.recipients.push(id);
         self.deliveries.push((start, start + 1, data));
     }
 
-    fn to_many(&mut self, ids: impl IntoIterator<Item = u64>, data: Bytes) {
+    fn send_to_all(&mut self, ids: impl IntoIterator<Item = u64>, data: Bytes) {
         let start = self.recipients.len();
         self.recipients.extend(ids);
         if self.recipients.len() > start {
@@ -101,7 +101,7 @@ impl Output {
     }
 
     fn error(&mut self, id: u64, err: &ChatError) {
-        self.to_one(id, text_line(format_args!("! {err}")));
+        self.send_to(id, text_line(format_args!("! {err}")));
     }
 }
 
@@ -193,7 +193,7 @@ impl Hub {
         }
         let nick = format!("{GUEST_PREFIX}{id}");
         self.nicks.insert(nick.clone(), id);
-        out.to_one(
+        out.send_to(
             id,
             text_line(format_args!(
                 "* welcome, you are {nick}. /nick NAME to rename, /join ROOM to chat, /help for more"
@@ -236,15 +236,15 @@ impl Hub {
                     return Err(ChatError::NotInRoom);
                 }
             }
-            Command::Rooms => out.to_one(id, self.list_rooms()),
+            Command::Rooms => out.send_to(id, self.list_rooms()),
             Command::Who => {
                 let data = self.list_members(id).ok_or(ChatError::NotInRoom)?;
-                out.to_one(id, data);
+                out.send_to(id, data);
             }
             Command::Msg { to, text } => self.private(id, to, text, out)?,
-            Command::Help => out.to_one(id, Bytes::from_static(HELP.as_bytes())),
+            Command::Help => out.send_to(id, Bytes::from_static(HELP.as_bytes())),
             Command::Quit => {
-                out.to_one(id, Bytes::from_static(b"* bye\n"));
+                out.send_to(id, Bytes::from_static(b"* bye\n"));
                 self.disconnect(id, out);
                 out.closes.push(id);
             }
@@ -270,8 +270,8 @@ impl Hub {
         let Some(from) = self.nick(id) else {
             return Ok(());
         };
-        out.to_one(target, text_line(format_args!("[pm from {from}] {text}")));
-        out.to_one(id, text_line(format_args!("[pm to {to}] {text}")));
+        out.send_to(target, text_line(format_args!("[pm from {from}] {text}")));
+        out.send_to(id, text_line(format_args!("[pm to {to}] {text}")));
         Ok(())
     }
 
@@ -281,7 +281,7 @@ impl Hub {
         }
         match self.nicks.get(nick) {
             Some(&owner) if owner == id => {
-                out.to_one(id, text_line(format_args!("* you are already {nick}")));
+                out.send_to(id, text_line(format_args!("* you are already {nick}")));
                 return Ok(());
             }
             Some(_) => return Err(ChatError::NickTaken(nick.to_owned())),
@@ -296,7 +296,7 @@ impl Hub {
         let data = text_line(format_args!("* {old} is now known as {nick}"));
         match self.room_of(id) {
             Some(room) => self.broadcast(room, data, out),
-            None => out.to_one(id, data),
+            None => out.send_to(id, data),
         }
         Ok(())
     }
@@ -331,18 +331,18 @@ impl Hub {
             if members.is_empty() {
                 self.rooms.remove(&room);
             } else {
-                out.to_many(members.iter().copied(), data.clone());
+                out.send_to_all(members.iter().copied(), data.clone());
             }
         }
         if tell_self {
-            out.to_one(id, data);
+            out.send_to(id, data);
         }
         true
     }
 
     fn broadcast(&self, room: &str, data: Bytes, out: &mut Output) {
         if let Some(members) = self.rooms.get(room) {
-            out.to_many(members.iter().copied(), data);
+            out.send_to_all(members.iter().copied(), data);
         }
     }
 
