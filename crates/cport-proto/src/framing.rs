@@ -181,10 +181,7 @@ impl Encoder for LengthPrefixed {
     fn encode(&self, msg: &[u8], out: &mut BytesMut) -> Result<(), FrameError> {
         let max = self.limit();
         if msg.len() > max {
-            return Err(FrameError::TooLarge {
-                len: msg.len(),
-                max,
-            });
+            return Err(FrameError::TooLarge { len: msg.len(), max });
         }
         out.reserve(self.width.bytes() + msg.len());
         // The casts cannot truncate: `msg.len() <= width.max_len()`.
@@ -218,18 +215,11 @@ pub(crate) fn scan_line(buf: &[u8], from: usize, max: usize) -> LineScan {
     match buf[from..window].iter().position(|&b| b == b'\n') {
         Some(i) => {
             let nl = from + i;
-            let content = if nl > 0 && buf[nl - 1] == b'\r' {
-                nl - 1
-            } else {
-                nl
-            };
+            let content = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
             if content > max {
                 LineScan::TooLong { seen: content }
             } else {
-                LineScan::Complete {
-                    content,
-                    total: nl + 1,
-                }
+                LineScan::Complete { content, total: nl + 1 }
             }
         }
         None => {
@@ -264,10 +254,7 @@ impl Lines {
     /// A line codec accepting lines of up to `max_line` bytes.
     #[must_use]
     pub const fn new(max_line: usize) -> Self {
-        Lines {
-            max_line,
-            scanned: 0,
-        }
+        Lines { max_line, scanned: 0 }
     }
 
     /// The longest accepted line, in bytes, terminator excluded.

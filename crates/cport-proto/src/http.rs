@@ -27,8 +27,7 @@ pub use path::{decode_path, resolve_under_root, CanonicalRoot, DecodedPath, Path
 pub use range::{parse_range, RangeOutcome};
 pub use request::{check_method, parse_request, Limits, Method, Parse, Request, HEADER_SLOTS};
 pub use response::{
-    content_type, error_response, http_date, unsatisfiable_response, ContentRange, DateCache,
-    ResponseHead, ALLOW,
+    content_type, error_response, http_date, unsatisfiable_response, ContentRange, DateCache, ResponseHead, ALLOW,
 };
 
 #[cfg(test)]

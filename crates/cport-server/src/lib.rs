@@ -1,1 +1,77 @@
 //! An IOCP-style server core on the cport completion port.
+//!
+//! This is the small "server core" that IOCP game servers, messengers and
+//! web servers are built on, so that applications never touch raw
+//! completions:
+//!
+//! - a [`Server`] binds its listeners and keeps a multishot accept posted;
+//!   each connection becomes a [`Session`] whose completion key is its slot
+//!   in a table, so a completion finds its session without a table lock;
+//! - one receive is always pending per session, through the port's shared
+//!   provided-buffer pool: idle sessions pin no receive memory, and a
+//!   reassembly buffer exists only while a frame is half received;
+//! - a [`Handler`] gets `on_connect`, `on_message` (one decoded frame at a
+//!   time, see [`Framing`]) and `on_disconnect` with a [`DisconnectReason`];
+//! - [`Session::send`] from any thread queues a buffer; everything queued
+//!   while a send is in flight leaves in one gathering send, one send in
+//!   flight per session, short sends resumed; a per-session cap on queued
+//!   bytes cuts slow consumers off; [`Session::send_file`] puts a zero-copy
+//!   file range in the same queue, in order;
+//! - [`broadcast`] queues one reference-counted buffer on many sessions;
+//! - idle and frame-completion (slow-loris) timeouts run on one coarse
+//!   timer and a timing wheel: each tick costs what can expire then;
+//! - [`Server::shutdown`] (or [`ShutdownSignals`] for SIGINT/SIGTERM) stops
+//!   accepting, flushes within a deadline, closes every session, cancels
+//!   what is in flight and joins the workers.
+//!
+//! # Examples
+//!
+//! An echo server: the received buffer goes straight back out.
+//!
+//! ```no_run
+//! use cport_server::{Handler, Message, Server, Session};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     type State = ();
+//!     fn on_connect(&self, _: &Session) {}
+//!     fn on_message(&self, s: &Session, _: &mut (), msg: Message) {
+//!         let _ = s.send(msg);
+//!     }
+//! }
+//!
+//! let server = Server::builder().bind("127.0.0.1:7000".parse().unwrap()).start(Echo)?;
+//! println!("echo on {} ({})", server.local_addr(), server.backend().name());
+//! // ... later:
+//! server.shutdown(std::time::Duration::from_secs(5));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Threads
+//!
+//! The default is one worker thread: it owns the port, and every operation a
+//! handler issues is submitted in one batch at its next wait. With one
+//! thread each session keeps a multishot receive armed for its whole life.
+//! With more threads ([`ServerBuilder::threads`]) sessions are served in
+//! parallel and each receive is re-armed after its chunk is handled, which
+//! keeps one session's messages in order ([`RecvMode`]).
+
+mod dispatch;
+mod handler;
+mod queue;
+mod rx;
+mod server;
+mod session;
+mod shared;
+mod signal;
+mod stats;
+mod table;
+mod wheel;
+
+pub use cport::{Backend, Buf};
+pub use cport_proto::framing::{FrameError, LengthPrefixed, LengthWidth};
+pub use handler::{DisconnectReason, FrameAction, Framing, Handler, Message, ReasonKind};
+pub use server::{RecvMode, Server, ServerBuilder, ServerHandle, ShutdownReport};
+pub use session::{broadcast, Broadcast, SendError, SendErrorKind, Session};
+pub use signal::ShutdownSignals;
+pub use stats::ServerStats;

@@ -104,7 +104,7 @@ pub enum Payload {
     /// A connection taken by `accept`; not yet associated with any port.
     Accepted(TcpStream),
     /// A datagram buffer and its peer (`recv_from`), or what `send_to` sent and where.
-    Datagram(Buf, SocketAddr),
+    Datagram(Buf, Box<SocketAddr>),
     /// The file that `send_file` sent from.
     File(Arc<File>),
     /// An fd the operation produced that is not a TCP stream.

@@ -5,6 +5,7 @@ use std::io;
 
 use crate::buf::{Buf, Payload};
 use crate::error::ShutDownError;
+use crate::handle::Handle;
 
 /// The completion key: chosen by the program when it associates an I/O object
 /// (IOCP's `CompletionKey`), usually "which connection is this".
@@ -42,11 +43,17 @@ pub struct Ctx {
 impl Ctx {
     /// A normal-priority context.
     pub const fn new(value: u64) -> Self {
-        Ctx { value, priority: Priority::Normal }
+        Ctx {
+            value,
+            priority: Priority::Normal,
+        }
     }
     /// A high-priority context: its completion is dequeued before normal ones.
     pub const fn high(value: u64) -> Self {
-        Ctx { value, priority: Priority::High }
+        Ctx {
+            value,
+            priority: Priority::High,
+        }
     }
 }
 
@@ -139,8 +146,8 @@ pub(crate) struct Meta {
     pub key: Key,
     pub ctx: Ctx,
     pub kind: OpKind,
-    /// Handle slot whose in-flight count this operation holds, if any.
-    pub handle: Option<u32>,
+    /// The handle whose in-flight count this operation holds, if any.
+    pub handle: Option<Handle>,
     pub id: OpId,
 }
 
@@ -156,7 +163,12 @@ pub struct Completion {
 
 impl Completion {
     pub(crate) fn new(meta: Meta, result: io::Result<usize>, payload: Payload, more: bool) -> Self {
-        Completion { meta, result, payload, more }
+        Completion {
+            meta,
+            result,
+            payload,
+            more,
+        }
     }
 
     /// The key of the handle the operation was issued on (or the posted key).
@@ -174,6 +186,10 @@ impl Completion {
     /// What kind of operation completed.
     pub fn kind(&self) -> OpKind {
         self.meta.kind
+    }
+    /// The handle the operation was issued on (`None` for posts, nops, timeouts).
+    pub fn handle(&self) -> Option<Handle> {
+        self.meta.handle
     }
     /// The id the issuing call returned.
     pub fn op_id(&self) -> OpId {

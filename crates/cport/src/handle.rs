@@ -55,10 +55,19 @@ impl HandleTable {
             slot.fd = Some(fd);
             slot.inflight = 0;
             slot.closing = false;
-            return Handle { idx, gen: slot.gen, key };
+            return Handle {
+                idx,
+                gen: slot.gen,
+                key,
+            };
         }
         let idx = u32::try_from(self.slots.len()).expect("fewer than 2^32 handles");
-        self.slots.push(Slot { gen: 0, fd: Some(fd), inflight: 0, closing: false });
+        self.slots.push(Slot {
+            gen: 0,
+            fd: Some(fd),
+            inflight: 0,
+            closing: false,
+        });
         Handle { idx, gen: 0, key }
     }
 
@@ -87,7 +96,9 @@ impl HandleTable {
 
     /// An operation counted by `begin_op` on slot `idx` has finished.
     pub(crate) fn end_op(&mut self, idx: u32) -> Released {
-        let Some(s) = self.slots.get_mut(idx as usize) else { return Released::Nothing };
+        let Some(s) = self.slots.get_mut(idx as usize) else {
+            return Released::Nothing;
+        };
         s.inflight = s.inflight.saturating_sub(1);
         if s.closing && s.inflight == 0 {
             self.retire(idx)
@@ -105,7 +116,11 @@ impl HandleTable {
         }
         s.closing = true;
         let raw = s.fd.as_ref().expect("live slot has an fd").as_raw_fd();
-        let rel = if s.inflight == 0 { self.retire(h.idx) } else { Released::Nothing };
+        let rel = if s.inflight == 0 {
+            self.retire(h.idx)
+        } else {
+            Released::Nothing
+        };
         Ok((raw, rel))
     }
 

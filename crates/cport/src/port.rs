@@ -16,7 +16,7 @@ use crate::buf::{Buf, Payload};
 use crate::completion::{Completion, Ctx, Key, Meta, OpId, OpKind};
 use crate::error::{BuildError, GetError, ShutDownError, SubmitError, SubmitErrorKind};
 use crate::handle::{Handle, HandleTable, Released};
-use crate::sched::{Prioritized, Sched, Waiter};
+use crate::sched::{Prioritized, Sched, Waiter, WaiterRef};
 use crate::stats::{Counters, Stats, ThreadCounters};
 use crate::sys::{self, BufPool, CancelTarget, Driver, Op};
 
@@ -74,6 +74,7 @@ pub struct PortBuilder {
     ring_entries: u32,
     backend: Backend,
     use_env: bool,
+    batch: bool,
 }
 
 impl Default for PortBuilder {
@@ -85,6 +86,7 @@ impl Default for PortBuilder {
             ring_entries: 4096,
             backend: Backend::Auto,
             use_env: true,
+            batch: true,
         }
     }
 }
@@ -116,6 +118,15 @@ impl PortBuilder {
         self.backend = b;
         self
     }
+    /// Whether operations issued by a thread that is running a completion
+    /// wait for that thread's next `get` to be submitted, in one batch (the
+    /// default, and the reason the port needs far fewer than one system call
+    /// per operation), or are submitted one by one at once.
+    pub fn batch_submissions(mut self, on: bool) -> Self {
+        self.batch = on;
+        self
+    }
+
     /// Ignore `CPORT_BACKEND`.
     pub fn ignore_env(mut self) -> Self {
         self.use_env = false;
@@ -177,6 +188,7 @@ struct Shared {
     outstanding: AtomicUsize,
     room: (Mutex<()>, Condvar),
     room_waiters: AtomicUsize,
+    batch: bool,
     shut_down: AtomicBool,
     fallback_reason: Option<String>,
 }
@@ -211,18 +223,20 @@ struct Local {
     port_id: u64,
     port: Weak<Shared>,
     holds_slot: bool,
-    since: Option<Instant>,
-    waiter: Arc<Waiter<Completion>>,
+    waiter: WaiterRef<Completion>,
     counters: Arc<ThreadCounters>,
     batch: Vec<Completion>,
 }
 
 impl Drop for Local {
     fn drop(&mut self) {
+        self.counters.thread_ended();
         // A thread that exits while holding a slot gives it back.
         if self.holds_slot {
             if let Some(p) = self.port.upgrade() {
-                p.sched.release();
+                if p.sched.release() {
+                    p.driver.wake();
+                }
             }
         }
     }
@@ -260,6 +274,7 @@ impl Port {
                 outstanding: AtomicUsize::new(0),
                 room: (Mutex::new(()), Condvar::new()),
                 room_waiters: AtomicUsize::new(0),
+                batch: b.batch,
                 shut_down: AtomicBool::new(false),
                 fallback_reason,
             }),
@@ -331,7 +346,7 @@ impl Port {
             Some(h) => match self.shared.handles.lock().begin_op(h) {
                 Ok(fd) => {
                     op.set_fd(fd);
-                    (h.key, Some(h.idx))
+                    (h.key, Some(*h))
                 }
                 Err(k) => {
                     self.unreserve(1);
@@ -340,15 +355,21 @@ impl Port {
             },
             None => (Key(0), None),
         };
-        let meta = Meta { key, ctx, kind, handle: slot, id: OpId(0) };
+        let meta = Meta {
+            key,
+            ctx,
+            kind,
+            handle: slot,
+            id: OpId(0),
+        };
         match self.shared.driver.push(meta, op) {
             Ok(id) => {
                 self.after_push();
                 Ok(id)
             }
             Err((k, op)) => {
-                if let Some(idx) = slot {
-                    self.end_ops(&[idx]);
+                if let Some(h) = slot {
+                    self.end_ops(&[h.idx]);
                 }
                 self.unreserve(1);
                 Err(SubmitError::new(k, op.into_payload()))
@@ -360,9 +381,11 @@ impl Port {
     /// (one kernel call per batch); any other thread submits now, in case
     /// the leader is already asleep in the kernel.
     fn after_push(&self) {
-        let in_handler = LOCALS.with(|l| {
-            l.borrow().iter().any(|x| x.port_id == self.shared.id && x.holds_slot)
-        });
+        if !self.shared.batch {
+            self.shared.driver.flush();
+            return;
+        }
+        let in_handler = LOCALS.with(|l| l.borrow().iter().any(|x| x.port_id == self.shared.id && x.holds_slot));
         if !in_handler {
             self.shared.driver.flush();
         }
@@ -378,7 +401,12 @@ impl Port {
                 }
             }
         }
-        for fd in to_close {
+        self.close_fds(to_close);
+    }
+
+    /// Closes fds whose handles finished closing, after the backend forgets them.
+    fn close_fds(&self, fds: Vec<OwnedFd>) {
+        for fd in fds {
             use std::os::fd::AsRawFd;
             self.shared.driver.forget_fd(fd.as_raw_fd());
             drop(fd);
@@ -413,7 +441,15 @@ impl Port {
     /// # Errors
     /// [`SubmitError`] for a closed handle, a full queue, or shutdown.
     pub fn accept(&self, listener: &Handle, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(Some(listener), OpKind::Accept, ctx.into(), Op::Accept { fd: -1, multishot: false })
+        self.issue(
+            Some(listener),
+            OpKind::Accept,
+            ctx.into(),
+            Op::Accept {
+                fd: -1,
+                multishot: false,
+            },
+        )
     }
 
     /// Keeps accepting without re-posting: one completion per connection, each
@@ -422,7 +458,15 @@ impl Port {
     /// # Errors
     /// As for [`accept`](Self::accept).
     pub fn accept_multi(&self, listener: &Handle, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(Some(listener), OpKind::Accept, ctx.into(), Op::Accept { fd: -1, multishot: true })
+        self.issue(
+            Some(listener),
+            OpKind::Accept,
+            ctx.into(),
+            Op::Accept {
+                fd: -1,
+                multishot: true,
+            },
+        )
     }
 
     /// Connects a socket handle to `addr` (ConnectEx).
@@ -430,7 +474,10 @@ impl Port {
     /// # Errors
     /// As for [`accept`](Self::accept).
     pub fn connect(&self, h: &Handle, addr: SocketAddr, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        let op = Op::Connect { fd: -1, addr: Box::new(SockAddr::from(addr)) };
+        let op = Op::Connect {
+            fd: -1,
+            addr: Box::new(SockAddr::from(addr)),
+        };
         self.issue(Some(h), OpKind::Connect, ctx.into(), op)
     }
 
@@ -451,7 +498,11 @@ impl Port {
     /// # Errors
     /// As for [`accept`](Self::accept).
     pub fn recv_pooled(&self, h: &Handle, pool: &BufPool, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        let op = Op::RecvPooled { fd: -1, pool: pool.clone(), multishot: false };
+        let op = Op::RecvPooled {
+            fd: -1,
+            pool: pool.clone(),
+            multishot: false,
+        };
         self.issue(Some(h), OpKind::RecvPooled, ctx.into(), op)
     }
 
@@ -462,7 +513,11 @@ impl Port {
     /// # Errors
     /// As for [`accept`](Self::accept).
     pub fn recv_pooled_multi(&self, h: &Handle, pool: &BufPool, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        let op = Op::RecvPooled { fd: -1, pool: pool.clone(), multishot: true };
+        let op = Op::RecvPooled {
+            fd: -1,
+            pool: pool.clone(),
+            multishot: true,
+        };
         self.issue(Some(h), OpKind::RecvPooled, ctx.into(), op)
     }
 
@@ -471,7 +526,15 @@ impl Port {
     /// # Errors
     /// As for [`accept`](Self::accept); the buffer comes back in the error.
     pub fn send(&self, h: &Handle, buf: impl Into<Buf>, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(Some(h), OpKind::Send, ctx.into(), Op::Send { fd: -1, buf: buf.into() })
+        self.issue(
+            Some(h),
+            OpKind::Send,
+            ctx.into(),
+            Op::Send {
+                fd: -1,
+                buf: buf.into(),
+            },
+        )
     }
 
     /// Sends many buffers in one gathering call (WSASend with several WSABUFs).
@@ -479,7 +542,12 @@ impl Port {
     /// # Errors
     /// As for [`send`](Self::send).
     pub fn send_vectored(&self, h: &Handle, bufs: Vec<Buf>, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(Some(h), OpKind::SendVectored, ctx.into(), Op::SendVectored { fd: -1, bufs })
+        self.issue(
+            Some(h),
+            OpKind::SendVectored,
+            ctx.into(),
+            Op::SendVectored { fd: -1, bufs },
+        )
     }
 
     /// Receives one datagram (WSARecvFrom); the completion carries
@@ -495,8 +563,18 @@ impl Port {
     ///
     /// # Errors
     /// As for [`send`](Self::send).
-    pub fn send_to(&self, h: &Handle, buf: impl Into<Buf>, addr: SocketAddr, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        let op = Op::SendTo { fd: -1, buf: buf.into(), addr: Box::new(SockAddr::from(addr)) };
+    pub fn send_to(
+        &self,
+        h: &Handle,
+        buf: impl Into<Buf>,
+        addr: SocketAddr,
+        ctx: impl Into<Ctx>,
+    ) -> Result<OpId, SubmitError> {
+        let op = Op::SendTo {
+            fd: -1,
+            buf: buf.into(),
+            addr: Box::new(SockAddr::from(addr)),
+        };
         self.issue(Some(h), OpKind::SendTo, ctx.into(), op)
     }
 
@@ -521,8 +599,23 @@ impl Port {
     ///
     /// # Errors
     /// As for [`send`](Self::send).
-    pub fn write_at(&self, h: &Handle, buf: impl Into<Buf>, offset: u64, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(Some(h), OpKind::WriteAt, ctx.into(), Op::WriteAt { fd: -1, buf: buf.into(), offset })
+    pub fn write_at(
+        &self,
+        h: &Handle,
+        buf: impl Into<Buf>,
+        offset: u64,
+        ctx: impl Into<Ctx>,
+    ) -> Result<OpId, SubmitError> {
+        self.issue(
+            Some(h),
+            OpKind::WriteAt,
+            ctx.into(),
+            Op::WriteAt {
+                fd: -1,
+                buf: buf.into(),
+                offset,
+            },
+        )
     }
 
     /// Flushes a file to storage (`data_only`: fdatasync).
@@ -548,7 +641,12 @@ impl Port {
         len: u64,
         ctx: impl Into<Ctx>,
     ) -> Result<OpId, SubmitError> {
-        let op = Op::SendFile { fd: -1, file: file.into(), offset, len };
+        let op = Op::SendFile {
+            fd: -1,
+            file: file.into(),
+            offset,
+            len,
+        };
         self.issue(Some(h), OpKind::SendFile, ctx.into(), op)
     }
 
@@ -577,8 +675,18 @@ impl Port {
 
     fn post_kind(&self, key: Key, bytes: usize, ctx: Ctx, kind: OpKind) -> Result<(), SubmitError> {
         self.reserve().map_err(|k| SubmitError::new(k, Payload::None))?;
-        let meta = Meta { key, ctx, kind, handle: None, id: OpId(0) };
-        if self.shared.sched.push(Completion::new(meta, Ok(bytes), Payload::None, false)) {
+        let meta = Meta {
+            key,
+            ctx,
+            kind,
+            handle: None,
+            id: OpId(0),
+        };
+        if self
+            .shared
+            .sched
+            .push(Completion::new(meta, Ok(bytes), Payload::None, false))
+        {
             self.shared.driver.wake();
         }
         Ok(())
@@ -590,7 +698,12 @@ impl Port {
     /// # Errors
     /// [`SubmitErrorKind::InvalidHandle`] for a closed handle.
     pub fn cancel(&self, h: &Handle) -> Result<(), SubmitError> {
-        let fd = self.shared.handles.lock().raw_fd(h).map_err(|k| SubmitError::new(k, Payload::None))?;
+        let fd = self
+            .shared
+            .handles
+            .lock()
+            .raw_fd(h)
+            .map_err(|k| SubmitError::new(k, Payload::None))?;
         self.shared.driver.cancel(CancelTarget::Fd(fd));
         Ok(())
     }
@@ -608,7 +721,12 @@ impl Port {
     /// # Errors
     /// [`SubmitErrorKind::InvalidHandle`] or [`SubmitErrorKind::Closing`].
     pub fn close(&self, h: &Handle) -> Result<(), SubmitError> {
-        let (raw, rel) = self.shared.handles.lock().close(h).map_err(|k| SubmitError::new(k, Payload::None))?;
+        let (raw, rel) = self
+            .shared
+            .handles
+            .lock()
+            .close(h)
+            .map_err(|k| SubmitError::new(k, Payload::None))?;
         match rel {
             Released::Close(fd) => {
                 self.shared.driver.forget_fd(raw);
@@ -661,19 +779,68 @@ impl Port {
     pub fn get(&self, timeout: Option<Duration>) -> Result<Completion, GetError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let s = &*self.shared;
-        let (held, waiter, mut batch, counters) = self.local_take();
-        let mut lead = |deadline: Option<Instant>, out: &mut Vec<Completion>| self.lead(deadline, out);
-        let mut flush = || s.driver.flush();
-        let r = s.sched.get(held, deadline, &waiter, &mut batch, &mut lead, &mut flush);
-        let ok = r.is_ok();
-        self.local_put(ok, batch, &counters);
-        match r {
-            Ok(c) => {
-                self.dequeued(&c);
-                Ok(c)
+        let r = self.with_local(|x| {
+            let held = std::mem::replace(&mut x.holds_slot, false);
+            let counters = &*x.counters;
+            let mut lead = |deadline: Option<Instant>, out: &mut Vec<Completion>| {
+                counters.wait_begins();
+                let r = self.lead(deadline, out);
+                counters.wait_ends();
+                r
+            };
+            let mut flush = || s.driver.flush();
+            let mut parked = |start: bool| {
+                if start {
+                    counters.wait_begins()
+                } else {
+                    counters.wait_ends()
+                }
+            };
+            let r = s.sched.get(
+                held,
+                deadline,
+                &x.waiter,
+                &mut x.batch,
+                &mut lead,
+                &mut flush,
+                &mut parked,
+            );
+            if r.is_ok() {
+                x.holds_slot = true;
+                counters.count_completion();
             }
-            Err(e) => Err(e),
-        }
+            r
+        });
+        let c = r?;
+        self.dequeued(&c);
+        Ok(c)
+    }
+
+    /// Runs `f` on this thread's record for this port, creating it on first use.
+    /// Nothing `f` reaches may touch `LOCALS` again.
+    fn with_local<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
+        LOCALS.with(|l| {
+            let mut l = l.borrow_mut();
+            let pos = match l.iter().position(|x| x.port_id == self.shared.id) {
+                Some(p) => p,
+                None => {
+                    l.retain(|x| x.port.strong_count() > 0);
+                    let name = std::thread::current().name().map(str::to_owned);
+                    let counters = Arc::new(ThreadCounters::new(name));
+                    self.shared.threads.lock().push(counters.clone());
+                    l.push(Local {
+                        port_id: self.shared.id,
+                        port: Arc::downgrade(&self.shared),
+                        holds_slot: false,
+                        waiter: Waiter::for_current_thread(),
+                        counters,
+                        batch: Vec::new(),
+                    });
+                    l.len() - 1
+                }
+            };
+            f(&mut l[pos])
+        })
     }
 
     /// Dequeues up to `max` ready completions into `out` (GetQueuedCompletionStatusEx),
@@ -682,7 +849,12 @@ impl Port {
     ///
     /// # Errors
     /// As for [`get`](Self::get), only when nothing was dequeued.
-    pub fn get_many(&self, out: &mut Vec<Completion>, max: usize, timeout: Option<Duration>) -> Result<usize, GetError> {
+    pub fn get_many(
+        &self,
+        out: &mut Vec<Completion>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, GetError> {
         if max == 0 {
             return Ok(0);
         }
@@ -693,11 +865,7 @@ impl Port {
             match self.shared.sched.try_pop() {
                 Some(c) => {
                     self.dequeued(&c);
-                    LOCALS.with(|l| {
-                        if let Some(x) = l.borrow().iter().find(|x| x.port_id == self.shared.id) {
-                            x.counters.completions.fetch_add(1, Relaxed);
-                        }
-                    });
+                    self.with_local(|x| x.counters.count_completion());
                     out.push(c);
                     n += 1;
                 }
@@ -711,22 +879,12 @@ impl Port {
     /// something else, so another thread may run (IOCP does this by itself
     /// when a worker blocks; here the worker says so).
     pub fn release_slot(&self) {
-        let had = LOCALS.with(|l| {
-            let mut l = l.borrow_mut();
-            match l.iter_mut().find(|x| x.port_id == self.shared.id) {
-                Some(x) if x.holds_slot => {
-                    x.holds_slot = false;
-                    if let Some(t) = x.since.take() {
-                        x.counters.busy_nanos.fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
-                    }
-                    true
-                }
-                _ => false,
-            }
-        });
+        let had = self.with_local(|x| std::mem::replace(&mut x.holds_slot, false));
         if had {
             self.shared.driver.flush();
-            self.shared.sched.release();
+            if self.shared.sched.release() {
+                self.shared.driver.wake();
+            }
         }
     }
 
@@ -744,71 +902,28 @@ impl Port {
         }
         s.driver.wait(out, deadline).map_err(GetError::Io)?;
         let shut = s.shut_down.load(Acquire);
-        let mut ended = Vec::new();
         let mut extra = 0;
-        for c in out.iter_mut() {
-            if c.more {
-                extra += 1; // a multishot delivery was not reserved when issued
-            } else if let Some(idx) = c.meta.handle {
-                ended.push(idx);
-            }
-            if shut && c.is_cancelled() {
-                c.result = Err(ShutDownError::io());
+        let mut to_close = Vec::new();
+        {
+            let mut handles = s.handles.lock();
+            for c in out.iter_mut() {
+                if c.more {
+                    extra += 1; // a multishot delivery was not reserved when issued
+                } else if let Some(h) = c.meta.handle {
+                    if let Released::Close(fd) = handles.end_op(h.idx) {
+                        to_close.push(fd);
+                    }
+                }
+                if shut && c.is_cancelled() {
+                    c.result = Err(ShutDownError::io());
+                }
             }
         }
         if extra > 0 {
             s.outstanding.fetch_add(extra, AcqRel);
         }
-        if !ended.is_empty() {
-            self.end_ops(&ended);
-        }
+        self.close_fds(to_close);
         Ok(())
-    }
-
-    fn local_take(&self) -> (bool, Arc<Waiter<Completion>>, Vec<Completion>, Arc<ThreadCounters>) {
-        LOCALS.with(|l| {
-            let mut l = l.borrow_mut();
-            let pos = match l.iter().position(|x| x.port_id == self.shared.id) {
-                Some(p) => p,
-                None => {
-                    l.retain(|x| x.port.strong_count() > 0);
-                    let counters = Arc::new(ThreadCounters {
-                        name: std::thread::current().name().map(str::to_owned),
-                        ..Default::default()
-                    });
-                    self.shared.threads.lock().push(counters.clone());
-                    l.push(Local {
-                        port_id: self.shared.id,
-                        port: Arc::downgrade(&self.shared),
-                        holds_slot: false,
-                        since: None,
-                        waiter: Waiter::for_current_thread(),
-                        counters,
-                        batch: Vec::new(),
-                    });
-                    l.len() - 1
-                }
-            };
-            let x = &mut l[pos];
-            let held = std::mem::replace(&mut x.holds_slot, false);
-            if let Some(t) = x.since.take() {
-                x.counters.busy_nanos.fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
-            }
-            (held, x.waiter.clone(), std::mem::take(&mut x.batch), x.counters.clone())
-        })
-    }
-
-    fn local_put(&self, got: bool, batch: Vec<Completion>, counters: &ThreadCounters) {
-        if got {
-            counters.completions.fetch_add(1, Relaxed);
-        }
-        LOCALS.with(|l| {
-            if let Some(x) = l.borrow_mut().iter_mut().find(|x| x.port_id == self.shared.id) {
-                x.holds_slot = got;
-                x.since = got.then(Instant::now);
-                x.batch = batch;
-            }
-        });
     }
 
     /// The port's counters now.

@@ -11,7 +11,7 @@
 //! own cell, so no packet is taken twice and no waiter wakes for nothing.
 //!
 //! The code is generic over the packet so that `loom` can check it alone
-//! (`RUSTFLAGS="--cfg loom" cargo test -p cport --lib sched`).
+//! (`RUSTFLAGS="--cfg cport_loom" cargo test -p cport --lib sched`).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -32,6 +32,12 @@ enum Grant<T> {
     Lead,
 }
 
+/// The leader's turn in the backend: wait until the deadline, append what was reaped.
+pub(crate) type LeadFn<'a, T> = dyn FnMut(Option<Instant>, &mut Vec<T>) -> Result<(), GetError> + 'a;
+
+/// A shared reference to a waiter (loom's `Arc` under loom).
+pub(crate) type WaiterRef<T> = Arc<Waiter<T>>;
+
 /// A thread parked in `get`. Reused by its thread across calls.
 pub(crate) struct Waiter<T> {
     thread: Thread,
@@ -41,7 +47,11 @@ pub(crate) struct Waiter<T> {
 
 impl<T> Waiter<T> {
     pub(crate) fn for_current_thread() -> Arc<Self> {
-        Arc::new(Waiter { thread: shim::current(), notified: AtomicBool::new(false), grant: Mutex::new(None) })
+        Arc::new(Waiter {
+            thread: shim::current(),
+            notified: AtomicBool::new(false),
+            grant: Mutex::new(None),
+        })
     }
     fn give(&self, grant: Grant<T>) {
         *self.grant.lock() = Some(grant);
@@ -137,12 +147,16 @@ impl<T: Prioritized> Sched<T> {
         st.queued() > 0 && st.leader && st.running < st.concurrency
     }
 
-    /// Gives back a slot without dequeuing (a thread about to block, or exiting).
-    pub(crate) fn release(&self) {
+    /// Gives back a slot without dequeuing (a thread about to block, or
+    /// exiting). Returns `true` when a packet is left queued with a free slot
+    /// while the leader sits in the backend: the caller must wake the backend.
+    #[must_use]
+    pub(crate) fn release(&self) -> bool {
         let mut st = self.state.lock();
         st.running = st.running.saturating_sub(1);
         st.dispatch();
         st.promote();
+        st.queued() > 0 && st.leader && st.running < st.concurrency
     }
 
     /// Releases every waiter so it re-checks the port (used at shutdown).
@@ -173,14 +187,16 @@ impl<T: Prioritized> Sched<T> {
     /// waits in the backend until `deadline` and appends what it reaped to
     /// the vector; `flush` makes operations issued so far visible to a leader
     /// already waiting in the backend. On success the caller holds a slot.
+    #[allow(clippy::too_many_arguments)] // each is one hook of the caller's; a struct would only rename them
     pub(crate) fn get(
         &self,
         held: bool,
         deadline: Option<Instant>,
         me: &Arc<Waiter<T>>,
         batch: &mut Vec<T>,
-        lead: &mut dyn FnMut(Option<Instant>, &mut Vec<T>) -> Result<(), GetError>,
+        lead: &mut LeadFn<'_, T>,
         flush: &mut dyn FnMut(),
+        parked: &mut dyn FnMut(bool),
     ) -> Result<T, GetError> {
         let mut st = self.state.lock();
         if held {
@@ -219,7 +235,9 @@ impl<T: Prioritized> Sched<T> {
             st.waiters.push(me.clone());
             drop(st);
             flush();
+            parked(true);
             park_until(&me.notified, deadline);
+            parked(false);
             st = self.state.lock();
             if me.notified.load(Ordering::Acquire) {
                 match me.grant.lock().take() {
@@ -237,7 +255,7 @@ impl<T: Prioritized> Sched<T> {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(cport_loom))]
 mod shim {
     pub(crate) use std::sync::atomic::{AtomicBool, Ordering};
     pub(crate) use std::sync::Arc;
@@ -273,7 +291,7 @@ mod shim {
     }
 }
 
-#[cfg(loom)]
+#[cfg(cport_loom)]
 mod shim {
     pub(crate) use loom::sync::atomic::{AtomicBool, Ordering};
     pub(crate) use loom::sync::Arc;
@@ -316,7 +334,7 @@ mod tests {
         Err(GetError::Timeout)
     }
 
-    #[cfg(not(loom))]
+    #[cfg(not(cport_loom))]
     #[test]
     fn high_priority_packets_are_dequeued_first() {
         let s = Sched::new(1);
@@ -328,53 +346,83 @@ mod tests {
         let mut got = vec![];
         let mut held = false;
         for _ in 0..4 {
-            let p = s.get(held, None, &me, &mut vec![], &mut no_lead, &mut || {}).unwrap();
+            let p = s
+                .get(held, None, &me, &mut vec![], &mut no_lead, &mut || {}, &mut |_| {})
+                .unwrap();
             held = true;
             got.push(p.0);
         }
         assert_eq!(got, vec![2, 4, 1, 3]);
     }
 
-    #[cfg(not(loom))]
+    #[cfg(not(cport_loom))]
     #[test]
     fn a_thread_holding_the_only_slot_blocks_others() {
         let s = Sched::new(1);
         s.push(P(1, false));
         s.push(P(2, false));
         let me = Waiter::for_current_thread();
-        s.get(false, None, &me, &mut vec![], &mut no_lead, &mut || {}).unwrap();
+        s.get(false, None, &me, &mut vec![], &mut no_lead, &mut || {}, &mut |_| {})
+            .unwrap();
         // Slot held: a second dequeue (as another thread would) must time out.
         let other = Waiter::for_current_thread();
         let d = Some(Instant::now() + std::time::Duration::from_millis(20));
-        assert!(matches!(s.get(false, d, &other, &mut vec![], &mut no_lead, &mut || {}), Err(GetError::Timeout)));
+        assert!(matches!(
+            s.get(false, d, &other, &mut vec![], &mut no_lead, &mut || {}, &mut |_| {}),
+            Err(GetError::Timeout)
+        ));
         assert_eq!(s.counts().queued, 1);
         assert_eq!(s.counts().max_running, 1);
     }
 
-    #[cfg(loom)]
+    /// A stand-in for the kernel: completions appear in `ready`; the leader
+    /// blocks on `notify` until one does or it is woken (as by a NOP).
+    #[cfg(cport_loom)]
+    struct Kernel {
+        ready: loom::sync::Mutex<Vec<P>>,
+        notify: loom::sync::Notify,
+    }
+
+    #[cfg(cport_loom)]
     #[test]
     fn loom_each_packet_goes_to_exactly_one_thread() {
         loom::model(|| {
             let s = Arc::new(Sched::new(2));
+            let k = Arc::new(Kernel {
+                ready: loom::sync::Mutex::new(Vec::new()),
+                notify: loom::sync::Notify::new(),
+            });
             let consumers: Vec<_> = (0..2)
                 .map(|_| {
-                    let s = s.clone();
+                    let (s, k) = (s.clone(), k.clone());
                     loom::thread::spawn(move || {
                         let me = Waiter::for_current_thread();
-                        loop {
-                            match s.get(false, None, &me, &mut vec![], &mut no_lead, &mut || {}) {
-                                Ok(p) => {
-                                    s.release();
-                                    return p.0;
-                                }
-                                Err(_) => loom::thread::yield_now(),
+                        let mut lead = |_: Option<Instant>, out: &mut Vec<P>| {
+                            let got: Vec<P> = std::mem::take(&mut *k.ready.lock().unwrap());
+                            if got.is_empty() {
+                                k.notify.wait();
+                                out.extend(std::mem::take(&mut *k.ready.lock().unwrap()));
+                            } else {
+                                out.extend(got);
                             }
-                        }
+                            Ok(())
+                        };
+                        let p = s
+                            .get(false, None, &me, &mut vec![], &mut lead, &mut || {}, &mut |_| {})
+                            .unwrap();
+                        let _ = s.release();
+                        // Let a leader still in the "kernel" out: nothing more will arrive.
+                        k.notify.notify();
+                        p.0
                     })
                 })
                 .collect();
-            s.push(P(1, false));
-            s.push(P(2, true));
+            // One completion from the "kernel", one posted packet.
+            k.ready.lock().unwrap().push(P(1, false));
+            k.notify.notify();
+            if s.push(P(2, true)) {
+                k.notify.notify();
+            }
             let mut got: Vec<u32> = consumers.into_iter().map(|h| h.join().unwrap()).collect();
             got.sort();
             assert_eq!(got, vec![1, 2]);
@@ -382,7 +430,7 @@ mod tests {
         });
     }
 
-    #[cfg(loom)]
+    #[cfg(cport_loom)]
     #[test]
     fn loom_concurrency_one_never_runs_two() {
         loom::model(|| {
@@ -395,8 +443,8 @@ mod tests {
                     loom::thread::spawn(move || {
                         let me = Waiter::for_current_thread();
                         loop {
-                            if let Ok(p) = s.get(false, None, &me, &mut vec![], &mut no_lead, &mut || {}) {
-                                s.release();
+                            if let Ok(p) = s.get(false, None, &me, &mut vec![], &mut no_lead, &mut || {}, &mut |_| {}) {
+                                let _ = s.release();
                                 return p.0;
                             }
                             loom::thread::yield_now();

@@ -1,7 +1,7 @@
 //! Counters a program can read at any time.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::completion::OpKind;
 
@@ -48,7 +48,8 @@ pub struct ThreadStats {
     pub name: Option<String>,
     /// Completions this thread dequeued.
     pub completions: u64,
-    /// Time spent between `get` returning and the next `get` (handling).
+    /// Time since the thread's first `get` not spent blocked waiting for a
+    /// completion (handling them, and the port's own bookkeeping).
     pub busy: Duration,
 }
 
@@ -66,24 +67,80 @@ impl Counters {
         }
     }
     pub(crate) fn fill(&self, s: &mut Stats) {
-        s.completed = OpKind::ALL.iter().map(|k| (*k, self.completed[*k as usize].load(Relaxed))).collect();
+        s.completed = OpKind::ALL
+            .iter()
+            .map(|k| (*k, self.completed[*k as usize].load(Relaxed)))
+            .collect();
         s.errors = self.errors.load(Relaxed);
     }
 }
 
-#[derive(Default)]
+/// One thread's counters. Written only by that thread (plain loads and
+/// stores, no read-modify-write), read by `Port::stats` from anywhere.
 pub(crate) struct ThreadCounters {
     pub name: Option<String>,
+    started: Instant,
     pub completions: AtomicU64,
-    pub busy_nanos: AtomicU64,
+    /// Nanoseconds (since `started`) spent blocked waiting for completions.
+    idle_nanos: AtomicU64,
+    /// When the current wait began (nanos since `started`), or 0.
+    waiting_since: AtomicU64,
+    /// When the thread stopped using the port (nanos since `started`), or 0.
+    ended_at: AtomicU64,
 }
 
 impl ThreadCounters {
+    pub(crate) fn new(name: Option<String>) -> Self {
+        ThreadCounters {
+            name,
+            started: Instant::now(),
+            completions: AtomicU64::new(0),
+            idle_nanos: AtomicU64::new(0),
+            waiting_since: AtomicU64::new(0),
+            ended_at: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        (self.started.elapsed().as_nanos() as u64).max(1)
+    }
+
+    /// One more completion dequeued by the owning thread.
+    pub(crate) fn count_completion(&self) {
+        self.completions.store(self.completions.load(Relaxed) + 1, Relaxed);
+    }
+
+    /// The owning thread starts blocking for completions.
+    pub(crate) fn wait_begins(&self) {
+        self.waiting_since.store(self.now(), Relaxed);
+    }
+
+    /// The owning thread stops blocking.
+    pub(crate) fn wait_ends(&self) {
+        let since = self.waiting_since.swap(0, Relaxed);
+        if since > 0 {
+            self.idle_nanos.store(
+                self.idle_nanos.load(Relaxed) + self.now().saturating_sub(since),
+                Relaxed,
+            );
+        }
+    }
+
+    pub(crate) fn thread_ended(&self) {
+        self.wait_ends();
+        self.ended_at.store(self.now(), Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> ThreadStats {
+        let ended = self.ended_at.load(Relaxed);
+        let now = if ended > 0 { ended } else { self.now() };
+        let since = self.waiting_since.load(Relaxed);
+        let waiting_now = if since > 0 { now.saturating_sub(since) } else { 0 };
+        let idle = self.idle_nanos.load(Relaxed) + waiting_now;
         ThreadStats {
             name: self.name.clone(),
             completions: self.completions.load(Relaxed),
-            busy: Duration::from_nanos(self.busy_nanos.load(Relaxed)),
+            busy: Duration::from_nanos(now.saturating_sub(idle)),
         }
     }
 }

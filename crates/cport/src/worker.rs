@@ -36,22 +36,27 @@ impl WorkerPool {
     {
         let n = if n == 0 { Self::default_size() } else { n };
         let handler = Arc::new(handler);
-        let mut pool = WorkerPool { port: port.clone(), threads: Vec::with_capacity(n) };
+        let mut pool = WorkerPool {
+            port: port.clone(),
+            threads: Vec::with_capacity(n),
+        };
         for i in 0..n {
             let port = port.clone();
             let handler = handler.clone();
-            let t = std::thread::Builder::new().name(format!("cport-worker-{i}")).spawn(move || loop {
-                match port.get(None) {
-                    Ok(c) if c.kind() == OpKind::Quit => return,
-                    Ok(c) => handler(&port, c),
-                    Err(GetError::Timeout) => {}
-                    Err(GetError::ShutDown) => return,
-                    Err(GetError::Io(e)) => {
-                        tracing::error!(error = %e, "worker stops: waiting for completions failed");
-                        return;
+            let t = std::thread::Builder::new()
+                .name(format!("cport-worker-{i}"))
+                .spawn(move || loop {
+                    match port.get(None) {
+                        Ok(c) if c.kind() == OpKind::Quit => return,
+                        Ok(c) => handler(&port, c),
+                        Err(GetError::Timeout) => {}
+                        Err(GetError::ShutDown) => return,
+                        Err(GetError::Io(e)) => {
+                            tracing::error!(error = %e, "worker stops: waiting for completions failed");
+                            return;
+                        }
                     }
-                }
-            });
+                });
             match t {
                 Ok(t) => pool.threads.push(t),
                 Err(e) => {
@@ -71,6 +76,14 @@ impl WorkerPool {
     /// `true` if the pool has no workers.
     pub fn is_empty(&self) -> bool {
         self.threads.is_empty()
+    }
+
+    /// Waits for the workers to exit by themselves (a quit packet each, or
+    /// the port shutting down).
+    pub fn join(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 
     /// Posts one quit packet per worker and joins them all.

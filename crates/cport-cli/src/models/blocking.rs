@@ -35,8 +35,7 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
 
     // The scope joins every connection thread before it returns.
     let served = thread::scope(|scope| {
-        let served =
-            accept_until_stopped(scope, &listener, stop, &open, &bytes_echoed, &mut report);
+        let served = accept_until_stopped(scope, &listener, stop, &open, &bytes_echoed, &mut report);
         for stream in lock(&open).values() {
             // Ends a blocked `read` with end-of-file and a blocked `write`
             // with an error, so each thread finishes.
@@ -88,10 +87,7 @@ fn accept_until_stopped<'scope>(
             Ok(_) => report.opened(lock(open).len()),
             Err(_) => {
                 lock(open).remove(&id);
-                report.refuse(
-                    Model::Blocking,
-                    "could not start a thread for the connection",
-                );
+                report.refuse(Model::Blocking, "could not start a thread for the connection");
             }
         }
     }

@@ -88,25 +88,17 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
         std::mem::swap(&mut unfinished, &mut next_unfinished);
 
         if accept_owed && !pause.is_paused() {
-            echo::accept_ready(
-                &listener,
-                Model::Epoll,
-                &mut report,
-                &mut pause,
-                |conn, report| {
-                    let token = conns.next_token();
-                    let interest = edge_triggered(EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT);
-                    match epoll.add(conn.stream(), EpollEvent::new(interest, token)) {
-                        Ok(()) => {
-                            conns.insert(conn);
-                            report.opened(conns.len());
-                        }
-                        Err(_) => {
-                            report.refuse(Model::Epoll, "epoll_ctl could not register the socket")
-                        }
+            echo::accept_ready(&listener, Model::Epoll, &mut report, &mut pause, |conn, report| {
+                let token = conns.next_token();
+                let interest = edge_triggered(EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT);
+                match epoll.add(conn.stream(), EpollEvent::new(interest, token)) {
+                    Ok(()) => {
+                        conns.insert(conn);
+                        report.opened(conns.len());
                     }
-                },
-            )?;
+                    Err(_) => report.refuse(Model::Epoll, "epoll_ctl could not register the socket"),
+                }
+            })?;
             // Stopped by a pause rather than `EAGAIN`: connections still wait.
             accept_owed = pause.is_paused();
         }

@@ -56,11 +56,7 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
         }
         let listener_ready = fds[0].any().unwrap_or(false);
         revents.clear();
-        revents.extend(
-            fds[1..]
-                .iter()
-                .map(|fd| fd.revents().unwrap_or(PollFlags::empty())),
-        );
+        revents.extend(fds[1..].iter().map(|fd| fd.revents().unwrap_or(PollFlags::empty())));
         drop(fds);
 
         // Highest index first, so `swap_remove` only moves connections
@@ -74,28 +70,17 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
         }
 
         if listener_ready {
-            echo::accept_ready(
-                &listener,
-                Model::Poll,
-                &mut report,
-                &mut pause,
-                |conn, report| {
-                    conns.push(conn);
-                    report.opened(conns.len());
-                },
-            )?;
+            echo::accept_ready(&listener, Model::Poll, &mut report, &mut pause, |conn, report| {
+                conns.push(conn);
+                report.opened(conns.len());
+            })?;
         }
     }
     Ok(report)
 }
 
 /// Does what `revents` says a connection is ready for.
-fn on_ready(
-    conn: &mut EchoConn,
-    revents: PollFlags,
-    scratch: &mut [u8],
-    report: &mut ModelReport,
-) -> Step {
+fn on_ready(conn: &mut EchoConn, revents: PollFlags, scratch: &mut [u8], report: &mut ModelReport) -> Step {
     if revents.contains(PollFlags::POLLNVAL) {
         return Step::Closed;
     }

@@ -20,8 +20,7 @@ use super::echo::{self, AcceptPause, EchoConn, Step, READ_BUFFER_SIZE};
 use super::{Model, ModelReport, STOP_CHECK_INTERVAL};
 
 /// What the report says when `FD_SETSIZE` turns a connection away.
-const BEYOND_FD_SETSIZE: &str =
-    "select() cannot watch descriptors at or above FD_SETSIZE (1024): too many connections";
+const BEYOND_FD_SETSIZE: &str = "select() cannot watch descriptors at or above FD_SETSIZE (1024): too many connections";
 
 /// Serves echo on `listener` until `stop` is set.
 pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<ModelReport> {
@@ -89,21 +88,15 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
         }
 
         if listener_ready {
-            echo::accept_ready(
-                &listener,
-                Model::Select,
-                &mut report,
-                &mut pause,
-                |conn, report| {
-                    if fits_in_fd_set(conn.stream()) {
-                        conns.push(conn);
-                        report.opened(conns.len());
-                    } else {
-                        // Dropping the connection closes it: the peer sees it end.
-                        report.refuse(Model::Select, BEYOND_FD_SETSIZE);
-                    }
-                },
-            )?;
+            echo::accept_ready(&listener, Model::Select, &mut report, &mut pause, |conn, report| {
+                if fits_in_fd_set(conn.stream()) {
+                    conns.push(conn);
+                    report.opened(conns.len());
+                } else {
+                    // Dropping the connection closes it: the peer sees it end.
+                    report.refuse(Model::Select, BEYOND_FD_SETSIZE);
+                }
+            })?;
         }
     }
     Ok(report)

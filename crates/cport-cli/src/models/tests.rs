@@ -23,15 +23,11 @@ use super::{spawn, Model, ModelServer};
 static DESCRIPTOR_TABLE: RwLock<()> = RwLock::new(());
 
 fn share_descriptor_table() -> RwLockReadGuard<'static, ()> {
-    DESCRIPTOR_TABLE
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
+    DESCRIPTOR_TABLE.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn own_descriptor_table() -> RwLockWriteGuard<'static, ()> {
-    DESCRIPTOR_TABLE
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
+    DESCRIPTOR_TABLE.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// No test should wait on the server longer than this.
@@ -107,10 +103,7 @@ fn server_sockets(port: u16) -> usize {
             continue; // closed since the listing
         };
         let target = target.to_string_lossy().into_owned();
-        if let Some(inode) = target
-            .strip_prefix("socket:[")
-            .and_then(|t| t.strip_suffix(']'))
-        {
+        if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
             inodes.push(inode.to_owned());
         }
     }
@@ -195,8 +188,7 @@ fn serves_many_connections_at_once(model: Model) {
     let _table = share_descriptor_table();
     let server = start(model);
     let message = |id: usize| pattern(1000 + id as u64, 64);
-    let mut conns: Vec<(usize, TcpStream)> =
-        (0..40).map(|id| (id, connect(server.addr()))).collect();
+    let mut conns: Vec<(usize, TcpStream)> = (0..40).map(|id| (id, connect(server.addr()))).collect();
     let check_all = |conns: &mut Vec<(usize, TcpStream)>| {
         for (id, stream) in conns.iter_mut() {
             stream.write_all(&message(*id)).unwrap();
@@ -214,11 +206,7 @@ fn serves_many_connections_at_once(model: Model) {
     drop(conns);
     let report = server.stop().unwrap();
     assert_eq!(report.accepted, 60);
-    assert!(
-        report.peak_connections >= 40,
-        "peak {}",
-        report.peak_connections
-    );
+    assert!(report.peak_connections >= 40, "peak {}", report.peak_connections);
 }
 
 /// A peer that resets mid-stream and one that leaves without reading its
@@ -383,7 +371,5 @@ fn select_refuses_connections_beyond_fd_setsize() {
     }
     assert_eq!(report.refused, 1);
     assert_eq!(report.accepted, 1);
-    assert!(report
-        .refusal_reason
-        .is_some_and(|why| why.contains("FD_SETSIZE")));
+    assert!(report.refusal_reason.is_some_and(|why| why.contains("FD_SETSIZE")));
 }

@@ -77,10 +77,7 @@ impl fmt::Display for ChatError {
             ChatError::ControlCharacter => f.write_str("line contains a control character"),
             ChatError::UnknownCommand(cmd) => write!(f, "unknown command {cmd} (try /help)"),
             ChatError::Usage(usage) => write!(f, "usage: {usage}"),
-            ChatError::InvalidName => write!(
-                f,
-                "names are 1 to {MAX_NAME_LEN} characters of A-Z a-z 0-9 _ -"
-            ),
+            ChatError::InvalidName => write!(f, "names are 1 to {MAX_NAME_LEN} characters of A-Z a-z 0-9 _ -"),
             ChatError::ReservedName => write!(f, "names starting with {GUEST_PREFIX} are reserved"),
             ChatError::NickTaken(nick) => write!(f, "nickname {nick} is taken"),
             ChatError::NoSuchNick(nick) => write!(f, "no such nickname: {nick}"),
@@ -129,18 +126,14 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, ChatError> {
         "/quit" => Ok(Command::Quit),
         "/msg" => {
             const USAGE: &str = "/msg NICK TEXT";
-            let (to, text) = args
-                .split_once(char::is_whitespace)
-                .ok_or(ChatError::Usage(USAGE))?;
+            let (to, text) = args.split_once(char::is_whitespace).ok_or(ChatError::Usage(USAGE))?;
             validate_name(to)?;
             Ok(Command::Msg {
                 to,
                 text: text.trim_start(),
             })
         }
-        _ => Err(ChatError::UnknownCommand(
-            word.chars().take(MAX_NAME_LEN).collect(),
-        )),
+        _ => Err(ChatError::UnknownCommand(word.chars().take(MAX_NAME_LEN).collect())),
     }
 }
 
@@ -169,11 +162,7 @@ fn one_name<'a>(args: &'a str, usage: &'static str) -> Result<&'a str, ChatError
     Ok(args)
 }
 
-fn no_args<'a>(
-    args: &str,
-    usage: &'static str,
-    cmd: Command<'a>,
-) -> Result<Command<'a>, ChatError> {
+fn no_args<'a>(args: &str, usage: &'static str, cmd: Command<'a>) -> Result<Command<'a>, ChatError> {
     if args.is_empty() {
         Ok(cmd)
     } else {
@@ -219,17 +208,11 @@ mod tests {
     #[test]
     fn wrong_arguments_give_usage() {
         assert_eq!(parse_line(b"/nick"), Err(ChatError::Usage("/nick NAME")));
-        assert_eq!(
-            parse_line(b"/nick a b"),
-            Err(ChatError::Usage("/nick NAME"))
-        );
+        assert_eq!(parse_line(b"/nick a b"), Err(ChatError::Usage("/nick NAME")));
         assert_eq!(parse_line(b"/join"), Err(ChatError::Usage("/join ROOM")));
         assert_eq!(parse_line(b"/who x"), Err(ChatError::Usage("/who")));
         assert_eq!(parse_line(b"/leave now"), Err(ChatError::Usage("/leave")));
-        assert_eq!(
-            parse_line(b"/msg bob"),
-            Err(ChatError::Usage("/msg NICK TEXT"))
-        );
+        assert_eq!(parse_line(b"/msg bob"), Err(ChatError::Usage("/msg NICK TEXT")));
         assert_eq!(parse_line(b"/msg"), Err(ChatError::Usage("/msg NICK TEXT")));
     }
 
@@ -244,19 +227,13 @@ mod tests {
             Err(ChatError::UnknownCommand(w)) => assert_eq!(w.len(), MAX_NAME_LEN),
             other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(
-            parse_line(b"/NICK a"),
-            Err(ChatError::UnknownCommand("/NICK".into()))
-        );
+        assert_eq!(parse_line(b"/NICK a"), Err(ChatError::UnknownCommand("/NICK".into())));
     }
 
     #[test]
     fn names_are_validated() {
         assert_eq!(parse_line(b"/nick al!ce"), Err(ChatError::InvalidName));
-        assert_eq!(
-            parse_line("/join caf\u{e9}".as_bytes()),
-            Err(ChatError::InvalidName)
-        );
+        assert_eq!(parse_line("/join caf\u{e9}".as_bytes()), Err(ChatError::InvalidName));
         let long = format!("/nick {}", "a".repeat(MAX_NAME_LEN + 1));
         assert_eq!(parse_line(long.as_bytes()), Err(ChatError::InvalidName));
         let max = format!("/nick {}", "a".repeat(MAX_NAME_LEN));

@@ -263,10 +263,7 @@ impl Hub {
     }
 
     fn private(&self, id: u64, to: &str, text: &str, out: &mut Output) -> Result<(), ChatError> {
-        let &target = self
-            .nicks
-            .get(to)
-            .ok_or_else(|| ChatError::NoSuchNick(to.to_owned()))?;
+        let &target = self.nicks.get(to).ok_or_else(|| ChatError::NoSuchNick(to.to_owned()))?;
         let Some(from) = self.nick(id) else {
             return Ok(());
         };
@@ -356,10 +353,7 @@ impl Hub {
             .map(|(name, members)| (name.as_str(), members.len()))
             .collect();
         rooms.sort_unstable();
-        let shown = rooms
-            .iter()
-            .take(LIST_LIMIT)
-            .map(|(name, n)| format!("{name} ({n})"));
+        let shown = rooms.iter().take(LIST_LIMIT).map(|(name, n)| format!("{name} ({n})"));
         let mut text = shown.collect::<Vec<_>>().join(", ");
         append_more(&mut text, rooms.len());
         text_line(format_args!("* rooms: {text}"))

@@ -39,10 +39,7 @@ impl Fixture {
     /// Everything session `id` receives from `line` sent by `from`.
     fn seen_by(&mut self, from: u64, line: &str, id: u64) -> Vec<String> {
         let got = self.send(from, line);
-        got.into_iter()
-            .filter(|(to, _)| *to == id)
-            .map(|(_, t)| t)
-            .collect()
+        got.into_iter().filter(|(to, _)| *to == id).map(|(_, t)| t).collect()
     }
 }
 
@@ -146,10 +143,7 @@ fn joining_another_room_leaves_the_first() {
 fn joining_the_current_room_is_an_error() {
     let mut f = Fixture::with(&[1]);
     f.send(1, "/join a");
-    assert_eq!(
-        f.send(1, "/join a"),
-        vec![(1, "! you are already in a\n".to_owned())]
-    );
+    assert_eq!(f.send(1, "/join a"), vec![(1, "! you are already in a\n".to_owned())]);
 }
 
 #[test]
@@ -193,24 +187,16 @@ fn nick_change_is_unique_and_announced() {
     f.send(2, "/join r");
     let got = f.send(1, "/nick alicia");
     assert_eq!(got.len(), 2, "whole room hears of it");
-    assert!(got
-        .iter()
-        .all(|(_, t)| t == "* alice is now known as alicia\n"));
+    assert!(got.iter().all(|(_, t)| t == "* alice is now known as alicia\n"));
     // The old name is free again.
-    assert_eq!(
-        f.send(2, "/nick alice")[0].1,
-        "* guest-2 is now known as alice\n"
-    );
+    assert_eq!(f.send(2, "/nick alice")[0].1, "* guest-2 is now known as alice\n");
 }
 
 #[test]
 fn nicks_are_case_sensitive() {
     let mut f = Fixture::with(&[1, 2]);
     f.send(1, "/nick Bob");
-    assert_eq!(
-        f.send(2, "/nick bob")[0].1,
-        "* guest-2 is now known as bob\n"
-    );
+    assert_eq!(f.send(2, "/nick bob")[0].1, "* guest-2 is now known as bob\n");
 }
 
 #[test]
@@ -230,20 +216,14 @@ fn who_lists_sorted_members_of_the_current_room() {
     f.send(1, "/join r");
     f.send(2, "/join r");
     f.send(3, "/join elsewhere");
-    assert_eq!(
-        f.send(1, "/who"),
-        vec![(1, "* in r: amy, zed\n".to_owned())]
-    );
+    assert_eq!(f.send(1, "/who"), vec![(1, "* in r: amy, zed\n".to_owned())]);
     assert_eq!(f.seen_by(3, "/who", 3), vec!["* in elsewhere: guest-3\n"]);
 }
 
 #[test]
 fn who_without_room_is_an_error() {
     let mut f = Fixture::with(&[1]);
-    assert_eq!(
-        f.send(1, "/who")[0].1,
-        "! you are not in a room (try /join ROOM)\n"
-    );
+    assert_eq!(f.send(1, "/who")[0].1, "! you are not in a room (try /join ROOM)\n");
 }
 
 #[test]
@@ -256,10 +236,7 @@ fn rooms_lists_names_and_counts() {
     f.send(1, "/join b");
     f.send(2, "/join b");
     f.send(3, "/join a");
-    assert_eq!(
-        f.send(1, "/rooms"),
-        vec![(1, "* rooms: a (1), b (2)\n".to_owned())]
-    );
+    assert_eq!(f.send(1, "/rooms"), vec![(1, "* rooms: a (1), b (2)\n".to_owned())]);
 }
 
 #[test]
@@ -308,22 +285,13 @@ fn quit_says_bye_tells_the_room_and_closes() {
     f.send(1, "/join r");
     f.send(2, "/join r");
     let got = f.send(1, "/quit");
-    assert_eq!(
-        got,
-        vec![
-            (1, "* bye\n".to_owned()),
-            (2, "* alice left r\n".to_owned())
-        ]
-    );
+    assert_eq!(got, vec![(1, "* bye\n".to_owned()), (2, "* alice left r\n".to_owned())]);
     assert_eq!(f.out.closes(), &[1]);
     assert_eq!(f.hub.nick(1), None);
     // Lines after /quit and the later disconnect are no-ops.
     assert!(f.send(1, "hello").is_empty());
     f.hub.disconnect(1, &mut f.out);
-    assert_eq!(
-        f.send(2, "/nick alice")[0].1,
-        "* guest-2 is now known as alice\n"
-    );
+    assert_eq!(f.send(2, "/nick alice")[0].1, "* guest-2 is now known as alice\n");
 }
 
 #[test]
@@ -337,10 +305,7 @@ fn disconnect_frees_nick_and_room() {
     assert!(f.out.closes().is_empty());
     assert_eq!(f.hub.rooms(), 0);
     assert_eq!(f.hub.sessions(), 1);
-    assert_eq!(
-        f.send(2, "/nick alice")[0].1,
-        "* guest-2 is now known as alice\n"
-    );
+    assert_eq!(f.send(2, "/nick alice")[0].1, "* guest-2 is now known as alice\n");
 }
 
 #[test]
@@ -352,10 +317,7 @@ fn bad_input_gets_an_error_line() {
     );
     f.out.clear();
     f.hub.line(1, b"\xc3\x28", &mut f.out);
-    assert_eq!(
-        flatten(&f.out),
-        vec![(1, "! line is not valid UTF-8\n".to_owned())]
-    );
+    assert_eq!(flatten(&f.out), vec![(1, "! line is not valid UTF-8\n".to_owned())]);
     assert!(f.send(1, "   ").is_empty(), "blank lines are ignored");
 }
 
@@ -364,9 +326,7 @@ fn help_lists_commands() {
     let mut f = Fixture::with(&[1]);
     let got = f.send(1, "/help");
     assert_eq!(got.len(), 1);
-    for cmd in [
-        "/nick", "/join", "/leave", "/rooms", "/who", "/msg", "/quit",
-    ] {
+    for cmd in ["/nick", "/join", "/leave", "/rooms", "/who", "/msg", "/quit"] {
         assert!(got[0].1.contains(cmd), "help mentions {cmd}");
     }
     assert!(got[0].1.lines().all(|l| l.starts_with("* ")));

@@ -42,10 +42,7 @@ fn length_prefixed_empty_payload_is_a_frame() {
 fn length_prefixed_rejects_declared_oversize_before_payload_arrives() {
     let mut dec = LengthPrefixed::new(LengthWidth::U32, 100);
     let mut buf = BytesMut::from(&101u32.to_le_bytes()[..]);
-    assert_eq!(
-        dec.decode(&mut buf),
-        Err(FrameError::TooLarge { len: 101, max: 100 })
-    );
+    assert_eq!(dec.decode(&mut buf), Err(FrameError::TooLarge { len: 101, max: 100 }));
 }
 
 #[test]
@@ -109,27 +106,18 @@ fn lines_reject_once_no_valid_line_is_possible() {
     buf.extend_from_slice(b"\r");
     assert_eq!(dec.decode(&mut buf), Ok(None));
     buf.extend_from_slice(b"x");
-    assert_eq!(
-        dec.decode(&mut buf),
-        Err(FrameError::TooLarge { len: 5, max: 3 })
-    );
+    assert_eq!(dec.decode(&mut buf), Err(FrameError::TooLarge { len: 5, max: 3 }));
 
     let mut dec = Lines::new(3);
     let mut buf = BytesMut::from("abcd");
-    assert_eq!(
-        dec.decode(&mut buf),
-        Err(FrameError::TooLarge { len: 4, max: 3 })
-    );
+    assert_eq!(dec.decode(&mut buf), Err(FrameError::TooLarge { len: 4, max: 3 }));
 }
 
 #[test]
 fn lines_reject_long_line_even_when_newline_is_present() {
     let mut dec = Lines::new(3);
     let mut buf = BytesMut::from("abcd\n");
-    assert!(matches!(
-        dec.decode(&mut buf),
-        Err(FrameError::TooLarge { max: 3, .. })
-    ));
+    assert!(matches!(dec.decode(&mut buf), Err(FrameError::TooLarge { max: 3, .. })));
 }
 
 #[test]
@@ -141,10 +129,7 @@ fn lines_fed_byte_by_byte_find_the_newline() {
         assert_eq!(dec.decode(&mut buf), Ok(None));
     }
     buf.extend_from_slice(b"d\r\nnext\n");
-    assert_eq!(
-        drain(&mut dec, &mut buf).unwrap(),
-        vec!["hello world", "next"]
-    );
+    assert_eq!(drain(&mut dec, &mut buf).unwrap(), vec!["hello world", "next"]);
 }
 
 #[test]
@@ -168,18 +153,11 @@ fn lines_encoder_appends_newline_and_refuses_embedded_ones() {
 #[test]
 fn frame_error_displays_limits() {
     let e = FrameError::TooLarge { len: 9, max: 8 };
-    assert_eq!(
-        e.to_string(),
-        "frame of 9 bytes exceeds the limit of 8 bytes"
-    );
+    assert_eq!(e.to_string(), "frame of 9 bytes exceeds the limit of 8 bytes");
 }
 
 /// Feeds `stream` to `dec` in pieces cut at `cuts` and returns every frame.
-fn decode_in_chunks(
-    dec: &mut impl Decoder,
-    stream: &[u8],
-    cuts: &[usize],
-) -> Result<Vec<Bytes>, FrameError> {
+fn decode_in_chunks(dec: &mut impl Decoder, stream: &[u8], cuts: &[usize]) -> Result<Vec<Bytes>, FrameError> {
     let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
     points.push(stream.len());
     points.sort_unstable();

@@ -26,10 +26,7 @@ impl RangeOutcome {
     #[must_use]
     pub fn partial_len(&self) -> u64 {
         match *self {
-            RangeOutcome::Partial {
-                start,
-                end_inclusive,
-            } => end_inclusive - start + 1,
+            RangeOutcome::Partial { start, end_inclusive } => end_inclusive - start + 1,
             _ => 0,
         }
     }
@@ -115,10 +112,7 @@ mod tests {
     use RangeOutcome::{Full, Partial, Unsatisfiable};
 
     fn part(start: u64, end_inclusive: u64) -> RangeOutcome {
-        Partial {
-            start,
-            end_inclusive,
-        }
+        Partial { start, end_inclusive }
     }
 
     #[test]
@@ -127,10 +121,7 @@ mod tests {
         assert_eq!(parse_range("bytes=2-5", 10), part(2, 5));
         assert_eq!(parse_range("bytes=2-9", 10), part(2, 9));
         assert_eq!(parse_range("bytes=2-10", 10), part(2, 9));
-        assert_eq!(
-            parse_range("bytes=9-99999999999999999999999", 10),
-            part(9, 9)
-        );
+        assert_eq!(parse_range("bytes=9-99999999999999999999999", 10), part(9, 9));
     }
 
     #[test]
@@ -150,10 +141,7 @@ mod tests {
     fn start_at_or_past_the_end_is_unsatisfiable() {
         assert_eq!(parse_range("bytes=10-", 10), Unsatisfiable);
         assert_eq!(parse_range("bytes=10-20", 10), Unsatisfiable);
-        assert_eq!(
-            parse_range("bytes=99999999999999999999999-", 10),
-            Unsatisfiable
-        );
+        assert_eq!(parse_range("bytes=99999999999999999999999-", 10), Unsatisfiable);
     }
 
     #[test]

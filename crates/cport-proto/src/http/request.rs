@@ -141,10 +141,7 @@ pub enum Parse {
 /// ```
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parse, HttpError> {
     // httparse skips blank lines before the request line; so do we.
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
     if let LineScan::TooLong { .. } = scan_line(&buf[start..], 0, limits.max_request_line) {
         return Err(HttpError::URI_TOO_LONG);
     }
@@ -159,14 +156,10 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parse, HttpError> {
             let request = build(&parsed, limits)?;
             Ok(Parse::Complete { request, head_len })
         }
-        Ok(httparse::Status::Partial) if buf.len() > limits.max_header_bytes => {
-            Err(HttpError::HEADERS_TOO_LARGE)
-        }
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_header_bytes => Err(HttpError::HEADERS_TOO_LARGE),
         Ok(httparse::Status::Partial) => Ok(Parse::Partial),
         Err(httparse::Error::TooManyHeaders) => Err(HttpError::HEADERS_TOO_LARGE),
-        Err(httparse::Error::Version) if names_other_version(&buf[start..]) => {
-            Err(HttpError::VERSION_NOT_SUPPORTED)
-        }
+        Err(httparse::Error::Version) if names_other_version(&buf[start..]) => Err(HttpError::VERSION_NOT_SUPPORTED),
         Err(_) => Err(HttpError::BAD_REQUEST),
     }
 }
@@ -217,9 +210,7 @@ struct Fields {
 }
 
 fn build(parsed: &httparse::Request<'_, '_>, limits: &Limits) -> Result<Request, HttpError> {
-    let (Some(method), Some(target), Some(version_minor)) =
-        (parsed.method, parsed.path, parsed.version)
-    else {
+    let (Some(method), Some(target), Some(version_minor)) = (parsed.method, parsed.path, parsed.version) else {
         return Err(HttpError::BAD_REQUEST);
     };
     let mut f = Fields::default();

@@ -88,12 +88,7 @@ impl<'a> ResponseHead<'a> {
     /// header.
     pub fn write(&self, date: &str, out: &mut BytesMut) {
         out.reserve(256);
-        let _ = write!(
-            out,
-            "HTTP/1.1 {} {}\r\n",
-            self.status,
-            reason_phrase(self.status)
-        );
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
         out.put_slice(b"Server: cport\r\n");
         header(out, "Date", date);
         if let Some(t) = self.content_type {
@@ -103,11 +98,7 @@ impl<'a> ResponseHead<'a> {
             let _ = write!(out, "Content-Length: {}\r\n", self.content_length);
         }
         if let Some(t) = self.last_modified {
-            let _ = write!(
-                out,
-                "Last-Modified: {}\r\n",
-                httpdate::HttpDate::from(clamp(t))
-            );
+            let _ = write!(out, "Last-Modified: {}\r\n", httpdate::HttpDate::from(clamp(t)));
         }
         if let Some(tag) = self.etag {
             header(out, "ETag", tag);
@@ -118,10 +109,7 @@ impl<'a> ResponseHead<'a> {
                 end_inclusive,
                 len,
             }) => {
-                let _ = write!(
-                    out,
-                    "Content-Range: bytes {start}-{end_inclusive}/{len}\r\n"
-                );
+                let _ = write!(out, "Content-Range: bytes {start}-{end_inclusive}/{len}\r\n");
             }
             Some(ContentRange::Unsatisfied { len }) => {
                 let _ = write!(out, "Content-Range: bytes */{len}\r\n");

@@ -65,18 +65,12 @@ impl Req {
 }
 
 fn req() -> impl Strategy<Value = Req> {
-    (
-        any::<bool>(),
-        "/[a-z0-9/._-]{0,20}",
-        any::<bool>(),
-        any::<bool>(),
-    )
-        .prop_map(|(head, target, close, extra)| Req {
-            head,
-            target,
-            close,
-            extra,
-        })
+    (any::<bool>(), "/[a-z0-9/._-]{0,20}", any::<bool>(), any::<bool>()).prop_map(|(head, target, close, extra)| Req {
+        head,
+        target,
+        close,
+        extra,
+    })
 }
 
 proptest! {

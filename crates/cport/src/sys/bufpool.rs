@@ -65,7 +65,13 @@ impl PoolInner {
     }
 
     pub(crate) fn new(mem: NonNull<u8>, layout: Layout, count: u16, size: usize, provider: Provider) -> Self {
-        PoolInner { mem, layout, size, count, provider }
+        PoolInner {
+            mem,
+            layout,
+            size,
+            count,
+            provider,
+        }
     }
 
     /// The address of buffer `bid`.
@@ -93,7 +99,10 @@ pub struct BufPool {
 
 impl fmt::Debug for BufPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BufPool").field("count", &self.inner.count).field("size", &self.inner.size).finish()
+        f.debug_struct("BufPool")
+            .field("count", &self.inner.count)
+            .field("size", &self.inner.size)
+            .finish()
     }
 }
 
@@ -109,13 +118,20 @@ impl BufPool {
 
     /// Wraps buffer `bid`, which now holds `len` received bytes.
     pub(crate) fn claim(&self, bid: u16, len: usize) -> PooledBuf {
-        PooledBuf { pool: self.inner.clone(), bid, len: len.min(self.inner.size) }
+        PooledBuf {
+            pool: self.inner.clone(),
+            bid,
+            len: len.min(self.inner.size),
+        }
     }
 
     /// Takes a free buffer (epoll backend): its id and where to write.
     pub(crate) fn take(&self) -> Option<(u16, *mut u8, usize)> {
         match &self.inner.provider {
-            Provider::List(free) => free.lock().pop().map(|bid| (bid, self.inner.addr(bid), self.inner.size)),
+            Provider::List(free) => free
+                .lock()
+                .pop()
+                .map(|bid| (bid, self.inner.addr(bid), self.inner.size)),
             Provider::Ring(_) => None,
         }
     }
@@ -160,7 +176,10 @@ impl Deref for PooledBuf {
 
 impl fmt::Debug for PooledBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PooledBuf").field("id", &self.bid).field("len", &self.len).finish()
+        f.debug_struct("PooledBuf")
+            .field("id", &self.bid)
+            .field("len", &self.len)
+            .finish()
     }
 }
 

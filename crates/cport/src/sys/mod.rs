@@ -39,21 +39,68 @@ pub use bufpool::{BufPool, PooledBuf};
 #[derive(Debug)]
 pub(crate) enum Op {
     Nop,
-    Timeout { dur: Duration },
-    Accept { fd: RawFd, multishot: bool },
-    Connect { fd: RawFd, addr: Box<SockAddr> },
+    Timeout {
+        dur: Duration,
+    },
+    Accept {
+        fd: RawFd,
+        multishot: bool,
+    },
+    Connect {
+        fd: RawFd,
+        addr: Box<SockAddr>,
+    },
     /// Reads into the spare capacity of `buf`.
-    Recv { fd: RawFd, buf: Vec<u8> },
-    RecvPooled { fd: RawFd, pool: BufPool, multishot: bool },
-    Send { fd: RawFd, buf: Buf },
-    SendVectored { fd: RawFd, bufs: Vec<Buf> },
-    RecvFrom { fd: RawFd, buf: Vec<u8> },
-    SendTo { fd: RawFd, buf: Buf, addr: Box<SockAddr> },
-    Shutdown { fd: RawFd, how: Shutdown },
-    ReadAt { fd: RawFd, buf: Vec<u8>, offset: u64 },
-    WriteAt { fd: RawFd, buf: Buf, offset: u64 },
-    Fsync { fd: RawFd, data_only: bool },
-    SendFile { fd: RawFd, file: Arc<File>, offset: u64, len: u64 },
+    Recv {
+        fd: RawFd,
+        buf: Vec<u8>,
+    },
+    RecvPooled {
+        fd: RawFd,
+        pool: BufPool,
+        multishot: bool,
+    },
+    Send {
+        fd: RawFd,
+        buf: Buf,
+    },
+    SendVectored {
+        fd: RawFd,
+        bufs: Vec<Buf>,
+    },
+    RecvFrom {
+        fd: RawFd,
+        buf: Vec<u8>,
+    },
+    SendTo {
+        fd: RawFd,
+        buf: Buf,
+        addr: Box<SockAddr>,
+    },
+    Shutdown {
+        fd: RawFd,
+        how: Shutdown,
+    },
+    ReadAt {
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+    },
+    WriteAt {
+        fd: RawFd,
+        buf: Buf,
+        offset: u64,
+    },
+    Fsync {
+        fd: RawFd,
+        data_only: bool,
+    },
+    SendFile {
+        fd: RawFd,
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl Op {
@@ -103,7 +150,7 @@ impl Op {
             Op::Recv { buf, .. } | Op::RecvFrom { buf, .. } | Op::ReadAt { buf, .. } => Payload::Buf(Buf::Vec(buf)),
             Op::Send { buf, .. } | Op::WriteAt { buf, .. } => Payload::Buf(buf),
             Op::SendTo { buf, addr, .. } => match addr.as_socket() {
-                Some(a) => Payload::Datagram(buf, a),
+                Some(a) => Payload::Datagram(buf, Box::new(a)),
                 None => Payload::Buf(buf),
             },
             Op::SendVectored { bufs, .. } => Payload::Bufs(bufs),
@@ -209,7 +256,11 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let raw = fd.as_raw_fd();
     let flags = syscall!(fcntl(raw, libc::F_GETFL))?;
-    let new = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    let new = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
     if new != flags {
         syscall!(fcntl(raw, libc::F_SETFL, new))?;
     }

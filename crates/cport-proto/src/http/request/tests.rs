@@ -56,17 +56,13 @@ fn conditional_headers_are_captured() {
           If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\nIf-Range: \"a\"\r\n\r\n",
     );
     assert_eq!(r.if_none_match.as_deref(), Some("\"a\", W/\"b\""));
-    assert_eq!(
-        r.if_modified_since.as_deref(),
-        Some("Sun, 06 Nov 1994 08:49:37 GMT")
-    );
+    assert_eq!(r.if_modified_since.as_deref(), Some("Sun, 06 Nov 1994 08:49:37 GMT"));
     assert_eq!(r.if_range.as_deref(), Some("\"a\""));
 }
 
 #[test]
 fn repeated_or_non_utf8_range_is_ignored() {
-    let (r, _) =
-        complete(b"GET / HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\nRange: bytes=2-3\r\n\r\n");
+    let (r, _) = complete(b"GET / HTTP/1.1\r\nHost: h\r\nRange: bytes=0-1\r\nRange: bytes=2-3\r\n\r\n");
     assert_eq!(r.range, None);
     let (r, _) = complete(b"GET / HTTP/1.1\r\nHost: h\r\nRange: bytes=\xff\r\n\r\n");
     assert_eq!(r.range, None);
@@ -76,10 +72,7 @@ fn repeated_or_non_utf8_range_is_ignored() {
 fn keep_alive_follows_version_and_connection_header() {
     let cases: [(&[u8], bool); 7] = [
         (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", true),
-        (
-            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
-            false,
-        ),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", false),
         (
             b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Keep-Alive, CLOSE\r\n\r\n",
             false,
@@ -93,12 +86,7 @@ fn keep_alive_follows_version_and_connection_header() {
         (b"GET / HTTP/1.0\r\nConnection: upgrade\r\n\r\n", false),
     ];
     for (buf, keep) in cases {
-        assert_eq!(
-            complete(buf).0.keep_alive,
-            keep,
-            "{}",
-            String::from_utf8_lossy(buf)
-        );
+        assert_eq!(complete(buf).0.keep_alive, keep, "{}", String::from_utf8_lossy(buf));
     }
 }
 
@@ -128,12 +116,7 @@ fn malformed_requests_are_400_and_close() {
         b"GET / FOO/1.1\r\n\r\n",
     ] {
         let err = parse(buf).unwrap_err();
-        assert_eq!(
-            err,
-            HttpError::BAD_REQUEST,
-            "{}",
-            String::from_utf8_lossy(buf)
-        );
+        assert_eq!(err, HttpError::BAD_REQUEST, "{}", String::from_utf8_lossy(buf));
         assert!(err.close);
     }
 }
@@ -164,10 +147,7 @@ fn transfer_encoding_framing_rules() {
         400
     );
     // In HTTP/1.0, or not ending in chunked: framing unknown.
-    assert_eq!(
-        status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
-        400
-    );
+    assert_eq!(status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
     assert_eq!(
         status(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
         400
@@ -179,10 +159,7 @@ fn transfer_encoding_framing_rules() {
         max_body: 100,
         ..Limits::default()
     };
-    assert_eq!(
-        parse_request(chunked, &limits),
-        Err(HttpError::LENGTH_REQUIRED)
-    );
+    assert_eq!(parse_request(chunked, &limits), Err(HttpError::LENGTH_REQUIRED));
 }
 
 #[test]
@@ -211,10 +188,7 @@ fn bodies_within_max_body_are_accepted() {
     assert!(request.has_body());
     assert_eq!(&buf[head_len..], b"hello");
     let big = b"POST /f HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\n";
-    assert_eq!(
-        parse_request(big, &limits),
-        Err(HttpError::PAYLOAD_TOO_LARGE)
-    );
+    assert_eq!(parse_request(big, &limits), Err(HttpError::PAYLOAD_TOO_LARGE));
 }
 
 #[test]
@@ -243,10 +217,7 @@ fn request_line_of_exactly_the_limit_is_accepted() {
         Ok(Parse::Complete { .. })
     ));
     let buf = format!("GET /a{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(32 - 14));
-    assert_eq!(
-        parse_request(buf.as_bytes(), &limits),
-        Err(HttpError::URI_TOO_LONG)
-    );
+    assert_eq!(parse_request(buf.as_bytes(), &limits), Err(HttpError::URI_TOO_LONG));
 }
 
 #[test]

@@ -20,12 +20,7 @@ fn reparse(bytes: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let headers = resp
         .headers
         .iter()
-        .map(|h| {
-            (
-                h.name.to_owned(),
-                String::from_utf8(h.value.to_vec()).unwrap(),
-            )
-        })
+        .map(|h| (h.name.to_owned(), String::from_utf8(h.value.to_vec()).unwrap()))
         .collect();
     (resp.code.unwrap(), headers, bytes[n..].to_vec())
 }
@@ -105,10 +100,7 @@ fn error_response_has_text_body_and_honours_close() {
     assert_eq!(status, 404);
     assert_eq!(body, b"404 Not Found\n");
     assert_eq!(get(&headers, "Content-Length"), Some("14"));
-    assert_eq!(
-        get(&headers, "Content-Type"),
-        Some("text/plain; charset=utf-8")
-    );
+    assert_eq!(get(&headers, "Content-Type"), Some("text/plain; charset=utf-8"));
     assert_eq!(get(&headers, "Connection"), Some("keep-alive"));
 
     let bytes = error_response(&HttpError::BAD_REQUEST, true, false, DATE);
@@ -171,10 +163,7 @@ fn date_cache_reformats_only_on_a_new_second() {
     let t = UNIX_EPOCH + Duration::from_secs(784_111_777);
     assert_eq!(cache.get(t), DATE);
     assert_eq!(cache.get(t + Duration::from_millis(999)), DATE);
-    assert_eq!(
-        cache.get(t + Duration::from_secs(1)),
-        "Sun, 06 Nov 1994 08:49:38 GMT"
-    );
+    assert_eq!(cache.get(t + Duration::from_secs(1)), "Sun, 06 Nov 1994 08:49:38 GMT");
 }
 
 #[test]

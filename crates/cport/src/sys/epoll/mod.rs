@@ -1,9 +1,773 @@
-//! The epoll backend: readiness turned into completions. (Being written.)
+//! The epoll backend: readiness turned into completions.
+//!
+//! Sockets are registered edge-triggered (in, out, read-hangup) the first time
+//! an operation on them has to wait. Each fd keeps a FIFO of waiting
+//! read-side operations and one of write-side operations; an operation whose
+//! queue is empty is tried at once in `push` (one that can finish at once
+//! finishes without a wait), and readiness retries a queue in order until the
+//! kernel says `EAGAIN`. Finished operations go to a ready list that the
+//! next `wait` hands out first.
+//!
+//! Files (`read_at`, `write_at`, `fsync`) run on a small pool of blocking
+//! threads started on first use ([`files`]); timeouts live in a heap of
+//! deadlines ([`timers`]) that bounds the `epoll_wait` timeout.
+//!
+//! Locking: one mutex guards all driver state, and the non-blocking I/O calls
+//! run under it (they never sleep). `epoll_wait` runs without it, so other
+//! threads keep issuing while the leader sleeps; a thread that leaves work
+//! for the sleeping leader writes the eventfd registered in the epoll set.
 
-use crate::error::BuildError;
-use crate::sys::Driver;
+mod files;
+mod io;
+mod timers;
+
+use std::collections::VecDeque;
+use std::io as stdio;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use slab::Slab;
+
+use self::io::{Attempt, Aux, Flags};
+use self::timers::Timers;
+use super::bufpool::{PoolInner, Provider};
+use super::{syscall, BufPool, CancelTarget, Driver, Op};
+use crate::buf::Payload;
+use crate::completion::{Completion, Meta, OpId};
+use crate::error::{BuildError, SubmitErrorKind};
+use crate::port::Backend;
+
+/// Generations stay below this, as on io_uring.
+const GEN_MASK: u32 = 0x7fff_ffff;
+/// The epoll token of the wake-up eventfd (fd tokens have a 31-bit generation).
+const WAKE_TOKEN: u64 = u64::MAX;
+/// Operation attempts per fd and readiness event before other fds get a turn.
+const BUDGET: u32 = 64;
+/// While completions keep arriving without a wait, still look at readiness this often.
+const POLL_EVERY: Duration = Duration::from_micros(200);
+/// How long `drain` waits for file operations still running on the pool.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Sets up the epoll backend.
-pub(crate) fn new_driver(_entries: u32) -> Result<Box<dyn Driver>, BuildError> {
-    Err(BuildError::Epoll(std::io::Error::from(std::io::ErrorKind::Unsupported)))
+pub(crate) fn new_driver(entries: u32) -> Result<Box<dyn Driver>, BuildError> {
+    Ok(Box::new(Epoll::new(entries).map_err(BuildError::Epoll)?))
+}
+
+/// Which queue of an fd an operation waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dir {
+    Read,
+    Write,
+}
+
+/// Where a pushed operation is now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// In the read or write queue of an fd.
+    Queued(RawFd, Dir),
+    /// In the timer heap.
+    Timer,
+    /// Waiting for a file-pool thread.
+    Job,
+    /// A file-pool thread is running it (the thread holds the op).
+    Running,
+}
+
+struct Entry {
+    gen: u32,
+    meta: Meta,
+    op: Op,
+    /// Per-op progress: bytes sent so far (send_file), or 1 once a connect started.
+    progress: u64,
+    place: Place,
+}
+
+/// What the driver knows about one fd number.
+struct FdState {
+    /// Bumped when the fd is forgotten, so stale epoll events are ignored.
+    gen: u32,
+    flags: Flags,
+    reads: VecDeque<u32>,
+    writes: VecDeque<u32>,
+}
+
+impl FdState {
+    fn new(gen: u32) -> Self {
+        FdState {
+            gen,
+            flags: Flags::default(),
+            reads: VecDeque::new(),
+            writes: VecDeque::new(),
+        }
+    }
+    fn queue(&mut self, dir: Dir) -> &mut VecDeque<u32> {
+        match dir {
+            Dir::Read => &mut self.reads,
+            Dir::Write => &mut self.writes,
+        }
+    }
+    fn token(&self, fd: RawFd) -> u64 {
+        ((self.gen as u64) << 32) | fd as u32 as u64
+    }
+}
+
+/// Completions waiting for the next `wait`.
+#[derive(Default)]
+struct Ready {
+    list: Vec<Completion>,
+    /// How many of them are final (not `more`): those ops still count as in flight.
+    finals: usize,
+}
+
+impl Ready {
+    fn push(&mut self, c: Completion) {
+        if !c.more {
+            self.finals += 1;
+        }
+        self.list.push(c);
+    }
+}
+
+/// The blocking-thread pool's bookkeeping.
+#[derive(Default)]
+struct Pool {
+    jobs: VecDeque<u32>,
+    threads: Vec<JoinHandle<()>>,
+    idle: usize,
+    stopping: bool,
+}
+
+struct State {
+    ops: Slab<Entry>,
+    next_gen: u32,
+    fds: Vec<FdState>,
+    ready: Ready,
+    timers: Timers,
+    /// Fds whose queues ran out of budget while still ready: no edge will
+    /// come for them, so `wait` retries them itself.
+    retry: Vec<(RawFd, u32)>,
+    pool: Pool,
+    /// The leader sleeps in `epoll_wait` (with a non-zero timeout).
+    blocked: bool,
+    /// The eventfd was written since the leader went to sleep.
+    signalled: bool,
+    /// `wake` was called: the next `wait` returns even with nothing.
+    woken: bool,
+    /// When the sleeping leader will wake by itself (`None`: never).
+    wake_at: Option<Instant>,
+    last_poll: Instant,
+}
+
+struct Inner {
+    epfd: OwnedFd,
+    wakefd: OwnedFd,
+    state: Mutex<State>,
+    /// File-pool threads wait here for jobs.
+    jobs_cv: Condvar,
+    events: Mutex<Vec<libc::epoll_event>>,
+    kernel_calls: AtomicU64,
+}
+
+pub(crate) struct Epoll {
+    inner: Arc<Inner>,
+}
+
+impl Epoll {
+    fn new(entries: u32) -> stdio::Result<Epoll> {
+        let ep = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: epoll_create1 just returned this fd; nothing else owns it.
+        let epfd = unsafe { OwnedFd::from_raw_fd(ep) };
+        let ev = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+        // SAFETY: eventfd just returned this fd; nothing else owns it.
+        let wakefd = unsafe { OwnedFd::from_raw_fd(ev) };
+        // Edge-triggered: every write is an edge, so the counter is never read.
+        let mut e = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: WAKE_TOKEN,
+        };
+        syscall!(epoll_ctl(
+            epfd.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            wakefd.as_raw_fd(),
+            &mut e
+        ))?;
+        let batch = entries.clamp(64, 1024) as usize;
+        Ok(Epoll {
+            inner: Arc::new(Inner {
+                epfd,
+                wakefd,
+                state: Mutex::new(State {
+                    ops: Slab::with_capacity(1024),
+                    next_gen: 0,
+                    fds: Vec::new(),
+                    ready: Ready::default(),
+                    timers: Timers::default(),
+                    retry: Vec::new(),
+                    pool: Pool::default(),
+                    blocked: false,
+                    signalled: false,
+                    woken: false,
+                    wake_at: None,
+                    last_poll: Instant::now(),
+                }),
+                jobs_cv: Condvar::new(),
+                events: Mutex::new(vec![libc::epoll_event { events: 0, u64: 0 }; batch]),
+                kernel_calls: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+fn dir_of(op: &Op) -> Option<Dir> {
+    match op {
+        Op::Accept { .. } | Op::Recv { .. } | Op::RecvPooled { .. } | Op::RecvFrom { .. } => Some(Dir::Read),
+        Op::Connect { .. } | Op::Send { .. } | Op::SendVectored { .. } | Op::SendTo { .. } | Op::SendFile { .. } => {
+            Some(Dir::Write)
+        }
+        _ => None,
+    }
+}
+
+fn errno(e: i32) -> stdio::Error {
+    stdio::Error::from_raw_os_error(e)
+}
+
+impl Inner {
+    fn count(&self) {
+        self.kernel_calls.fetch_add(1, Relaxed);
+    }
+
+    /// Makes a leader asleep in `epoll_wait` return. Caller holds `state`.
+    fn notify(&self, st: &mut State) {
+        if !st.blocked || st.signalled {
+            return;
+        }
+        st.signalled = true;
+        let one: u64 = 1;
+        let fd = self.wakefd.as_raw_fd();
+        for _ in 0..2 {
+            self.count();
+            // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
+            let r = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+            if r == 8 {
+                return;
+            }
+            // The counter is full (never read since it is edge-triggered):
+            // reset it and write again.
+            let mut sink: u64 = 0;
+            self.count();
+            // SAFETY: reads 8 bytes from our own eventfd into a live u64.
+            unsafe { libc::read(fd, (&mut sink as *mut u64).cast(), 8) };
+        }
+    }
+
+    /// The state of `fd`, created on first use.
+    fn fd_state(st: &mut State, fd: RawFd) -> &mut FdState {
+        let i = fd as usize;
+        if i >= st.fds.len() {
+            st.fds.resize_with(i + 1, || FdState::new(0));
+        }
+        &mut st.fds[i]
+    }
+
+    /// Adds `fd` to the epoll set and learns whether it is a stream socket.
+    fn register(&self, f: &mut FdState, fd: RawFd) -> stdio::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: f.token(fd),
+        };
+        self.count();
+        let ep = self.epfd.as_raw_fd();
+        if let Err(e) = syscall!(epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev)) {
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(e);
+            }
+            self.count();
+            syscall!(epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, &mut ev))?;
+        }
+        f.flags.registered = true;
+        let mut ty: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        self.count();
+        let r = syscall!(getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len
+        ));
+        f.flags.stream = r.is_ok() && ty == libc::SOCK_STREAM;
+        Ok(())
+    }
+
+    /// Tries the queued operations of `fd` in one direction, in order, while
+    /// the fd is ready; registers the fd if some must wait.
+    fn run_queue(&self, st: &mut State, fd: RawFd, dir: Dir) {
+        let State {
+            ops, fds, ready, retry, ..
+        } = st;
+        let Some(f) = fds.get_mut(fd as usize) else { return };
+        let mut budget = BUDGET;
+        while let Some(&idx) = f.queue(dir).front() {
+            if !f.flags.ready(dir == Dir::Read) {
+                break;
+            }
+            if budget == 0 {
+                retry.push((fd, f.gen));
+                break;
+            }
+            budget -= 1;
+            let e = &mut ops[idx as usize];
+            match io::attempt(&mut e.op, &mut e.progress, &mut f.flags, &self.kernel_calls) {
+                Attempt::Again => break,
+                Attempt::Step => {}
+                Attempt::Emit(res, payload) => ready.push(Completion::new(e.meta, res, payload, true)),
+                Attempt::Done(res, aux) => {
+                    f.queue(dir).pop_front();
+                    let e = ops.remove(idx as usize);
+                    ready.push(io::finish(e.meta, e.op, res, aux));
+                }
+            }
+        }
+        if !f.queue(dir).is_empty() && !f.flags.registered {
+            if let Err(e) = self.register(f, fd) {
+                let code = e.raw_os_error().unwrap_or(libc::EIO);
+                self.fail_fd(st, fd, code);
+            }
+        }
+    }
+
+    /// Completes every op queued on `fd` with `code`.
+    fn fail_fd(&self, st: &mut State, fd: RawFd, code: i32) {
+        let Some(f) = st.fds.get_mut(fd as usize) else { return };
+        let reads = std::mem::take(&mut f.reads);
+        let writes = std::mem::take(&mut f.writes);
+        for idx in reads.into_iter().chain(writes) {
+            let e = st.ops.remove(idx as usize);
+            st.ready.push(io::finish(e.meta, e.op, Err(errno(code)), Aux::None));
+        }
+    }
+
+    /// Handles one readiness event.
+    fn on_event(&self, st: &mut State, token: u64, events: u32) {
+        let fd = (token & 0xffff_ffff) as u32 as RawFd;
+        let gen = (token >> 32) as u32;
+        let Some(f) = st.fds.get_mut(fd as usize) else { return };
+        if f.gen != gen || !f.flags.registered {
+            return;
+        }
+        let ev = events as i32;
+        let closed = ev & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0;
+        let rd = closed || ev & libc::EPOLLIN != 0;
+        let wr = ev & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0;
+        if closed {
+            f.flags.rdhup = true;
+        }
+        if rd {
+            f.flags.read_ready = true;
+        }
+        if wr {
+            f.flags.write_ready = true;
+        }
+        let (has_r, has_w) = (!f.reads.is_empty(), !f.writes.is_empty());
+        if rd && has_r {
+            self.run_queue(st, fd, Dir::Read);
+        }
+        if wr && has_w {
+            self.run_queue(st, fd, Dir::Write);
+        }
+    }
+
+    /// Runs the queues that ran out of budget last time.
+    fn run_retries(&self, st: &mut State) {
+        if st.retry.is_empty() {
+            return;
+        }
+        let list = std::mem::take(&mut st.retry);
+        for (fd, gen) in list {
+            if st.fds.get(fd as usize).is_some_and(|f| f.gen == gen) {
+                self.run_queue(st, fd, Dir::Read);
+                self.run_queue(st, fd, Dir::Write);
+            }
+        }
+    }
+
+    /// Completes the timeouts whose deadline has passed.
+    fn expire_timers(&self, st: &mut State, now: Instant) {
+        while let Some(id) = st.timers.pop_due(now) {
+            let idx = (id & 0xffff_ffff) as usize;
+            let live = st
+                .ops
+                .get(idx)
+                .is_some_and(|e| e.gen == (id >> 32) as u32 && e.place == Place::Timer);
+            if live {
+                let e = st.ops.remove(idx);
+                st.ready.push(Completion::new(e.meta, Ok(0), Payload::None, false));
+            } else {
+                st.timers.forget_stale();
+            }
+        }
+    }
+
+    /// Cancels one op (not one that a pool thread is running).
+    fn cancel_idx(&self, st: &mut State, idx: usize) {
+        let place = st.ops[idx].place;
+        match place {
+            Place::Running => return,
+            Place::Queued(fd, dir) => {
+                let Some(f) = st.fds.get_mut(fd as usize) else { return };
+                let q = f.queue(dir);
+                let was_head = q.front() == Some(&(idx as u32));
+                q.retain(|&i| i as usize != idx);
+                let e = st.ops.remove(idx);
+                st.ready
+                    .push(io::finish(e.meta, e.op, Err(errno(libc::ECANCELED)), Aux::None));
+                if was_head {
+                    // The next op in line may be able to run now.
+                    self.run_queue(st, fd, dir);
+                }
+                return;
+            }
+            Place::Timer => st.timers.forget_one(),
+            Place::Job => st.pool.jobs.retain(|&i| i as usize != idx),
+        }
+        let e = st.ops.remove(idx);
+        st.ready
+            .push(io::finish(e.meta, e.op, Err(errno(libc::ECANCELED)), Aux::None));
+        if place == Place::Timer {
+            let ops = &st.ops;
+            st.timers.compact(|id| {
+                ops.get((id & 0xffff_ffff) as usize)
+                    .is_some_and(|e| e.gen == (id >> 32) as u32 && e.place == Place::Timer)
+            });
+        }
+    }
+
+    fn cancel_fd(&self, st: &mut State, fd: RawFd) {
+        self.fail_fd(st, fd, libc::ECANCELED);
+        let jobs: Vec<u32> = st
+            .pool
+            .jobs
+            .iter()
+            .copied()
+            .filter(|&i| st.ops[i as usize].op.fd() == fd)
+            .collect();
+        for idx in jobs {
+            self.cancel_idx(st, idx as usize);
+        }
+    }
+
+    fn cancel_all(&self, st: &mut State) {
+        let mut fds: Vec<RawFd> = st
+            .ops
+            .iter()
+            .filter_map(|(_, e)| match e.place {
+                Place::Queued(fd, _) => Some(fd),
+                _ => None,
+            })
+            .collect();
+        fds.sort_unstable();
+        fds.dedup();
+        for fd in fds {
+            self.fail_fd(st, fd, libc::ECANCELED);
+        }
+        st.timers.clear();
+        st.pool.jobs.clear();
+        let rest: Vec<usize> = st
+            .ops
+            .iter()
+            .filter(|(_, e)| matches!(e.place, Place::Timer | Place::Job))
+            .map(|(i, _)| i)
+            .collect();
+        for idx in rest {
+            let e = st.ops.remove(idx);
+            st.ready
+                .push(io::finish(e.meta, e.op, Err(errno(libc::ECANCELED)), Aux::None));
+        }
+    }
+
+    /// One `epoll_wait`; handles what it reports. Called without `state` held.
+    fn poll(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> stdio::Result<MutexGuardState<'_>> {
+        self.count();
+        let n = syscall!(epoll_wait(
+            self.epfd.as_raw_fd(),
+            events.as_mut_ptr(),
+            events.len() as i32,
+            timeout_ms
+        ));
+        let mut st = self.state.lock();
+        st.blocked = false;
+        st.signalled = false;
+        st.last_poll = Instant::now();
+        let n = match n {
+            Ok(n) => n as usize,
+            Err(e) if e.kind() == stdio::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
+        for ev in &events[..n] {
+            let (token, bits) = (ev.u64, ev.events);
+            if token != WAKE_TOKEN {
+                self.on_event(&mut st, token, bits);
+            }
+        }
+        Ok(st)
+    }
+}
+
+type MutexGuardState<'a> = parking_lot::MutexGuard<'a, State>;
+
+/// `epoll_wait`'s timeout for `d`, rounded up so a timer never fires early.
+fn timeout_ms(d: Duration) -> i32 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    ms.min(i32::MAX as u128) as i32
+}
+
+impl Driver for Epoll {
+    fn backend(&self) -> Backend {
+        Backend::Epoll
+    }
+
+    fn prepare_fd(&self, fd: BorrowedFd<'_>) -> stdio::Result<()> {
+        super::set_nonblocking(fd, true)
+    }
+
+    fn push(&self, mut meta: Meta, op: Op) -> Result<OpId, (SubmitErrorKind, Op)> {
+        let inner = &*self.inner;
+        let mut st = inner.state.lock();
+        let st = &mut *st;
+        let idx = st.ops.vacant_key();
+        if idx >= u32::MAX as usize {
+            return Err((SubmitErrorKind::QueueFull, op));
+        }
+        let gen = st.next_gen;
+        st.next_gen = (gen + 1) & GEN_MASK;
+        let id = OpId(((gen as u64) << 32) | idx as u64);
+        meta.id = id;
+        let place = match &op {
+            Op::Nop => {
+                st.ready.push(Completion::new(meta, Ok(0), Payload::None, false));
+                return Ok(id);
+            }
+            Op::Shutdown { fd, how } => {
+                let res = io::shutdown(*fd, *how, &inner.kernel_calls);
+                st.ready.push(Completion::new(meta, res, Payload::None, false));
+                return Ok(id);
+            }
+            Op::Timeout { dur } => {
+                let now = Instant::now();
+                let at = now
+                    .checked_add(*dur)
+                    .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86400));
+                st.ops.insert(Entry {
+                    gen,
+                    meta,
+                    op,
+                    progress: 0,
+                    place: Place::Timer,
+                });
+                st.timers.push(at, id.0);
+                if !matches!(st.wake_at, Some(w) if w <= at) {
+                    inner.notify(st);
+                }
+                return Ok(id);
+            }
+            Op::ReadAt { .. } | Op::WriteAt { .. } | Op::Fsync { .. } => Place::Job,
+            other => {
+                let fd = other.fd();
+                let dir = dir_of(other).expect("every other op is a socket op");
+                if fd < 0 {
+                    st.ready.push(io::finish(meta, op, Err(errno(libc::EBADF)), Aux::None));
+                    return Ok(id);
+                }
+                Place::Queued(fd, dir)
+            }
+        };
+        st.ops.insert(Entry {
+            gen,
+            meta,
+            op,
+            progress: 0,
+            place,
+        });
+        match place {
+            Place::Queued(fd, dir) => {
+                let f = Inner::fd_state(st, fd);
+                let q = f.queue(dir);
+                q.push_back(idx as u32);
+                if q.len() == 1 {
+                    inner.run_queue(st, fd, dir);
+                }
+            }
+            _ => files::queue_job(&self.inner, st, idx as u32),
+        }
+        Ok(id)
+    }
+
+    fn flush(&self) {
+        let inner = &*self.inner;
+        let mut st = inner.state.lock();
+        if !st.ready.list.is_empty() {
+            inner.notify(&mut st);
+        }
+    }
+
+    fn wait(&self, out: &mut Vec<Completion>, deadline: Option<Instant>) -> stdio::Result<()> {
+        let inner = &*self.inner;
+        let mut events = inner.events.lock();
+        let mut st = inner.state.lock();
+        let mut polled = false;
+        loop {
+            let now = Instant::now();
+            inner.expire_timers(&mut st, now);
+            inner.run_retries(&mut st);
+            let has = !st.ready.list.is_empty() || st.woken;
+            let expired = deadline.is_some_and(|d| now >= d);
+            // Hand out what is ready, but do not starve readiness: look at it
+            // now and then even while completions keep coming without a wait.
+            if (has && (polled || now.duration_since(st.last_poll) < POLL_EVERY)) || (expired && polled) {
+                st.woken = false;
+                st.ready.finals = 0;
+                out.append(&mut st.ready.list);
+                return Ok(());
+            }
+            let until = match (deadline, st.timers.next()) {
+                (Some(d), Some(t)) => Some(d.min(t)),
+                (d, t) => d.or(t),
+            };
+            let ms = if has || expired || !st.retry.is_empty() {
+                0
+            } else {
+                match until {
+                    None => -1,
+                    Some(u) => timeout_ms(u.saturating_duration_since(now)),
+                }
+            };
+            st.blocked = ms != 0;
+            st.wake_at = until;
+            drop(st);
+            st = inner.poll(&mut events, ms)?;
+            polled = true;
+        }
+    }
+
+    fn wake(&self) {
+        let inner = &*self.inner;
+        let mut st = inner.state.lock();
+        st.woken = true;
+        inner.notify(&mut st);
+    }
+
+    fn cancel(&self, target: CancelTarget) {
+        let inner = &*self.inner;
+        let mut st = inner.state.lock();
+        let st = &mut *st;
+        match target {
+            CancelTarget::Op(id) => {
+                let idx = (id.0 & 0xffff_ffff) as usize;
+                if st.ops.get(idx).is_some_and(|e| e.gen == (id.0 >> 32) as u32) {
+                    inner.cancel_idx(st, idx);
+                }
+            }
+            CancelTarget::Fd(fd) => inner.cancel_fd(st, fd),
+            CancelTarget::All => inner.cancel_all(st),
+        }
+        if !st.ready.list.is_empty() {
+            inner.notify(st);
+        }
+    }
+
+    fn forget_fd(&self, fd: RawFd) {
+        let inner = &*self.inner;
+        let mut st = inner.state.lock();
+        let st = &mut *st;
+        if fd < 0 || fd as usize >= st.fds.len() {
+            return;
+        }
+        // The port closes an fd only once nothing is in flight on it; this is
+        // a safety net.
+        inner.cancel_fd(st, fd);
+        let f = &mut st.fds[fd as usize];
+        if f.flags.registered {
+            inner.count();
+            let mut ev = libc::epoll_event { events: 0, u64: 0 };
+            let _ = syscall!(epoll_ctl(inner.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev));
+        }
+        *f = FdState::new(f.gen.wrapping_add(1) & GEN_MASK);
+    }
+
+    fn in_flight(&self) -> usize {
+        let st = self.inner.state.lock();
+        st.ops.len() + st.ready.finals
+    }
+
+    fn buf_pool(&self, count: u16, size: usize) -> stdio::Result<BufPool> {
+        if count == 0 || count > 32768 || size == 0 || size > u32::MAX as usize {
+            return Err(stdio::Error::new(
+                stdio::ErrorKind::InvalidInput,
+                "pool needs 1..=32768 buffers of 1..4GiB",
+            ));
+        }
+        let (mem, layout) = PoolInner::alloc(count, size)?;
+        // Popped from the end: buffer 0 first, and recently used ones again soon.
+        let free: Vec<u16> = (0..count).rev().collect();
+        let inner = Arc::new(PoolInner::new(
+            mem,
+            layout,
+            count,
+            size,
+            Provider::List(Mutex::new(free)),
+        ));
+        Ok(BufPool { inner })
+    }
+
+    fn kernel_calls(&self) -> u64 {
+        self.inner.kernel_calls.load(Relaxed)
+    }
+
+    fn drain(&self) {
+        let inner = &*self.inner;
+        let threads = {
+            let mut st = inner.state.lock();
+            inner.cancel_all(&mut st);
+            st.pool.stopping = true;
+            inner.jobs_cv.notify_all();
+            std::mem::take(&mut st.pool.threads)
+        };
+        let start = Instant::now();
+        while threads.iter().any(|t| !t.is_finished()) && start.elapsed() < DRAIN_LIMIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut left = 0;
+        for t in threads {
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                left += 1; // detached: it owns its op and finishes it on its own
+            }
+        }
+        if left > 0 {
+            tracing::error!(
+                left,
+                "epoll file threads still busy at shutdown; leaving them to finish"
+            );
+        }
+        let dropped = {
+            let mut st = inner.state.lock();
+            st.ready.finals = 0;
+            st.retry.clear();
+            std::mem::take(&mut st.ready.list)
+        };
+        // Dropped outside the lock: closes accepted streams, returns pool buffers.
+        drop(dropped);
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        self.drain();
+    }
 }

@@ -37,13 +37,24 @@ impl BufRing {
         let entries_ptr = NonNull::new(ptr).ok_or(std::io::ErrorKind::OutOfMemory)?;
         // SAFETY: the ring memory stays allocated until `drop`, which
         // unregisters the group before freeing it.
-        let reg = unsafe { core.ring.submitter().register_buf_ring_with_flags(ptr as u64, entries, bgid, 0) };
+        let reg = unsafe {
+            core.ring
+                .submitter()
+                .register_buf_ring_with_flags(ptr as u64, entries, bgid, 0)
+        };
         if let Err(e) = reg {
             // SAFETY: allocated above with `layout`, never registered.
             unsafe { alloc::dealloc(ptr.cast(), layout) };
             return Err(e);
         }
-        Ok(BufRing { core, entries: entries_ptr, layout, mask: entries - 1, bgid, tail: Mutex::new(0) })
+        Ok(BufRing {
+            core,
+            entries: entries_ptr,
+            layout,
+            mask: entries - 1,
+            bgid,
+            tail: Mutex::new(0),
+        })
     }
 
     pub(crate) fn bgid(&self) -> u16 {

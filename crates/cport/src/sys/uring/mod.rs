@@ -9,6 +9,7 @@
 mod bufring;
 mod sqe;
 
+use std::collections::HashSet;
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -47,6 +48,12 @@ pub(crate) struct Core {
 struct State {
     ops: Slab<InFlight>,
     next_gen: u32,
+    /// Fds whose ops the port asked to cancel (until the fd is forgotten).
+    cancelled_fds: HashSet<RawFd>,
+    /// Everything was cancelled (shutdown).
+    cancelled_all: bool,
+    /// Ops the kernel cancelled on its own and that were submitted again.
+    resubmitted: u64,
 }
 
 pub(super) struct InFlight {
@@ -57,6 +64,8 @@ pub(super) struct InFlight {
     cancelled: bool,
     /// Set when the op could not start: its completion carries this errno.
     failed: Option<i32>,
+    /// When a timeout op is due (so a re-submission waits only what is left).
+    due: Option<Instant>,
 }
 
 // SAFETY: the raw pointers in `Extra` point into heap memory owned by this
@@ -92,7 +101,11 @@ impl MsgBox {
         // SAFETY: copies `len` bytes of a valid sockaddr into storage of at
         // least that size; the regions do not overlap.
         unsafe {
-            std::ptr::copy_nonoverlapping(a.as_ptr().cast::<u8>(), (&mut self.addr as *mut libc::sockaddr_storage).cast(), len)
+            std::ptr::copy_nonoverlapping(
+                a.as_ptr().cast::<u8>(),
+                (&mut self.addr as *mut libc::sockaddr_storage).cast(),
+                len,
+            )
         };
         self.hdr.msg_namelen = len as u32;
     }
@@ -119,7 +132,10 @@ pub(super) struct VecMsg {
 impl VecMsg {
     fn new(iovs: Vec<libc::iovec>) -> Self {
         // SAFETY: all-zero is a valid msghdr.
-        VecMsg { hdr: unsafe { std::mem::zeroed() }, iovs }
+        VecMsg {
+            hdr: unsafe { std::mem::zeroed() },
+            iovs,
+        }
     }
     fn link(&mut self) {
         self.hdr.msg_iov = self.iovs.as_mut_ptr();
@@ -188,25 +204,23 @@ impl Uring {
     /// Sets up a ring with `entries` submission slots, checking that the
     /// kernel has every operation cport uses.
     pub(crate) fn new(entries: u32) -> Result<Uring, BuildError> {
-        if let Ok(v) = std::env::var("CPORT_TEST_URING_FAIL") {
-            // Lets tests exercise the fallback path honestly from a child process.
-            let errno = v.parse().unwrap_or(libc::EPERM);
-            let source = io::Error::from_raw_os_error(errno);
-            return Err(BuildError::IoUringUnavailable { cause: explain(&source), source });
-        }
         let cq = entries.saturating_mul(4).max(1024);
         let ring = IoUring::builder()
             .setup_cqsize(cq)
-            .setup_coop_taskrun()
-            .setup_taskrun_flag()
             .setup_submit_all()
             .build(entries)
             .or_else(|_| IoUring::builder().setup_cqsize(cq).build(entries))
-            .map_err(|source| BuildError::IoUringUnavailable { cause: explain(&source), source })?;
+            .map_err(|source| BuildError::IoUringUnavailable {
+                cause: explain(&source),
+                source,
+            })?;
         let mut probe = io_uring::Probe::new();
         ring.submitter()
             .register_probe(&mut probe)
-            .map_err(|source| BuildError::IoUringUnavailable { cause: format!("probe failed: {source}"), source })?;
+            .map_err(|source| BuildError::IoUringUnavailable {
+                cause: format!("probe failed: {source}"),
+                source,
+            })?;
         let needed = [
             ("accept", opcode::Accept::CODE),
             ("connect", opcode::Connect::CODE),
@@ -239,7 +253,13 @@ impl Uring {
         Ok(Uring {
             core: Arc::new(Core {
                 ring,
-                state: Mutex::new(State { ops: Slab::with_capacity(1024), next_gen: 0 }),
+                state: Mutex::new(State {
+                    ops: Slab::with_capacity(1024),
+                    next_gen: 0,
+                    cancelled_fds: HashSet::new(),
+                    cancelled_all: false,
+                    resubmitted: 0,
+                }),
                 kernel_calls: AtomicU64::new(0),
                 next_bgid: AtomicU16::new(0),
                 pipes: Mutex::new(Vec::new()),
@@ -285,7 +305,14 @@ impl Core {
         };
         match res {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -309,6 +336,23 @@ impl Core {
         if f.gen != gen {
             return;
         }
+        // io_uring cancels a thread's requests when that thread exits. An
+        // ECANCELED nobody asked for is that: nothing was transferred, so the
+        // op goes in again (from this, a live thread) and completes once, later.
+        if res == -libc::ECANCELED
+            && !f.cancelled
+            && !st.cancelled_all
+            && f.failed.is_none()
+            && !st.cancelled_fds.contains(&f.op.fd())
+        {
+            if let Some(entry) = resubmission(f) {
+                st.resubmitted += 1;
+                tracing::debug!(kind = %f.meta.kind, "op cancelled by its submitting thread's exit; submitted again");
+                let entry = entry.user_data(ud);
+                self.push_sqe(st, &entry);
+                return;
+            }
+        }
         let more = cqueue::more(flags);
         // Multishot completions that keep the op armed.
         if more {
@@ -330,7 +374,7 @@ impl Core {
         // send_file: advance the splice state machine.
         if let (Op::SendFile { fd, file, .. }, Extra::Splice(s)) = (&f.op, &mut f.extra) {
             let (sock, file) = (*fd, file.as_raw_fd());
-            let next = if f.cancelled {
+            let next = if f.cancelled || st.cancelled_all || st.cancelled_fds.contains(&sock) {
                 Err(libc::ECANCELED)
             } else {
                 splice_step(s, res, sock, file)
@@ -380,7 +424,7 @@ impl Core {
                 unsafe { buf.set_len(buf.len() + n.min(buf.capacity() - buf.len())) };
                 match (&extra, result.is_ok()) {
                     (Extra::Msg(m), true) => match m.peer() {
-                        Some(a) => Payload::Datagram(Buf::Vec(buf), a),
+                        Some(a) => Payload::Datagram(Buf::Vec(buf), Box::new(a)),
                         None => Payload::Buf(Buf::Vec(buf)),
                     },
                     _ => Payload::Buf(Buf::Vec(buf)),
@@ -402,6 +446,26 @@ impl Core {
             other => other.into_payload(),
         };
         out.push(Completion::new(meta, result, payload, false));
+    }
+}
+
+/// The SQE that starts `f` again after the kernel cancelled it on its own.
+fn resubmission(f: &mut InFlight) -> Option<squeue::Entry> {
+    match (&mut f.op, &mut f.extra) {
+        (Op::SendFile { fd, file, .. }, Extra::Splice(s)) => {
+            let (sock, file) = (*fd, file.as_raw_fd());
+            Some(if s.in_pipe > 0 {
+                sqe::splice_drain(s, sock)
+            } else {
+                sqe::splice_fill(s, file)
+            })
+        }
+        (Op::Timeout { dur }, _) => {
+            let left = f.due.map_or(*dur, |d| d.saturating_duration_since(Instant::now()));
+            *dur = left;
+            sqe::build(f, || Err(io::ErrorKind::Unsupported.into())).ok()
+        }
+        _ => sqe::build(f, || Err(io::ErrorKind::Unsupported.into())).ok(),
     }
 }
 
@@ -471,7 +535,18 @@ impl Driver for Uring {
         }
         let id = OpId(((gen as u64) << 32) | idx as u64);
         meta.id = id;
-        let mut f = InFlight { gen, meta, op, extra: Extra::None, cancelled: false, failed: None };
+        let mut f = InFlight {
+            gen,
+            meta,
+            op,
+            extra: Extra::None,
+            cancelled: false,
+            failed: None,
+            due: None,
+        };
+        if let Op::Timeout { dur } = &f.op {
+            f.due = Some(Instant::now() + *dur);
+        }
         let pipe = || core.pipes.lock().pop().map_or_else(Pipe::new, Ok);
         let sqe = match sqe::build(&mut f, pipe) {
             Ok(e) => e,
@@ -499,33 +574,25 @@ impl Driver for Uring {
 
     fn wait(&self, out: &mut Vec<Completion>, deadline: Option<Instant>) -> io::Result<()> {
         let core = &self.core;
-        loop {
-            let pending = {
-                let mut st = core.state.lock();
-                core.reap(&mut st, out);
-                core.sq_len(&st)
-            };
-            if !out.is_empty() {
-                if pending > 0 {
-                    core.submit(0, None)?;
-                }
-                return Ok(());
+        let pending = {
+            let mut st = core.state.lock();
+            core.reap(&mut st, out);
+            core.sq_len(&st)
+        };
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if !out.is_empty() || timeout == Some(Duration::ZERO) {
+            // Ready already (or no time to wait): just hand pending ops over.
+            if pending > 0 {
+                core.submit(0, None)?;
             }
-            let timeout = match deadline {
-                None => None,
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        if pending > 0 {
-                            core.submit(0, None)?;
-                        }
-                        return Ok(());
-                    }
-                    Some(d - now)
-                }
-            };
-            core.submit(1, timeout)?;
+            return Ok(());
         }
+        // One blocking call: it returns for a completion, a wake-up NOP, the
+        // deadline or a signal. The caller loops; an empty return is fine.
+        core.submit(1, timeout)?;
+        let mut st = core.state.lock();
+        core.reap(&mut st, out);
+        Ok(())
     }
 
     fn wake(&self) {
@@ -551,17 +618,11 @@ impl Driver for Uring {
                     opcode::AsyncCancel::new(id.0).build()
                 }
                 CancelTarget::Fd(fd) => {
-                    for (_, f) in st.ops.iter_mut() {
-                        if matches!(f.op, Op::SendFile { .. }) && f.op.fd() == fd {
-                            f.cancelled = true;
-                        }
-                    }
+                    st.cancelled_fds.insert(fd);
                     opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build()
                 }
                 CancelTarget::All => {
-                    for (_, f) in st.ops.iter_mut() {
-                        f.cancelled = true;
-                    }
+                    st.cancelled_all = true;
                     opcode::AsyncCancel2::new(types::CancelBuilder::any()).build()
                 }
             };
@@ -570,7 +631,9 @@ impl Driver for Uring {
         let _ = core.submit(0, None);
     }
 
-    fn forget_fd(&self, _fd: RawFd) {}
+    fn forget_fd(&self, fd: RawFd) {
+        self.core.state.lock().cancelled_fds.remove(&fd);
+    }
 
     fn in_flight(&self) -> usize {
         self.core.state.lock().ops.len()
@@ -578,7 +641,10 @@ impl Driver for Uring {
 
     fn buf_pool(&self, count: u16, size: usize) -> io::Result<BufPool> {
         if count == 0 || count > 32768 || size == 0 || size > u32::MAX as usize {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "pool needs 1..=32768 buffers of 1..4GiB"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "pool needs 1..=32768 buffers of 1..4GiB",
+            ));
         }
         let bgid = self.core.next_bgid.fetch_add(1, Relaxed);
         let ring = BufRing::register(self.core.clone(), count.next_power_of_two(), bgid)?;
@@ -618,7 +684,10 @@ impl Driver for Uring {
         // The kernel still holds some ops' memory: leak it rather than free
         // what it may write.
         let mut st = core.state.lock();
-        tracing::error!(left = st.ops.len(), "io_uring ops did not finish at shutdown; leaking their buffers");
+        tracing::error!(
+            left = st.ops.len(),
+            "io_uring ops did not finish at shutdown; leaking their buffers"
+        );
         for f in st.ops.drain() {
             std::mem::forget(f);
         }

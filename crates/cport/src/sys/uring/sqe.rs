@@ -21,7 +21,10 @@ fn buf_ptr(b: &Buf) -> (*const u8, u32) {
 
 fn iovec(b: &Buf) -> libc::iovec {
     let s = b.as_slice();
-    libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() }
+    libc::iovec {
+        iov_base: s.as_ptr() as *mut libc::c_void,
+        iov_len: s.len(),
+    }
 }
 
 /// Builds the first SQE of `f`'s operation, allocating what it must point at.
@@ -34,9 +37,9 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
             f.extra = Extra::Ts(ts);
             e
         }
-        Op::Accept { fd, multishot: true } => {
-            opcode::AcceptMulti::new(types::Fd(*fd)).flags(libc::SOCK_CLOEXEC).build()
-        }
+        Op::Accept { fd, multishot: true } => opcode::AcceptMulti::new(types::Fd(*fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build(),
         Op::Accept { fd, multishot: false } => {
             opcode::Accept::new(types::Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
                 .flags(libc::SOCK_CLOEXEC)
@@ -61,18 +64,25 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
         }
         Op::Send { fd, buf } => {
             let (p, len) = buf_ptr(buf);
-            opcode::Send::new(types::Fd(*fd), p, len).flags(libc::MSG_NOSIGNAL).build()
+            opcode::Send::new(types::Fd(*fd), p, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
         }
         Op::SendVectored { fd, bufs } => {
             let mut m = Box::new(VecMsg::new(bufs.iter().map(iovec).collect()));
             m.link();
-            let e = opcode::SendMsg::new(types::Fd(*fd), &m.hdr).flags(libc::MSG_NOSIGNAL as u32).build();
+            let e = opcode::SendMsg::new(types::Fd(*fd), &m.hdr)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build();
             f.extra = Extra::VecMsg(m);
             e
         }
         Op::RecvFrom { fd, buf } => {
             let spare = buf.spare_capacity_mut();
-            let iov = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() };
+            let iov = libc::iovec {
+                iov_base: spare.as_mut_ptr().cast(),
+                iov_len: spare.len(),
+            };
             let mut m = MsgBox::new(iov);
             m.link();
             let e = opcode::RecvMsg::new(types::Fd(*fd), &mut m.hdr).build();
@@ -83,7 +93,9 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
             let mut m = MsgBox::new(iovec(buf));
             m.set_addr(addr);
             m.link();
-            let e = opcode::SendMsg::new(types::Fd(*fd), &m.hdr).flags(libc::MSG_NOSIGNAL as u32).build();
+            let e = opcode::SendMsg::new(types::Fd(*fd), &m.hdr)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build();
             f.extra = Extra::Msg(m);
             e
         }
@@ -98,21 +110,33 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
         Op::ReadAt { fd, buf, offset } => {
             let spare = buf.spare_capacity_mut();
             let len = spare.len().min(u32::MAX as usize) as u32;
-            opcode::Read::new(types::Fd(*fd), spare.as_mut_ptr().cast(), len).offset(*offset).build()
+            opcode::Read::new(types::Fd(*fd), spare.as_mut_ptr().cast(), len)
+                .offset(*offset)
+                .build()
         }
         Op::WriteAt { fd, buf, offset } => {
             let (p, len) = buf_ptr(buf);
             opcode::Write::new(types::Fd(*fd), p, len).offset(*offset).build()
         }
         Op::Fsync { fd, data_only } => {
-            let flags = if *data_only { types::FsyncFlags::DATASYNC } else { types::FsyncFlags::empty() };
+            let flags = if *data_only {
+                types::FsyncFlags::DATASYNC
+            } else {
+                types::FsyncFlags::empty()
+            };
             opcode::Fsync::new(types::Fd(*fd)).flags(flags).build()
         }
         Op::SendFile { fd, file, offset, len } => {
             if *len == 0 {
                 opcode::Nop::new().build()
             } else {
-                let mut st = Box::new(SpliceState { pipe: pipe()?, offset: *offset, remaining: *len, sent: 0, in_pipe: 0 });
+                let mut st = Box::new(SpliceState {
+                    pipe: pipe()?,
+                    offset: *offset,
+                    remaining: *len,
+                    sent: 0,
+                    in_pipe: 0,
+                });
                 let e = splice_fill(&mut st, file.as_raw_fd());
                 let _ = fd;
                 f.extra = Extra::Splice(st);
@@ -126,9 +150,15 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
 /// Moves the next chunk of the file into the pipe.
 pub(super) fn splice_fill(st: &mut SpliceState, file: i32) -> squeue::Entry {
     let chunk = st.remaining.min(st.pipe.capacity as u64) as u32;
-    opcode::Splice::new(types::Fd(file), st.offset as i64, types::Fd(st.pipe.w.as_raw_fd()), -1, chunk)
-        .flags(libc::SPLICE_F_MOVE)
-        .build()
+    opcode::Splice::new(
+        types::Fd(file),
+        st.offset as i64,
+        types::Fd(st.pipe.w.as_raw_fd()),
+        -1,
+        chunk,
+    )
+    .flags(libc::SPLICE_F_MOVE)
+    .build()
 }
 
 /// Moves what the pipe holds to the socket.

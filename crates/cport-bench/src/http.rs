@@ -1,0 +1,246 @@
+//! HTTP load: keep-alive connections each sending GET requests (closed loop).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cport::{Backend, OpKind, Payload, Port};
+
+use crate::conn;
+use crate::report::{thread_cpu_time, LatencyRecorder, Report};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Server address.
+    pub target: SocketAddr,
+    /// Host header value.
+    pub host: String,
+    /// Request path, e.g. `/index.html`.
+    pub path: String,
+    /// Connections.
+    pub conns: usize,
+    /// Measured time.
+    pub duration: Duration,
+    /// Unmeasured time first.
+    pub warmup: Duration,
+    /// Client backend.
+    pub backend: Backend,
+}
+
+/// Parses `http://host:port/path` into an address, host and path.
+///
+/// # Errors
+/// When the URL is not `http://` with a numeric or resolvable host.
+pub fn parse_url(url: &str) -> io::Result<(SocketAddr, String, String)> {
+    use std::net::ToSocketAddrs;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "only http:// URLs"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let with_port = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "host did not resolve"))?;
+    Ok((addr, hostport.to_string(), path.to_string()))
+}
+
+/// Incremental reader of HTTP/1.1 responses on one connection.
+#[derive(Default)]
+struct ResponseReader {
+    head: Vec<u8>,
+    body_left: usize,
+}
+
+impl ResponseReader {
+    /// Feeds received bytes; returns (responses completed, body bytes, bad response seen).
+    fn feed(&mut self, mut data: &[u8]) -> (u64, u64, bool) {
+        let (mut done, mut body) = (0, 0);
+        while !data.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(data.len());
+                self.body_left -= n;
+                body += n as u64;
+                data = &data[n..];
+                if self.body_left == 0 {
+                    done += 1;
+                }
+                continue;
+            }
+            self.head.extend_from_slice(data);
+            data = &[];
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&self.head) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let len = resp
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let ok = resp.code.is_some_and(|c| c < 400);
+                    let rest = self.head.split_off(n);
+                    self.head.clear();
+                    if !ok {
+                        return (done, body, true);
+                    }
+                    if len == 0 {
+                        done += 1;
+                    }
+                    self.body_left = len;
+                    // Re-feed what followed the head.
+                    let (d, b, bad) = self.feed(&rest);
+                    return (done + d, body + b, bad);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if self.head.len() > 64 * 1024 {
+                        return (done, body, true);
+                    }
+                }
+                Err(_) => return (done, body, true),
+            }
+        }
+        (done, body, false)
+    }
+}
+
+/// Runs the load.
+///
+/// # Errors
+/// When the client port cannot be built.
+pub fn run(cfg: &HttpConfig) -> io::Result<Report> {
+    let port = Port::builder().concurrency(1).backend(cfg.backend).build()?;
+    let req = Bytes::from(format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: cport-bench\r\n\r\n",
+        cfg.path, cfg.host
+    ));
+    let mut rep = Report {
+        kind: "http".into(),
+        target: format!("{}{}", cfg.target, cfg.path),
+        conns: cfg.conns,
+        ..Report::default()
+    };
+    struct C {
+        h: cport::Handle,
+        rd: ResponseReader,
+        sent: Instant,
+        live: bool,
+    }
+    let mut cs = Vec::with_capacity(cfg.conns);
+    for i in 0..cfg.conns {
+        let h = conn::open(&port, cfg.target, None, i as u64, 0)?;
+        cs.push(C {
+            h,
+            rd: ResponseReader::default(),
+            sent: Instant::now(),
+            live: false,
+        });
+    }
+    let start = Instant::now();
+    let from = start + cfg.warmup;
+    let end = from + cfg.duration;
+    let mut lat = LatencyRecorder::default();
+    let mut cpu0 = None;
+    let mut errors = 0;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        if cpu0.is_none() && Instant::now() >= from {
+            cpu0 = Some(thread_cpu_time());
+        }
+        let c = match port.get(Some(left)) {
+            Ok(c) => c,
+            Err(cport::GetError::Timeout) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(x) = cs.get_mut(c.key().0 as usize) else {
+            continue;
+        };
+        match c.kind() {
+            OpKind::Connect if c.result().is_ok() => {
+                x.live = true;
+                x.sent = Instant::now();
+                port.send(&x.h, req.clone(), 0)?;
+                port.recv(&x.h, Vec::with_capacity(64 * 1024), 0)?;
+            }
+            OpKind::Connect => rep.connect_errors += 1,
+            OpKind::Recv => match c.into_parts() {
+                (Ok(n), Payload::Buf(b)) if n > 0 => {
+                    let mut v = b.into_vec();
+                    let (done, body, bad) = x.rd.feed(&v);
+                    let now = Instant::now();
+                    if bad {
+                        errors += 1;
+                        x.live = false;
+                        continue;
+                    }
+                    for _ in 0..done {
+                        if now >= from {
+                            lat.record(now - x.sent);
+                            rep.messages += 1;
+                        }
+                        x.sent = now;
+                        port.send(&x.h, req.clone(), 0)?;
+                    }
+                    if now >= from {
+                        rep.bytes += body;
+                    }
+                    v.clear();
+                    port.recv(&x.h, v, 0)?;
+                }
+                _ => {
+                    errors += 1;
+                    x.live = false;
+                }
+            },
+            _ => {}
+        }
+    }
+    let window = Instant::now().saturating_duration_since(from);
+    rep.errors = errors;
+    rep.finish(&lat, window, thread_cpu_time().saturating_sub(cpu0.unwrap_or_default()));
+    Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_counts_pipelined_responses_split_anywhere() {
+        let one = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        let stream: Vec<u8> = one.iter().chain(one.iter()).chain(one.iter()).copied().collect();
+        for split in 0..stream.len() {
+            let mut r = ResponseReader::default();
+            let (a, ab, _) = r.feed(&stream[..split]);
+            let (b, bb, bad) = r.feed(&stream[split..]);
+            assert!(!bad);
+            assert_eq!((a + b, ab + bb), (3, 15), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn error_status_is_reported() {
+        let mut r = ResponseReader::default();
+        let (_, _, bad) = r.feed(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert!(bad);
+    }
+
+    #[test]
+    fn urls_parse() {
+        let (a, h, p) = parse_url("http://127.0.0.1:8080/x/y.html").unwrap();
+        assert_eq!(
+            (a.port(), h.as_str(), p.as_str()),
+            (8080, "127.0.0.1:8080", "/x/y.html")
+        );
+        assert!(parse_url("https://x").is_err());
+    }
+}

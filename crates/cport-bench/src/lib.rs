@@ -1,0 +1,12 @@
+//! cport's load generator.
+//!
+//! The client runs on the cport completion port itself, in one thread, so it
+//! can be pinned to one core and never becomes the bottleneck it measures
+//! unnoticed: every report says how busy the client's own thread was.
+
+pub mod conn;
+pub mod echo;
+pub mod http;
+pub mod report;
+
+pub use report::{LatencyRecorder, Report};

@@ -1,0 +1,652 @@
+//! The worker side: every completion of the server's port comes through
+//! [`Dispatcher::handle`], which turns it into handler calls and the next
+//! operations (re-armed receives, the next gathered send, accepts, ticks).
+
+use std::io;
+use std::net::TcpStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cport::{Buf, Completion, Ctx, OpKind, Payload};
+use cport_proto::framing::FrameError;
+use parking_lot::Mutex;
+
+use crate::handler::{DisconnectReason, FrameAction, Handler, Message, ReasonKind};
+use crate::queue::SendQueue;
+use crate::rx::{Fed, Flow, FrameSink, Reassembly};
+use crate::session::Session;
+use crate::shared::*;
+use crate::stats::Counters;
+use crate::table::Table;
+use crate::wheel::{Entry, Tick};
+
+/// The receive side of a session: touched only by the one worker handling
+/// its receive (or its connect and disconnect), so this lock is uncontended.
+struct RxSlot<S> {
+    session: Option<Session>,
+    user: Option<S>,
+    reasm: Option<Reassembly>,
+}
+
+impl<S> Default for RxSlot<S> {
+    fn default() -> Self {
+        RxSlot {
+            session: None,
+            user: None,
+            reasm: None,
+        }
+    }
+}
+
+pub(crate) struct Dispatcher<H: Handler> {
+    pub shared: Arc<Shared>,
+    handler: H,
+    rx: Table<Mutex<RxSlot<H::State>>>,
+    accept_retry: Vec<AtomicBool>,
+}
+
+/// Runs handler code, catching a panic so the worker thread survives it.
+fn guarded<R>(name: &str, what: &'static str, f: impl FnOnce() -> R) -> Option<R> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(_) => {
+            tracing::error!(server = %name, handler = what, "handler panicked: ending its session");
+            None
+        }
+    }
+}
+
+/// Hands decoded frames of one session to the handler.
+struct Sink<'a, H: Handler> {
+    handler: &'a H,
+    session: &'a Session,
+    user: &'a mut H::State,
+    slot: &'a Slot,
+    counters: &'a Counters,
+    name: &'a str,
+    panicked: bool,
+}
+
+impl<H: Handler> FrameSink for Sink<'_, H> {
+    fn frame(&mut self, frame: Bytes) -> Flow {
+        Counters::add(&self.counters.messages_in, 1);
+        let (h, s, u) = (self.handler, self.session, &mut *self.user);
+        if guarded(self.name, "on_message", || h.on_message(s, u, Message::Frame(frame))).is_none() {
+            self.panicked = true;
+            return Flow::Stop;
+        }
+        if self.slot.closing.load(Acquire) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+    fn error(&mut self, err: &FrameError) -> FrameAction {
+        let (h, s, u) = (self.handler, self.session, &mut *self.user);
+        guarded(self.name, "on_frame_error", || h.on_frame_error(s, u, err)).unwrap_or_else(|| {
+            self.panicked = true;
+            FrameAction::Close
+        })
+    }
+}
+
+impl<H: Handler> Dispatcher<H> {
+    pub(crate) fn new(shared: Arc<Shared>, handler: H, capacity: usize) -> Self {
+        let accept_retry = shared.listeners.iter().map(|_| AtomicBool::new(false)).collect();
+        Dispatcher {
+            shared,
+            handler,
+            rx: Table::new(capacity),
+            accept_retry,
+        }
+    }
+
+    /// Runs one completion (a worker's whole job).
+    pub(crate) fn handle(&self, c: Completion) {
+        self.shared.enter_worker();
+        match c.kind() {
+            OpKind::RecvPooled => self.on_recv(c),
+            OpKind::Send | OpKind::SendVectored | OpKind::SendFile => self.on_send(c),
+            OpKind::Accept => self.on_accept(c),
+            OpKind::Timeout if c.ctx() == CTX_TICK => self.on_tick(&c),
+            OpKind::Timeout if c.ctx() == CTX_RETRY => {
+                self.shared.retry_armed.store(false, Release);
+                self.rearm_starved();
+            }
+            OpKind::Post if c.ctx() == CTX_FINALIZE => {
+                let (idx, gen) = split_key(c.key());
+                self.finalize(idx, gen);
+            }
+            OpKind::Post if c.ctx() == CTX_KICK => {
+                let (idx, gen) = split_key(c.key());
+                self.on_kick(idx, gen);
+            }
+            OpKind::Post if c.ctx() == CTX_START => self.on_start(),
+            _ => {}
+        }
+    }
+
+    /// Arms every accept and the timer (from a worker: see `Shared::on_worker`).
+    fn on_start(&self) {
+        let sh = &*self.shared;
+        for li in 0..sh.listeners.len() {
+            if let Err(e) = self.arm_accept(li) {
+                tracing::error!(server = %sh.cfg.name, error = %e, "cannot arm accept; retrying at the next tick");
+                self.accept_retry[li].store(true, Release);
+            }
+        }
+        if let Err(e) = sh.port.timeout(sh.cfg.tick, CTX_TICK) {
+            tracing::error!(server = %sh.cfg.name, error = %e, "cannot arm the timer: no timeouts will fire");
+        }
+    }
+
+    /// A send queued by another thread: issue it here.
+    fn on_kick(&self, idx: u32, gen: u32) {
+        let sh = &*self.shared;
+        let Some(slot) = sh.slots.get(idx) else { return };
+        let mut st = slot.state.lock();
+        if !st.live || st.gen != gen {
+            return;
+        }
+        st.kick_posted = false;
+        let fin = sh.kick(slot, &mut st) || sh.check_finalize(&mut st);
+        drop(st);
+        if fin {
+            self.finalize(idx, gen);
+        }
+    }
+
+    // ----- accepting ------------------------------------------------------
+
+    /// Arms the multishot accept of listener `li`.
+    pub(crate) fn arm_accept(&self, li: usize) -> io::Result<()> {
+        let sh = &*self.shared;
+        sh.port
+            .accept_multi(&sh.listeners[li], Ctx::new(CTX_ACCEPT + li as u64))?;
+        Ok(())
+    }
+
+    fn on_accept(&self, mut c: Completion) {
+        let sh = &*self.shared;
+        let li = (c.ctx() - CTX_ACCEPT) as usize;
+        let more = c.more();
+        let mut later = false;
+        match c.result() {
+            Ok(_) => {
+                if let Some(s) = c.take_accepted() {
+                    self.open_session(s);
+                }
+            }
+            Err(e) if c.is_cancelled() || c.is_shutdown() => {
+                let _ = e;
+            }
+            Err(e) => {
+                // Out of fds or memory: the connection waits in the backlog;
+                // retrying at once would spin, so retry at the next tick.
+                later = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                tracing::warn!(server = %sh.cfg.name, error = %e, "accept failed");
+            }
+        }
+        if !more
+            && !sh.stopping.load(Acquire)
+            && li < self.accept_retry.len()
+            && (later || self.arm_accept(li).is_err())
+        {
+            self.accept_retry[li].store(true, Release);
+        }
+    }
+
+    fn open_session(&self, stream: TcpStream) {
+        let sh = &*self.shared;
+        if sh.stopping.load(SeqCst) {
+            return; // dropping the stream closes it
+        }
+        let peer = stream.peer_addr().ok();
+        if sh.cfg.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        let Some(idx) = sh.free.alloc() else {
+            Counters::add(&sh.counters.rejected, 1);
+            tracing::warn!(server = %sh.cfg.name, ?peer, "connection refused: session limit reached");
+            return;
+        };
+        let slot = sh.slots.ensure(idx);
+        let cell = self.rx.ensure(idx);
+        let gen = slot.state.lock().gen;
+        let handle = match sh.port.associate(stream, session_key(idx, gen)) {
+            Ok(h) => h,
+            Err(e) => {
+                sh.free.release(idx);
+                Counters::add(&sh.counters.rejected, 1);
+                tracing::warn!(server = %sh.cfg.name, error = %e, "connection refused: association failed");
+                return;
+            }
+        };
+        let id = sh.next_id.fetch_add(1, Relaxed);
+        let now = sh.now();
+        slot.closing.store(false, Release);
+        slot.last_active.store(now, Relaxed);
+        slot.frame_since.store(0, Relaxed);
+        {
+            let mut st = slot.state.lock();
+            *st = State {
+                idx,
+                gen,
+                live: true,
+                id,
+                peer,
+                handle: Some(handle),
+                recv_busy: true, // on_connect runs: nothing may finalize yet
+                wheel_due: NEVER,
+                linger_due: NEVER,
+                ..State::default()
+            };
+        }
+        sh.live.fetch_add(1, SeqCst);
+        Counters::add(&sh.counters.sessions, 1);
+        Counters::add(&sh.counters.accepted, 1);
+        let session = Session::new(self.shared.clone(), idx, gen, id, peer);
+        tracing::trace!(server = %sh.cfg.name, session = id, ?peer, "session opened");
+        let connected;
+        {
+            let mut rx = cell.lock();
+            rx.reasm = Reassembly::new(&sh.cfg.framing);
+            rx.user = guarded(&sh.cfg.name, "on_connect", || self.handler.on_connect(&session));
+            connected = rx.user.is_some();
+            rx.session = Some(session);
+        }
+        let mut st = slot.state.lock();
+        st.recv_busy = false;
+        let mut fin = false;
+        if !connected {
+            fin = sh.begin_close(slot, &mut st, DisconnectReason::HandlerPanicked, false);
+        }
+        if sh.stopping.load(SeqCst) {
+            fin = sh.begin_close(slot, &mut st, DisconnectReason::Shutdown, true);
+        }
+        if st.close.is_none() {
+            fin = sh.arm_recv(slot, &mut st);
+            if let Some(t) = sh.cfg.idle_ticks {
+                sh.schedule(&mut st, idx, now.saturating_add(t));
+            }
+        }
+        fin = fin || sh.check_finalize(&mut st);
+        drop(st);
+        if fin {
+            self.finalize(idx, gen);
+        }
+    }
+
+    // ----- receiving ------------------------------------------------------
+
+    fn on_recv(&self, c: Completion) {
+        let sh = &*self.shared;
+        let (idx, gen) = split_key(c.key());
+        let Some(slot) = sh.slots.get(idx) else { return };
+        let more = c.more();
+        let cancelled = c.is_cancelled() || c.is_shutdown();
+        let (res, payload) = c.into_parts();
+        let buf = match payload {
+            Payload::Buf(b) if !b.is_empty() => Some(b),
+            _ => None,
+        };
+        if more {
+            // The hot path: the receive stays armed, nothing to re-arm.
+            if let Some(b) = buf {
+                if let Some(reason) = self.deliver(idx, slot, b) {
+                    let graceful = !matches!(reason, DisconnectReason::HandlerPanicked);
+                    self.close_inline(idx, gen, slot, reason, graceful);
+                }
+            }
+            return;
+        }
+        {
+            let mut st = slot.state.lock();
+            if !st.live || st.gen != gen {
+                return;
+            }
+            st.recv_armed = false;
+            st.recv_op = None;
+            st.recv_busy = true;
+        }
+        let got_data = buf.is_some();
+        let fatal = buf.and_then(|b| self.deliver(idx, slot, b));
+        let mut st = slot.state.lock();
+        st.recv_busy = false;
+        let fin = match (fatal, res) {
+            (Some(reason), _) => {
+                let graceful = !matches!(reason, DisconnectReason::HandlerPanicked);
+                sh.begin_close(slot, &mut st, reason, graceful)
+            }
+            (None, Ok(0)) if !got_data => sh.begin_close(slot, &mut st, DisconnectReason::PeerClosed, true),
+            (None, Ok(_)) if st.close.is_none() => sh.arm_recv(slot, &mut st),
+            (None, Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) && st.close.is_none() => {
+                sh.starve(idx, &mut st);
+                false
+            }
+            (None, Err(e)) if !cancelled && st.close.is_none() => {
+                tracing::debug!(server = %sh.cfg.name, session = st.id, error = %e, "receive failed");
+                sh.begin_close(slot, &mut st, DisconnectReason::Io(e), false)
+            }
+            _ => sh.check_finalize(&mut st),
+        };
+        drop(st);
+        if fin {
+            self.finalize(idx, gen);
+        }
+    }
+
+    /// Hands received bytes to the handler (as they are, or as frames).
+    /// Returns a reason when the bytes broke the framing or the handler panicked.
+    fn deliver(&self, idx: u32, slot: &Slot, buf: Buf) -> Option<DisconnectReason> {
+        let sh = &*self.shared;
+        Counters::add(&sh.counters.bytes_in, buf.len() as u64);
+        let now = sh.now();
+        slot.last_active.store(now, Relaxed);
+        if slot.closing.load(Acquire) {
+            return None;
+        }
+        let cell = self.rx.get(idx)?;
+        let mut rx = cell.lock();
+        let RxSlot { session, user, reasm } = &mut *rx;
+        let (Some(session), Some(user)) = (session.as_ref(), user.as_mut()) else {
+            return None;
+        };
+        let Some(r) = reasm else {
+            Counters::add(&sh.counters.messages_in, 1);
+            let h = &self.handler;
+            return match guarded(&sh.cfg.name, "on_message", || {
+                h.on_message(session, user, Message::Chunk(buf))
+            }) {
+                Some(()) => None,
+                None => Some(DisconnectReason::HandlerPanicked),
+            };
+        };
+        let had = r.has_partial();
+        let name = &sh.cfg.name;
+        let mut sink = Sink {
+            handler: &self.handler,
+            session,
+            user,
+            slot,
+            counters: &sh.counters,
+            name,
+            panicked: false,
+        };
+        let fed = r.feed(&buf, &mut sink);
+        drop(buf);
+        if sink.panicked {
+            return Some(DisconnectReason::HandlerPanicked);
+        }
+        let has = r.has_partial();
+        drop(rx);
+        if has != had {
+            self.frame_timer(idx, slot, has, now);
+        }
+        match fed {
+            Fed::Fatal(e) => {
+                tracing::info!(server = %sh.cfg.name, error = %e, "bad frame: closing session");
+                Some(DisconnectReason::Frame(e))
+            }
+            Fed::Ok | Fed::Stopped => None,
+        }
+    }
+
+    /// A partial frame started (or the last one completed): arm (or stop)
+    /// the frame-completion timer.
+    fn frame_timer(&self, idx: u32, slot: &Slot, started: bool, now: Tick) {
+        if !started {
+            slot.frame_since.store(0, Relaxed);
+            return;
+        }
+        slot.frame_since.store(now + 1, Relaxed);
+        if let Some(t) = self.shared.cfg.frame_ticks {
+            let mut st = slot.state.lock();
+            if st.live {
+                self.shared.schedule(&mut st, idx, now.saturating_add(t));
+            }
+        }
+    }
+
+    fn close_inline(&self, idx: u32, gen: u32, slot: &Slot, reason: DisconnectReason, graceful: bool) {
+        let mut st = slot.state.lock();
+        if !st.live || st.gen != gen {
+            return;
+        }
+        let fin = self.shared.begin_close(slot, &mut st, reason, graceful);
+        drop(st);
+        if fin {
+            self.finalize(idx, gen);
+        }
+    }
+
+    /// Re-arms receives that found the pool empty.
+    fn rearm_starved(&self) {
+        let sh = &*self.shared;
+        if !sh.starved_any.swap(false, AcqRel) {
+            return;
+        }
+        let list = std::mem::take(&mut *sh.starved.lock());
+        for (idx, gen) in list {
+            let Some(slot) = sh.slots.get(idx) else { continue };
+            let mut st = slot.state.lock();
+            if !st.live || st.gen != gen || !st.starved {
+                continue;
+            }
+            st.starved = false;
+            let fin = if st.close.is_none() {
+                sh.arm_recv(slot, &mut st)
+            } else {
+                sh.check_finalize(&mut st)
+            };
+            drop(st);
+            if fin {
+                self.finalize(idx, gen);
+            }
+        }
+    }
+
+    // ----- sending --------------------------------------------------------
+
+    fn on_send(&self, c: Completion) {
+        let sh = &*self.shared;
+        let (idx, gen) = split_key(c.key());
+        let Some(slot) = sh.slots.get(idx) else { return };
+        let cancelled = c.is_cancelled() || c.is_shutdown();
+        let (res, payload) = c.into_parts();
+        let mut st = slot.state.lock();
+        if !st.live || st.gen != gen {
+            return;
+        }
+        let mut fin = match res {
+            Ok(n) => {
+                Counters::add(&sh.counters.bytes_out, n as u64);
+                slot.last_active.store(sh.now(), Relaxed);
+                let whole = match payload {
+                    Payload::Buf(b) => {
+                        st.queue.complete_one(n, b);
+                        true
+                    }
+                    Payload::Bufs(v) => {
+                        st.queue.complete_many(n, v);
+                        true
+                    }
+                    Payload::File(f) => st.queue.complete_file(n as u64, f),
+                    _ => {
+                        st.queue.fail();
+                        true
+                    }
+                };
+                if whole {
+                    false
+                } else {
+                    sh.begin_close(slot, &mut st, DisconnectReason::FileEnded, false)
+                }
+            }
+            Err(e) => {
+                st.queue.fail();
+                drop(payload);
+                if !cancelled {
+                    tracing::debug!(server = %sh.cfg.name, session = st.id, error = %e, "send failed");
+                }
+                sh.begin_close(slot, &mut st, DisconnectReason::Io(e), false)
+            }
+        };
+        if !fin && !st.handle_closed {
+            if !st.queue.is_idle() {
+                fin = sh.kick(slot, &mut st);
+            } else if st.close.as_ref().is_some_and(|c| c.graceful) {
+                sh.close_handle(&mut st); // flushed: now close
+            }
+        }
+        fin = fin || sh.check_finalize(&mut st);
+        drop(st);
+        if fin {
+            self.finalize(idx, gen);
+        }
+        if sh.starved_any.load(Acquire) {
+            self.rearm_starved();
+        }
+    }
+
+    // ----- time -------------------------------------------------------------
+
+    fn on_tick(&self, c: &Completion) {
+        let sh = &*self.shared;
+        if sh.finished.load(Acquire) || c.is_shutdown() {
+            return;
+        }
+        let now = sh.advance_clock();
+        let mut due = Vec::new();
+        sh.wheel.lock().expire(now, &mut due);
+        for e in due {
+            self.check_timeouts(e, now);
+        }
+        let orphans = std::mem::take(&mut *sh.orphans.lock());
+        for (idx, gen) in orphans {
+            self.finalize(idx, gen);
+        }
+        self.rearm_starved();
+        if !sh.stopping.load(Acquire) {
+            for (li, flag) in self.accept_retry.iter().enumerate() {
+                if flag.swap(false, AcqRel) && self.arm_accept(li).is_err() {
+                    flag.store(true, Release);
+                }
+            }
+        }
+        if !sh.finished.load(Acquire) {
+            let _ = sh.port.timeout(sh.cfg.tick, CTX_TICK);
+        }
+    }
+
+    /// A session's wheel check came due: close it or put it back.
+    fn check_timeouts(&self, e: Entry, now: Tick) {
+        let sh = &*self.shared;
+        let Some(slot) = sh.slots.get(e.idx) else { return };
+        let mut st = slot.state.lock();
+        if !st.live || st.gen != e.gen || st.wheel_due != e.due {
+            return; // gone, or a stale duplicate of a rescheduled check
+        }
+        st.wheel_due = NEVER;
+        let fin = match &st.close {
+            Some(c) if c.graceful && st.linger_due <= now => {
+                tracing::info!(server = %sh.cfg.name, session = st.id, "linger time passed with data unsent: aborting");
+                sh.begin_close(slot, &mut st, DisconnectReason::Aborted, false)
+            }
+            Some(c) => {
+                if c.graceful {
+                    let due = st.linger_due;
+                    sh.schedule(&mut st, e.idx, due);
+                }
+                false
+            }
+            None => {
+                let idle = sh
+                    .cfg
+                    .idle_ticks
+                    .map(|t| slot.last_active.load(Relaxed).saturating_add(t));
+                let since = slot.frame_since.load(Relaxed);
+                let frame = sh
+                    .cfg
+                    .frame_ticks
+                    .filter(|_| since != 0)
+                    .map(|t| (since - 1).saturating_add(t));
+                if idle.is_some_and(|d| d <= now) {
+                    tracing::info!(server = %sh.cfg.name, session = st.id, "idle timeout");
+                    sh.begin_close(slot, &mut st, DisconnectReason::IdleTimeout, false)
+                } else if frame.is_some_and(|d| d <= now) {
+                    tracing::info!(server = %sh.cfg.name, session = st.id, "frame not completed in time");
+                    sh.begin_close(slot, &mut st, DisconnectReason::FrameTimeout, false)
+                } else {
+                    let next = idle.unwrap_or(NEVER).min(frame.unwrap_or(NEVER));
+                    sh.schedule(&mut st, e.idx, next);
+                    false
+                }
+            }
+        };
+        drop(st);
+        if fin {
+            self.finalize(e.idx, e.gen);
+        }
+    }
+
+    // ----- the end of a session ------------------------------------------------
+
+    /// Ends a session whose finalization was decided: the handler's
+    /// `on_disconnect`, counters, and the slot back to the free list.
+    fn finalize(&self, idx: u32, gen: u32) {
+        let sh = &*self.shared;
+        let Some(slot) = sh.slots.get(idx) else { return };
+        let (reason, id) = {
+            let mut st = slot.state.lock();
+            if !st.live || st.gen != gen || !st.finalizing {
+                return;
+            }
+            let reason = st.close.take().map_or(DisconnectReason::Closed, |c| c.reason);
+            sh.close_handle(&mut st);
+            let id = st.id;
+            let next_gen = st.gen.wrapping_add(1);
+            *st = State {
+                gen: next_gen,
+                wheel_due: NEVER,
+                linger_due: NEVER,
+                queue: SendQueue::default(),
+                ..State::default()
+            };
+            (reason, id)
+        };
+        slot.frame_since.store(0, Relaxed);
+        let (session, user) = match self.rx.get(idx) {
+            Some(cell) => {
+                let mut rx = cell.lock();
+                rx.reasm = None;
+                (rx.session.take(), rx.user.take())
+            }
+            None => (None, None),
+        };
+        if let (Some(s), Some(u)) = (session.as_ref(), user) {
+            guarded(&sh.cfg.name, "on_disconnect", || {
+                self.handler.on_disconnect(s, u, &reason)
+            });
+        }
+        match reason.kind() {
+            ReasonKind::PeerClosed | ReasonKind::Closed | ReasonKind::Shutdown => {
+                tracing::debug!(server = %sh.cfg.name, session = id, reason = %reason, "session closed")
+            }
+            _ => tracing::info!(server = %sh.cfg.name, session = id, reason = %reason, "session closed"),
+        }
+        sh.counters.disconnected(reason.kind());
+        sh.counters.sessions.fetch_sub(1, Relaxed);
+        drop(session);
+        sh.free.release(idx);
+        if sh.live.fetch_sub(1, SeqCst) == 1 && sh.stopping.load(SeqCst) {
+            let _g = sh.all_closed.0.lock();
+            sh.all_closed.1.notify_all();
+        }
+    }
+}

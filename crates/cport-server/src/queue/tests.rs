@@ -1,0 +1,235 @@
+use std::io::Write as _;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// Runs the queue like the server does: one batch at a time, each "sent"
+/// only `limit(i)` bytes at most, until it is idle. Returns the bytes that
+/// left, in order, and the batches handed out.
+fn drain(q: &mut SendQueue, mut limit: impl FnMut(usize) -> usize) -> (Vec<u8>, usize) {
+    let mut wire = Vec::new();
+    let mut batches = 0;
+    while let Some(batch) = q.next_batch() {
+        assert!(q.next_batch().is_none(), "a second batch while one is in flight");
+        let cap = limit(batches);
+        batches += 1;
+        match batch {
+            Batch::One(b) => {
+                let n = b.len().min(cap).max(1);
+                wire.extend_from_slice(&b[..n]);
+                q.complete_one(n, b);
+            }
+            Batch::Many(v) => {
+                assert!(v.len() >= 2 && v.len() <= MAX_IOVECS);
+                let total: usize = v.iter().map(|b| b.len()).sum();
+                let n = total.min(cap).max(1);
+                let mut left = n;
+                for b in &v {
+                    let k = left.min(b.len());
+                    wire.extend_from_slice(&b[..k]);
+                    left -= k;
+                }
+                q.complete_many(n, v);
+            }
+            Batch::File { .. } => unreachable!("no files queued"),
+        }
+    }
+    (wire, batches)
+}
+
+fn buf(kind: u8, data: Vec<u8>) -> Buf {
+    if kind % 2 == 0 {
+        Buf::Vec(data)
+    } else {
+        Buf::Bytes(Bytes::from(data))
+    }
+}
+
+#[test]
+fn small_sends_queued_behind_one_in_flight_go_out_as_one_gathering_send() {
+    let mut q = SendQueue::default();
+    q.push(Item::Buf(Buf::from(&b"first"[..])));
+    let Some(Batch::One(first)) = q.next_batch() else {
+        panic!("expected a single send")
+    };
+    for i in 0..10 {
+        q.push(Item::Buf(Buf::Vec(vec![i; 3])));
+    }
+    assert!(q.next_batch().is_none(), "one send in flight at a time");
+    q.complete_one(first.len(), first);
+    let Some(Batch::Many(v)) = q.next_batch() else {
+        panic!("expected one gathering send")
+    };
+    assert_eq!(v.len(), 10);
+    q.complete_many(30, v);
+    assert!(q.is_idle());
+    assert_eq!(q.held(), 0);
+}
+
+#[test]
+fn a_short_send_resumes_where_it_stopped() {
+    let mut q = SendQueue::default();
+    q.push(Item::Buf(Buf::from(&b"x"[..])));
+    let Some(Batch::One(b)) = q.next_batch() else { panic!() };
+    q.push(Item::Buf(Buf::from(&b"abc"[..])));
+    q.push(Item::Buf(Buf::from(&b"def"[..])));
+    q.complete_one(1, b);
+    let Some(Batch::Many(v)) = q.next_batch() else { panic!() };
+    q.complete_many(4, v); // "abc" and "d"
+    assert_eq!(q.held(), 2);
+    let Some(Batch::One(rest)) = q.next_batch() else {
+        panic!()
+    };
+    assert_eq!(&rest[..], b"ef");
+}
+
+#[test]
+fn file_ranges_keep_their_place_between_buffers() {
+    let mut f = tempfile();
+    f.write_all(b"BODY").unwrap();
+    let file = Arc::new(f);
+    let mut q = SendQueue::default();
+    q.push(Item::Buf(Buf::from(&b"head1"[..])));
+    q.push(Item::Buf(Buf::from(&b"head2"[..])));
+    q.push(Item::File {
+        file: file.clone(),
+        offset: 0,
+        len: 4,
+    });
+    q.push(Item::Buf(Buf::from(&b"tail"[..])));
+    let Some(Batch::Many(v)) = q.next_batch() else { panic!() };
+    assert_eq!(v.len(), 2, "the gathering send stops at the file");
+    q.complete_many(10, v);
+    let Some(Batch::File {
+        offset: 0,
+        len: 4,
+        file: f1,
+    }) = q.next_batch()
+    else {
+        panic!()
+    };
+    assert!(q.complete_file(3, f1), "a short file send resumes");
+    let Some(Batch::File {
+        offset: 3,
+        len: 1,
+        file: f2,
+    }) = q.next_batch()
+    else {
+        panic!()
+    };
+    assert!(q.complete_file(1, f2));
+    let Some(Batch::One(t)) = q.next_batch() else { panic!() };
+    assert_eq!(&t[..], b"tail");
+    q.complete_one(4, t);
+    assert!(q.is_idle());
+}
+
+#[test]
+fn a_file_that_sends_nothing_is_reported() {
+    let file = Arc::new(tempfile());
+    let mut q = SendQueue::default();
+    q.push(Item::File {
+        file,
+        offset: 0,
+        len: 10,
+    });
+    let Some(Batch::File { file, .. }) = q.next_batch() else {
+        panic!()
+    };
+    assert!(!q.complete_file(0, file));
+}
+
+#[test]
+fn empty_items_are_dropped() {
+    let mut q = SendQueue::default();
+    q.push(Item::Buf(Buf::Vec(Vec::new())));
+    q.push(Item::File {
+        file: Arc::new(tempfile()),
+        offset: 0,
+        len: 0,
+    });
+    assert!(q.is_idle());
+    assert!(q.next_batch().is_none());
+}
+
+#[test]
+fn gathering_stops_at_the_iovec_limit() {
+    let mut q = SendQueue::default();
+    for _ in 0..MAX_IOVECS + 5 {
+        q.push(Item::Buf(Buf::from(&b"z"[..])));
+    }
+    let Some(Batch::Many(v)) = q.next_batch() else { panic!() };
+    assert_eq!(v.len(), MAX_IOVECS);
+    q.complete_many(MAX_IOVECS, v);
+    let Some(Batch::Many(v)) = q.next_batch() else { panic!() };
+    assert_eq!(v.len(), 5);
+}
+
+#[test]
+fn clearing_drops_queued_bytes_but_not_the_batch_in_flight() {
+    let mut q = SendQueue::default();
+    q.push(Item::Buf(Buf::Vec(vec![1; 10])));
+    let Some(Batch::One(b)) = q.next_batch() else { panic!() };
+    q.push(Item::Buf(Buf::Vec(vec![2; 20])));
+    assert_eq!(q.held(), 30);
+    q.clear_queued();
+    assert_eq!(q.held(), 10);
+    q.complete_one(10, b);
+    assert!(q.is_idle());
+    assert_eq!(q.held(), 0);
+}
+
+fn tempfile() -> File {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let p = std::env::temp_dir().join(format!(
+        "cport-server-queue-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    let _ = std::fs::remove_file(&p);
+    f
+}
+
+proptest! {
+    /// Whatever is queued, in whatever pieces and with whatever short sends,
+    /// the bytes leave exactly once and in order, and the accounting returns to zero.
+    #[test]
+    fn bytes_leave_in_order_whatever_the_short_sends(
+        pushes in proptest::collection::vec((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..50)), 0..60),
+        limits in proptest::collection::vec(1usize..120, 1..30),
+        push_while_in_flight in any::<bool>(),
+    ) {
+        let mut q = SendQueue::default();
+        let mut want = Vec::new();
+        let mut held = 0;
+        let mut wire = Vec::new();
+        let mut i = 0;
+        for (kind, data) in pushes {
+            want.extend_from_slice(&data);
+            held += data.len();
+            q.push(Item::Buf(buf(kind, data)));
+            prop_assert_eq!(q.held(), held);
+            if !push_while_in_flight {
+                let (w, _) = drain(&mut q, |k| limits[(i + k) % limits.len()]);
+                i += 1;
+                wire.extend(w);
+                held = 0;
+                prop_assert_eq!(q.held(), 0);
+            }
+        }
+        let (w, _) = drain(&mut q, |k| limits[k % limits.len()]);
+        wire.extend(w);
+        prop_assert_eq!(wire, want);
+        prop_assert!(q.is_idle());
+        prop_assert_eq!(q.held(), 0);
+    }
+}

@@ -1,0 +1,543 @@
+//! Building, running and shutting down a server.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cport::{Backend, Ctx, Key, Port, WorkerPool};
+use cport_proto::framing::{LengthPrefixed, LengthWidth};
+use parking_lot::{Condvar, Mutex};
+
+use crate::dispatch::Dispatcher;
+use crate::handler::{DisconnectReason, Framing, Handler};
+use crate::session::{broadcast, Broadcast, Session};
+use crate::shared::{Config, Shared, CTX_START};
+use crate::stats::{Counters, ServerStats};
+use crate::table::{FreeList, Table};
+use crate::wheel::{Tick, Wheel};
+
+/// How long sessions get to finish closing once they are forced to.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// How each session keeps its receive pending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RecvMode {
+    /// Multishot with one worker thread, single-shot with more (the default).
+    #[default]
+    Auto,
+    /// One multishot receive armed for the session's whole life: no
+    /// re-arming per message. Only valid with one worker thread: two workers
+    /// could otherwise run two chunks of one session out of order.
+    Multishot,
+    /// One receive at a time, re-armed after its chunk was handled (the
+    /// classic IOCP pattern): order holds with any number of workers.
+    Single,
+}
+
+/// Configures and starts a [`Server`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use cport_server::{Framing, Server};
+/// # use cport_server::{Handler, Message, Session};
+/// # struct Chat;
+/// # impl Handler for Chat {
+/// #     type State = ();
+/// #     fn on_connect(&self, _: &Session) {}
+/// #     fn on_message(&self, _: &Session, _: &mut (), _: Message) {}
+/// # }
+/// let server = Server::builder()
+///     .bind("127.0.0.1:7001".parse().unwrap())
+///     .framing(Framing::Lines { max_line: 4096 })
+///     .idle_timeout(Some(Duration::from_secs(600)))
+///     .start(Chat)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ServerBuilder {
+    name: String,
+    addrs: Vec<SocketAddr>,
+    listeners: Vec<TcpListener>,
+    threads: usize,
+    concurrency: Option<usize>,
+    backend: Backend,
+    framing: Framing,
+    max_queued: usize,
+    idle_timeout: Option<Duration>,
+    frame_timeout: Option<Duration>,
+    close_linger: Duration,
+    tick: Duration,
+    recv_buffers: (u16, usize),
+    nodelay: bool,
+    max_sessions: usize,
+    backlog: i32,
+    recv_mode: RecvMode,
+    shutdown_deadline: Duration,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            name: "server".into(),
+            addrs: Vec::new(),
+            listeners: Vec::new(),
+            threads: 1,
+            concurrency: None,
+            backend: Backend::Auto,
+            framing: Framing::Raw,
+            max_queued: 4 << 20,
+            idle_timeout: None,
+            frame_timeout: Some(Duration::from_secs(30)),
+            close_linger: Duration::from_secs(5),
+            tick: Duration::from_millis(500),
+            recv_buffers: (4096, 4096),
+            nodelay: true,
+            max_sessions: 1 << 20,
+            backlog: 4096,
+            recv_mode: RecvMode::Auto,
+            shutdown_deadline: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// A name for logs (default `server`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+    /// Listens on `addr` (may be called more than once; port 0 picks a free port).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.addrs.push(addr);
+        self
+    }
+    /// Listens on a socket bound already.
+    pub fn listener(mut self, l: TcpListener) -> Self {
+        self.listeners.push(l);
+        self
+    }
+    /// Worker threads (default 1: one thread drives the whole port, with
+    /// submission batched per wake-up; add threads for handlers that do
+    /// real work per message).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+    /// Threads allowed to run completions at once (the port's concurrency;
+    /// default: the number of threads).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = Some(n.max(1));
+        self
+    }
+    /// The port's backend (default `Auto`: io_uring, else epoll).
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.backend = b;
+        self
+    }
+    /// How messages are cut from the byte stream (default [`Framing::Raw`]).
+    pub fn framing(mut self, f: Framing) -> Self {
+        self.framing = f;
+        self
+    }
+    /// Length-prefixed binary packets (little-endian `width`, at most `max_frame` bytes).
+    pub fn length_prefixed(self, width: LengthWidth, max_frame: usize) -> Self {
+        self.framing(Framing::LengthPrefixed(LengthPrefixed::new(width, max_frame)))
+    }
+    /// The cap on bytes queued per session (default 4 MiB). A send that
+    /// would pass it disconnects the session as a slow consumer.
+    pub fn max_queued_bytes(mut self, n: usize) -> Self {
+        self.max_queued = n.max(1);
+        self
+    }
+    /// Close sessions that neither receive nor send for this long (default: never).
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.idle_timeout = t;
+        self
+    }
+    /// Close sessions that start a frame and do not finish it within this
+    /// time: the slow-loris defence (default 30 s; not used for raw framing).
+    pub fn frame_timeout(mut self, t: Option<Duration>) -> Self {
+        self.frame_timeout = t;
+        self
+    }
+    /// How long a graceful close may take to flush before it is made abortive (default 5 s).
+    pub fn close_linger(mut self, t: Duration) -> Self {
+        self.close_linger = t;
+        self
+    }
+    /// The timer's resolution (default 500 ms): timeouts fire up to one tick late.
+    pub fn tick(mut self, t: Duration) -> Self {
+        self.tick = t.max(Duration::from_millis(1));
+        self
+    }
+    /// The shared receive pool: `count` buffers of `size` bytes (default
+    /// 4096 x 4 KiB). Idle sessions hold none of them.
+    pub fn recv_buffers(mut self, count: u16, size: usize) -> Self {
+        self.recv_buffers = (count, size);
+        self
+    }
+    /// Set `TCP_NODELAY` on accepted connections (default on).
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.nodelay = on;
+        self
+    }
+    /// The most sessions at once (default 2^20); connections past it are refused.
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = n.max(1);
+        self
+    }
+    /// The listen backlog (default 4096, capped by `net.core.somaxconn`).
+    pub fn backlog(mut self, n: i32) -> Self {
+        self.backlog = n;
+        self
+    }
+    /// How receives are kept pending (default [`RecvMode::Auto`]).
+    pub fn recv_mode(mut self, m: RecvMode) -> Self {
+        self.recv_mode = m;
+        self
+    }
+    /// The flush deadline used when the server is dropped without
+    /// [`Server::shutdown`] (default 5 s).
+    pub fn shutdown_deadline(mut self, t: Duration) -> Self {
+        self.shutdown_deadline = t;
+        self
+    }
+
+    /// Binds, starts the workers and starts accepting.
+    ///
+    /// # Errors
+    /// When the port cannot be built (e.g. io_uring was required and is
+    /// unavailable), an address cannot be bound, no address was given, a
+    /// worker cannot be spawned, or `RecvMode::Multishot` is combined with
+    /// more than one thread.
+    pub fn start<H: Handler>(self, handler: H) -> io::Result<Server> {
+        let threads = self.threads.max(1);
+        let multishot = match self.recv_mode {
+            RecvMode::Auto => threads == 1,
+            RecvMode::Multishot if threads > 1 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "multishot receive needs exactly one worker thread",
+                ))
+            }
+            RecvMode::Multishot => true,
+            RecvMode::Single => false,
+        };
+        let port = Port::builder()
+            .concurrency(self.concurrency.unwrap_or(threads))
+            .backend(self.backend)
+            .build()?;
+        let pool = port.buf_pool(self.recv_buffers.0, self.recv_buffers.1)?;
+        let mut sockets = self.listeners;
+        for a in &self.addrs {
+            sockets.push(bind(*a, self.backlog)?);
+        }
+        if sockets.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "server has no address to listen on",
+            ));
+        }
+        let mut local_addrs = Vec::new();
+        let mut listeners = Vec::new();
+        for (i, l) in sockets.into_iter().enumerate() {
+            local_addrs.push(l.local_addr()?);
+            listeners.push(port.associate(l, Key(u64::MAX - i as u64))?);
+        }
+        let ticks = |d: Duration| -> Tick {
+            let t = d.as_nanos().div_ceil(self.tick.as_nanos().max(1)).max(1);
+            t.min(u32::MAX as u128 / 2) as Tick
+        };
+        let framed = self.framing != Framing::Raw;
+        let cfg = Config {
+            name: self.name,
+            framing: self.framing,
+            max_queued: self.max_queued,
+            idle_ticks: self.idle_timeout.map(ticks),
+            frame_ticks: self.frame_timeout.filter(|_| framed).map(ticks),
+            linger_ticks: ticks(self.close_linger),
+            tick: self.tick,
+            multishot,
+            nodelay: self.nodelay,
+            threads,
+        };
+        let shared = Arc::new(Shared {
+            port: port.clone(),
+            pool,
+            cfg,
+            slots: Table::new(self.max_sessions),
+            free: FreeList::new(self.max_sessions),
+            wheel: Mutex::new(Wheel::new(512)),
+            start: Instant::now(),
+            now: AtomicU32::new(0),
+            stopping: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+            all_closed: (Mutex::new(()), Condvar::new()),
+            starved: Mutex::new(Vec::new()),
+            starved_any: AtomicBool::new(false),
+            retry_armed: AtomicBool::new(false),
+            orphans: Mutex::new(Vec::new()),
+            counters: Counters::default(),
+            next_id: AtomicU64::new(1),
+            local_addrs,
+            listeners,
+        });
+        let disp = Arc::new(Dispatcher::new(shared.clone(), handler, self.max_sessions));
+        let d = disp.clone();
+        let workers = WorkerPool::start(&port, threads, move |_, c| d.handle(c))?;
+        drop(disp);
+        let mut server = Server {
+            shared,
+            workers: Some(workers),
+            done: false,
+            shutdown_deadline: self.shutdown_deadline,
+        };
+        // A worker arms the accepts and the timer: see `Shared::on_worker`.
+        if let Err(e) = server.shared.port.post(Key(0), 0, Ctx::new(CTX_START)) {
+            server.shutdown_inner(Duration::ZERO);
+            return Err(e.into());
+        }
+        tracing::info!(
+            server = %server.shared.cfg.name,
+            addrs = ?server.shared.local_addrs,
+            backend = server.backend().name(),
+            threads,
+            multishot,
+            "listening"
+        );
+        Ok(server)
+    }
+}
+
+fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    Ok(s.into())
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Sessions open when the shutdown began.
+    pub sessions: usize,
+    /// Sessions that had not flushed by the deadline and were cut.
+    pub aborted: usize,
+    /// How long the shutdown took.
+    pub elapsed: Duration,
+}
+
+/// A running server: listeners with accepts always posted, one session per
+/// connection, worker threads on one completion port.
+///
+/// Dropping it shuts it down (with the builder's shutdown deadline).
+pub struct Server {
+    shared: Arc<Shared>,
+    workers: Option<WorkerPool>,
+    done: bool,
+    shutdown_deadline: Duration,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.shared.cfg.name)
+            .field("addrs", &self.shared.local_addrs)
+            .field("backend", &self.backend())
+            .finish()
+    }
+}
+
+/// A cheap, cloneable view of a running server, for handlers and other
+/// threads: counters, the open sessions, broadcast.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("name", &self.shared.cfg.name)
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.counters.snapshot()
+    }
+    /// Handles of every open session (a snapshot; O(sessions)).
+    pub fn sessions(&self) -> Vec<Session> {
+        sessions_of(&self.shared)
+    }
+    /// Where the server listens.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.shared.local_addrs
+    }
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.shared.backend()
+    }
+    /// Queues `msg` on every session given: one shared buffer, no copy.
+    pub fn broadcast<'a>(&self, sessions: impl IntoIterator<Item = &'a Session>, msg: &Bytes) -> Broadcast {
+        broadcast(sessions, msg)
+    }
+}
+
+fn sessions_of(sh: &Arc<Shared>) -> Vec<Session> {
+    let mut out = Vec::new();
+    for idx in 0..sh.free.high_water() {
+        if let Some(slot) = sh.slots.get(idx) {
+            let st = slot.state.lock();
+            if st.live && st.close.is_none() {
+                out.push(Session::new(sh.clone(), idx, st.gen, st.id, st.peer));
+            }
+        }
+    }
+    out
+}
+
+impl Server {
+    /// A builder with the defaults.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The first address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addrs[0]
+    }
+
+    /// Every address the server listens on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.shared.local_addrs
+    }
+
+    /// The backend the server's port runs on (never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.shared.backend()
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.shared.cfg.threads
+    }
+
+    /// The server's completion port, for its counters ([`Port::stats`]).
+    /// Do not dequeue from it: the workers own that.
+    pub fn port(&self) -> &Port {
+        &self.shared.port
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// A handle for other threads and handlers.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Handles of every open session (a snapshot; O(sessions)).
+    pub fn sessions(&self) -> Vec<Session> {
+        sessions_of(&self.shared)
+    }
+
+    /// Queues `msg` on every session given: one shared buffer, no copy.
+    pub fn broadcast<'a>(&self, sessions: impl IntoIterator<Item = &'a Session>, msg: &Bytes) -> Broadcast {
+        broadcast(sessions, msg)
+    }
+
+    /// Shuts down gracefully: stops accepting, lets every session flush what
+    /// is queued for up to `deadline`, then cuts the rest, cancels what is in
+    /// flight and joins the workers. Every session's `on_disconnect` runs
+    /// (reason [`DisconnectReason::Shutdown`]) and every socket is closed.
+    pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
+        self.shutdown_inner(deadline)
+    }
+
+    fn shutdown_inner(&mut self, deadline: Duration) -> ShutdownReport {
+        let t0 = Instant::now();
+        if self.done {
+            return ShutdownReport::default();
+        }
+        self.done = true;
+        let sh = &*self.shared;
+        sh.stopping.store(true, SeqCst);
+        for h in &sh.listeners {
+            let _ = sh.port.close(h);
+        }
+        let sessions = sh.live.load(SeqCst);
+        self.close_all(true);
+        let mut aborted = 0;
+        if !self.wait_closed(t0 + deadline) {
+            aborted = sh.live.load(SeqCst);
+            tracing::warn!(server = %sh.cfg.name, sessions = aborted, "shutdown deadline passed: cutting sessions that did not flush");
+            self.close_all(false);
+            if !self.wait_closed(Instant::now() + ABORT_GRACE) {
+                tracing::error!(server = %sh.cfg.name, left = sh.live.load(SeqCst), "sessions still open after abort");
+            }
+        }
+        sh.finished.store(true, SeqCst);
+        sh.port.shutdown();
+        if let Some(w) = self.workers.take() {
+            w.stop();
+        }
+        let report = ShutdownReport {
+            sessions,
+            aborted,
+            elapsed: t0.elapsed(),
+        };
+        tracing::info!(server = %sh.cfg.name, sessions, aborted, elapsed = ?report.elapsed, "shut down");
+        report
+    }
+
+    /// Starts closing every open session (gracefully, or cutting them).
+    fn close_all(&self, graceful: bool) {
+        let sh = &*self.shared;
+        for idx in 0..sh.free.high_water() {
+            let Some(slot) = sh.slots.get(idx) else { continue };
+            let mut st = slot.state.lock();
+            if !st.live || st.finalizing {
+                continue;
+            }
+            let gen = st.gen;
+            if sh.begin_close(slot, &mut st, DisconnectReason::Shutdown, graceful) {
+                drop(st);
+                sh.post_finalize(idx, gen);
+            }
+        }
+    }
+
+    /// Waits until no session is open, or `until`. Returns whether none is.
+    fn wait_closed(&self, until: Instant) -> bool {
+        let sh = &*self.shared;
+        let mut g = sh.all_closed.0.lock();
+        while sh.live.load(SeqCst) > 0 {
+            if sh.all_closed.1.wait_until(&mut g, until).timed_out() {
+                return sh.live.load(SeqCst) == 0;
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let d = self.shutdown_deadline;
+        self.shutdown_inner(d);
+    }
+}

@@ -1,0 +1,358 @@
+//! What every session handle and every worker share: the port, the session
+//! slots, and the send/close logic that runs under one session's lock.
+//!
+//! Locking: each session has its own small mutex (`Slot::state`); nothing
+//! here takes a lock across sessions on the message path. The receive side
+//! has a second per-session mutex in the dispatcher (taken first when both
+//! are needed). The wheel, the free list and the starved list are global
+//! but are touched only at connect, disconnect, tick and buffer exhaustion.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::time::{Duration, Instant};
+
+use cport::{Backend, BufPool, Ctx, Handle, Key, OpId, Port};
+use parking_lot::{Condvar, Mutex};
+
+use crate::handler::{DisconnectReason, Framing};
+use crate::queue::{Batch, Item, SendQueue};
+use crate::session::SendErrorKind;
+use crate::stats::Counters;
+use crate::table::{FreeList, Table};
+use crate::wheel::{Entry, Tick, Wheel};
+
+/// Per-operation contexts (the completion's `ctx`).
+pub(crate) const CTX_RECV: u64 = 1;
+pub(crate) const CTX_SEND: u64 = 2;
+pub(crate) const CTX_TICK: u64 = 3;
+pub(crate) const CTX_RETRY: u64 = 4;
+pub(crate) const CTX_FINALIZE: u64 = 5;
+/// A send was queued by a thread that is not a worker: a worker issues it.
+pub(crate) const CTX_KICK: u64 = 6;
+/// Posted once at start: a worker arms the accepts and the timer.
+pub(crate) const CTX_START: u64 = 7;
+/// Accepts carry `CTX_ACCEPT + listener index`.
+pub(crate) const CTX_ACCEPT: u64 = 1 << 32;
+
+thread_local! {
+    /// The server whose worker this thread is (its `Shared` address), or 0.
+    static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// "Not scheduled" for wheel and linger deadlines.
+pub(crate) const NEVER: Tick = Tick::MAX;
+
+/// A session's completion key: its slot and the slot's generation.
+pub(crate) fn session_key(idx: u32, gen: u32) -> Key {
+    Key(((gen as u64) << 32) | idx as u64)
+}
+
+/// The slot and generation of a session key.
+pub(crate) fn split_key(k: Key) -> (u32, u32) {
+    (k.0 as u32, (k.0 >> 32) as u32)
+}
+
+/// Settings resolved at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub name: String,
+    pub framing: Framing,
+    pub max_queued: usize,
+    pub idle_ticks: Option<Tick>,
+    pub frame_ticks: Option<Tick>,
+    pub linger_ticks: Tick,
+    pub tick: Duration,
+    pub multishot: bool,
+    pub nodelay: bool,
+    pub threads: usize,
+}
+
+/// One session slot. The atomics are read on the receive path without the lock.
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// Set once the session starts closing: stop handing out messages.
+    pub closing: AtomicBool,
+    /// Tick of the last byte received or sent.
+    pub last_active: AtomicU32,
+    /// Tick + 1 at which the pending partial frame started, 0 when none.
+    pub frame_since: AtomicU32,
+    pub state: Mutex<State>,
+}
+
+/// How a session is closing.
+#[derive(Debug)]
+pub(crate) struct Closing {
+    pub reason: DisconnectReason,
+    /// Flush the queue before closing (else drop it and close at once).
+    pub graceful: bool,
+}
+
+/// A session's state under its lock.
+#[derive(Default)]
+pub(crate) struct State {
+    pub idx: u32,
+    pub gen: u32,
+    pub live: bool,
+    pub id: u64,
+    pub peer: Option<SocketAddr>,
+    pub handle: Option<Handle>,
+    pub queue: SendQueue,
+    /// A receive operation is in flight.
+    pub recv_armed: bool,
+    pub recv_op: Option<OpId>,
+    /// A kick packet is on its way to a worker.
+    pub kick_posted: bool,
+    /// A worker is running handler code for this session outside the lock
+    /// (a final receive completion, or `on_connect`).
+    pub recv_busy: bool,
+    /// Waiting for pool buffers before re-arming the receive.
+    pub starved: bool,
+    pub close: Option<Closing>,
+    pub handle_closed: bool,
+    /// Finalization is decided (exactly one party runs it).
+    pub finalizing: bool,
+    pub wheel_due: Tick,
+    pub linger_due: Tick,
+}
+
+impl State {
+    /// Accepts new sends for a handle of generation `gen`.
+    fn open_for(&self, gen: u32) -> bool {
+        self.live && self.gen == gen && self.close.is_none()
+    }
+}
+
+pub(crate) struct Shared {
+    pub port: Port,
+    pub pool: BufPool,
+    pub cfg: Config,
+    pub slots: Table<Slot>,
+    pub free: FreeList,
+    pub wheel: Mutex<Wheel>,
+    pub start: Instant,
+    pub now: AtomicU32,
+    pub stopping: AtomicBool,
+    /// Set once shutdown is done with the port: the tick stops re-arming.
+    pub finished: AtomicBool,
+    pub live: AtomicUsize,
+    pub all_closed: (Mutex<()>, Condvar),
+    pub starved: Mutex<Vec<(u32, u32)>>,
+    pub starved_any: AtomicBool,
+    pub retry_armed: AtomicBool,
+    /// Sessions whose finalize packet could not be posted: the tick runs them.
+    pub orphans: Mutex<Vec<(u32, u32)>>,
+    pub counters: Counters,
+    pub next_id: AtomicU64,
+    pub local_addrs: Vec<SocketAddr>,
+    pub listeners: Vec<Handle>,
+}
+
+impl Shared {
+    pub(crate) fn backend(&self) -> Backend {
+        self.port.backend()
+    }
+
+    /// Marks the calling thread as one of this server's workers.
+    pub(crate) fn enter_worker(&self) {
+        let me = self as *const Shared as usize;
+        WORKER_OF.with(|w| {
+            if w.get() != me {
+                w.set(me);
+            }
+        });
+    }
+
+    /// `true` on this server's worker threads.
+    ///
+    /// Operations are issued only from workers: on io_uring, the kernel runs
+    /// an operation's completion work in the thread that submitted it, which
+    /// would interrupt an application thread's blocking calls with `EINTR`.
+    pub(crate) fn on_worker(&self) -> bool {
+        WORKER_OF.with(|w| w.get() == self as *const Shared as usize)
+    }
+
+    /// The current coarse time (as of the last tick).
+    pub(crate) fn now(&self) -> Tick {
+        self.now.load(Relaxed)
+    }
+
+    /// Reads the clock and advances the coarse time.
+    pub(crate) fn advance_clock(&self) -> Tick {
+        let t = (self.start.elapsed().as_nanos() / self.cfg.tick.as_nanos().max(1)) as u64;
+        let t = t.min(NEVER as u64 - 1) as Tick;
+        self.now.store(t, Relaxed);
+        t
+    }
+
+    /// Queues `item` on session (`idx`, `gen`) and starts a send if none is in flight.
+    pub(crate) fn enqueue(&self, idx: u32, gen: u32, item: Item) -> Result<(), (SendErrorKind, Item)> {
+        let Some(slot) = self.slots.get(idx) else {
+            return Err((SendErrorKind::Closed, item));
+        };
+        let mut st = slot.state.lock();
+        if !st.open_for(gen) {
+            return Err((SendErrorKind::Closed, item));
+        }
+        let len = match &item {
+            Item::Buf(b) => b.len(),
+            Item::File { .. } => 0,
+        };
+        let queued = st.queue.held();
+        // One message larger than the cap may go out on an empty queue: the
+        // cap bounds what piles up, not what the application sends at once.
+        if queued > 0 && queued + len > self.cfg.max_queued {
+            let cap = self.cfg.max_queued;
+            let id = st.id;
+            let fin = self.begin_close(slot, &mut st, DisconnectReason::SlowConsumer { queued, cap }, false);
+            drop(st);
+            tracing::warn!(server = %self.cfg.name, session = id, queued, cap, "slow consumer cut off: send queue cap reached");
+            if fin {
+                self.post_finalize(idx, gen);
+            }
+            return Err((SendErrorKind::Overflow { queued, cap }, item));
+        }
+        st.queue.push(item);
+        Counters::add(&self.counters.messages_out, 1);
+        if !self.on_worker() {
+            if !st.kick_posted && !st.queue.in_flight() {
+                st.kick_posted = true;
+                if self.port.post(session_key(idx, gen), 0, CTX_KICK).is_ok() {
+                    return Ok(());
+                }
+                st.kick_posted = false;
+            } else {
+                return Ok(());
+            }
+        }
+        if self.kick(slot, &mut st) {
+            drop(st);
+            self.post_finalize(idx, gen);
+        }
+        Ok(())
+    }
+
+    /// Issues the next batch if nothing is in flight. Returns `true` when the
+    /// session must now be finalized (the issue failed and closed it).
+    pub(crate) fn kick(&self, slot: &Slot, st: &mut State) -> bool {
+        if st.handle_closed {
+            return false;
+        }
+        let Some(h) = st.handle else { return false };
+        let Some(batch) = st.queue.next_batch() else {
+            return false;
+        };
+        let ctx = Ctx::new(CTX_SEND);
+        let r = match batch {
+            Batch::One(b) => self.port.send(&h, b, ctx),
+            Batch::Many(v) => self.port.send_vectored(&h, v, ctx),
+            Batch::File { file, offset, len } => self.port.send_file(&h, file, offset, len, ctx),
+        };
+        match r {
+            Ok(_) => false,
+            Err(e) => {
+                st.queue.fail();
+                self.begin_close(slot, st, DisconnectReason::Io(e.into()), false)
+            }
+        }
+    }
+
+    /// Starts closing a session (or makes a graceful close abortive). Returns
+    /// `true` when the caller must finalize it (nothing is in flight any more).
+    pub(crate) fn begin_close(&self, slot: &Slot, st: &mut State, reason: DisconnectReason, graceful: bool) -> bool {
+        match &mut st.close {
+            None => {
+                st.close = Some(Closing { reason, graceful });
+                slot.closing.store(true, Release);
+            }
+            Some(c) if c.graceful && !graceful => c.graceful = false,
+            Some(_) => return self.check_finalize(st),
+        }
+        if graceful {
+            if let Some(op) = st.recv_op {
+                self.port.cancel_op(op);
+            }
+            if st.queue.is_idle() {
+                self.close_handle(st);
+            } else {
+                st.linger_due = self.now().saturating_add(self.cfg.linger_ticks);
+                self.schedule(st, st.idx, st.linger_due);
+            }
+        } else {
+            st.queue.clear_queued();
+            self.close_handle(st);
+        }
+        self.check_finalize(st)
+    }
+
+    /// Closes the session's handle once: cancels what is in flight on it.
+    pub(crate) fn close_handle(&self, st: &mut State) {
+        if !st.handle_closed {
+            if let Some(h) = st.handle {
+                let _ = self.port.close(&h);
+            }
+            st.handle_closed = true;
+        }
+    }
+
+    /// `true` (once) when a closing session has nothing left in flight.
+    pub(crate) fn check_finalize(&self, st: &mut State) -> bool {
+        let ready = st.live
+            && st.close.is_some()
+            && st.handle_closed
+            && !st.recv_armed
+            && !st.recv_busy
+            && !st.queue.in_flight()
+            && !st.finalizing;
+        if ready {
+            st.finalizing = true;
+        }
+        ready
+    }
+
+    /// Asks a worker to finalize a session (from threads that are not workers).
+    pub(crate) fn post_finalize(&self, idx: u32, gen: u32) {
+        if self.port.post(session_key(idx, gen), 0, CTX_FINALIZE).is_err() {
+            self.orphans.lock().push((idx, gen));
+        }
+    }
+
+    /// Puts a timeout check for the session on the wheel at `due`, unless an
+    /// earlier one is already there.
+    pub(crate) fn schedule(&self, st: &mut State, idx: u32, due: Tick) {
+        if due >= st.wheel_due || due == NEVER {
+            return;
+        }
+        let due = self.wheel.lock().schedule(Entry { idx, gen: st.gen, due });
+        st.wheel_due = due;
+    }
+
+    /// Notes that a session's receive found the pool empty; it is re-armed
+    /// when buffers come back (a send completes) or after a short delay.
+    pub(crate) fn starve(&self, idx: u32, st: &mut State) {
+        st.starved = true;
+        self.starved.lock().push((idx, st.gen));
+        self.starved_any.store(true, Release);
+        if !self.retry_armed.swap(true, AcqRel) && self.port.timeout(Duration::from_millis(2), CTX_RETRY).is_err() {
+            self.retry_armed.store(false, Release);
+        }
+    }
+
+    /// Arms the session's receive. Returns `true` if that failed and the
+    /// session must be finalized.
+    pub(crate) fn arm_recv(&self, slot: &Slot, st: &mut State) -> bool {
+        let Some(h) = st.handle else { return false };
+        let r = if self.cfg.multishot {
+            self.port.recv_pooled_multi(&h, &self.pool, CTX_RECV)
+        } else {
+            self.port.recv_pooled(&h, &self.pool, CTX_RECV)
+        };
+        match r {
+            Ok(op) => {
+                st.recv_armed = true;
+                st.recv_op = Some(op);
+                false
+            }
+            Err(e) => self.begin_close(slot, st, DisconnectReason::Io(e.into()), false),
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Session behaviour through real sockets: slow consumers cut at the cap
+//! while others keep receiving, peers that reset, half-close or send
+//! oversized frames disturbing nobody, timeouts, graceful close, files in
+//! order with bytes, and handles that go stale.
+
+mod util;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cport_server::{
+    Backend, DisconnectReason, Framing, Handler, LengthWidth, Message, ReasonKind, SendErrorKind, Session,
+};
+use parking_lot::Mutex;
+use util::*;
+
+/// Makes the next close of `s` send a reset instead of a FIN.
+fn set_linger_zero(s: &TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    setsockopt(
+        &s.as_fd(),
+        sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
+}
+
+/// Shrinks a client's receive buffer so the server's queue fills quickly.
+fn small_rcvbuf(s: &TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    setsockopt(&s.as_fd(), sockopt::RcvBuf, &4096).unwrap();
+}
+
+/// Remembers every session, so the test can send to them from outside.
+#[derive(Default, Clone)]
+struct Keep {
+    sessions: Arc<Mutex<Vec<Session>>>,
+    gone: Disconnects,
+}
+
+impl Handler for Keep {
+    type State = ();
+    fn on_connect(&self, s: &Session) {
+        self.sessions.lock().push(s.clone());
+    }
+    fn on_message(&self, _: &Session, _: &mut (), _: Message) {}
+    fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
+        self.sessions.lock().retain(|x| x.id() != s.id());
+        self.gone.lock().push((s.id(), reason.kind()));
+    }
+}
+
+fn session_of(keep: &Keep, client: &TcpStream) -> Session {
+    let local = client.local_addr().unwrap();
+    let mut found = None;
+    assert!(eventually(LONG, || {
+        found = keep
+            .sessions
+            .lock()
+            .iter()
+            .find(|s| s.peer_addr() == Some(local))
+            .cloned();
+        found.is_some()
+    }));
+    found.unwrap()
+}
+
+backend_tests! {
+    fn slow_consumer_is_cut_at_the_cap_while_others_keep_receiving(backend: Backend) {
+        let cap = 256 * 1024;
+        let keep = Keep::default();
+        let server = builder(backend).max_queued_bytes(cap).start(keep.clone()).unwrap();
+        let addr = server.local_addr();
+        let slow = connect(addr);
+        small_rcvbuf(&slow);
+        let mut fast = connect(addr);
+        let (slow_s, fast_s) = (session_of(&keep, &slow), session_of(&keep, &fast));
+        let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+        let total = 32 << 20; // far more than the slow client's kernel buffers plus the cap
+        let reader = thread::spawn(move || {
+            let mut got = 0usize;
+            let mut buf = vec![0u8; 1 << 16];
+            let t0 = Instant::now();
+            while got < total {
+                let n = fast.read(&mut buf).expect("fast reader keeps receiving");
+                assert!(n > 0, "fast reader cut off after {got} bytes");
+                got += n;
+            }
+            (t0.elapsed(), fast)
+        });
+        let mut sent = 0;
+        let mut slow_cut_at = None;
+        while sent < total {
+            // Pace on the fast session only: it reads, so it must never pass the cap.
+            while fast_s.queued_bytes() > cap / 2 {
+                thread::sleep(Duration::from_micros(200));
+            }
+            let b = server.broadcast([&fast_s, &slow_s], &chunk);
+            if b.refused > 0 && slow_cut_at.is_none() {
+                slow_cut_at = Some(sent);
+            }
+            sent += chunk.len();
+        }
+        let (elapsed, _fast) = reader.join().unwrap();
+        assert!(slow_cut_at.is_some(), "the slow consumer was never cut off");
+        assert!(eventually(LONG, || keep.gone.lock().iter().any(|(id, k)| *id == slow_s.id() && *k == ReasonKind::SlowConsumer)));
+        assert!(fast_s.is_open(), "the fast consumer is still connected: {:?}", keep.gone.lock());
+        assert!(elapsed < Duration::from_secs(20), "fast consumer slowed down: {elapsed:?}");
+        assert_eq!(server.stats().disconnects_of(ReasonKind::SlowConsumer), 1);
+        drop(slow);
+    }
+
+    fn resets_half_closes_and_oversized_lines_disturb_nobody(backend: Backend) {
+        let echo = LineEcho::default();
+        let server = builder(backend).framing(Framing::Lines { max_line: 64 }).start(echo.clone()).unwrap();
+        let addr = server.local_addr();
+        // A steady client pinging all along.
+        let steady = thread::spawn(move || {
+            let mut s = connect(addr);
+            for i in 0..300 {
+                let line = format!("ping {i}\n");
+                assert_eq!(round_trip(&mut s, line.as_bytes(), line.len()), line.as_bytes());
+                thread::sleep(Duration::from_millis(2));
+            }
+        });
+        for round in 0..5 {
+            // Reset mid-send: half a line and a big unread echo pending, then RST.
+            let mut r = connect(addr);
+            r.write_all(&b"full line\n".repeat(2000)).unwrap();
+            r.write_all(b"half a li").unwrap();
+            set_linger_zero(&r);
+            drop(r);
+            // Half-close: everything sent before the FIN is echoed, then the end.
+            let mut h = connect(addr);
+            let lines: String = (0..100).map(|i| format!("line {round} {i}\n")).collect();
+            h.write_all(lines.as_bytes()).unwrap();
+            h.shutdown(Shutdown::Write).unwrap();
+            let (got, res) = read_to_end_or_reset(&mut h);
+            res.unwrap();
+            assert_eq!(String::from_utf8(got).unwrap(), lines);
+            // Oversized line: that session ends, with a clear reason.
+            let mut o = connect(addr);
+            o.write_all(&[b'a'; 500]).unwrap();
+            o.write_all(b"\n").unwrap();
+            let (got, _) = read_to_end_or_reset(&mut o);
+            assert!(got.is_empty());
+        }
+        steady.join().unwrap();
+        assert!(eventually(LONG, || echo.gone.lock().len() >= 15));
+        let stats = server.stats();
+        assert_eq!(stats.disconnects_of(ReasonKind::Frame), 5, "{stats:?}");
+        assert!(stats.disconnects_of(ReasonKind::PeerClosed) >= 5, "{stats:?}");
+    }
+
+    fn oversized_length_prefixed_frame_ends_only_that_session(backend: Backend) {
+        #[derive(Clone, Default)]
+        struct Packets(Disconnects);
+        impl Handler for Packets {
+            type State = ();
+            fn on_connect(&self, _: &Session) {}
+            fn on_message(&self, s: &Session, _: &mut (), msg: Message) {
+                let mut v = (msg.len() as u16).to_le_bytes().to_vec();
+                v.extend_from_slice(&msg);
+                let _ = s.send(v);
+            }
+            fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
+                self.0.lock().push((s.id(), reason.kind()));
+            }
+        }
+        let h = Packets::default();
+        let server = builder(backend).length_prefixed(LengthWidth::U16, 1000).start(h.clone()).unwrap();
+        let addr = server.local_addr();
+        let mut good = connect(addr);
+        let mut bad = connect(addr);
+        // A packet split byte by byte comes back whole.
+        let mut pkt = 5u16.to_le_bytes().to_vec();
+        pkt.extend_from_slice(b"hello");
+        for b in &pkt {
+            good.write_all(&[*b]).unwrap();
+            thread::sleep(Duration::from_millis(1));
+        }
+        let mut got = [0u8; 7];
+        good.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..], &pkt[..]);
+        // A packet declaring 5000 bytes ends its session before the bytes come.
+        bad.write_all(&5000u16.to_le_bytes()).unwrap();
+        let (_, _) = read_to_end_or_reset(&mut bad);
+        assert!(eventually(LONG, || h.0.lock().iter().any(|(_, k)| *k == ReasonKind::Frame)));
+        good.write_all(&pkt).unwrap();
+        good.read_exact(&mut got).unwrap();
+        assert_eq!(&got[..], &pkt[..]);
+    }
+
+    fn a_frame_left_unfinished_is_cut_by_the_frame_timeout(backend: Backend) {
+        let echo = LineEcho::default();
+        let server = builder(backend)
+            .framing(Framing::Lines { max_line: 100 })
+            .frame_timeout(Some(Duration::from_millis(300)))
+            .start(echo.clone())
+            .unwrap();
+        let addr = server.local_addr();
+        let mut loris = connect(addr);
+        let mut quiet = connect(addr);
+        let t0 = Instant::now();
+        loris.write_all(b"GET / HT").unwrap();
+        let (_, _) = read_to_end_or_reset(&mut loris);
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "cut after {took:?}: {:?}", echo.gone.lock());
+        assert!(eventually(LONG, || echo.gone.lock().iter().any(|(_, k)| *k == ReasonKind::FrameTimeout)));
+        // A session with no partial frame is not affected.
+        assert_eq!(round_trip(&mut quiet, b"still here\n", 11), b"still here\n");
+    }
+
+    fn idle_sessions_are_cut_and_busy_ones_are_not(backend: Backend) {
+        let echo = Echo::default();
+        let server = builder(backend).idle_timeout(Some(Duration::from_millis(300))).start(echo.clone()).unwrap();
+        let addr = server.local_addr();
+        let mut idle = connect(addr);
+        let mut busy = connect(addr);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(1200) {
+            assert_eq!(round_trip(&mut busy, b"x", 1), b"x");
+            thread::sleep(Duration::from_millis(50));
+        }
+        let (_, _) = read_to_end_or_reset(&mut idle);
+        assert_eq!(echo.gone.lock().iter().filter(|(_, k)| *k == ReasonKind::IdleTimeout).count(), 1);
+        assert_eq!(round_trip(&mut busy, b"y", 1), b"y");
+    }
+
+    fn close_flushes_what_is_queued_then_ends_the_stream(backend: Backend) {
+        #[derive(Clone, Default)]
+        struct Bulk(Disconnects);
+        impl Handler for Bulk {
+            type State = ();
+            fn on_connect(&self, s: &Session) {
+                for i in 0..64u8 {
+                    s.send(vec![i; 32 * 1024]).unwrap();
+                }
+                s.close();
+                assert_eq!(s.send(&b"late"[..]).unwrap_err().kind, SendErrorKind::Closed);
+            }
+            fn on_message(&self, _: &Session, _: &mut (), _: Message) {}
+            fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
+                self.0.lock().push((s.id(), reason.kind()));
+            }
+        }
+        let h = Bulk::default();
+        let server = builder(backend).start(h.clone()).unwrap();
+        let mut c = connect(server.local_addr());
+        thread::sleep(Duration::from_millis(100)); // let the queue back up
+        let (got, res) = read_to_end_or_reset(&mut c);
+        res.unwrap();
+        assert_eq!(got.len(), 64 * 32 * 1024);
+        for (i, chunk) in got.chunks(32 * 1024).enumerate() {
+            assert!(chunk.iter().all(|b| *b == i as u8), "chunk {i} out of order");
+        }
+        assert!(eventually(LONG, || h.0.lock().first().map(|x| x.1) == Some(ReasonKind::Closed)));
+    }
+
+    fn files_go_out_in_order_with_bytes(backend: Backend) {
+        let path = std::env::temp_dir().join(format!("cport-server-sendfile-{}-{}", std::process::id(), backend.name()));
+        let body = Rng(42).bytes(3 * 1024 * 1024 + 17);
+        std::fs::write(&path, &body).unwrap();
+        let file = Arc::new(File::open(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        #[derive(Clone)]
+        struct Files(Arc<File>, u64);
+        impl Handler for Files {
+            type State = ();
+            fn on_connect(&self, _: &Session) {}
+            fn on_message(&self, s: &Session, _: &mut (), _: Message) {
+                s.send(&b"head:"[..]).unwrap();
+                s.send_file(self.0.clone(), 0, self.1).unwrap();
+                s.send(&b":mid:"[..]).unwrap();
+                s.send_file(self.0.clone(), 10, 20).unwrap();
+                s.send(&b":tail"[..]).unwrap();
+            }
+        }
+        let server = builder(backend).start(Files(file, body.len() as u64)).unwrap();
+        let mut c = connect(server.local_addr());
+        c.write_all(b"get").unwrap();
+        let mut want = b"head:".to_vec();
+        want.extend_from_slice(&body);
+        want.extend_from_slice(b":mid:");
+        want.extend_from_slice(&body[10..30]);
+        want.extend_from_slice(b":tail");
+        let mut got = vec![0u8; want.len()];
+        c.read_exact(&mut got).unwrap();
+        assert!(got == want, "file range out of order or corrupted");
+    }
+
+    fn a_handle_goes_stale_when_its_session_ends(backend: Backend) {
+        let keep = Keep::default();
+        let server = builder(backend).start(keep.clone()).unwrap();
+        let c = connect(server.local_addr());
+        let s = session_of(&keep, &c);
+        assert!(s.is_open());
+        drop(c);
+        assert!(eventually(LONG, || !s.is_open()));
+        assert!(eventually(LONG, || keep.gone.lock().len() == 1));
+        // A new session may take the same slot; the old handle never reaches it.
+        let mut c2 = connect(server.local_addr());
+        let s2 = session_of(&keep, &c2);
+        assert_ne!(s.id(), s2.id());
+        assert_eq!(s.send(&b"stale"[..]).unwrap_err().kind, SendErrorKind::Closed);
+        s.close();
+        s2.send(&b"fresh"[..]).unwrap();
+        let mut got = [0u8; 5];
+        c2.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"fresh");
+    }
+
+    fn broadcast_reaches_every_session_once(backend: Backend) {
+        let keep = Keep::default();
+        let server = builder(backend).start(keep.clone()).unwrap();
+        let mut clients: Vec<_> = (0..20).map(|_| connect(server.local_addr())).collect();
+        assert!(eventually(LONG, || keep.sessions.lock().len() == 20));
+        let msg = Bytes::from_static(b"to everyone\n");
+        for _ in 0..3 {
+            let all = server.sessions();
+            let b = server.broadcast(&all, &msg);
+            assert_eq!((b.queued, b.refused), (20, 0));
+        }
+        for c in &mut clients {
+            let mut got = vec![0u8; msg.len() * 3];
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(got, msg.repeat(3));
+        }
+    }
+
+    fn a_panicking_handler_ends_only_its_session(backend: Backend) {
+        #[derive(Clone, Default)]
+        struct Fragile(Disconnects);
+        impl Handler for Fragile {
+            type State = ();
+            fn on_connect(&self, _: &Session) {}
+            fn on_message(&self, s: &Session, _: &mut (), msg: Message) {
+                assert!(&msg[..] != b"boom", "the handler panics on purpose");
+                let _ = s.send(msg);
+            }
+            fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
+                self.0.lock().push((s.id(), reason.kind()));
+            }
+        }
+        let h = Fragile::default();
+        let server = builder(backend).start(h.clone()).unwrap();
+        let mut good = connect(server.local_addr());
+        let mut bad = connect(server.local_addr());
+        assert_eq!(round_trip(&mut good, b"ok", 2), b"ok");
+        bad.write_all(b"boom").unwrap();
+        let (_, _) = read_to_end_or_reset(&mut bad);
+        assert!(eventually(LONG, || h.0.lock().iter().any(|(_, k)| *k == ReasonKind::HandlerPanicked)));
+        assert_eq!(round_trip(&mut good, b"still", 5), b"still", "the worker lives on");
+    }
+}

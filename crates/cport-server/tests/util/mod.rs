@@ -1,0 +1,166 @@
+//! Helpers shared by the server integration tests: the macro that runs a
+//! test on both backends, small handlers, loopback clients, bounded waiting.
+
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cport_server::{Backend, DisconnectReason, Handler, Message, ReasonKind, Server, ServerBuilder, Session};
+use parking_lot::Mutex;
+
+/// How long a test waits for something that should happen soon.
+pub const LONG: Duration = Duration::from_secs(10);
+
+/// Expands each `fn name(backend: Backend) { body }` into a module `name`
+/// with two tests, `name::uring` and `name::epoll`: one body, both backends.
+macro_rules! backend_tests {
+    ($($(#[$meta:meta])* fn $name:ident($backend:ident: Backend) $body:block)*) => {$(
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($backend: ::cport_server::Backend) $body
+
+            #[test]
+            fn uring() {
+                run(::cport_server::Backend::IoUring)
+            }
+
+            #[test]
+            fn epoll() {
+                run(::cport_server::Backend::Epoll)
+            }
+        }
+    )*};
+}
+pub(crate) use backend_tests;
+
+/// A builder on `backend`, listening on a free loopback port, with a fast tick.
+pub fn builder(backend: Backend) -> ServerBuilder {
+    // Logs only when asked for: RUST_LOG=cport_server=debug cargo test ...
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    Server::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .backend(backend)
+        .tick(Duration::from_millis(50))
+        .recv_buffers(1024, 4096)
+}
+
+/// Disconnects seen by a handler: (session id, reason kind).
+pub type Disconnects = Arc<Mutex<Vec<(u64, ReasonKind)>>>;
+
+/// Raw echo: every chunk goes straight back.
+#[derive(Default, Clone)]
+pub struct Echo {
+    pub gone: Disconnects,
+}
+
+impl Handler for Echo {
+    type State = ();
+    fn on_connect(&self, _: &Session) {}
+    fn on_message(&self, s: &Session, _: &mut (), msg: Message) {
+        let _ = s.send(msg);
+    }
+    fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
+        self.gone.lock().push((s.id(), reason.kind()));
+    }
+}
+
+/// Line echo: each line back with its newline.
+#[derive(Default, Clone)]
+pub struct LineEcho {
+    pub gone: Disconnects,
+}
+
+impl Handler for LineEcho {
+    type State = ();
+    fn on_connect(&self, _: &Session) {}
+    fn on_message(&self, s: &Session, _: &mut (), msg: Message) {
+        let mut v = msg.to_vec();
+        v.push(b'\n');
+        let _ = s.send(v);
+    }
+    fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
+        self.gone.lock().push((s.id(), reason.kind()));
+    }
+}
+
+/// A loopback client with timeouts, so no test can hang on a read.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(LONG)).unwrap();
+    s.set_write_timeout(Some(LONG)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads until end of stream; errors (a reset) end the read too.
+pub fn read_to_end_or_reset(s: &mut TcpStream) -> (Vec<u8>, io::Result<()>) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, Ok(())),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => return (out, Err(e)),
+        }
+    }
+}
+
+/// Writes a line and reads back exactly `want` bytes.
+pub fn round_trip(s: &mut TcpStream, line: &[u8], want: usize) -> Vec<u8> {
+    s.write_all(line).unwrap();
+    let mut got = vec![0u8; want];
+    s.read_exact(&mut got).unwrap();
+    got
+}
+
+/// Waits until `f` holds, for at most `limit`.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
+
+/// Open fds of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// A small deterministic generator (xorshift), for sizes and contents.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&self.next().to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+}

@@ -1,0 +1,430 @@
+//! One non-blocking attempt at a socket operation, and the completion it
+//! finally makes.
+//!
+//! Every pointer handed to the kernel here points into memory the op owns
+//! (a `Vec`'s spare capacity, a `Buf`, a pool buffer taken for this call, or
+//! a local), and each call returns before the attempt does: nothing is left
+//! for the kernel to touch afterwards.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::buf::{Buf, Payload};
+use crate::completion::{Completion, Meta};
+use crate::sys::{sockaddr_to_std, syscall, Op};
+
+/// Iovecs gathered on the stack before falling back to the heap.
+const STACK_IOVS: usize = 32;
+/// Largest count one `sendfile` call takes (what Linux caps transfers at).
+const MAX_SENDFILE: u64 = 0x7fff_f000;
+
+/// What the driver believes about an fd's readiness. A `false` is only
+/// trusted once an edge is sure to follow (after `EAGAIN`, or a short
+/// transfer on a stream socket); until registered, everything counts as ready.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Flags {
+    pub(super) registered: bool,
+    /// A stream socket (learnt at registration): a short transfer means drained.
+    pub(super) stream: bool,
+    pub(super) read_ready: bool,
+    pub(super) write_ready: bool,
+    /// The peer shut its side, or the socket failed: reads never block again,
+    /// so a short read proves nothing.
+    pub(super) rdhup: bool,
+}
+
+impl Default for Flags {
+    fn default() -> Self {
+        Flags {
+            registered: false,
+            stream: false,
+            read_ready: true,
+            write_ready: true,
+            rdhup: false,
+        }
+    }
+}
+
+impl Flags {
+    pub(super) fn ready(&self, read: bool) -> bool {
+        if read {
+            self.read_ready
+        } else {
+            self.write_ready
+        }
+    }
+    /// After a read of `n` of `want` bytes: a short read on a stream socket
+    /// means the receive queue is empty, so the next read would block.
+    fn after_read(&mut self, n: usize, want: usize) {
+        if n == 0 && want > 0 {
+            self.rdhup = true;
+        } else if n < want && !self.rdhup && (self.stream || !self.registered) {
+            self.read_ready = false;
+        }
+    }
+    /// After a send of `n` of `want` bytes: a short send on a stream socket
+    /// means the send buffer is full (and the kernel will signal space).
+    fn after_write(&mut self, n: usize, want: usize) {
+        if n < want && (self.stream || !self.registered) {
+            self.write_ready = false;
+        }
+    }
+}
+
+/// Extra result data that the final completion's payload is built from.
+pub(super) enum Aux {
+    None,
+    /// The datagram's sender (`recv_from`).
+    Peer(Option<SocketAddr>),
+    /// The pool buffer that holds the data (`recv_pooled`).
+    Bid(u16),
+}
+
+/// The outcome of one attempt.
+pub(super) enum Attempt {
+    /// Would block: wait for readiness.
+    Again,
+    /// Made progress and may make more (part of a `send_file`).
+    Step,
+    /// A multishot delivery; the op stays armed.
+    Emit(io::Result<usize>, Payload),
+    /// The op is finished.
+    Done(io::Result<usize>, Aux),
+}
+
+fn is_again(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EAGAIN))
+}
+
+fn is_intr(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+/// Tries `op` once (retrying `EINTR`), updating the readiness `flags`.
+pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls: &AtomicU64) -> Attempt {
+    loop {
+        calls.fetch_add(1, Relaxed);
+        let a = match op {
+            Op::Accept { fd, multishot } => accept(*fd, *multishot, flags),
+            Op::Connect { fd, addr } => connect(*fd, addr, progress, flags, calls),
+            Op::Recv { fd, buf } => {
+                let spare = buf.spare_capacity_mut();
+                let want = spare.len();
+                // SAFETY: the kernel writes at most `want` bytes into the
+                // spare capacity of a Vec this op owns.
+                match syscall!(recv(*fd, spare.as_mut_ptr().cast(), want, 0)) {
+                    Ok(n) => {
+                        flags.after_read(n as usize, want);
+                        Attempt::Done(Ok(n as usize), Aux::None)
+                    }
+                    Err(e) => read_error(e, flags),
+                }
+            }
+            Op::RecvPooled { fd, pool, multishot } => {
+                let Some((bid, ptr, size)) = pool.take() else {
+                    return pool_empty(*fd, flags, calls);
+                };
+                // SAFETY: buffer `bid` was just taken from the free list, so
+                // this call is its only user; it is `size` bytes long.
+                match syscall!(recv(*fd, ptr.cast(), size, 0)) {
+                    Ok(0) => {
+                        pool.untake(bid);
+                        flags.after_read(0, size);
+                        Attempt::Done(Ok(0), Aux::None)
+                    }
+                    Ok(n) => {
+                        let n = n as usize;
+                        flags.after_read(n, size);
+                        if *multishot {
+                            Attempt::Emit(Ok(n), Payload::Buf(Buf::Pooled(pool.claim(bid, n))))
+                        } else {
+                            Attempt::Done(Ok(n), Aux::Bid(bid))
+                        }
+                    }
+                    Err(e) => {
+                        pool.untake(bid);
+                        read_error(e, flags)
+                    }
+                }
+            }
+            Op::Send { fd, buf } => {
+                let s = buf.as_slice();
+                // SAFETY: the kernel reads `s.len()` bytes of a buffer this op owns.
+                match syscall!(send(*fd, s.as_ptr().cast(), s.len(), libc::MSG_NOSIGNAL)) {
+                    Ok(n) => {
+                        flags.after_write(n as usize, s.len());
+                        Attempt::Done(Ok(n as usize), Aux::None)
+                    }
+                    Err(e) => write_error(e, flags),
+                }
+            }
+            Op::SendVectored { fd, bufs } => send_vectored(*fd, bufs, flags),
+            Op::RecvFrom { fd, buf } => {
+                let spare = buf.spare_capacity_mut();
+                let mut iov = libc::iovec {
+                    iov_base: spare.as_mut_ptr().cast(),
+                    iov_len: spare.len(),
+                };
+                // SAFETY: all-zero bytes are a valid sockaddr_storage and msghdr.
+                let (mut addr, mut hdr): (libc::sockaddr_storage, libc::msghdr) = unsafe { std::mem::zeroed() };
+                hdr.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                hdr.msg_iov = &mut iov;
+                hdr.msg_iovlen = 1;
+                // SAFETY: the header points at a live iovec over the op's spare
+                // capacity and at local address storage of the stated size.
+                match syscall!(recvmsg(*fd, &mut hdr, 0)) {
+                    Ok(n) => Attempt::Done(Ok(n as usize), Aux::Peer(sockaddr_to_std(&addr, hdr.msg_namelen))),
+                    Err(e) => read_error(e, flags),
+                }
+            }
+            Op::SendTo { fd, buf, addr } => {
+                let s = buf.as_slice();
+                let mut iov = libc::iovec {
+                    iov_base: s.as_ptr() as *mut libc::c_void,
+                    iov_len: s.len(),
+                };
+                // SAFETY: all-zero bytes are a valid msghdr.
+                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+                hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+                hdr.msg_namelen = addr.len();
+                hdr.msg_iov = &mut iov;
+                hdr.msg_iovlen = 1;
+                // SAFETY: the header points at a live iovec over the op's
+                // buffer (only read) and at the op's own address.
+                match syscall!(sendmsg(*fd, &hdr, libc::MSG_NOSIGNAL)) {
+                    Ok(n) => Attempt::Done(Ok(n as usize), Aux::None),
+                    Err(e) => write_error(e, flags),
+                }
+            }
+            Op::SendFile { fd, file, offset, len } => {
+                if *len == 0 {
+                    return Attempt::Done(Ok(*progress as usize), Aux::None);
+                }
+                let mut off = *offset as libc::off_t;
+                let chunk = (*len).min(MAX_SENDFILE) as usize;
+                match syscall!(sendfile(*fd, file.as_raw_fd(), &mut off, chunk)) {
+                    Ok(0) => Attempt::Done(Ok(*progress as usize), Aux::None), // end of file
+                    Ok(n) => {
+                        let n = n as u64;
+                        *offset += n;
+                        *len -= n.min(*len);
+                        *progress += n;
+                        if *len == 0 {
+                            Attempt::Done(Ok(*progress as usize), Aux::None)
+                        } else {
+                            Attempt::Step
+                        }
+                    }
+                    Err(e) => write_error(e, flags),
+                }
+            }
+            Op::Nop
+            | Op::Timeout { .. }
+            | Op::Shutdown { .. }
+            | Op::ReadAt { .. }
+            | Op::WriteAt { .. }
+            | Op::Fsync { .. } => Attempt::Done(Err(errno(libc::EINVAL)), Aux::None),
+        };
+        match a {
+            Attempt::Done(Err(ref e), _) if is_intr(e) => continue,
+            a => return a,
+        }
+    }
+}
+
+fn read_error(e: io::Error, flags: &mut Flags) -> Attempt {
+    if is_again(&e) {
+        flags.read_ready = false;
+        Attempt::Again
+    } else {
+        Attempt::Done(Err(e), Aux::None)
+    }
+}
+
+fn write_error(e: io::Error, flags: &mut Flags) -> Attempt {
+    if is_again(&e) {
+        flags.write_ready = false;
+        Attempt::Again
+    } else {
+        Attempt::Done(Err(e), Aux::None)
+    }
+}
+
+fn accept(fd: RawFd, multishot: bool, flags: &mut Flags) -> Attempt {
+    // Blocking and close-on-exec, exactly as io_uring's accept hands it out:
+    // the stream may be used without the port; `associate` makes it non-blocking.
+    match syscall!(accept4(
+        fd,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        libc::SOCK_CLOEXEC
+    )) {
+        Ok(s) if multishot => {
+            // SAFETY: accept4 just created this fd; nothing else owns it.
+            let stream = unsafe { TcpStream::from_raw_fd(s) };
+            Attempt::Emit(Ok(0), Payload::Accepted(stream))
+        }
+        Ok(s) => Attempt::Done(Ok(s as usize), Aux::None),
+        // The connection went away before we took it: take the next.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Attempt::Done(Err(errno(libc::EINTR)), Aux::None),
+        Err(e) => read_error(e, flags),
+    }
+}
+
+fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut Flags, calls: &AtomicU64) -> Attempt {
+    if *progress == 0 {
+        return match syscall!(connect(fd, addr.as_ptr().cast(), addr.len())) {
+            Ok(_) => Attempt::Done(Ok(0), Aux::None),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => {
+                *progress = 1;
+                flags.write_ready = false;
+                Attempt::Again
+            }
+            Err(e) => Attempt::Done(Err(e), Aux::None),
+        };
+    }
+    // Writable (or failed): the socket's pending error says how it went.
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let r = syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ERROR,
+        (&mut err as *mut libc::c_int).cast(),
+        &mut len
+    ));
+    if let Err(e) = r {
+        return Attempt::Done(Err(e), Aux::None);
+    }
+    if err != 0 {
+        return Attempt::Done(Err(errno(err)), Aux::None);
+    }
+    // No error yet: connected, or still in progress (a stale readiness).
+    // SAFETY: all-zero bytes are a valid sockaddr_storage.
+    let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut plen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    calls.fetch_add(1, Relaxed);
+    match syscall!(getpeername(
+        fd,
+        (&mut peer as *mut libc::sockaddr_storage).cast(),
+        &mut plen
+    )) {
+        Ok(_) => Attempt::Done(Ok(0), Aux::None),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            flags.write_ready = false;
+            Attempt::Again
+        }
+        Err(e) => Attempt::Done(Err(e), Aux::None),
+    }
+}
+
+/// The pool has no free buffer: like io_uring, fail with `ENOBUFS` only once
+/// data has arrived (or report end of stream); until then, keep waiting.
+fn pool_empty(fd: RawFd, flags: &mut Flags, calls: &AtomicU64) -> Attempt {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: peeks at most one byte into a live local.
+        let r = syscall!(recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK));
+        match r {
+            Ok(0) => {
+                flags.rdhup = true;
+                return Attempt::Done(Ok(0), Aux::None);
+            }
+            Ok(_) => return Attempt::Done(Err(errno(libc::ENOBUFS)), Aux::None),
+            Err(e) if is_intr(&e) => calls.fetch_add(1, Relaxed),
+            Err(e) => return read_error(e, flags),
+        };
+    }
+}
+
+fn send_vectored(fd: RawFd, bufs: &[Buf], flags: &mut Flags) -> Attempt {
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut stack = [empty; STACK_IOVS];
+    let mut heap: Vec<libc::iovec>;
+    let iovs: &mut [libc::iovec] = if bufs.len() <= STACK_IOVS {
+        &mut stack[..bufs.len()]
+    } else {
+        heap = vec![empty; bufs.len()];
+        &mut heap[..]
+    };
+    let mut total = 0;
+    for (iov, b) in iovs.iter_mut().zip(bufs) {
+        let s = b.as_slice();
+        *iov = libc::iovec {
+            iov_base: s.as_ptr() as *mut libc::c_void,
+            iov_len: s.len(),
+        };
+        total += s.len();
+    }
+    // SAFETY: all-zero bytes are a valid msghdr.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = iovs.as_mut_ptr();
+    hdr.msg_iovlen = iovs.len();
+    // SAFETY: the header points at live iovecs over buffers this op owns,
+    // which the kernel only reads.
+    match syscall!(sendmsg(fd, &hdr, libc::MSG_NOSIGNAL)) {
+        Ok(n) => {
+            flags.after_write(n as usize, total);
+            Attempt::Done(Ok(n as usize), Aux::None)
+        }
+        Err(e) => write_error(e, flags),
+    }
+}
+
+/// `shutdown(2)`, done at once.
+pub(super) fn shutdown(fd: RawFd, how: Shutdown, calls: &AtomicU64) -> io::Result<usize> {
+    let how = match how {
+        Shutdown::Read => libc::SHUT_RD,
+        Shutdown::Write => libc::SHUT_WR,
+        Shutdown::Both => libc::SHUT_RDWR,
+    };
+    calls.fetch_add(1, Relaxed);
+    syscall!(shutdown(fd, how)).map(|_| 0)
+}
+
+/// The final completion of an op, handing its buffers back exactly as the
+/// io_uring backend does.
+pub(super) fn finish(meta: Meta, op: Op, result: io::Result<usize>, aux: Aux) -> Completion {
+    let n = *result.as_ref().unwrap_or(&0);
+    let payload = match op {
+        Op::Recv { mut buf, .. } | Op::ReadAt { mut buf, .. } => {
+            grow(&mut buf, n);
+            Payload::Buf(Buf::Vec(buf))
+        }
+        Op::RecvFrom { mut buf, .. } => {
+            grow(&mut buf, n);
+            match (aux, result.is_ok()) {
+                (Aux::Peer(Some(a)), true) => Payload::Datagram(Buf::Vec(buf), Box::new(a)),
+                _ => Payload::Buf(Buf::Vec(buf)),
+            }
+        }
+        Op::Accept { .. } if result.is_ok() => {
+            // SAFETY: a successful accept4 made this fd for us; nobody else owns it.
+            Payload::Accepted(unsafe { TcpStream::from_raw_fd(n as RawFd) })
+        }
+        Op::RecvPooled { pool, .. } => match aux {
+            Aux::Bid(bid) => Payload::Buf(Buf::Pooled(pool.claim(bid, n))),
+            _ => Payload::None,
+        },
+        other => other.into_payload(),
+    };
+    Completion::new(meta, result, payload, false)
+}
+
+/// Counts `n` bytes the kernel wrote into `buf`'s spare capacity.
+fn grow(buf: &mut Vec<u8>, n: usize) {
+    let n = n.min(buf.capacity() - buf.len());
+    // SAFETY: a receive or read just initialised the first `n` bytes of the
+    // spare capacity (and `n` is 0 for any op that did not run).
+    unsafe { buf.set_len(buf.len() + n) };
+}

@@ -1,0 +1,226 @@
+//! Error paths: refused and reset connections, closed handles, cancellation.
+//! Every accepted operation still completes exactly once, and every buffer
+//! comes back, in the completion or in the submit error.
+
+mod util;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cport::{Buf, Key, OpKind, Payload, SubmitError, SubmitErrorKind};
+use util::*;
+
+/// The `Vec` a submit error handed back.
+fn vec_back(e: SubmitError) -> Vec<u8> {
+    match e.payload {
+        Payload::Buf(Buf::Vec(v)) => v,
+        other => panic!("expected the Vec back, got {other:?}"),
+    }
+}
+
+/// A buffer with both contents and spare capacity, to check it comes back whole.
+fn marked_buf() -> Vec<u8> {
+    let mut v = Vec::with_capacity(64);
+    v.extend_from_slice(b"keep");
+    v
+}
+
+fn assert_marked(v: &[u8], capacity: usize) {
+    assert_eq!(v, b"keep");
+    assert_eq!(capacity, 64);
+}
+
+backend_tests! {
+    fn connect_to_a_closed_port_is_refused(backend: Backend) {
+        let port = port(backend);
+        let addr = {
+            let l = listener();
+            l.local_addr().unwrap()
+        }; // closed: nothing listens there now
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let h = port.associate(TcpStream::from(sock), Key(1)).unwrap();
+        port.connect(&h, addr, 1u64).unwrap();
+        let c = next_of(&port, OpKind::Connect, 1);
+        assert_eq!(errno(&c), Some(libc::ECONNREFUSED), "{:?}", c.result());
+        assert_eq!(port.stats().errors, 1);
+    }
+
+    fn reset_by_peer_fails_pending_recv_then_send(backend: Backend) {
+        let port = port(backend);
+        let (h, peer) = associated_pair(&port, Key(1));
+        port.recv(&h, marked_buf(), 1u64).unwrap();
+        socket2::SockRef::from(&peer).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(peer); // linger 0: the close sends RST
+        let mut c = next_of(&port, OpKind::Recv, 1);
+        assert_eq!(errno(&c), Some(libc::ECONNRESET), "{:?}", c.result());
+        match c.take_buf() {
+            Some(Buf::Vec(v)) => assert_marked(&v, v.capacity()),
+            other => panic!("buffer not handed back: {other:?}"),
+        }
+        port.send(&h, "anyone there?", 2u64).unwrap();
+        let c = next_of(&port, OpKind::Send, 2);
+        assert!(matches!(errno(&c), Some(libc::EPIPE | libc::ECONNRESET)), "{:?}", c.result());
+    }
+
+    fn send_to_a_reset_peer_fails(backend: Backend) {
+        let port = port(backend);
+        let (h, peer) = associated_pair(&port, Key(1));
+        socket2::SockRef::from(&peer).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(peer);
+        // The reset may be processed a moment after the close: sends before
+        // it succeed (buffered); the first one after must fail cleanly.
+        for ctx in 0..1000u64 {
+            port.send(&h, "x", ctx).unwrap();
+            let c = next_of(&port, OpKind::Send, ctx);
+            match errno(&c) {
+                None => assert_eq!(c.bytes(), 1),
+                Some(libc::EPIPE | libc::ECONNRESET) => return,
+                Some(e) => panic!("unexpected error {e}: {:?}", c.result()),
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("sending to a reset peer never failed");
+    }
+
+    fn kernel_errors_arrive_as_completions(backend: Backend) {
+        let port = port(backend);
+        let (h, _peer) = associated_pair(&port, Key(1));
+        // Accepting on a connected stream is refused by the kernel, and the
+        // refusal is delivered like any other result.
+        port.accept(&h, 1u64).unwrap();
+        let c = next_of(&port, OpKind::Accept, 1);
+        assert_eq!(errno(&c), Some(libc::EINVAL), "{:?}", c.result());
+        assert!(c.payload().is_none_payload());
+    }
+
+    fn closed_handle_is_rejected(backend: Backend) {
+        let port = port(backend);
+        let (h, _peer) = associated_pair(&port, Key(1));
+        port.close(&h).unwrap();
+        assert_eq!(port.stats().handles, 0);
+
+        let e = port.recv(&h, marked_buf(), 1u64).unwrap_err();
+        assert_eq!(e.kind, SubmitErrorKind::InvalidHandle);
+        let v = vec_back(e);
+        assert_marked(&v, v.capacity());
+
+        let shared = Bytes::from_static(b"shared");
+        let e = port.send(&h, shared.clone(), 2u64).unwrap_err();
+        assert_eq!(e.kind, SubmitErrorKind::InvalidHandle);
+        assert!(matches!(e.payload, Payload::Buf(Buf::Bytes(b)) if b == shared));
+
+        let e = port.send_vectored(&h, vec![Buf::from("a"), Buf::from(b"bc".to_vec())], 3u64).unwrap_err();
+        assert_eq!(e.kind, SubmitErrorKind::InvalidHandle);
+        match e.payload {
+            Payload::Bufs(b) => assert_eq!(b.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), [b"a".to_vec(), b"bc".to_vec()]),
+            other => panic!("buffers not handed back: {other:?}"),
+        }
+
+        let tmp = TempFile::with_contents("closed", b"data");
+        let file = Arc::new(tmp.open_read());
+        let e = port.send_file(&h, file.clone(), 0, 4, 4u64).unwrap_err();
+        assert_eq!(e.kind, SubmitErrorKind::InvalidHandle);
+        assert!(matches!(e.payload, Payload::File(f) if Arc::ptr_eq(&f, &file)));
+
+        for r in [port.cancel(&h), port.close(&h)] {
+            assert_eq!(r.unwrap_err().kind, SubmitErrorKind::InvalidHandle);
+        }
+        assert_eq!(port.shutdown_socket(&h, std::net::Shutdown::Both, 5u64).unwrap_err().kind, SubmitErrorKind::InvalidHandle);
+        assert_nothing_more(&port);
+        assert_eq!(port.stats().in_flight, 0);
+    }
+
+    fn close_cancels_in_flight_ops_and_hands_buffers_back(backend: Backend) {
+        let port = port(backend);
+        let (h, _peer) = associated_pair(&port, Key(1));
+        port.recv(&h, marked_buf(), 1u64).unwrap();
+        port.close(&h).unwrap();
+        // Until the last operation on it has completed, the handle is closing.
+        let e = port.recv(&h, marked_buf(), 2u64).unwrap_err();
+        assert_eq!(e.kind, SubmitErrorKind::Closing);
+        let v = vec_back(e);
+        assert_marked(&v, v.capacity());
+        assert_eq!(port.close(&h).unwrap_err().kind, SubmitErrorKind::Closing);
+
+        let mut c = next_of(&port, OpKind::Recv, 1);
+        assert!(c.is_cancelled(), "{:?}", c.result());
+        match c.take_buf() {
+            Some(Buf::Vec(v)) => assert_marked(&v, v.capacity()),
+            other => panic!("buffer not handed back: {other:?}"),
+        }
+        assert_nothing_more(&port);
+        assert_eq!(port.recv(&h, Vec::new(), 3u64).unwrap_err().kind, SubmitErrorKind::InvalidHandle);
+        assert_eq!(port.stats().handles, 0);
+    }
+
+    fn cancel_of_a_handle_returns_the_pending_recv_buffer_intact(backend: Backend) {
+        let port = port(backend);
+        let (h, mut peer) = associated_pair(&port, Key(1));
+        port.recv(&h, marked_buf(), 1u64).unwrap();
+        port.cancel(&h).unwrap();
+        let mut c = next_of(&port, OpKind::Recv, 1);
+        assert!(c.is_cancelled(), "{:?}", c.result());
+        match c.take_buf() {
+            Some(Buf::Vec(v)) => assert_marked(&v, v.capacity()),
+            other => panic!("buffer not handed back: {other:?}"),
+        }
+        assert_nothing_more(&port);
+        assert_eq!(port.stats().in_flight, 0);
+        // Cancelling ends operations, not the handle.
+        port.recv(&h, Vec::with_capacity(8), 2u64).unwrap();
+        peer.write_all(b"still").unwrap();
+        assert_eq!(next_of(&port, OpKind::Recv, 2).bytes(), 5);
+    }
+
+    fn cancel_op_ends_only_that_operation(backend: Backend) {
+        let port = port(backend);
+        let (h1, _p1) = associated_pair(&port, Key(1));
+        let (h2, mut p2) = associated_pair(&port, Key(2));
+        let a = port.recv(&h1, marked_buf(), 1u64).unwrap();
+        port.recv(&h2, Vec::with_capacity(8), 2u64).unwrap();
+        let t = port.timeout(Duration::from_secs(3600), 3u64).unwrap();
+        port.cancel_op(a);
+        let mut c = next_of(&port, OpKind::Recv, 1);
+        assert!(c.is_cancelled(), "{:?}", c.result());
+        match c.take_buf() {
+            Some(Buf::Vec(v)) => assert_marked(&v, v.capacity()),
+            other => panic!("buffer not handed back: {other:?}"),
+        }
+        port.cancel_op(t);
+        let c = next_of(&port, OpKind::Timeout, 3);
+        assert!(c.is_cancelled(), "{:?}", c.result());
+        assert_nothing_more(&port);
+        // The other receive is still pending and works.
+        p2.write_all(b"ok").unwrap();
+        assert_eq!(next_of(&port, OpKind::Recv, 2).bytes(), 2);
+    }
+
+    fn cancel_op_of_a_finished_op_does_not_touch_a_later_one(backend: Backend) {
+        let port = port(backend);
+        let (h, mut peer) = associated_pair(&port, Key(1));
+        let old = port.nop(1u64).unwrap();
+        next_of(&port, OpKind::Nop, 1);
+        // The later op may reuse the finished one's slot; its id differs.
+        let new = port.recv(&h, Vec::with_capacity(8), 2u64).unwrap();
+        assert_ne!(old, new);
+        port.cancel_op(old);
+        assert_nothing_more(&port);
+        peer.write_all(b"fine").unwrap();
+        let c = next_of(&port, OpKind::Recv, 2);
+        assert_eq!(c.bytes(), 4, "{:?}", c.result());
+    }
+}
+
+/// `Payload` has no `is_none`; this reads better in asserts.
+trait IsNone {
+    fn is_none_payload(&self) -> bool;
+}
+
+impl IsNone for Payload {
+    fn is_none_payload(&self) -> bool {
+        matches!(self, Payload::None)
+    }
+}

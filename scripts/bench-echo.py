@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Echo benchmark suite: cport beside its peers, in one run.
+
+Builds everything in release, pins each server to core 0 and the load
+generator (cport's own, on the completion port) to core 1, and runs the
+servers in alternating rounds at each connection count and message size.
+Prints messages/s with the ratio to tokio, server CPU time per echoed
+message, system calls per message (perf, when it works here), server RSS and
+p99 latency; medians over the rounds.
+
+    scripts/bench-echo.py [--conns 1,50,500] [--sizes 64,4096] [--duration 10]
+                          [--rounds 3] [--servers cport-uring,cport-epoll,tokio,c-uring]
+                          [--json FILE]
+"""
+import argparse, json, os, shutil, socket, statistics, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, cwd=ROOT, **kw)
+
+
+def build(servers):
+    sh("cargo", "build", "--release", "-q", "-p", "cport-cli", "-p", "tokio-echo", "-p", "cport-bench", "-p", "cport",
+       "--example", "loadgen", "--example", "echo", "--bin", "cport", "--bin", "tokio-echo")
+    if "c-uring" in servers:
+        # The C reference loop needs liburing (apt: liburing-dev).
+        sh("cc", "-O2", "-o", os.path.join(REL, "c-uring-echo"), "peers/c-uring-echo/echo.c", "-luring")
+
+
+def server_cmd(name, port):
+    addr = f"127.0.0.1:{port}"
+    cport = os.path.join(REL, "cport")
+    return {
+        "cport-uring": ([cport, "echo", "--listen", addr, "--threads", "1", "--backend", "uring"], {}),
+        "cport-epoll": ([cport, "echo", "--listen", addr, "--threads", "1", "--backend", "epoll"], {}),
+        "cport-example": ([os.path.join(REL, "examples", "echo"), addr, "1"], {}),
+        "tokio": ([os.path.join(REL, "tokio-echo"), addr, "1"], {}),
+        "c-uring": ([os.path.join(REL, "c-uring-echo"), addr], {}),
+        "c-uring-coop": ([os.path.join(REL, "c-uring-echo"), addr], {"C_URING_COOP": "1"}),
+    }[name]
+
+
+def wait_listening(port, proc, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server on {port} never listened")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def perf_works():
+    if not shutil.which("perf"):
+        return False
+    r = subprocess.run(["perf", "stat", "-e", "raw_syscalls:sys_enter", "true"], capture_output=True)
+    return r.returncode == 0
+
+
+def one_run(name, conns, size, duration, use_perf, port):
+    cmd, env = server_cmd(name, port)
+    srv = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, **env})
+    try:
+        wait_listening(port, srv)
+        perf = None
+        if use_perf:
+            perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p", str(srv.pid),
+                                     "--", "sleep", str(duration)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True)
+        cpu0 = cpu_seconds(srv.pid)
+        out = subprocess.run(["taskset", "-c", "1", os.path.join(REL, "examples", "loadgen"), f"127.0.0.1:{port}",
+                              str(conns), str(size), str(duration), "0", "--json"],
+                             check=True, capture_output=True, text=True).stdout
+        cpu1 = cpu_seconds(srv.pid)
+        rep = json.loads(out.strip().splitlines()[-1])
+        syscalls = None
+        if perf is not None:
+            err = perf.communicate()[1]
+            for line in err.splitlines():
+                parts = line.split(",")
+                if len(parts) > 2 and "raw_syscalls" in line and parts[0].strip().isdigit():
+                    syscalls = int(parts[0])
+        msgs = max(rep["messages"], 1)
+        return {
+            "rate": rep["rate"],
+            "cpu_us_per_msg": (cpu1 - cpu0) * 1e6 / msgs,
+            "syscalls_per_msg": (syscalls / msgs) if syscalls is not None else None,
+            "rss_kib": rss_kib(srv.pid),
+            "p99_us": rep["p99_us"],
+            "client_saturated": rep["client_saturated"],
+            "errors": rep["errors"] + rep["connect_errors"],
+        }
+    finally:
+        srv.terminate()
+        try:
+            srv.wait(5)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+
+
+def med(rows, key):
+    vals = [r[key] for r in rows if r[key] is not None]
+    return statistics.median(vals) if vals else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--conns", default="1,50,500")
+    ap.add_argument("--sizes", default="64,4096")
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--servers", default="cport-uring,cport-epoll,tokio")
+    ap.add_argument("--json", help="also write the table as JSON here")
+    ap.add_argument("--no-build", action="store_true")
+    a = ap.parse_args()
+    servers = a.servers.split(",")
+    if not a.no_build:
+        build(servers)
+    use_perf = perf_works()
+    if not use_perf:
+        print("note: perf cannot count raw_syscalls here; system calls per message are not shown", file=sys.stderr)
+    results = []
+    port = 7400
+    for conns in map(int, a.conns.split(",")):
+        for size in map(int, a.sizes.split(",")):
+            runs = {s: [] for s in servers}
+            for rnd in range(a.rounds):
+                order = servers if rnd % 2 == 0 else list(reversed(servers))
+                for s in order:
+                    port += 1
+                    runs[s].append(one_run(s, conns, size, a.duration, use_perf, port))
+            base = med(runs["tokio"], "rate") if "tokio" in runs else None
+            base_cpu = med(runs["tokio"], "cpu_us_per_msg") if "tokio" in runs else None
+            for s in servers:
+                row = {"server": s, "conns": conns, "size": size}
+                for k in ("rate", "cpu_us_per_msg", "syscalls_per_msg", "rss_kib", "p99_us"):
+                    row[k] = med(runs[s], k)
+                row["client_saturated"] = any(r["client_saturated"] for r in runs[s])
+                row["errors"] = sum(r["errors"] for r in runs[s])
+                row["rate_vs_tokio"] = row["rate"] / base if base else None
+                row["cpu_vs_tokio"] = row["cpu_us_per_msg"] / base_cpu if base_cpu else None
+                results.append(row)
+                print_row(row)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"machine": machine(), "rounds": a.rounds, "duration": a.duration, "rows": results}, f, indent=1)
+
+
+HEADER_DONE = [False]
+
+
+def print_row(r):
+    if not HEADER_DONE[0]:
+        print(f"{'server':<14}{'conns':>6}{'size':>6}{'msg/s':>11}{'x tokio':>8}{'CPU µs/msg':>11}{'x tokio':>8}"
+              f"{'sys/msg':>8}{'RSS KiB':>9}{'p99 µs':>8}")
+        HEADER_DONE[0] = True
+    f = lambda v, fmt: (fmt % v) if v is not None else "-"
+    print(f"{r['server']:<14}{r['conns']:>6}{r['size']:>6}{f(r['rate'], '%.0f'):>11}{f(r['rate_vs_tokio'], '%.2f'):>8}"
+          f"{f(r['cpu_us_per_msg'], '%.2f'):>11}{f(r['cpu_vs_tokio'], '%.2f'):>8}{f(r['syscalls_per_msg'], '%.2f'):>8}"
+          f"{f(r['rss_kib'], '%d'):>9}{f(r['p99_us'], '%d'):>8}"
+          + ("  (client saturated)" if r["client_saturated"] else "") + (f"  errors={r['errors']}" if r["errors"] else ""),
+          flush=True)
+
+
+def machine():
+    return {"nproc": os.cpu_count(), "kernel": os.uname().release}
+
+
+if __name__ == "__main__":
+    main()
