@@ -4,9 +4,12 @@
 //! can be pinned to one core and never becomes the bottleneck it measures
 //! unnoticed: every report says how busy the client's own thread was.
 
+pub mod chat;
 pub mod conn;
 pub mod echo;
 pub mod http;
+pub mod idle;
+pub mod lines;
 pub mod report;
 
 pub use report::{LatencyRecorder, Report};

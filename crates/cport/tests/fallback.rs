@@ -33,7 +33,6 @@ fn auto_falls_back_to_epoll_when_seccomp_blocks_io_uring_setup() {
         .args([CHILD_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
         .env_remove("CPORT_BACKEND")
-        .env_remove("CPORT_TEST_URING_FAIL")
         .output()
         .expect("child test process runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -11,12 +11,11 @@
 //! Every model echoes whatever arrives, in order and completely, closes a
 //! connection on end-of-file or error, never panics on what a peer does, and
 //! holds a bounded amount of memory per connection.
-// Nothing calls into the models until the `cport models` command does.
-#![allow(dead_code)]
-
 pub mod cpu;
+pub mod shootout;
 
 mod blocking;
+mod completion_port;
 mod echo;
 mod epoll;
 mod poll;
@@ -36,8 +35,7 @@ const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// One of the I/O models a server can be built on.
 ///
-/// The fifth model of the seeds, the completion port, is served by the
-/// `cport` library itself and joins this list as `Model::CompletionPort`.
+/// The fifth, the completion port, is served by the `cport` library itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Model {
     /// A thread per connection, blocking `read`/`write`.
@@ -49,11 +47,13 @@ pub enum Model {
     /// One thread, edge-triggered `epoll`: the Linux counterpart of
     /// WSAEventSelect-style event selection.
     Epoll,
+    /// The cport completion port (io_uring, or epoll where io_uring is refused).
+    CompletionPort,
 }
 
 impl Model {
     /// Every model, in the order the seeds introduce them.
-    pub const ALL: [Model; 4] = [Model::Blocking, Model::Select, Model::Poll, Model::Epoll];
+    pub const ALL: [Model; 5] = [Model::Blocking, Model::Select, Model::Poll, Model::Epoll, Model::CompletionPort];
 
     /// The short name used on the command line and in the shootout table.
     pub fn name(self) -> &'static str {
@@ -62,6 +62,7 @@ impl Model {
             Model::Select => "select",
             Model::Poll => "poll",
             Model::Epoll => "epoll",
+            Model::CompletionPort => "cport",
         }
     }
 
@@ -137,6 +138,7 @@ pub fn spawn(model: Model, listener: TcpListener) -> io::Result<ModelServer> {
             Model::Select => select::serve(listener, &flag),
             Model::Poll => poll::serve(listener, &flag),
             Model::Epoll => epoll::serve(listener, &flag),
+            Model::CompletionPort => completion_port::serve(listener, &flag),
         })?;
     Ok(ModelServer {
         model,

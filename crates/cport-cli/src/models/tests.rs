@@ -317,6 +317,7 @@ every_model! {
     select: Model::Select;
     poll: Model::Poll;
     epoll: Model::Epoll;
+    cport: Model::CompletionPort;
 }
 
 #[test]

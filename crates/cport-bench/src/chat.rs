@@ -1,0 +1,158 @@
+//! Chat load: clients in rooms, each posting on a schedule; measures how long
+//! a message takes to reach every member of its room (fan-out latency).
+//!
+//! Every message carries its send time (µs since the run started, one clock
+//! for all clients: they live in this process), so each delivery yields one
+//! latency sample.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cport::{Backend, OpKind, Payload, Port};
+
+use crate::conn;
+use crate::lines::LineBuf;
+use crate::report::{thread_cpu_time, LatencyRecorder, Report};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    /// Chat server address.
+    pub target: SocketAddr,
+    /// Clients.
+    pub conns: usize,
+    /// Rooms the clients are spread over.
+    pub rooms: usize,
+    /// Messages per second each client posts.
+    pub rate_per_client: f64,
+    /// Measured time.
+    pub duration: Duration,
+    /// Time for joining and settling before measuring.
+    pub warmup: Duration,
+    /// Client backend.
+    pub backend: Backend,
+}
+
+struct Client {
+    h: cport::Handle,
+    lines: LineBuf,
+    live: bool,
+}
+
+const TICK: u64 = u64::MAX;
+
+/// Extracts the send time from a room line `[room] nick: m <micros>`.
+fn stamp(line: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(line).ok()?;
+    if !s.starts_with('[') {
+        return None;
+    }
+    let text = s.split_once(": ")?.1;
+    text.strip_prefix("m ")?.trim().parse().ok()
+}
+
+/// Runs the load. `messages` in the report counts deliveries (a message to a
+/// room of 100 counts 100).
+///
+/// # Errors
+/// When the client's port cannot be built.
+pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
+    let port = Port::builder().concurrency(1).backend(cfg.backend).build()?;
+    let mut rep = Report { kind: "chat".into(), target: cfg.target.to_string(), conns: cfg.conns, ..Report::default() };
+    let mut clients = Vec::with_capacity(cfg.conns);
+    for i in 0..cfg.conns {
+        let h = conn::open(&port, cfg.target, None, i as u64, 0)?;
+        clients.push(Client { h, lines: LineBuf::default(), live: false });
+    }
+    let t0 = Instant::now();
+    let from = t0 + cfg.warmup;
+    let end = from + cfg.duration;
+    let step = Duration::from_secs_f64(1.0 / (cfg.rate_per_client * cfg.conns as f64).max(1e-3));
+    let mut next = from;
+    let mut rr = 0usize;
+    port.timeout(Duration::from_millis(1), TICK)?;
+    let mut lat = LatencyRecorder::default();
+    let mut cpu0 = None;
+    let mut errors = 0;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        if cpu0.is_none() && Instant::now() >= from {
+            cpu0 = Some(thread_cpu_time());
+        }
+        let c = match port.get(Some(left)) {
+            Ok(c) => c,
+            Err(cport::GetError::Timeout) => break,
+            Err(e) => return Err(e.into()),
+        };
+        if c.ctx() == TICK {
+            let now = Instant::now();
+            while next <= now && !clients.is_empty() {
+                let k = rr % clients.len();
+                rr += 1;
+                if clients[k].live {
+                    let us = next.duration_since(t0).as_micros();
+                    let msg = Bytes::from(format!("m {us}\n"));
+                    if port.send(&clients[k].h, msg, 0).is_err() {
+                        errors += 1;
+                    }
+                }
+                next += step;
+            }
+            port.timeout(Duration::from_millis(1), TICK)?;
+            continue;
+        }
+        let i = c.key().0 as usize;
+        let Some(cl) = clients.get_mut(i) else { continue };
+        match c.kind() {
+            OpKind::Connect if c.result().is_ok() => {
+                cl.live = true;
+                let hello = format!("/nick c{i}\n/join room{}\n", i % cfg.rooms.max(1));
+                port.send(&cl.h, Bytes::from(hello), 0)?;
+                port.recv(&cl.h, Vec::with_capacity(16 * 1024), 0)?;
+            }
+            OpKind::Connect => rep.connect_errors += 1,
+            OpKind::Recv => match c.into_parts() {
+                (Ok(n), Payload::Buf(b)) if n > 0 => {
+                    let mut v = b.into_vec();
+                    let now = Instant::now();
+                    let since = now.duration_since(t0).as_micros() as u64;
+                    cl.lines.feed(&v, |line| {
+                        if let Some(sent) = stamp(line) {
+                            if now >= from && sent >= from.duration_since(t0).as_micros() as u64 {
+                                lat.record(Duration::from_micros(since.saturating_sub(sent)));
+                                rep.messages += 1;
+                                rep.bytes += line.len() as u64 + 1;
+                            }
+                        } else if line.starts_with(b"! ") {
+                            errors += 1;
+                        }
+                    });
+                    v.clear();
+                    port.recv(&cl.h, v, 0)?;
+                }
+                _ => {
+                    cl.live = false;
+                    errors += 1;
+                }
+            },
+            _ => {}
+        }
+    }
+    rep.errors = errors;
+    let window = Instant::now().saturating_duration_since(from);
+    rep.finish(&lat, window, thread_cpu_time().saturating_sub(cpu0.unwrap_or_default()));
+    Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_read_from_room_lines_only() {
+        assert_eq!(stamp(b"[room3] c7: m 12345"), Some(12345));
+        assert_eq!(stamp(b"* c7 joined room3"), None);
+        assert_eq!(stamp(b"[room3] c7: hello"), None);
+    }
+}

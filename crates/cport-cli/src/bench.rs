@@ -1,0 +1,262 @@
+//! `cport bench`: load from the command line, on cport's own port.
+//!
+//! A progress bar shows on a terminal and stays quiet otherwise; `--json`
+//! prints one machine-readable line instead of the human report.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use cport::Backend;
+use cport_bench::{chat, echo, http, idle, Report};
+
+use crate::models::shootout::parse_duration;
+
+/// Arguments of `cport bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    kind: Kind,
+}
+
+#[derive(Subcommand, Debug)]
+enum Kind {
+    /// Echo load: each connection sends a message and waits for the whole echo.
+    Echo(EchoArgs),
+    /// HTTP load: keep-alive GETs of one URL.
+    Http(HttpArgs),
+    /// Chat load: clients in rooms posting on a schedule; measures fan-out latency.
+    Chat(ChatArgs),
+    /// Opens and holds many idle connections; checks each still answers.
+    Idle(IdleArgs),
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// Measured time (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured time first.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Backend of the client's own port.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: Backend,
+    /// Print one JSON line instead of the report.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct EchoArgs {
+    /// Echo server address.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    target: SocketAddr,
+    /// Connections.
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Open loop: messages per second over all connections (latency counted
+    /// from the intended send time).
+    #[arg(long)]
+    rate: Option<f64>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct HttpArgs {
+    /// URL to fetch, e.g. http://127.0.0.1:8080/index.html
+    #[arg(long, default_value = "http://127.0.0.1:8080/")]
+    target: String,
+    /// Connections.
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct ChatArgs {
+    /// Chat server address.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    target: SocketAddr,
+    /// Clients.
+    #[arg(long, default_value_t = 100)]
+    conns: usize,
+    /// Rooms the clients are spread over.
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    /// Messages per second each client posts.
+    #[arg(long, default_value_t = 2.0)]
+    rate: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct IdleArgs {
+    /// An echo server.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    target: SocketAddr,
+    /// Connections to open and hold.
+    #[arg(long, default_value_t = 10_000)]
+    conns: usize,
+    /// How long to hold them before checking them.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    hold: Duration,
+    /// The server's pid: its memory growth per connection is reported.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Connects in flight at once.
+    #[arg(long, default_value_t = 2000)]
+    parallel: usize,
+    /// Backend of the client's own port.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: Backend,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    Backend::parse(s).ok_or_else(|| format!("unknown backend {s}: use auto, uring or epoll"))
+}
+
+/// Runs `cport bench`.
+///
+/// # Errors
+/// When the load cannot start (bad address, port setup); failures during the
+/// run are counted in the report.
+pub fn run(args: BenchArgs) -> io::Result<()> {
+    match args.kind {
+        Kind::Echo(a) => {
+            let cfg = echo::EchoConfig {
+                target: a.target,
+                conns: a.conns,
+                size: a.size,
+                duration: a.common.duration,
+                warmup: a.common.warmup,
+                rate: a.rate,
+                backend: a.common.backend,
+            };
+            let r = with_progress(&a.common, || echo::run(&cfg))?;
+            print(&r, a.common.json)
+        }
+        Kind::Http(a) => {
+            let (target, host, path) = http::parse_url(&a.target)?;
+            let cfg = http::HttpConfig {
+                target,
+                host,
+                path,
+                conns: a.conns,
+                duration: a.common.duration,
+                warmup: a.common.warmup,
+                backend: a.common.backend,
+            };
+            let r = with_progress(&a.common, || http::run(&cfg))?;
+            print(&r, a.common.json)
+        }
+        Kind::Chat(a) => {
+            let cfg = chat::ChatConfig {
+                target: a.target,
+                conns: a.conns,
+                rooms: a.rooms,
+                rate_per_client: a.rate,
+                duration: a.common.duration,
+                warmup: a.common.warmup,
+                backend: a.common.backend,
+            };
+            let r = with_progress(&a.common, || chat::run(&cfg))?;
+            print(&r, a.common.json)
+        }
+        Kind::Idle(a) => {
+            raise_fd_limit();
+            let cfg = idle::IdleConfig {
+                target: a.target,
+                conns: a.conns,
+                hold: a.hold,
+                server_pid: a.server_pid,
+                parallel: a.parallel,
+                backend: a.backend,
+            };
+            let r = idle::run(&cfg)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r).map_err(io::Error::other)?);
+            } else {
+                println!(
+                    "idle {}: {}/{} connected in {:.1}s over {} source address(es), {} answered after the hold",
+                    a.target, r.connected, r.conns, r.connect_seconds, r.source_addrs, r.answered
+                );
+                match r.rss_per_conn_bytes {
+                    Some(b) => println!(
+                        "  server RSS {} KiB -> {} KiB: {b:.0} bytes per connection",
+                        r.rss_before_kib.unwrap_or(0),
+                        r.rss_after_kib.unwrap_or(0)
+                    ),
+                    None => println!("  (give --server-pid to see the server's memory per connection)"),
+                }
+            }
+            if r.connected < r.conns || r.answered < r.connected {
+                return Err(io::Error::other("not every connection was established and answering"));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print(r: &Report, json: bool) -> io::Result<()> {
+    if json {
+        println!("{}", r.to_json());
+    } else {
+        println!("{r}");
+    }
+    Ok(())
+}
+
+/// Runs `f` with a time bar on stderr when stderr is a terminal.
+fn with_progress<T>(c: &Common, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use std::io::IsTerminal;
+    if c.json || !std::io::stderr().is_terminal() {
+        return f();
+    }
+    let total = c.warmup + c.duration;
+    let bar = ProgressBar::new(total.as_millis() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {elapsed}/{duration}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message("warming up");
+    let start = Instant::now();
+    let warmup = c.warmup;
+    let ticker = {
+        let bar = bar.clone();
+        std::thread::spawn(move || {
+            while !bar.is_finished() {
+                let e = start.elapsed();
+                bar.set_position(e.as_millis() as u64);
+                if e >= warmup {
+                    bar.set_message("measuring");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let r = f();
+    bar.finish_and_clear();
+    let _ = ticker.join();
+    r
+}
+
+/// Thousands of connections need thousands of descriptors.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}

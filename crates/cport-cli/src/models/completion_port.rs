@@ -1,0 +1,157 @@
+//! The completion port model: cport's `Port`, the model the seeds build up to.
+//!
+//! One multishot accept, one multishot pooled receive per connection (an idle
+//! connection pins no buffer), and each received buffer sent back as it is.
+//! As in any IOCP server, a connection has at most one send in flight: a
+//! short send is finished before the next buffer goes, so bytes never
+//! overtake each other. This thread is the port's only worker: it loops on
+//! `get` like an IOCP worker on GetQueuedCompletionStatus.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cport::{Backend, Buf, Handle, Key, OpKind, Payload, Port};
+
+use super::{Model, ModelReport, STOP_CHECK_INTERVAL};
+
+const LISTENER: Key = Key(0);
+/// Stop receiving on a connection while this many buffers wait to be sent:
+/// a peer that does not read cannot drain the shared pool.
+const MAX_QUEUED: usize = 16;
+/// ctx of the timer that re-arms receives starved by an empty pool.
+const RETRY: u64 = u64::MAX;
+
+#[derive(Default)]
+struct Conn {
+    queue: VecDeque<Buf>,
+    sending: bool,
+    receiving: bool,
+    eof: bool,
+}
+
+struct Echo {
+    port: Port,
+    pool: cport::BufPool,
+    conns: HashMap<u64, (Handle, Conn)>,
+    starved: Vec<u64>,
+}
+
+impl Echo {
+    fn arm_recv(&mut self, key: u64) {
+        if let Some((h, c)) = self.conns.get_mut(&key) {
+            if !c.receiving && !c.eof && c.queue.len() < MAX_QUEUED {
+                c.receiving = self.port.recv_pooled_multi(h, &self.pool, 0).is_ok();
+            }
+        }
+    }
+
+    /// Sends the next queued buffer if none is in flight; closes a finished
+    /// connection once everything it was owed has gone.
+    fn pump(&mut self, key: u64) {
+        let Some((h, c)) = self.conns.get_mut(&key) else { return };
+        if c.sending {
+            return;
+        }
+        if let Some(buf) = c.queue.pop_front() {
+            c.sending = self.port.send(h, buf, 0).is_ok();
+        } else if c.eof && !c.receiving {
+            let _ = self.port.close(h);
+            self.conns.remove(&key);
+        }
+    }
+}
+
+pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<ModelReport> {
+    let port = Port::builder().concurrency(1).backend(Backend::Auto).build()?;
+    let pool = port.buf_pool(8192, 4096)?;
+    let lh = port.associate(listener, LISTENER)?;
+    port.accept_multi(&lh, 0)?;
+    let mut e = Echo { port: port.clone(), pool, conns: HashMap::new(), starved: Vec::new() };
+    let mut report = ModelReport::default();
+    let mut next_key = 1u64;
+    while !stop.load(Ordering::Acquire) {
+        let mut c = match port.get(Some(STOP_CHECK_INTERVAL)) {
+            Ok(c) => c,
+            Err(cport::GetError::Timeout) => continue,
+            Err(err) => return Err(err.into()),
+        };
+        if c.ctx() == RETRY {
+            for key in std::mem::take(&mut e.starved) {
+                e.arm_recv(key);
+            }
+            continue;
+        }
+        match c.kind() {
+            OpKind::Accept => {
+                if let Some(s) = c.take_accepted() {
+                    let key = next_key;
+                    next_key += 1;
+                    match port.associate(s, Key(key)) {
+                        Ok(h) => {
+                            e.conns.insert(key, (h, Conn::default()));
+                            e.arm_recv(key);
+                            report.opened(e.conns.len());
+                        }
+                        Err(_) => report.refuse(Model::CompletionPort, "could not associate the connection"),
+                    }
+                } else if c.result().is_err() {
+                    report.accept_errors += 1;
+                }
+                if !c.more() {
+                    port.accept_multi(&lh, 0)?;
+                }
+            }
+            OpKind::RecvPooled => {
+                let key = c.key().0;
+                let more = c.more();
+                let Some((_, conn)) = e.conns.get_mut(&key) else { continue };
+                conn.receiving = more;
+                match c.into_parts() {
+                    (Ok(n), Payload::Buf(buf)) if n > 0 => {
+                        report.bytes_echoed += n as u64;
+                        conn.queue.push_back(buf);
+                    }
+                    (Err(err), _) if err.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
+                        // The pool is empty: try again once buffers come back.
+                        if e.starved.is_empty() {
+                            port.timeout(Duration::from_millis(1), RETRY)?;
+                        }
+                        e.starved.push(key);
+                    }
+                    (Ok(_), _) | (Err(_), _) if !more => conn.eof = true,
+                    _ => {}
+                }
+                e.pump(key);
+                e.arm_recv(key);
+            }
+            OpKind::Send => {
+                let key = c.key().0;
+                let sent = c.into_parts();
+                let Some((_, conn)) = e.conns.get_mut(&key) else { continue };
+                conn.sending = false;
+                match sent {
+                    // A short send: the rest goes first, before any later buffer.
+                    (Ok(n), Payload::Buf(b)) if n > 0 && n < b.len() => {
+                        conn.queue.push_front(Buf::Bytes(bytes::Bytes::copy_from_slice(&b[n..])));
+                    }
+                    (Ok(_), _) => {}
+                    (Err(_), _) => {
+                        conn.queue.clear();
+                        conn.eof = true;
+                    }
+                }
+                e.pump(key);
+                e.arm_recv(key);
+            }
+            _ => {}
+        }
+    }
+    for (h, _) in e.conns.values() {
+        let _ = port.close(h);
+    }
+    let _ = port.close(&lh);
+    Ok(report)
+}

@@ -1,0 +1,314 @@
+//! `cport models`: every I/O model under the same echo load, side by side.
+//!
+//! Each model serves from a child process of its own (`cport models --serve`)
+//! pinned to core 0, so its CPU time and its descriptor numbers are its own
+//! (select's FD_SETSIZE limit is reached by the server's sockets, not the
+//! client's). The load comes from cport's own generator, on the completion
+//! port, pinned to core 1. The result is a table and an SVG chart of
+//! throughput against connection count.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cport_bench::echo::{self, EchoConfig};
+
+use super::{spawn, Model, ModelReport};
+
+/// Arguments of `cport models`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelsArgs {
+    /// Connection counts to run each model at.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000,5000")]
+    pub conns: Vec<usize>,
+    /// Measured time per run (e.g. 3s, 500ms).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Models to run (blocking, select, poll, epoll, cport); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub models: Option<Vec<String>>,
+    /// Where to write the chart (SVG).
+    #[arg(long, default_value = "models.svg")]
+    pub chart: PathBuf,
+    /// Print the table as JSON instead.
+    #[arg(long)]
+    pub json: bool,
+    /// Internal: serve one model in this process (the shootout's children).
+    #[arg(long, hide = true)]
+    pub serve: Option<String>,
+}
+
+/// Parses `3s`, `500ms`, `2m` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("not a duration: {s}"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("unknown unit in {s}: use ms, s or m")),
+    };
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("duration out of range: {s}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// One cell of the table.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Row {
+    /// Model name.
+    pub model: String,
+    /// Connections asked for.
+    pub conns: usize,
+    /// Echoed messages per second.
+    pub rate: f64,
+    /// 99th percentile latency, µs.
+    pub p99_us: u64,
+    /// Server CPU per echoed message, µs.
+    pub cpu_us_per_msg: Option<f64>,
+    /// Connections the model refused, and why.
+    pub refused: u64,
+    /// Client-side errors (connect failures, closed connections).
+    pub errors: u64,
+    /// Why the model could not take this count, if it could not.
+    pub note: Option<String>,
+}
+
+/// Runs `cport models`.
+///
+/// # Errors
+/// When a child server cannot be started or the chart cannot be written.
+pub fn main(args: ModelsArgs) -> io::Result<()> {
+    raise_fd_limit();
+    if let Some(name) = &args.serve {
+        return serve_child(name);
+    }
+    let models: Vec<Model> = match &args.models {
+        Some(names) => names
+            .iter()
+            .map(|n| Model::from_name(n).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no model {n}"))))
+            .collect::<io::Result<_>>()?,
+        None => Model::ALL.to_vec(),
+    };
+    pin_to_cpu(1);
+    let mut rows = Vec::new();
+    for &conns in &args.conns {
+        for &m in &models {
+            let row = run_one(m, conns, &args)?;
+            if !args.json {
+                print_row(&row, rows.is_empty());
+            }
+            rows.push(row);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(io::Error::other)?);
+    }
+    chart(&rows, &models, &args.conns, &args.chart)?;
+    if !args.json {
+        println!("chart: {}", args.chart.display());
+    }
+    Ok(())
+}
+
+fn run_one(m: Model, conns: usize, args: &ModelsArgs) -> io::Result<Row> {
+    let mut child = spawn_child(m)?;
+    let addr = read_addr(&mut child)?;
+    let pid = child.id();
+    let cpu0 = proc_cpu(pid);
+    let cfg = EchoConfig {
+        target: addr,
+        conns,
+        size: args.size,
+        duration: args.duration,
+        warmup: Duration::from_millis(300).min(args.duration),
+        ..EchoConfig::default()
+    };
+    let rep = echo::run(&cfg);
+    let cpu1 = proc_cpu(pid);
+    let report = stop_child(child)?;
+    let rep = rep?;
+    let total_msgs = rep.messages.max(1) as f64;
+    let cpu_us = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if rep.messages > 0 => Some((b - a) * 1e6 / total_msgs),
+        _ => None,
+    };
+    let note = match (report.refusal_reason, rep.connect_errors) {
+        (Some(r), _) => Some(r.to_string()),
+        (None, n) if n > 0 => Some(format!("{n} connections failed")),
+        _ if rep.messages == 0 => Some("no echo completed".into()),
+        _ => None,
+    };
+    Ok(Row {
+        model: m.name().into(),
+        conns,
+        rate: rep.rate,
+        p99_us: rep.p99_us,
+        cpu_us_per_msg: cpu_us,
+        refused: report.refused,
+        errors: rep.errors + rep.connect_errors,
+        note,
+    })
+}
+
+fn print_row(r: &Row, header: bool) {
+    if header {
+        println!("{:<9}{:>7}{:>12}{:>10}{:>12}  note", "model", "conns", "msg/s", "p99 µs", "CPU µs/msg");
+    }
+    let cpu = r.cpu_us_per_msg.map_or("-".into(), |c| format!("{c:.2}"));
+    let note = r.note.clone().map(|n| format!("refused {}: {n}", r.refused)).unwrap_or_default();
+    println!("{:<9}{:>7}{:>12.0}{:>10}{:>12}  {note}", r.model, r.conns, r.rate, r.p99_us, cpu);
+}
+
+/// The child side: serve `name` on a fresh port, print it, stop at stdin EOF,
+/// print the model's report.
+fn serve_child(name: &str) -> io::Result<()> {
+    let model = Model::from_name(name).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "unknown model"))?;
+    pin_to_cpu(0);
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let server = spawn(model, listener)?;
+    println!("{}", server.addr());
+    io::stdout().flush()?;
+    // The parent closes our stdin to say "stop".
+    let mut sink = Vec::new();
+    let _ = io::stdin().read_to_end(&mut sink);
+    let r = server.stop()?;
+    println!(
+        "report {} {} {} {}",
+        r.accepted,
+        r.refused,
+        r.bytes_echoed,
+        r.refusal_reason.unwrap_or("").replace(' ', "_")
+    );
+    Ok(())
+}
+
+fn spawn_child(m: Model) -> io::Result<Child> {
+    Command::new(std::env::current_exe()?)
+        .args(["models", "--serve", m.name()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+fn read_addr(child: &mut Child) -> io::Result<SocketAddr> {
+    let out = child.stdout.as_mut().ok_or_else(|| io::Error::other("child has no stdout"))?;
+    let mut line = String::new();
+    let mut rd = BufReader::new(out);
+    rd.read_line(&mut line)?;
+    line.trim().parse().map_err(|_| io::Error::other(format!("child did not say its address: {line:?}")))
+}
+
+fn stop_child(mut child: Child) -> io::Result<ModelReport> {
+    drop(child.stdin.take());
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut r = ModelReport::default();
+    if let Some(line) = text.lines().find(|l| l.starts_with("report ")) {
+        let f: Vec<&str> = line.split(' ').collect();
+        r.accepted = f.get(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+        r.refused = f.get(2).and_then(|x| x.parse().ok()).unwrap_or(0);
+        r.bytes_echoed = f.get(3).and_then(|x| x.parse().ok()).unwrap_or(0);
+        r.refusal_reason = match f.get(4).copied().unwrap_or("") {
+            "" => None,
+            s if s.contains("FD_SETSIZE") => Some("fd above FD_SETSIZE"),
+            _ => Some("the model's limit"),
+        };
+    }
+    Ok(r)
+}
+
+/// CPU seconds (user + system) of a process, from /proc.
+fn proc_cpu(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // /proc reports in USER_HZ, which Linux fixes at 100 for user space.
+    Some(ticks / 100.0)
+}
+
+/// Pins the calling thread (and threads it creates later) to one CPU, when
+/// the machine has more than one.
+fn pin_to_cpu(cpu: usize) {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return;
+    }
+    let mut set = CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = sched_setaffinity(Pid::from_raw(0), &set);
+    }
+}
+
+/// Thousands of connections need thousands of descriptors.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// Draws throughput against connection count, one line per model.
+fn chart(rows: &[Row], models: &[Model], conns: &[usize], path: &PathBuf) -> io::Result<()> {
+    use plotters::prelude::*;
+    let max_rate = rows.iter().map(|r| r.rate).fold(1.0, f64::max) * 1.1;
+    let (lo, hi) = (
+        *conns.iter().min().unwrap_or(&1) as f64,
+        (*conns.iter().max().unwrap_or(&10) as f64).max(2.0),
+    );
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut ch = ChartBuilder::on(&root)
+        .caption("Echo throughput by I/O model", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((lo.max(1.0)..hi).log_scale(), 0.0..max_rate)
+        .map_err(|e| err(&e))?;
+    ch.configure_mesh()
+        .x_desc("connections")
+        .y_desc("messages / s")
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, m) in models.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let pts: Vec<(f64, f64)> =
+            rows.iter().filter(|r| r.model == m.name()).map(|r| (r.conns.max(1) as f64, r.rate)).collect();
+        ch.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(m.name())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        ch.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(|e| err(&e))?;
+    }
+    ch.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod unit {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}
