@@ -60,11 +60,20 @@ fn stamp(line: &[u8]) -> Option<u64> {
 /// When the client's port cannot be built.
 pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
     let port = Port::builder().concurrency(1).backend(cfg.backend).build()?;
-    let mut rep = Report { kind: "chat".into(), target: cfg.target.to_string(), conns: cfg.conns, ..Report::default() };
+    let mut rep = Report {
+        kind: "chat".into(),
+        target: cfg.target.to_string(),
+        conns: cfg.conns,
+        ..Report::default()
+    };
     let mut clients = Vec::with_capacity(cfg.conns);
     for i in 0..cfg.conns {
         let h = conn::open(&port, cfg.target, None, i as u64, 0)?;
-        clients.push(Client { h, lines: LineBuf::default(), live: false });
+        clients.push(Client {
+            h,
+            lines: LineBuf::default(),
+            live: false,
+        });
     }
     let t0 = Instant::now();
     let from = t0 + cfg.warmup;

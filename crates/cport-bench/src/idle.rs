@@ -51,7 +51,12 @@ pub struct IdleReport {
 /// Resident memory of `pid` in KiB, from /proc.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 const CONNECT: u64 = 1;
@@ -63,10 +68,18 @@ const PROBE_RECV: u64 = 3;
 /// # Errors
 /// When the client's port cannot be built.
 pub fn run(cfg: &IdleConfig) -> io::Result<IdleReport> {
-    let port = Port::builder().concurrency(1).backend(cfg.backend).queue_limit(4 * cfg.conns.max(1024)).build()?;
+    let port = Port::builder()
+        .concurrency(1)
+        .backend(cfg.backend)
+        .queue_limit(4 * cfg.conns.max(1024))
+        .build()?;
     // About 28,000 ephemeral ports per source address; spread wider than that.
     let spread = cfg.conns.div_ceil(20_000).max(1);
-    let mut rep = IdleReport { conns: cfg.conns, source_addrs: spread, ..IdleReport::default() };
+    let mut rep = IdleReport {
+        conns: cfg.conns,
+        source_addrs: spread,
+        ..IdleReport::default()
+    };
     rep.rss_before_kib = cfg.server_pid.and_then(rss_kib);
     let t0 = Instant::now();
     let mut handles = Vec::with_capacity(cfg.conns);

@@ -174,7 +174,6 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
             print(&r, a.common.json)
         }
         Kind::Idle(a) => {
-            raise_fd_limit();
             let cfg = idle::IdleConfig {
                 target: a.target,
                 conns: a.conns,
@@ -251,12 +250,4 @@ fn with_progress<T>(c: &Common, f: impl FnOnce() -> io::Result<T>) -> io::Result
     bar.finish_and_clear();
     let _ = ticker.join();
     r
-}
-
-/// Thousands of connections need thousands of descriptors.
-fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
 }

@@ -1,7 +1,59 @@
 //! `cport`: the completion-port servers, the load generator and the I/O-model shootout.
+//!
+//! Logs go to stderr through `tracing` (`RUST_LOG` sets the filter, default
+//! `info`); what a user or a script needs (where each server listens, with
+//! which backend) is printed on stdout.
 
+mod apps;
+mod bench;
 mod models;
 
-fn main() {
-    println!("cport: the command line arrives with the server layer");
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The Windows I/O completion port model on Linux, and the servers it exists for.
+#[derive(Parser, Debug)]
+#[command(name = "cport", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Echo server: raw bytes back, no framing (the benchmark workhorse).
+    Echo(apps::echo::EchoArgs),
+    /// Messenger: nicknames, rooms and private messages over a line protocol (try `nc`).
+    Chat(apps::chat::ChatArgs),
+    /// Everything cport serves, on default ports (echo 7000, chat 7001).
+    Serve(apps::serve::ServeArgs),
+    /// Load generator (echo, http, chat, idle), on cport's own port.
+    Bench(bench::BenchArgs),
+    /// The seeds' I/O models side by side under the same echo load.
+    Models(models::shootout::ModelsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Servers log at info; the load tools, which build a port per run, at warn.
+    let default = if matches!(cli.command, Command::Bench(_) | Command::Models(_)) { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    apps::raise_fd_limit();
+    let result = match cli.command {
+        Command::Echo(a) => apps::echo::run(a),
+        Command::Chat(a) => apps::chat::run(a),
+        Command::Serve(a) => apps::serve::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Models(a) => models::shootout::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cport: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

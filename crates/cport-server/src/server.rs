@@ -465,7 +465,15 @@ impl Server {
     /// is queued for up to `deadline`, then cuts the rest, cancels what is in
     /// flight and joins the workers. Every session's `on_disconnect` runs
     /// (reason [`DisconnectReason::Shutdown`]) and every socket is closed.
+    ///
+    /// # Panics
+    /// When called from one of this server's handlers: it waits for the
+    /// worker threads, so it must run on another thread.
     pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
+        assert!(
+            !self.shared.on_worker(),
+            "Server::shutdown called from its own handler (a worker thread)"
+        );
         self.shutdown_inner(deadline)
     }
 

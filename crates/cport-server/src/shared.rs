@@ -241,7 +241,9 @@ impl Shared {
         let Some(batch) = st.queue.next_batch() else {
             return false;
         };
-        let ctx = Ctx::new(CTX_SEND);
+        // Send completions jump the queue: a big batch of received data must not
+        // hold up the completions that drain the send queues.
+        let ctx = Ctx::high(CTX_SEND);
         let r = match batch {
             Batch::One(b) => self.port.send(&h, b, ctx),
             Batch::Many(v) => self.port.send_vectored(&h, v, ctx),

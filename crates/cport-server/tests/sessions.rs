@@ -14,9 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cport_server::{
-    Backend, DisconnectReason, Framing, Handler, LengthWidth, Message, ReasonKind, SendErrorKind, Session,
-};
+use cport_server::{DisconnectReason, Framing, Handler, LengthWidth, Message, ReasonKind, SendErrorKind, Session};
 use parking_lot::Mutex;
 use util::*;
 
@@ -222,12 +220,12 @@ backend_tests! {
 
     fn idle_sessions_are_cut_and_busy_ones_are_not(backend: Backend) {
         let echo = Echo::default();
-        let server = builder(backend).idle_timeout(Some(Duration::from_millis(300))).start(echo.clone()).unwrap();
+        let server = builder(backend).idle_timeout(Some(Duration::from_millis(500))).start(echo.clone()).unwrap();
         let addr = server.local_addr();
         let mut idle = connect(addr);
         let mut busy = connect(addr);
         let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_millis(1200) {
+        while t0.elapsed() < Duration::from_millis(1500) {
             assert_eq!(round_trip(&mut busy, b"x", 1), b"x");
             thread::sleep(Duration::from_millis(50));
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cport_server::{Backend, DisconnectReason, Handler, Message, ReasonKind, Session};
+use cport_server::{DisconnectReason, Handler, Message, ReasonKind, Session};
 use parking_lot::Mutex;
 use util::*;
 

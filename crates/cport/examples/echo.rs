@@ -69,7 +69,13 @@ impl Server {
                 if let Some(stream) = c.take_accepted() {
                     let key = self.next_key.fetch_add(1, Ordering::Relaxed);
                     if let Ok(h) = port.associate(stream, Key(key)) {
-                        let conn = Conn { h, queue: VecDeque::new(), sending: false, receiving: false, eof: false };
+                        let conn = Conn {
+                            h,
+                            queue: VecDeque::new(),
+                            sending: false,
+                            receiving: false,
+                            eof: false,
+                        };
                         self.conns.lock().insert(key, conn);
                         self.drive(port, key);
                     }
@@ -104,9 +110,9 @@ impl Server {
                     conn.sending = false;
                     match c.into_parts() {
                         // A short send: the rest goes before anything queued after it.
-                        (Ok(n), Payload::Buf(b)) if n < b.len() => {
-                            conn.queue.push_front(Buf::Bytes(bytes::Bytes::copy_from_slice(&b[n..])))
-                        }
+                        (Ok(n), Payload::Buf(b)) if n < b.len() => conn
+                            .queue
+                            .push_front(Buf::Bytes(bytes::Bytes::copy_from_slice(&b[n..]))),
                         (Ok(_), _) => {}
                         (Err(_), _) => {
                             conn.queue.clear();
@@ -127,14 +133,22 @@ fn main() -> std::io::Result<()> {
     let threads: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(1);
     let batched = args.next().as_deref() != Some("unbatched");
 
-    let port = Port::builder().concurrency(threads).batch_submissions(batched).build()?;
+    let port = Port::builder()
+        .concurrency(threads)
+        .batch_submissions(batched)
+        .build()?;
     // Receive memory is taken only when data arrives: idle connections pin none.
     let pool = port.buf_pool(4096, 4096)?;
     let listener = port.associate(TcpListener::bind(&addr)?, LISTENER)?;
     port.accept_multi(&listener, 0)?;
     eprintln!("echo on {addr}, backend {:?}, {threads} worker(s)", port.backend());
 
-    let server = Server { pool, listener, next_key: AtomicU64::new(1), conns: Mutex::new(HashMap::new()) };
+    let server = Server {
+        pool,
+        listener,
+        next_key: AtomicU64::new(1),
+        conns: Mutex::new(HashMap::new()),
+    };
     let workers = WorkerPool::start(&port, threads, move |port, c| server.on_completion(port, c))?;
     // Serve until Ctrl-C (the default SIGINT action ends the process).
     workers.join();

@@ -377,16 +377,18 @@ impl Port {
         }
     }
 
-    /// A thread running a completion defers submission to its next `get`
-    /// (one kernel call per batch); any other thread submits now, in case
-    /// the leader is already asleep in the kernel.
+    /// A thread running a completion leaves its operations for its own next
+    /// `get` (one kernel call per batch). Any other thread wakes the leader,
+    /// if one sleeps in the kernel, so that it submits them: only threads
+    /// that dequeue ever enter the ring (see `sys::uring`).
     fn after_push(&self) {
-        if !self.shared.batch {
-            self.shared.driver.flush();
-            return;
+        if self.shared.batch {
+            let in_handler = LOCALS.with(|l| l.borrow().iter().any(|x| x.port_id == self.shared.id && x.holds_slot));
+            if in_handler {
+                return;
+            }
         }
-        let in_handler = LOCALS.with(|l| l.borrow().iter().any(|x| x.port_id == self.shared.id && x.holds_slot));
-        if !in_handler {
+        if self.shared.sched.has_leader() {
             self.shared.driver.flush();
         }
     }

@@ -167,6 +167,11 @@ impl<T: Prioritized> Sched<T> {
         }
     }
 
+    /// Whether a thread is waiting in the backend (or about to).
+    pub(crate) fn has_leader(&self) -> bool {
+        self.state.lock().leader
+    }
+
     /// Pops a ready packet for a thread that already holds a slot (`get_many`).
     pub(crate) fn try_pop(&self) -> Option<T> {
         self.state.lock().pop()

@@ -277,7 +277,10 @@ backend_tests! {
         }
         assert_eq!(stats.completed_of(OpKind::Nop), NOPS as u64);
         assert_eq!(stats.completed_of(OpKind::Post), POSTS as u64);
-        assert_eq!(stats.errors, CONNS as u64, "only the cancelled server receives failed");
+        // Closing both ends races each server receive's cancel against the
+        // peer's end of stream: either way it completes once, and nothing
+        // else may fail.
+        assert!(stats.errors <= CONNS as u64, "only the server receives may fail: {}", stats.errors);
         assert_eq!((stats.in_flight, stats.queued, stats.handles), (0, 0, 0));
         let busy: Vec<_> = stats.threads.iter().filter(|t| t.completions > 0).collect();
         assert_eq!(busy.len(), THREADS, "every worker dequeued something: {:?}", stats.threads);

@@ -69,7 +69,12 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
     let pool = port.buf_pool(8192, 4096)?;
     let lh = port.associate(listener, LISTENER)?;
     port.accept_multi(&lh, 0)?;
-    let mut e = Echo { port: port.clone(), pool, conns: HashMap::new(), starved: Vec::new() };
+    let mut e = Echo {
+        port: port.clone(),
+        pool,
+        conns: HashMap::new(),
+        starved: Vec::new(),
+    };
     let mut report = ModelReport::default();
     let mut next_key = 1u64;
     while !stop.load(Ordering::Acquire) {
@@ -107,7 +112,9 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
             OpKind::RecvPooled => {
                 let key = c.key().0;
                 let more = c.more();
-                let Some((_, conn)) = e.conns.get_mut(&key) else { continue };
+                let Some((_, conn)) = e.conns.get_mut(&key) else {
+                    continue;
+                };
                 conn.receiving = more;
                 match c.into_parts() {
                     (Ok(n), Payload::Buf(buf)) if n > 0 => {
@@ -130,12 +137,15 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
             OpKind::Send => {
                 let key = c.key().0;
                 let sent = c.into_parts();
-                let Some((_, conn)) = e.conns.get_mut(&key) else { continue };
+                let Some((_, conn)) = e.conns.get_mut(&key) else {
+                    continue;
+                };
                 conn.sending = false;
                 match sent {
                     // A short send: the rest goes first, before any later buffer.
                     (Ok(n), Payload::Buf(b)) if n > 0 && n < b.len() => {
-                        conn.queue.push_front(Buf::Bytes(bytes::Bytes::copy_from_slice(&b[n..])));
+                        conn.queue
+                            .push_front(Buf::Bytes(bytes::Bytes::copy_from_slice(&b[n..])));
                     }
                     (Ok(_), _) => {}
                     (Err(_), _) => {

@@ -11,7 +11,6 @@
 //! Every model echoes whatever arrives, in order and completely, closes a
 //! connection on end-of-file or error, never panics on what a peer does, and
 //! holds a bounded amount of memory per connection.
-pub mod cpu;
 pub mod shootout;
 
 mod blocking;
@@ -53,7 +52,13 @@ pub enum Model {
 
 impl Model {
     /// Every model, in the order the seeds introduce them.
-    pub const ALL: [Model; 5] = [Model::Blocking, Model::Select, Model::Poll, Model::Epoll, Model::CompletionPort];
+    pub const ALL: [Model; 5] = [
+        Model::Blocking,
+        Model::Select,
+        Model::Poll,
+        Model::Epoll,
+        Model::CompletionPort,
+    ];
 
     /// The short name used on the command line and in the shootout table.
     pub fn name(self) -> &'static str {
@@ -149,11 +154,6 @@ pub fn spawn(model: Model, listener: TcpListener) -> io::Result<ModelServer> {
 }
 
 impl ModelServer {
-    /// The model being served.
-    pub fn model(&self) -> Model {
-        self.model
-    }
-
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr

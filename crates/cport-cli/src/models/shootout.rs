@@ -89,14 +89,15 @@ pub struct Row {
 /// # Errors
 /// When a child server cannot be started or the chart cannot be written.
 pub fn main(args: ModelsArgs) -> io::Result<()> {
-    raise_fd_limit();
     if let Some(name) = &args.serve {
         return serve_child(name);
     }
     let models: Vec<Model> = match &args.models {
         Some(names) => names
             .iter()
-            .map(|n| Model::from_name(n).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no model {n}"))))
+            .map(|n| {
+                Model::from_name(n).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no model {n}")))
+            })
             .collect::<io::Result<_>>()?,
         None => Model::ALL.to_vec(),
     };
@@ -163,11 +164,21 @@ fn run_one(m: Model, conns: usize, args: &ModelsArgs) -> io::Result<Row> {
 
 fn print_row(r: &Row, header: bool) {
     if header {
-        println!("{:<9}{:>7}{:>12}{:>10}{:>12}  note", "model", "conns", "msg/s", "p99 µs", "CPU µs/msg");
+        println!(
+            "{:<9}{:>7}{:>12}{:>10}{:>12}  note",
+            "model", "conns", "msg/s", "p99 µs", "CPU µs/msg"
+        );
     }
     let cpu = r.cpu_us_per_msg.map_or("-".into(), |c| format!("{c:.2}"));
-    let note = r.note.clone().map(|n| format!("refused {}: {n}", r.refused)).unwrap_or_default();
-    println!("{:<9}{:>7}{:>12.0}{:>10}{:>12}  {note}", r.model, r.conns, r.rate, r.p99_us, cpu);
+    let note = r
+        .note
+        .clone()
+        .map(|n| format!("refused {}: {n}", r.refused))
+        .unwrap_or_default();
+    println!(
+        "{:<9}{:>7}{:>12.0}{:>10}{:>12}  {note}",
+        r.model, r.conns, r.rate, r.p99_us, cpu
+    );
 }
 
 /// The child side: serve `name` on a fresh port, print it, stop at stdin EOF,
@@ -175,7 +186,12 @@ fn print_row(r: &Row, header: bool) {
 fn serve_child(name: &str) -> io::Result<()> {
     let model = Model::from_name(name).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "unknown model"))?;
     pin_to_cpu(0);
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    // std's bind listens with a backlog of 128: thousands of connects at once
+    // would overflow it and wait a second per retry, whatever the model.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    sock.listen(8192)?;
+    let listener: TcpListener = sock.into();
     let server = spawn(model, listener)?;
     println!("{}", server.addr());
     io::stdout().flush()?;
@@ -203,11 +219,16 @@ fn spawn_child(m: Model) -> io::Result<Child> {
 }
 
 fn read_addr(child: &mut Child) -> io::Result<SocketAddr> {
-    let out = child.stdout.as_mut().ok_or_else(|| io::Error::other("child has no stdout"))?;
+    let out = child
+        .stdout
+        .as_mut()
+        .ok_or_else(|| io::Error::other("child has no stdout"))?;
     let mut line = String::new();
     let mut rd = BufReader::new(out);
     rd.read_line(&mut line)?;
-    line.trim().parse().map_err(|_| io::Error::other(format!("child did not say its address: {line:?}")))
+    line.trim()
+        .parse()
+        .map_err(|_| io::Error::other(format!("child did not say its address: {line:?}")))
 }
 
 fn stop_child(mut child: Child) -> io::Result<ModelReport> {
@@ -252,14 +273,6 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// Thousands of connections need thousands of descriptors.
-fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
 /// Draws throughput against connection count, one line per model.
 fn chart(rows: &[Row], models: &[Model], conns: &[usize], path: &PathBuf) -> io::Result<()> {
     use plotters::prelude::*;
@@ -285,15 +298,23 @@ fn chart(rows: &[Row], models: &[Model], conns: &[usize], path: &PathBuf) -> io:
         .map_err(|e| err(&e))?;
     for (i, m) in models.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let pts: Vec<(f64, f64)> =
-            rows.iter().filter(|r| r.model == m.name()).map(|r| (r.conns.max(1) as f64, r.rate)).collect();
+        let pts: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r.model == m.name())
+            .map(|r| (r.conns.max(1) as f64, r.rate))
+            .collect();
         ch.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
             .map_err(|e| err(&e))?
             .label(m.name())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        ch.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(|e| err(&e))?;
+        ch.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| err(&e))?;
     }
-    ch.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(|e| err(&e))?;
+    ch.configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }

@@ -39,7 +39,7 @@ fn drain(q: &mut SendQueue, mut limit: impl FnMut(usize) -> usize) -> (Vec<u8>, 
 }
 
 fn buf(kind: u8, data: Vec<u8>) -> Buf {
-    if kind % 2 == 0 {
+    if kind & 1 == 0 {
         Buf::Vec(data)
     } else {
         Buf::Bytes(Bytes::from(data))

@@ -121,6 +121,7 @@ impl BufPool {
         PooledBuf {
             pool: self.inner.clone(),
             bid,
+            start: 0,
             len: len.min(self.inner.size),
         }
     }
@@ -153,6 +154,8 @@ impl BufPool {
 pub struct PooledBuf {
     pool: Arc<PoolInner>,
     bid: u16,
+    /// The view: bytes `start..start + len` of the buffer.
+    start: usize,
     len: usize,
 }
 
@@ -161,16 +164,27 @@ impl PooledBuf {
     pub fn id(&self) -> u16 {
         self.bid
     }
+
+    /// Drops the first `n` bytes from the view (the rest of a short send
+    /// goes out again without a copy).
+    ///
+    /// # Panics
+    /// If `n` is larger than the buffer's length.
+    pub fn advance(&mut self, n: usize) {
+        assert!(n <= self.len, "advance past the end of a pooled buffer");
+        self.start += n;
+        self.len -= n;
+    }
 }
 
 impl Deref for PooledBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // SAFETY: this `PooledBuf` owns buffer `bid` (the kernel or our receive
-        // call finished writing `len <= size` bytes into it before the
-        // completion that created us), and nobody else writes it until our
-        // drop hands it back.
-        unsafe { std::slice::from_raw_parts(self.pool.addr(self.bid), self.len) }
+        // call finished writing its bytes before the completion that created
+        // us), `start + len <= size` always holds, and nobody else writes the
+        // buffer until our drop hands it back.
+        unsafe { std::slice::from_raw_parts(self.pool.addr(self.bid).add(self.start), self.len) }
     }
 }
 

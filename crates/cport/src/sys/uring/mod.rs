@@ -34,11 +34,18 @@ use crate::port::Backend;
 /// `user_data` of internal entries whose completions are not delivered.
 const UD_WAKE: u64 = u64::MAX;
 const UD_CANCEL: u64 = u64::MAX - 1;
+/// Most CQEs turned into completions per `wait`.
+const REAP_MAX: usize = 1024;
 /// Generations stay below this so real ids never collide with the above.
 const GEN_MASK: u32 = 0x7fff_ffff;
 
 pub(crate) struct Core {
     ring: IoUring,
+    /// Written to wake the leader; a multishot poll on it lives in the ring.
+    /// Threads that do not dequeue never enter the ring themselves: io_uring
+    /// runs completion work on (and signals) the submitting thread, which
+    /// would interrupt their own blocking calls with EINTR.
+    wake_fd: OwnedFd,
     state: Mutex<State>,
     kernel_calls: AtomicU64,
     next_bgid: AtomicU16,
@@ -54,6 +61,8 @@ struct State {
     cancelled_all: bool,
     /// Ops the kernel cancelled on its own and that were submitted again.
     resubmitted: u64,
+    /// The multishot poll on `wake_fd` is in the ring.
+    wake_armed: bool,
 }
 
 pub(super) struct InFlight {
@@ -132,10 +141,8 @@ pub(super) struct VecMsg {
 impl VecMsg {
     fn new(iovs: Vec<libc::iovec>) -> Self {
         // SAFETY: all-zero is a valid msghdr.
-        VecMsg {
-            hdr: unsafe { std::mem::zeroed() },
-            iovs,
-        }
+        let hdr = unsafe { std::mem::zeroed() };
+        VecMsg { hdr, iovs }
     }
     fn link(&mut self) {
         self.hdr.msg_iov = self.iovs.as_mut_ptr();
@@ -250,15 +257,25 @@ impl Uring {
                 source,
             });
         }
+        let efd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)).map_err(|source| {
+            BuildError::IoUringUnavailable {
+                cause: format!("eventfd failed: {source}"),
+                source,
+            }
+        })?;
+        // SAFETY: eventfd just returned this fd; nothing else owns it.
+        let wake_fd = unsafe { OwnedFd::from_raw_fd(efd) };
         Ok(Uring {
             core: Arc::new(Core {
                 ring,
+                wake_fd,
                 state: Mutex::new(State {
                     ops: Slab::with_capacity(1024),
                     next_gen: 0,
                     cancelled_fds: HashSet::new(),
                     cancelled_all: false,
                     resubmitted: 0,
+                    wake_armed: false,
                 }),
                 kernel_calls: AtomicU64::new(0),
                 next_bgid: AtomicU16::new(0),
@@ -317,17 +334,36 @@ impl Core {
         }
     }
 
-    /// Moves every ready CQE into `out` as completions. Caller holds `state`.
-    fn reap(&self, st: &mut State, out: &mut Vec<Completion>) {
+    /// Moves up to `REAP_MAX` ready CQEs into `out` as completions, so that
+    /// what handlers issue in reply is submitted between batches rather than
+    /// after the whole backlog. Caller holds `state`. Returns `true` if more
+    /// CQEs are ready.
+    fn reap(&self, st: &mut State, out: &mut Vec<Completion>) -> bool {
         // SAFETY: `state` is locked, so this is the only CompletionQueue view.
-        let cq = unsafe { self.ring.completion_shared() };
-        for cqe in cq {
+        let mut cq = unsafe { self.ring.completion_shared() };
+        for _ in 0..REAP_MAX {
+            let Some(cqe) = cq.next() else { return false };
             self.complete(st, cqe.user_data(), cqe.result(), cqe.flags(), out);
         }
+        !cq.is_empty()
+    }
+
+    /// Wakes the leader out of `io_uring_enter` without entering the ring.
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
+        let _ = unsafe { libc::write(self.wake_fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
     fn complete(&self, st: &mut State, ud: u64, res: i32, flags: u32, out: &mut Vec<Completion>) {
-        if ud >= UD_CANCEL {
+        if ud == UD_WAKE {
+            // The wake-up poll fired; it stays armed while `more` says so.
+            if !cqueue::more(flags) {
+                st.wake_armed = false;
+            }
+            return;
+        }
+        if ud == UD_CANCEL {
             return;
         }
         let idx = (ud & 0xffff_ffff) as usize;
@@ -565,29 +601,35 @@ impl Driver for Uring {
     }
 
     fn flush(&self) {
+        // The leader submits: this thread must not enter the ring (see `Core::wake_fd`).
         let core = &self.core;
         let pending = core.sq_len(&core.state.lock());
         if pending > 0 {
-            let _ = core.submit(0, None);
+            core.wake();
         }
     }
 
     fn wait(&self, out: &mut Vec<Completion>, deadline: Option<Instant>) -> io::Result<()> {
         let core = &self.core;
-        let pending = {
+        let (pending, more_ready) = {
             let mut st = core.state.lock();
-            core.reap(&mut st, out);
-            core.sq_len(&st)
+            if !st.wake_armed {
+                let poll = opcode::PollAdd::new(types::Fd(core.wake_fd.as_raw_fd()), libc::POLLIN as u32).multi(true);
+                core.push_sqe(&mut st, &poll.build().user_data(UD_WAKE));
+                st.wake_armed = true;
+            }
+            let more = core.reap(&mut st, out);
+            (core.sq_len(&st), more)
         };
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if !out.is_empty() || timeout == Some(Duration::ZERO) {
+        if !out.is_empty() || more_ready || timeout == Some(Duration::ZERO) {
             // Ready already (or no time to wait): just hand pending ops over.
             if pending > 0 {
                 core.submit(0, None)?;
             }
             return Ok(());
         }
-        // One blocking call: it returns for a completion, a wake-up NOP, the
+        // One blocking call: it returns for a completion, a wake-up, the
         // deadline or a signal. The caller loops; an empty return is fine.
         core.submit(1, timeout)?;
         let mut st = core.state.lock();
@@ -596,12 +638,7 @@ impl Driver for Uring {
     }
 
     fn wake(&self) {
-        let core = &self.core;
-        {
-            let mut st = core.state.lock();
-            core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(UD_WAKE));
-        }
-        let _ = core.submit(0, None);
+        self.core.wake();
     }
 
     fn cancel(&self, target: CancelTarget) {
@@ -628,7 +665,7 @@ impl Driver for Uring {
             };
             core.push_sqe(&mut st, &entry.user_data(UD_CANCEL));
         }
-        let _ = core.submit(0, None);
+        core.wake();
     }
 
     fn forget_fd(&self, fd: RawFd) {
@@ -668,6 +705,7 @@ impl Driver for Uring {
             return;
         }
         self.cancel(CancelTarget::All);
+        let _ = core.submit(0, None);
         let start = Instant::now();
         let mut sink = Vec::new();
         while start.elapsed() < Duration::from_secs(10) {

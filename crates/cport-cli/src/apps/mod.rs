@@ -1,0 +1,135 @@
+//! The servers behind `cport echo`, `cport chat` and `cport serve`, built on
+//! the `cport-server` framework, and what they share: the common flags, the
+//! startup line, and running until SIGINT/SIGTERM.
+
+pub mod chat;
+pub mod echo;
+pub mod serve;
+
+use std::io;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use cport_server::{Backend, Server, ServerBuilder, ShutdownSignals};
+
+/// Which kernel interface the server's completion port runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// io_uring when the kernel allows it, else epoll (`CPORT_BACKEND` may force one).
+    #[default]
+    Auto,
+    /// io_uring only: fail, naming the cause, if it is unavailable.
+    Uring,
+    /// epoll readiness turned into completions.
+    Epoll,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Backend {
+        match b {
+            BackendArg::Auto => Backend::Auto,
+            BackendArg::Uring => Backend::IoUring,
+            BackendArg::Epoll => Backend::Epoll,
+        }
+    }
+}
+
+/// Flags every server command takes.
+#[derive(Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// Worker threads. One is the fastest for echo and chat: a single
+    /// worker drives the port and batches every submission; add threads
+    /// for handlers that do real work per message.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+    /// Threads allowed to run completions at once (the port's
+    /// concurrency, IOCP's NumberOfConcurrentThreads). Default: --threads.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: Option<u16>,
+    /// The completion port's backend.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Bytes that may be queued for one client; a client that does not
+    /// read is disconnected past this (slow consumer).
+    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
+    pub max_queued: usize,
+    /// Close connections idle for this many seconds (0: never).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    pub idle_timeout: u64,
+    /// On SIGINT/SIGTERM, how long queued data may take to flush before
+    /// the remaining connections are cut.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub shutdown_timeout: f64,
+}
+
+impl ServerArgs {
+    /// Applies the flags to a builder.
+    pub fn apply(&self, b: ServerBuilder) -> ServerBuilder {
+        let b = b
+            .threads(self.threads as usize)
+            .backend(self.backend.into())
+            .max_queued_bytes(self.max_queued)
+            .idle_timeout((self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)));
+        match self.concurrency {
+            Some(c) => b.concurrency(c as usize),
+            None => b,
+        }
+    }
+
+    /// The flush deadline for shutdown.
+    pub fn shutdown_deadline(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_timeout.clamp(0.0, 3600.0))
+    }
+}
+
+/// Prints where a server listens: one line per address, on stdout, naming
+/// the backend (scripts and tests read this line).
+pub fn announce(what: &str, server: &Server) {
+    let threads = server.threads();
+    for addr in server.local_addrs() {
+        println!(
+            "cport {what}: listening on {addr} (backend {}, {threads} worker thread{})",
+            server.backend().name(),
+            if threads == 1 { "" } else { "s" }
+        );
+    }
+}
+
+/// Lets this process open as many sockets as its hard limit allows (a
+/// server for 100,000 connections needs far more than the usual 1024).
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+            tracing::debug!(soft, hard, "could not raise the open-file limit");
+        }
+    }
+}
+
+/// Runs `servers` until SIGINT or SIGTERM, then shuts each down within
+/// `deadline`. A second signal exits at once.
+pub fn run_until_signal(mut signals: ShutdownSignals, servers: Vec<(&str, Server)>, deadline: Duration) {
+    let sig = signals.wait();
+    tracing::info!(signal = ShutdownSignals::name(sig), ?deadline, "shutting down");
+    std::thread::spawn(move || {
+        let again = signals.wait();
+        eprintln!("cport: {} again: exiting now", ShutdownSignals::name(again));
+        std::process::exit(130);
+    });
+    for (what, server) in servers {
+        let r = server.shutdown(deadline);
+        println!(
+            "cport {what}: shut down in {:.0?} ({} session{} open, {} cut at the deadline)",
+            r.elapsed,
+            r.sessions,
+            if r.sessions == 1 { "" } else { "s" },
+            r.aborted
+        );
+    }
+}
+
+/// Starts catching SIGINT/SIGTERM before any server starts, so an early
+/// signal is not lost.
+pub fn signals() -> io::Result<ShutdownSignals> {
+    ShutdownSignals::new()
+}

@@ -1,0 +1,54 @@
+//! `cport serve`: everything cport serves, on default ports, each on its
+//! own completion port and worker thread. The README's first command.
+
+use std::io;
+use std::net::SocketAddr;
+
+use clap::Args;
+
+use super::chat::{self, Chat, ChatArgs};
+use super::echo::{self, Echo};
+use super::{announce, run_until_signal, signals, ServerArgs};
+
+/// `cport serve` flags.
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Where the echo server listens.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub echo: SocketAddr,
+    /// Where the chat server listens.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    pub chat: SocketAddr,
+    /// The longest chat line, in bytes.
+    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
+    pub max_line: usize,
+    // The HTTP static file server joins here, on 127.0.0.1:8080 with a
+    // bundled web root, once it exists: one more address flag, one more
+    // entry in `servers` below.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Runs every server until SIGINT/SIGTERM.
+pub fn run(args: ServeArgs) -> io::Result<()> {
+    let sig = signals()?;
+    let echo = echo::builder(args.echo, &args.server).start(Echo)?;
+    announce("echo", &echo);
+    let chat_args = ChatArgs {
+        listen: args.chat,
+        max_line: args.max_line,
+        line_timeout: 30,
+        server: args.server.clone(),
+    };
+    let chat = chat::builder(args.chat, &chat_args).start(Chat::default())?;
+    announce("chat", &chat);
+    let hint = chat.local_addr();
+    let servers = vec![("echo", echo), ("chat", chat)];
+    println!(
+        "cport serve: ready; Ctrl-C stops (try: nc {} {}, then /help)",
+        hint.ip(),
+        hint.port()
+    );
+    run_until_signal(sig, servers, args.server.shutdown_deadline());
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! `cport models` and `cport bench`, run for real at a tiny size so they
+//! cannot rot: every model serves, the table and chart come out, and the load
+//! generator's counts agree with what the server saw.
+
+mod util;
+
+use std::process::Command;
+
+use util::Cli;
+
+fn cport(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cport")).args(args).env("RUST_LOG", "warn").output().expect("run cport")
+}
+
+#[test]
+fn models_shootout_runs_every_model_and_draws_the_chart() {
+    let chart = std::env::temp_dir().join(format!("cport-models-{}.svg", std::process::id()));
+    let out = cport(&["models", "--conns", "2,8", "--duration", "300ms", "--chart", chart.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON table");
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 10, "5 models x 2 connection counts");
+    for model in ["blocking", "select", "poll", "epoll", "cport"] {
+        let mine: Vec<_> = rows.iter().filter(|r| r["model"] == model).collect();
+        assert_eq!(mine.len(), 2, "{model}");
+        for r in mine {
+            assert!(r["rate"].as_f64().unwrap() > 100.0, "{model} echoed: {r}");
+            assert_eq!(r["errors"], 0, "{model}: {r}");
+        }
+    }
+    let svg = std::fs::read_to_string(&chart).expect("chart written");
+    let _ = std::fs::remove_file(&chart);
+    assert!(svg.starts_with("<svg"), "an SVG");
+    for model in ["blocking", "select", "poll", "epoll", "cport"] {
+        assert!(svg.contains(model), "legend names {model}");
+    }
+}
+
+#[test]
+fn select_model_reports_fd_setsize_instead_of_crashing() {
+    // 1,100 connections need descriptors above FD_SETSIZE (1024) in the
+    // select server's own process.
+    let out = cport(&["models", "--models", "select", "--conns", "1100", "--duration", "300ms", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &rows[0];
+    assert!(r["refused"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["note"].as_str().unwrap().contains("FD_SETSIZE"), "{r}");
+}
+
+#[test]
+fn bench_echo_counts_what_the_server_echoed() {
+    let server = Cli::spawn(&["echo", "--listen", "127.0.0.1:0"], &["echo"]);
+    let target = server.addr("echo").to_string();
+    let out =
+        cport(&["bench", "echo", "--target", &target, "--conns", "4", "--size", "100", "--duration", "300ms", "--warmup", "100ms", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let msgs = r["messages"].as_u64().unwrap();
+    assert!(msgs > 10, "{r}");
+    assert_eq!(r["bytes"].as_u64().unwrap(), msgs * 100, "{r}");
+    assert_eq!(r["errors"], 0);
+    assert!(r["p50_us"].as_u64().unwrap() <= r["p99_us"].as_u64().unwrap());
+    assert!(r["p99_us"].as_u64().unwrap() <= r["max_us"].as_u64().unwrap());
+}
+
+#[test]
+fn bench_chat_measures_fan_out_to_every_room_member() {
+    let server = Cli::spawn(&["chat", "--listen", "127.0.0.1:0"], &["chat"]);
+    let target = server.addr("chat").to_string();
+    let out = cport(&[
+        "bench", "chat", "--target", &target, "--conns", "20", "--rooms", "2", "--rate", "20", "--duration", "500ms",
+        "--warmup", "300ms", "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 20 clients x 20 msg/s x 0.5 s, each delivered to the 10 members of its room.
+    let deliveries = r["messages"].as_u64().unwrap();
+    assert!(deliveries > 500, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+}
+
+#[test]
+fn bench_idle_holds_connections_that_still_answer() {
+    let server = Cli::spawn(&["echo", "--listen", "127.0.0.1:0"], &["echo"]);
+    let target = server.addr("echo").to_string();
+    let pid = server.pid().to_string();
+    let out = cport(&["bench", "idle", "--target", &target, "--conns", "500", "--hold", "200ms", "--server-pid", &pid, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["connected"], 500, "{r}");
+    assert_eq!(r["answered"], 500, "{r}");
+    assert!(r["rss_per_conn_bytes"].as_f64().is_some(), "{r}");
+}

@@ -1,0 +1,195 @@
+//! Helpers shared by the `cport` command's tests: run the binary as a child
+//! process, learn where it listens from its stdout, signal it, count its
+//! fds; line clients with timeouts.
+
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How long a test waits for something that should happen soon.
+pub const LONG: Duration = Duration::from_secs(20);
+
+/// A running `cport` child process.
+pub struct Cli {
+    child: Child,
+    addrs: HashMap<String, SocketAddr>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Cli {
+    /// Runs `cport ARGS` and waits until it prints a listening line for
+    /// every server named in `servers` ("echo", "chat").
+    pub fn spawn(args: &[&str], servers: &[&str]) -> Cli {
+        raise_fd_limit();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cport"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn cport");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut cli = Cli {
+            child,
+            addrs: HashMap::new(),
+            lines: rx,
+        };
+        let end = Instant::now() + LONG;
+        while servers.iter().any(|s| !cli.addrs.contains_key(*s)) {
+            let line = cli
+                .lines
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+                .expect("cport printed where it listens");
+            // "cport echo: listening on 127.0.0.1:7000 (backend uring, ...)"
+            if let Some((head, rest)) = line.split_once(": listening on ") {
+                let name = head.trim_start_matches("cport ").to_string();
+                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                assert!(
+                    rest.contains("backend uring") || rest.contains("backend epoll"),
+                    "{line}"
+                );
+                cli.addrs.insert(name, addr);
+            }
+        }
+        cli
+    }
+
+    /// Where server `name` listens.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs[name]
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Open fds of the child.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Sends `sig` to the child.
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).expect("signal cport");
+    }
+
+    /// Waits up to `limit` for the child to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Lines the child printed after its listening lines, waiting up to `limit` for each.
+    pub fn next_line(&self, limit: Duration) -> Option<String> {
+        self.lines.recv_timeout(limit).ok()
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Lets the test open a thousand sockets and more.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// A line-protocol client with timeouts.
+pub struct LineClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl LineClient {
+    pub fn connect(addr: SocketAddr) -> LineClient {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(LONG)).unwrap();
+        stream.set_write_timeout(Some(LONG)).unwrap();
+        LineClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// A client over a stream connected already (a clone, say).
+    pub fn from_stream(stream: TcpStream) -> LineClient {
+        LineClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.stream.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// The next line, without its newline; `None` at end of stream.
+    pub fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let rest = self.buf.split_off(i + 1);
+                let mut line = std::mem::replace(&mut self.buf, rest);
+                line.pop();
+                return Some(String::from_utf8(line).unwrap());
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Reads lines until one satisfies `f`; returns it.
+    pub fn until(&mut self, mut f: impl FnMut(&str) -> bool) -> String {
+        loop {
+            let l = self.line().expect("stream ended before the expected line");
+            if f(&l) {
+                return l;
+            }
+        }
+    }
+}
