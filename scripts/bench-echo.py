@@ -2,7 +2,7 @@
 """Echo benchmark suite: cport beside its peers, in one run.
 
 Builds everything in release, pins each server to core 0 and the load
-generator (cport's own, on the completion port) to core 1, and runs the
+generator (`cport bench echo`, on the completion port) to core 1, and runs the
 servers in alternating rounds at each connection count and message size.
 Prints messages/s with the ratio to tokio, server CPU time per echoed
 message, system calls per message (perf, when it works here), server RSS and
@@ -24,8 +24,8 @@ def sh(*cmd, **kw):
 
 
 def build(servers):
-    sh("cargo", "build", "--release", "-q", "-p", "cport-cli", "-p", "tokio-echo", "-p", "cport-bench", "-p", "cport",
-       "--example", "loadgen", "--example", "echo", "--bin", "cport", "--bin", "tokio-echo")
+    sh("cargo", "build", "--release", "-q", "-p", "cport-cli", "-p", "tokio-echo", "-p", "cport", "--example", "echo",
+       "--bin", "cport", "--bin", "tokio-echo")
     if "c-uring" in servers:
         # The C reference loop needs liburing (apt: liburing-dev).
         sh("cc", "-O2", "-o", os.path.join(REL, "c-uring-echo"), "peers/c-uring-echo/echo.c", "-luring")
@@ -90,8 +90,9 @@ def one_run(name, conns, size, duration, use_perf, port):
                                      "--", "sleep", str(duration)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     text=True)
         cpu0 = cpu_seconds(srv.pid)
-        out = subprocess.run(["taskset", "-c", "1", os.path.join(REL, "examples", "loadgen"), f"127.0.0.1:{port}",
-                              str(conns), str(size), str(duration), "0", "--json"],
+        out = subprocess.run(["taskset", "-c", "1", os.path.join(REL, "cport"), "bench", "echo", "--target",
+                              f"127.0.0.1:{port}", "--conns", str(conns), "--size", str(size), "--duration",
+                              f"{duration}s", "--warmup", "0s", "--json"],
                              check=True, capture_output=True, text=True).stdout
         cpu1 = cpu_seconds(srv.pid)
         rep = json.loads(out.strip().splitlines()[-1])

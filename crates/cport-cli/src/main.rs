@@ -26,7 +26,9 @@ enum Command {
     Echo(apps::echo::EchoArgs),
     /// Messenger: nicknames, rooms and private messages over a line protocol (try `nc`).
     Chat(apps::chat::ChatArgs),
-    /// Everything cport serves, on default ports (echo 7000, chat 7001).
+    /// Web and file-transfer server: HTTP/1.1 static files, zero-copy bodies.
+    Http(apps::http::HttpArgs),
+    /// Everything cport serves, on default ports (echo 7000, chat 7001, web 8080).
     Serve(apps::serve::ServeArgs),
     /// Load generator (echo, http, chat, idle), on cport's own port.
     Bench(bench::BenchArgs),
@@ -37,14 +39,22 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Servers log at info; the load tools, which build a port per run, at warn.
-    let default = if matches!(cli.command, Command::Bench(_) | Command::Models(_)) { "warn" } else { "info" };
+    let default = if matches!(cli.command, Command::Bench(_) | Command::Models(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     apps::raise_fd_limit();
     let result = match cli.command {
         Command::Echo(a) => apps::echo::run(a),
         Command::Chat(a) => apps::chat::run(a),
+        Command::Http(a) => apps::http::run(a),
         Command::Serve(a) => apps::serve::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Models(a) => models::shootout::main(a),

@@ -64,16 +64,31 @@ fn echo_returns_identical_bytes_on_epoll() {
 }
 
 #[test]
-fn serve_runs_echo_and_chat_and_says_where() {
+fn serve_runs_echo_chat_and_web_and_says_where() {
     let cli = Cli::spawn(
-        &["serve", "--echo", "127.0.0.1:0", "--chat", "127.0.0.1:0"],
-        &["echo", "chat"],
+        &[
+            "serve",
+            "--echo",
+            "127.0.0.1:0",
+            "--chat",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &["echo", "chat", "http"],
     );
     let mut e = LineClient::connect(cli.addr("echo"));
     e.send("ping\n");
     assert_eq!(e.line().unwrap(), "ping");
     let mut c = LineClient::connect(cli.addr("chat"));
     assert!(c.line().unwrap().starts_with("* welcome"));
+    // The bundled web root, and the live counters it shows.
+    let mut w = std::net::TcpStream::connect(cli.addr("http")).unwrap();
+    std::io::Write::write_all(&mut w, b"GET /_cport/stats HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut w, &mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"backend\""), "{reply}");
     let ready = cli.next_line(LONG).expect("a ready line");
     assert!(ready.starts_with("cport serve: ready"), "{ready}");
 }

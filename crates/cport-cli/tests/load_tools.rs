@@ -9,13 +9,26 @@ use std::process::Command;
 use util::Cli;
 
 fn cport(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cport")).args(args).env("RUST_LOG", "warn").output().expect("run cport")
+    Command::new(env!("CARGO_BIN_EXE_cport"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run cport")
 }
 
 #[test]
 fn models_shootout_runs_every_model_and_draws_the_chart() {
     let chart = std::env::temp_dir().join(format!("cport-models-{}.svg", std::process::id()));
-    let out = cport(&["models", "--conns", "2,8", "--duration", "300ms", "--chart", chart.to_str().unwrap(), "--json"]);
+    let out = cport(&[
+        "models",
+        "--conns",
+        "2,8",
+        "--duration",
+        "300ms",
+        "--chart",
+        chart.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON table");
     let rows = rows.as_array().unwrap();
@@ -40,7 +53,16 @@ fn models_shootout_runs_every_model_and_draws_the_chart() {
 fn select_model_reports_fd_setsize_instead_of_crashing() {
     // 1,100 connections need descriptors above FD_SETSIZE (1024) in the
     // select server's own process.
-    let out = cport(&["models", "--models", "select", "--conns", "1100", "--duration", "300ms", "--json"]);
+    let out = cport(&[
+        "models",
+        "--models",
+        "select",
+        "--conns",
+        "1100",
+        "--duration",
+        "300ms",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let r = &rows[0];
@@ -52,8 +74,21 @@ fn select_model_reports_fd_setsize_instead_of_crashing() {
 fn bench_echo_counts_what_the_server_echoed() {
     let server = Cli::spawn(&["echo", "--listen", "127.0.0.1:0"], &["echo"]);
     let target = server.addr("echo").to_string();
-    let out =
-        cport(&["bench", "echo", "--target", &target, "--conns", "4", "--size", "100", "--duration", "300ms", "--warmup", "100ms", "--json"]);
+    let out = cport(&[
+        "bench",
+        "echo",
+        "--target",
+        &target,
+        "--conns",
+        "4",
+        "--size",
+        "100",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "100ms",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let msgs = r["messages"].as_u64().unwrap();
@@ -69,8 +104,21 @@ fn bench_chat_measures_fan_out_to_every_room_member() {
     let server = Cli::spawn(&["chat", "--listen", "127.0.0.1:0"], &["chat"]);
     let target = server.addr("chat").to_string();
     let out = cport(&[
-        "bench", "chat", "--target", &target, "--conns", "20", "--rooms", "2", "--rate", "20", "--duration", "500ms",
-        "--warmup", "300ms", "--json",
+        "bench",
+        "chat",
+        "--target",
+        &target,
+        "--conns",
+        "20",
+        "--rooms",
+        "2",
+        "--rate",
+        "20",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "300ms",
+        "--json",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -85,7 +133,19 @@ fn bench_idle_holds_connections_that_still_answer() {
     let server = Cli::spawn(&["echo", "--listen", "127.0.0.1:0"], &["echo"]);
     let target = server.addr("echo").to_string();
     let pid = server.pid().to_string();
-    let out = cport(&["bench", "idle", "--target", &target, "--conns", "500", "--hold", "200ms", "--server-pid", &pid, "--json"]);
+    let out = cport(&[
+        "bench",
+        "idle",
+        "--target",
+        &target,
+        "--conns",
+        "500",
+        "--hold",
+        "200ms",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["connected"], 500, "{r}");

@@ -218,6 +218,9 @@ impl std::fmt::Debug for Port {
 
 static NEXT_PORT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Per-thread records kept before finished threads' are dropped.
+const MAX_THREAD_RECORDS: usize = 256;
+
 /// This thread's standing with one port.
 struct Local {
     port_id: u64,
@@ -311,66 +314,81 @@ impl Port {
             if s.shut_down.load(Acquire) {
                 return Err(SubmitErrorKind::ShutDown);
             }
-            let prev = s.outstanding.fetch_add(1, AcqRel);
+            let prev = s.outstanding.fetch_add(1, SeqCst);
             if prev < s.queue_limit {
                 return Ok(());
             }
-            s.outstanding.fetch_sub(1, AcqRel);
+            s.outstanding.fetch_sub(1, SeqCst);
             if s.full_policy == FullPolicy::Fail {
                 return Err(SubmitErrorKind::QueueFull);
             }
             let mut g = s.room.0.lock();
-            s.room_waiters.fetch_add(1, AcqRel);
-            if s.outstanding.load(Acquire) >= s.queue_limit && !s.shut_down.load(Acquire) {
+            s.room_waiters.fetch_add(1, SeqCst);
+            if s.outstanding.load(SeqCst) >= s.queue_limit && !s.shut_down.load(Acquire) {
                 s.room.1.wait_for(&mut g, Duration::from_millis(100));
             }
-            s.room_waiters.fetch_sub(1, AcqRel);
+            s.room_waiters.fetch_sub(1, SeqCst);
         }
     }
 
     fn unreserve(&self, n: usize) {
         let s = &self.shared;
-        s.outstanding.fetch_sub(n, AcqRel);
-        if s.room_waiters.load(Acquire) > 0 {
+        s.outstanding.fetch_sub(n, SeqCst);
+        if s.room_waiters.load(SeqCst) > 0 {
             let _g = s.room.0.lock();
             s.room.1.notify_all();
         }
     }
 
     /// Starts `op` on `h` (or on no handle). On failure the op's buffers come back.
+    ///
+    /// The push happens under the handle table's lock, so a concurrent
+    /// `close` or `cancel` of `h` is ordered wholly before or after it: an
+    /// op can never slip in behind the cancel meant for it.
     fn issue(&self, h: Option<&Handle>, kind: OpKind, ctx: Ctx, mut op: Op) -> Result<OpId, SubmitError> {
         if let Err(k) = self.reserve() {
             return Err(SubmitError::new(k, op.into_payload()));
         }
-        let (key, slot) = match h {
-            Some(h) => match self.shared.handles.lock().begin_op(h) {
-                Ok(fd) => {
-                    op.set_fd(fd);
-                    (h.key, Some(*h))
+        let pushed = match h {
+            Some(h) => {
+                let mut table = self.shared.handles.lock();
+                match table.begin_op(h) {
+                    Ok(fd) => {
+                        op.set_fd(fd);
+                        let meta = Meta {
+                            key: h.key,
+                            ctx,
+                            kind,
+                            handle: Some(*h),
+                            id: OpId(0),
+                        };
+                        let r = self.shared.driver.push(meta, op);
+                        if r.is_err() {
+                            // Not closing (begin_op said so), so this closes nothing.
+                            let _ = table.end_op(h.idx);
+                        }
+                        r
+                    }
+                    Err(k) => Err((k, op)),
                 }
-                Err(k) => {
-                    self.unreserve(1);
-                    return Err(SubmitError::new(k, op.into_payload()));
-                }
-            },
-            None => (Key(0), None),
+            }
+            None => {
+                let meta = Meta {
+                    key: Key(0),
+                    ctx,
+                    kind,
+                    handle: None,
+                    id: OpId(0),
+                };
+                self.shared.driver.push(meta, op)
+            }
         };
-        let meta = Meta {
-            key,
-            ctx,
-            kind,
-            handle: slot,
-            id: OpId(0),
-        };
-        match self.shared.driver.push(meta, op) {
+        match pushed {
             Ok(id) => {
                 self.after_push();
                 Ok(id)
             }
             Err((k, op)) => {
-                if let Some(h) = slot {
-                    self.end_ops(&[h.idx]);
-                }
                 self.unreserve(1);
                 Err(SubmitError::new(k, op.into_payload()))
             }
@@ -391,19 +409,6 @@ impl Port {
         if self.shared.sched.has_leader() {
             self.shared.driver.flush();
         }
-    }
-
-    fn end_ops(&self, slots: &[u32]) {
-        let mut to_close = Vec::new();
-        {
-            let mut t = self.shared.handles.lock();
-            for idx in slots {
-                if let Released::Close(fd) = t.end_op(*idx) {
-                    to_close.push(fd);
-                }
-            }
-        }
-        self.close_fds(to_close);
     }
 
     /// Closes fds whose handles finished closing, after the backend forgets them.
@@ -498,8 +503,10 @@ impl Port {
     /// a [`Buf::Pooled`]; an `ENOBUFS` error means the pool was empty.
     ///
     /// # Errors
-    /// As for [`accept`](Self::accept).
+    /// As for [`accept`](Self::accept); [`SubmitErrorKind::Unsupported`] for a
+    /// pool made by another port.
     pub fn recv_pooled(&self, h: &Handle, pool: &BufPool, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.check_pool(pool)?;
         let op = Op::RecvPooled {
             fd: -1,
             pool: pool.clone(),
@@ -515,12 +522,23 @@ impl Port {
     /// # Errors
     /// As for [`accept`](Self::accept).
     pub fn recv_pooled_multi(&self, h: &Handle, pool: &BufPool, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        self.check_pool(pool)?;
         let op = Op::RecvPooled {
             fd: -1,
             pool: pool.clone(),
             multishot: true,
         };
         self.issue(Some(h), OpKind::RecvPooled, ctx.into(), op)
+    }
+
+    /// A pool belongs to the port (the ring) that made it: another port's
+    /// kernel would pick from its own buffers under the same group id.
+    fn check_pool(&self, pool: &BufPool) -> Result<(), SubmitError> {
+        if pool.owner() == self.shared.driver.id() {
+            Ok(())
+        } else {
+            Err(SubmitError::new(SubmitErrorKind::Unsupported, Payload::None))
+        }
     }
 
     /// Sends one buffer (WSASend). The result may be a short count.
@@ -829,7 +847,14 @@ impl Port {
                     l.retain(|x| x.port.strong_count() > 0);
                     let name = std::thread::current().name().map(str::to_owned);
                     let counters = Arc::new(ThreadCounters::new(name));
-                    self.shared.threads.lock().push(counters.clone());
+                    let mut threads = self.shared.threads.lock();
+                    // Finished threads keep their figures until the list
+                    // grows long (a program that churns threads).
+                    if threads.len() >= MAX_THREAD_RECORDS {
+                        threads.retain(|t| !t.has_ended());
+                    }
+                    threads.push(counters.clone());
+                    drop(threads);
                     l.push(Local {
                         port_id: self.shared.id,
                         port: Arc::downgrade(&self.shared),

@@ -205,13 +205,16 @@ impl<T: Prioritized> Sched<T> {
     ) -> Result<T, GetError> {
         let mut st = self.state.lock();
         if held {
+            // The slot goes back, but this thread is first in line for the
+            // next packet: it is running and hot, so it takes one without
+            // sleeping; what is left goes to waiters below.
             st.running = st.running.saturating_sub(1);
-            st.dispatch();
         }
         loop {
             if st.running < st.concurrency {
                 if let Some(item) = st.pop() {
                     st.take_slot();
+                    st.dispatch();
                     return Ok(item);
                 }
                 if !st.leader {

@@ -126,6 +126,10 @@ impl ThreadCounters {
         }
     }
 
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended_at.load(Relaxed) > 0
+    }
+
     pub(crate) fn thread_ended(&self) {
         self.wait_ends();
         self.ended_at.store(self.now(), Relaxed);

@@ -224,3 +224,37 @@ impl IsNone for Payload {
         matches!(self, Payload::None)
     }
 }
+
+backend_tests! {
+    fn a_pool_from_another_port_is_refused(backend: Backend) {
+        // Two rings number their buffer groups alike: the kernel would pick
+        // from this port's pool and the buffer id would be read in the other's.
+        let port_a = port(backend);
+        let port_b = port(backend);
+        let foreign = port_b.buf_pool(8, 256).unwrap();
+        let (h, _peer) = associated_pair(&port_a, Key(1));
+        let err = port_a.recv_pooled_multi(&h, &foreign, 1u64).unwrap_err();
+        assert_eq!(err.kind, SubmitErrorKind::Unsupported);
+        let err = port_a.recv_pooled(&h, &foreign, 1u64).unwrap_err();
+        assert_eq!(err.kind, SubmitErrorKind::Unsupported);
+        // Its own pool works.
+        let own = port_a.buf_pool(8, 256).unwrap();
+        port_a.recv_pooled(&h, &own, 2u64).unwrap();
+        port_a.cancel(&h).unwrap();
+        assert!(next_of(&port_a, OpKind::RecvPooled, 2).is_cancelled());
+    }
+
+    fn a_cancel_ends_only_the_operations_issued_before_it(backend: Backend) {
+        let port = port(backend);
+        let (h, mut peer) = associated_pair(&port, Key(1));
+        port.recv(&h, Vec::with_capacity(16), 1u64).unwrap();
+        port.cancel(&h).unwrap();
+        assert!(next_of(&port, OpKind::Recv, 1).is_cancelled());
+        // A receive issued after the cancel is untouched by it.
+        port.recv(&h, Vec::with_capacity(16), 2u64).unwrap();
+        std::io::Write::write_all(&mut peer, b"after").unwrap();
+        let mut c = next_of(&port, OpKind::Recv, 2);
+        assert_eq!(c.result().as_ref().ok(), Some(&5), "{:?}", c.result());
+        assert_eq!(&c.take_buf().unwrap()[..], b"after");
+    }
+}

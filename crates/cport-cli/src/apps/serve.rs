@@ -1,5 +1,6 @@
-//! `cport serve`: everything cport serves, on default ports, each on its
-//! own completion port and worker thread. The README's first command.
+//! `cport serve`: everything cport serves (echo, chat, web), on default
+//! ports, each on its own completion port and worker thread. The README's
+//! first command.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use clap::Args;
 
 use super::chat::{self, Chat, ChatArgs};
 use super::echo::{self, Echo};
+use super::http;
 use super::{announce, run_until_signal, signals, ServerArgs};
 
 /// `cport serve` flags.
@@ -22,9 +24,12 @@ pub struct ServeArgs {
     /// The longest chat line, in bytes.
     #[arg(long, default_value_t = 4096, value_name = "BYTES")]
     pub max_line: usize,
-    // The HTTP static file server joins here, on 127.0.0.1:8080 with a
-    // bundled web root, once it exists: one more address flag, one more
-    // entry in `servers` below.
+    /// Where the web server listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// The web root (default: the bundled `www/`).
+    #[arg(long)]
+    pub root: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -42,10 +47,13 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
     };
     let chat = chat::builder(args.chat, &chat_args).start(Chat::default())?;
     announce("chat", &chat);
+    let web = http::start(args.root.clone(), args.http, false, false, &args.server)?;
+    announce("http", &web);
     let hint = chat.local_addr();
-    let servers = vec![("echo", echo), ("chat", chat)];
+    let page = web.local_addr();
+    let servers = vec![("echo", echo), ("chat", chat), ("http", web)];
     println!(
-        "cport serve: ready; Ctrl-C stops (try: nc {} {}, then /help)",
+        "cport serve: ready; Ctrl-C stops (try: nc {} {}, then /help; or open http://{page}/)",
         hint.ip(),
         hint.port()
     );

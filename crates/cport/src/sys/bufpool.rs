@@ -29,6 +29,8 @@ pub(crate) struct PoolInner {
     size: usize,
     count: u16,
     pub(crate) provider: Provider,
+    /// The driver that made the pool (see `Driver::id`).
+    owner: u64,
 }
 
 // SAFETY: the pool memory is a plain heap block; each buffer id is owned by
@@ -64,13 +66,21 @@ impl PoolInner {
         Ok((mem, layout))
     }
 
-    pub(crate) fn new(mem: NonNull<u8>, layout: Layout, count: u16, size: usize, provider: Provider) -> Self {
+    pub(crate) fn new(
+        mem: NonNull<u8>,
+        layout: Layout,
+        count: u16,
+        size: usize,
+        provider: Provider,
+        owner: u64,
+    ) -> Self {
         PoolInner {
             mem,
             layout,
             size,
             count,
             provider,
+            owner,
         }
     }
 
@@ -116,8 +126,20 @@ impl BufPool {
         self.inner.size
     }
 
+    /// The driver that made this pool.
+    pub(crate) fn owner(&self) -> u64 {
+        self.inner.owner
+    }
+
     /// Wraps buffer `bid`, which now holds `len` received bytes.
     pub(crate) fn claim(&self, bid: u16, len: usize) -> PooledBuf {
+        // Only this pool's own ring hands out ids (`Port` refuses foreign
+        // pools), so an id out of range would be a kernel or driver bug.
+        assert!(
+            bid < self.inner.count,
+            "buffer id {bid} outside a pool of {}",
+            self.inner.count
+        );
         PooledBuf {
             pool: self.inner.clone(),
             bid,

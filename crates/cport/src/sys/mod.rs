@@ -178,6 +178,8 @@ pub(crate) enum CancelTarget {
 pub(crate) trait Driver: Send + Sync {
     /// Which backend this is.
     fn backend(&self) -> Backend;
+    /// This driver's identity: buffer pools belong to the driver that made them.
+    fn id(&self) -> u64;
     /// Puts an fd into the mode this backend needs (blocking for io_uring,
     /// non-blocking for epoll).
     fn prepare_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()>;
@@ -203,6 +205,12 @@ pub(crate) trait Driver: Send + Sync {
     /// At port drop: cancels everything and waits (bounded) until the kernel
     /// is done with every op's memory, dropping their completions.
     fn drain(&self);
+}
+
+/// A process-unique id for a new driver.
+pub(crate) fn next_driver_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Turns a `-errno` style result into an `io::Result`.

@@ -160,6 +160,8 @@ struct State {
     /// When the sleeping leader will wake by itself (`None`: never).
     wake_at: Option<Instant>,
     last_poll: Instant,
+    /// Everything was cancelled (shutdown): later pushes complete at once, cancelled.
+    cancelled_all: bool,
 }
 
 struct Inner {
@@ -174,6 +176,7 @@ struct Inner {
 
 pub(crate) struct Epoll {
     inner: Arc<Inner>,
+    id: u64,
 }
 
 impl Epoll {
@@ -197,6 +200,7 @@ impl Epoll {
         ))?;
         let batch = entries.clamp(64, 1024) as usize;
         Ok(Epoll {
+            id: crate::sys::next_driver_id(),
             inner: Arc::new(Inner {
                 epfd,
                 wakefd,
@@ -213,6 +217,7 @@ impl Epoll {
                     woken: false,
                     wake_at: None,
                     last_poll: Instant::now(),
+                    cancelled_all: false,
                 }),
                 jobs_cv: Condvar::new(),
                 events: Mutex::new(vec![libc::epoll_event { events: 0, u64: 0 }; batch]),
@@ -462,6 +467,7 @@ impl Inner {
     }
 
     fn cancel_all(&self, st: &mut State) {
+        st.cancelled_all = true;
         let mut fds: Vec<RawFd> = st
             .ops
             .iter()
@@ -527,6 +533,10 @@ fn timeout_ms(d: Duration) -> i32 {
 }
 
 impl Driver for Epoll {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
     fn backend(&self) -> Backend {
         Backend::Epoll
     }
@@ -547,6 +557,12 @@ impl Driver for Epoll {
         st.next_gen = (gen + 1) & GEN_MASK;
         let id = OpId(((gen as u64) << 32) | idx as u64);
         meta.id = id;
+        if st.cancelled_all {
+            // Shut down: the op completes at once, cancelled, buffers handed back.
+            st.ready
+                .push(io::finish(meta, op, Err(errno(libc::ECANCELED)), Aux::None));
+            return Ok(id);
+        }
         let place = match &op {
             Op::Nop => {
                 st.ready.push(Completion::new(meta, Ok(0), Payload::None, false));
@@ -720,6 +736,7 @@ impl Driver for Epoll {
             count,
             size,
             Provider::List(Mutex::new(free)),
+            self.id,
         ));
         Ok(BufPool { inner })
     }

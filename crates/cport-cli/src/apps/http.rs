@@ -1,0 +1,68 @@
+//! `cport http`: the static web and file-transfer server (cport-http).
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use cport_http::{HttpConfig, HttpServer};
+use cport_server::Server;
+
+use super::{announce, run_until_signal, signals, ServerArgs};
+
+/// `cport http` flags.
+#[derive(Args, Clone, Debug)]
+pub struct HttpArgs {
+    /// Directory to serve (default: the bundled `www/`).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// List directories that have no index.html (HTML-escaped).
+    #[arg(long)]
+    pub listing: bool,
+    /// Log one line per request.
+    #[arg(long)]
+    pub access_log: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Starts the HTTP server on `listen`, serving `root` (or the bundled web root).
+///
+/// # Errors
+/// No web root, or the server cannot start.
+pub fn start(
+    root: Option<PathBuf>,
+    listen: SocketAddr,
+    listing: bool,
+    access_log: bool,
+    args: &ServerArgs,
+) -> io::Result<Server> {
+    let root = match root.or_else(cport_http::bundled_www) {
+        Some(r) => r,
+        None => return Err(io::Error::new(io::ErrorKind::NotFound, "no web root: pass --root DIR")),
+    };
+    let mut cfg = HttpConfig::new(root)
+        .listen(listen)
+        .threads(args.threads as usize)
+        .backend(args.backend.into())
+        .listing(listing)
+        .access_log(access_log)
+        .max_queued_bytes(args.max_queued);
+    if args.idle_timeout > 0 {
+        cfg = cfg.idle_timeout(Duration::from_secs(args.idle_timeout));
+    }
+    Ok(HttpServer::start(cfg)?.into_server())
+}
+
+/// Runs `cport http` until SIGINT/SIGTERM.
+pub fn run(args: HttpArgs) -> io::Result<()> {
+    let sig = signals()?;
+    let server = start(args.root, args.listen, args.listing, args.access_log, &args.server)?;
+    announce("http", &server);
+    run_until_signal(sig, vec![("http", server)], args.server.shutdown_deadline());
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! What an [`HttpServer`](crate::HttpServer) is started with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cport::Backend;
+use cport_proto::http::Limits;
+
+/// Settings of an HTTP server. Build it with [`HttpConfig::new`] and the
+/// setters, or fill the public fields directly.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use cport_http::HttpConfig;
+///
+/// let cfg = HttpConfig::new("www")
+///     .listen("127.0.0.1:8080".parse().unwrap())
+///     .threads(2)
+///     .listing(true)
+///     .request_timeout(Duration::from_secs(5));
+/// assert_eq!(cfg.threads, 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// The directory served. Nothing outside it is ever served.
+    pub root: PathBuf,
+    /// Where to listen (default `127.0.0.1:8080`; port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Worker threads of the completion port (default 1).
+    pub threads: usize,
+    /// The port's backend (default `Auto`: io_uring, else epoll).
+    pub backend: Backend,
+    /// Answer a directory without `index.html` with an HTML listing instead
+    /// of 404 (default off).
+    pub listing: bool,
+    /// One `tracing` event per request (target `cport_http::access`, level
+    /// INFO) (default off).
+    pub access_log: bool,
+    /// Time from the first byte of a request to the end of its head; past it
+    /// the client gets 408 and the connection is closed: the slow-loris
+    /// defence (default 10 s).
+    pub request_timeout: Duration,
+    /// A connection with nothing received or sent for this long is closed
+    /// (keep-alive idle time; also bounds how long a client may stall a
+    /// download) (default 60 s).
+    pub idle_timeout: Duration,
+    /// Request-head limits: request line (414), header bytes and count (431),
+    /// body (413). Default: 8 KiB, 16 KiB, 100 fields, no body.
+    pub limits: Limits,
+    /// Files up to this size are kept in memory once read (default 64 KiB;
+    /// 0 disables the cache). Larger files always go out with `send_file`.
+    pub cache_max_file: u64,
+    /// Total bytes of file contents the cache may hold (default 32 MiB).
+    pub cache_max_total: u64,
+    /// Serve live counters as JSON at [`STATS_PATH`](crate::STATS_PATH)
+    /// (default on).
+    pub stats_endpoint: bool,
+    /// Cap on bytes queued per connection (response heads and in-memory
+    /// bodies; file ranges do not count). A client that does not read its
+    /// responses is cut off past it (default 4 MiB).
+    pub max_queued_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            root: PathBuf::from("."),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            threads: 1,
+            backend: Backend::Auto,
+            listing: false,
+            access_log: false,
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            limits: Limits::default(),
+            cache_max_file: 64 * 1024,
+            cache_max_total: 32 << 20,
+            stats_endpoint: true,
+            max_queued_bytes: 4 << 20,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The defaults, serving `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        HttpConfig {
+            root: root.into(),
+            ..HttpConfig::default()
+        }
+    }
+    /// Sets [`listen`](Self::listen).
+    #[must_use]
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+    /// Sets [`threads`](Self::threads) (at least 1).
+    #[must_use]
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+    /// Sets [`backend`](Self::backend).
+    #[must_use]
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.backend = b;
+        self
+    }
+    /// Sets [`listing`](Self::listing).
+    #[must_use]
+    pub fn listing(mut self, on: bool) -> Self {
+        self.listing = on;
+        self
+    }
+    /// Sets [`access_log`](Self::access_log).
+    #[must_use]
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
+    }
+    /// Sets [`request_timeout`](Self::request_timeout).
+    #[must_use]
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
+    }
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    #[must_use]
+    pub fn idle_timeout(mut self, t: Duration) -> Self {
+        self.idle_timeout = t;
+        self
+    }
+    /// Sets [`limits`](Self::limits).
+    #[must_use]
+    pub fn limits(mut self, l: Limits) -> Self {
+        self.limits = l;
+        self
+    }
+    /// Sets the in-memory cache bounds: the largest file kept and the total.
+    #[must_use]
+    pub fn cache(mut self, max_file: u64, max_total: u64) -> Self {
+        self.cache_max_file = max_file;
+        self.cache_max_total = max_total;
+        self
+    }
+    /// Sets [`stats_endpoint`](Self::stats_endpoint).
+    #[must_use]
+    pub fn stats_endpoint(mut self, on: bool) -> Self {
+        self.stats_endpoint = on;
+        self
+    }
+    /// Sets [`max_queued_bytes`](Self::max_queued_bytes).
+    #[must_use]
+    pub fn max_queued_bytes(mut self, n: usize) -> Self {
+        self.max_queued_bytes = n.max(1);
+        self
+    }
+}
+
+/// The web root bundled with cport (`www/` at the repository root, found
+/// from where this crate was built): what `cport serve` serves. `None` when
+/// it is not there, for example for a binary copied away from its source tree.
+///
+/// # Examples
+///
+/// ```
+/// let www = cport_http::bundled_www().expect("built from the repository");
+/// assert!(www.join("index.html").is_file());
+/// ```
+pub fn bundled_www() -> Option<PathBuf> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../www");
+    p.join("index.html").is_file().then(|| p.canonicalize().unwrap_or(p))
+}

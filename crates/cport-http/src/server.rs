@@ -1,0 +1,422 @@
+//! The HTTP server: a [`cport_server::Handler`] with raw framing that parses
+//! each connection's request stream and queues the answers, in order.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use cport::{Backend, Port, Stats};
+use cport_proto::http::{check_method, decode_path, CanonicalRoot, DateCache, HttpError, Limits, Method, Request};
+use cport_server::{
+    DisconnectReason, Framing, Handler, Message, Server, ServerHandle, ServerStats, Session, ShutdownReport,
+    ShutdownSignals,
+};
+
+use crate::cache::FileCache;
+use crate::conn::{Event, Flow, RequestStream};
+use crate::files::{Body, Files, Reply};
+use crate::stats::{self, HttpCounters, HttpStats, Snapshot};
+use crate::watchdog::Watchdog;
+use crate::HttpConfig;
+
+/// The request path of the JSON stats endpoint.
+pub const STATS_PATH: &str = "/_cport/stats";
+
+/// File bodies are queued in ranges of at most this many bytes: each range's
+/// completion counts as progress for the idle timeout, so a client that
+/// stops reading a long download is cut off, and one that reads is not.
+const FILE_CHUNK: u64 = 4 << 20;
+
+thread_local! {
+    static DATE: RefCell<DateCache> = RefCell::new(DateCache::new());
+}
+
+/// What a running server's stats endpoint reads.
+struct Live {
+    handle: ServerHandle,
+    port: Port,
+}
+
+/// State shared by the workers and the request timer.
+struct App {
+    files: Files,
+    limits: Limits,
+    access_log: bool,
+    stats_endpoint: bool,
+    request_timeout: Duration,
+    threads: usize,
+    started: Instant,
+    counters: HttpCounters,
+    watch: Watchdog,
+    live: OnceLock<Live>,
+}
+
+/// A connection's state, owned by the worker handling it.
+#[derive(Debug, Default)]
+pub(crate) struct Conn {
+    stream: RequestStream,
+    /// When the pending partial request started.
+    since: Option<Instant>,
+    /// A deadline for this connection is in the watchdog.
+    watched: bool,
+}
+
+struct HttpHandler(Arc<App>);
+
+impl Handler for HttpHandler {
+    type State = Conn;
+
+    fn on_connect(&self, _: &Session) -> Conn {
+        Conn::default()
+    }
+
+    fn on_message(&self, s: &Session, conn: &mut Conn, msg: Message) {
+        self.0.on_message(s, conn, &msg);
+    }
+
+    fn on_disconnect(&self, s: &Session, conn: Conn, _: &DisconnectReason) {
+        if conn.watched {
+            self.0.watch.claim(s.id());
+        }
+    }
+}
+
+impl App {
+    fn on_message(&self, s: &Session, conn: &mut Conn, chunk: &[u8]) {
+        if conn.watched {
+            conn.watched = false;
+            if !self.watch.claim(s.id()) {
+                conn.stream.finish(); // answered 408 by the timer
+                return;
+            }
+        }
+        let was_partial = conn.stream.has_partial();
+        let fed = DATE.with_borrow_mut(|dates| {
+            let date = dates.get(SystemTime::now());
+            conn.stream.feed(chunk, &self.limits, |ev| self.answer(s, ev, date))
+        });
+        if conn.stream.has_partial() {
+            let since = match conn.since {
+                Some(t) if was_partial && fed.events == 0 => t,
+                _ => Instant::now(),
+            };
+            conn.since = Some(since);
+            conn.watched = true;
+            self.watch.arm(s, since + self.request_timeout);
+        } else {
+            conn.since = None;
+        }
+    }
+
+    /// Answers one event of the request stream.
+    fn answer(&self, s: &Session, ev: Event, date: &str) -> Flow {
+        match ev {
+            Event::Request(req) => {
+                let reply = self.reply(&req, date);
+                if self.access_log {
+                    access_log(s, method_name(&req.method), &req.target, req.version_minor, &reply);
+                }
+                self.queue(s, reply)
+            }
+            Event::Refused(err) => {
+                let reply = Reply::error(err, false, false, date);
+                if self.access_log {
+                    access_log(s, "-", "-", 1, &reply);
+                }
+                self.queue(s, reply)
+            }
+        }
+    }
+
+    fn reply(&self, req: &Request, date: &str) -> Reply {
+        let head_only = req.method == Method::Head;
+        if let Err(e) = check_method(req) {
+            return Reply::error(e, req.keep_alive, head_only, date);
+        }
+        let path = match decode_path(&req.target) {
+            Ok(p) => p,
+            Err(e) => return Reply::error(e.into(), req.keep_alive, head_only, date),
+        };
+        if self.stats_endpoint && !path.dir && path.rel.as_os_str() == &STATS_PATH[1..] {
+            let json = self.stats_json();
+            return Reply::content(
+                200,
+                "application/json; charset=utf-8",
+                Bytes::from(json),
+                "Cache-Control: no-store\r\n",
+                req,
+                date,
+            );
+        }
+        self.files.respond(req, &path, date)
+    }
+
+    /// Queues a reply on the session, in order after everything before it.
+    fn queue(&self, s: &Session, reply: Reply) -> Flow {
+        let is_file = matches!(reply.body, Body::File { .. });
+        self.counters.answered(reply.status, reply.body.len(), is_file);
+        let mut ok = s.send(reply.head).is_ok();
+        match reply.body {
+            Body::None | Body::Inline(_) => {}
+            Body::Bytes(b) => ok = ok && s.send(b).is_ok(),
+            Body::File { file, offset, len } => {
+                let end = offset + len;
+                let mut at = offset;
+                while ok && at < end {
+                    let n = (end - at).min(FILE_CHUNK);
+                    ok = s.send_file(file.clone(), at, n).is_ok();
+                    at += n;
+                }
+            }
+        }
+        if !ok {
+            return Flow::Stop; // the session is closing (or was cut off)
+        }
+        if !reply.keep_alive {
+            s.close();
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    /// 408 for a request whose head did not arrive in time (timer thread).
+    fn expire(&self, s: &Session) {
+        self.counters
+            .timeouts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let date = cport_proto::http::http_date(SystemTime::now());
+        let reply = Reply::error(HttpError::new(408, true), false, false, &date);
+        if self.access_log {
+            access_log(s, "-", "-", 1, &reply);
+        }
+        tracing::debug!(session = s.id(), peer = ?s.peer_addr(), "request head not received in time: 408");
+        let _ = self.queue(s, reply);
+    }
+
+    fn http_stats(&self) -> HttpStats {
+        self.counters.snapshot(self.files.cache_stats())
+    }
+
+    fn stats_json(&self) -> String {
+        let live = self.live.get();
+        let backend = live.map_or("starting", |l| l.port.backend().name());
+        stats::to_json(&Snapshot {
+            backend,
+            threads: self.threads,
+            uptime: self.started.elapsed(),
+            server: live.map(|l| l.handle.stats()),
+            port: live.map(|l| l.port.stats()),
+            http: self.http_stats(),
+        })
+    }
+}
+
+fn method_name(m: &Method) -> &str {
+    match m {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Other(s) => s,
+    }
+}
+
+fn access_log(s: &Session, method: &str, target: &str, minor: u8, reply: &Reply) {
+    tracing::info!(
+        target: "cport_http::access",
+        peer = %s.peer_addr().map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        method,
+        target,
+        version = if minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
+        status = reply.status,
+        bytes = reply.body.len(),
+        "request"
+    );
+}
+
+/// A static file server over a cport completion port: GET and HEAD,
+/// keep-alive and pipelining, validators, single ranges, zero-copy bodies.
+///
+/// Dropping it shuts it down.
+///
+/// # Examples
+///
+/// ```no_run
+/// use cport_http::{HttpConfig, HttpServer};
+///
+/// let server = HttpServer::start(HttpConfig::new("www").listen("127.0.0.1:8080".parse().unwrap()))?;
+/// println!("serving {} on http://{}/", server.root().display(), server.local_addr());
+/// server.run_until_signal()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct HttpServer {
+    app: Arc<App>,
+    server: Option<Server>,
+    timer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("root", &self.app.files.root())
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+impl HttpServer {
+    /// Binds, starts the workers and the request timer, and serves.
+    ///
+    /// # Errors
+    /// When the root cannot be resolved, the address cannot be bound, or
+    /// the port or its threads cannot be created.
+    pub fn start(cfg: HttpConfig) -> io::Result<HttpServer> {
+        let root = CanonicalRoot::new(&cfg.root)
+            .map_err(|e| io::Error::new(e.kind(), format!("web root {}: {e}", cfg.root.display())))?;
+        if !root.as_path().is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("web root {} is not a directory", root.as_path().display()),
+            ));
+        }
+        let app = Arc::new(App {
+            files: Files::new(
+                root,
+                FileCache::new(cfg.cache_max_file, cfg.cache_max_total),
+                cfg.listing,
+            ),
+            limits: cfg.limits.clone(),
+            access_log: cfg.access_log,
+            stats_endpoint: cfg.stats_endpoint,
+            request_timeout: cfg.request_timeout,
+            threads: cfg.threads.max(1),
+            started: Instant::now(),
+            counters: HttpCounters::default(),
+            watch: Watchdog::default(),
+            live: OnceLock::new(),
+        });
+        let tick = (cfg.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
+        let server = Server::builder()
+            .name("http")
+            .bind(cfg.listen)
+            .threads(cfg.threads)
+            .backend(cfg.backend)
+            .framing(Framing::Raw)
+            .idle_timeout(Some(cfg.idle_timeout))
+            .tick(tick)
+            // A response that closes the connection may be a long download:
+            // the linger is how long it may take.
+            .close_linger(cfg.idle_timeout.max(Duration::from_secs(300)))
+            .max_queued_bytes(cfg.max_queued_bytes)
+            .start(HttpHandler(app.clone()))?;
+        let _ = app.live.set(Live {
+            handle: server.handle(),
+            port: server.port().clone(),
+        });
+        let timer_tick = (cfg.request_timeout / 8).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let a = app.clone();
+        let timer = std::thread::Builder::new()
+            .name("cport-http-timer".into())
+            .spawn(move || {
+                let done = || a.live.get().is_some_and(|l| l.port.is_shut_down());
+                a.watch.run(timer_tick, done, |s| a.expire(&s));
+            })?;
+        tracing::info!(
+            root = %app.files.root().display(),
+            addr = %server.local_addr(),
+            backend = server.backend().name(),
+            threads = cfg.threads,
+            "http server listening"
+        );
+        Ok(HttpServer {
+            app,
+            server: Some(server),
+            timer: Some(timer),
+        })
+    }
+
+    /// The server core underneath (for its addresses, backend, counters).
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("the server runs until shutdown")
+    }
+
+    /// The server core underneath, to run and shut down beside other
+    /// `cport_server` servers. The request timer keeps running and ends by
+    /// itself once that server has shut down.
+    pub fn into_server(mut self) -> Server {
+        self.timer.take(); // detached: it ends when the port shuts down
+        self.server.take().expect("the server runs until shutdown")
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server().local_addr()
+    }
+
+    /// The backend the port runs on (never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.server().backend()
+    }
+
+    /// The canonical web root.
+    pub fn root(&self) -> &Path {
+        self.app.files.root()
+    }
+
+    /// The HTTP layer's counters.
+    pub fn stats(&self) -> HttpStats {
+        self.app.http_stats()
+    }
+
+    /// The server core's counters (sessions, bytes, disconnects by reason).
+    pub fn server_stats(&self) -> ServerStats {
+        self.server().stats()
+    }
+
+    /// The completion port's counters.
+    pub fn port_stats(&self) -> Stats {
+        self.server().port().stats()
+    }
+
+    /// The JSON document [`STATS_PATH`] serves.
+    pub fn stats_json(&self) -> String {
+        self.app.stats_json()
+    }
+
+    /// Blocks until SIGINT or SIGTERM, then shuts down (flushing for up to 5 s).
+    ///
+    /// # Errors
+    /// When the signal handlers cannot be installed.
+    pub fn run_until_signal(self) -> io::Result<ShutdownReport> {
+        let mut signals = ShutdownSignals::new()?;
+        let sig = signals.wait();
+        tracing::info!(signal = ShutdownSignals::name(sig), "shutting down");
+        Ok(self.shutdown(Duration::from_secs(5)))
+    }
+
+    /// Stops accepting, lets connections flush for up to `deadline`, closes
+    /// them and joins the threads.
+    pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
+        self.stop(deadline)
+    }
+
+    fn stop(&mut self, deadline: Duration) -> ShutdownReport {
+        let Some(server) = self.server.take() else {
+            return ShutdownReport::default(); // handed out by `into_server`
+        };
+        self.app.watch.stop();
+        if let Some(t) = self.timer.take() {
+            let _ = t.join();
+        }
+        server.shutdown(deadline)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,44 @@
+//! An HTTP server handed over as a plain `cport_server::Server` (how `cport
+//! serve` runs it beside the echo and chat servers) keeps serving, keeps
+//! its request timer, and leaves no thread behind once shut down. One test
+//! per binary: it counts the process's threads.
+
+#[allow(unused_macros, unused_imports)]
+mod util;
+
+use std::io::{BufReader, Write};
+use std::time::Duration;
+
+use cport_http::Backend;
+use util::*;
+
+/// Threads of this process named like the request timer.
+fn timer_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end().starts_with("cport-http-tim"))
+        })
+        .count()
+}
+
+#[test]
+fn into_server_keeps_serving_and_cleans_up() {
+    for backend in [Backend::IoUring, Backend::Epoll] {
+        let site = site();
+        let http = serve_with(backend, site.path(), |c| c.request_timeout(Duration::from_millis(300)));
+        wait_until("the request timer to start", || timer_threads() == 1);
+        let server = http.into_server();
+        let addr = server.local_addr();
+        let r = exchange(addr, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.body, b"hello, world\n");
+        let s = connect(addr);
+        (&s).write_all(b"GET /hello.txt HTTP/1.1\r\n").unwrap();
+        let mut rd = BufReader::new(s);
+        let r = read_response(&mut rd, false).unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
+        assert_eq!(r.status, 408, "{}", backend.name());
+        server.shutdown(Duration::from_secs(1));
+        wait_until("the request timer to end", || timer_threads() == 0);
+    }
+}
