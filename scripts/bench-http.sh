@@ -45,9 +45,9 @@ for tool in nginx wrk taskset cargo; do
 done
 
 echo "== building cport (release)"
-cargo build --release -q -p cport-http --example serve
+cargo build --release -q -p cport-cli --bin cport
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-SERVE="$TARGET_DIR/release/examples/serve"
+CPORT="$TARGET_DIR/release/cport"
 
 # ----- the web root and nginx's config ----------------------------------------
 WORK=$(mktemp -d /tmp/cport-bench-http.XXXXXX)
@@ -102,7 +102,8 @@ PORTS=("$NGINX_PORT")
 CPU_PIDS=("") # nginx's worker, found once it runs
 port=$CPORT_PORT
 for b in $BACKENDS; do
-    RUST_LOG=warn taskset -c "$SERVER_CPU" "$SERVE" "$WORK/root" "127.0.0.1:$port" 1 "$b" >"$WORK/cport-$b.log" 2>&1 &
+    RUST_LOG=warn taskset -c "$SERVER_CPU" "$CPORT" http --root "$WORK/root" --listen "127.0.0.1:$port" \
+        --threads 1 --backend "$b" >"$WORK/cport-$b.log" 2>&1 &
     PIDS+=($!)
     NAMES+=("cport-$b")
     PORTS+=("$port")
