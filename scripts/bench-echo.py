@@ -38,6 +38,8 @@ def server_cmd(name, port):
         "cport-uring": ([cport, "echo", "--listen", addr, "--threads", "1", "--backend", "uring"], {}),
         "cport-epoll": ([cport, "echo", "--listen", addr, "--threads", "1", "--backend", "epoll"], {}),
         "cport-example": ([os.path.join(REL, "examples", "echo"), addr, "1"], {}),
+        "cport-example-2t": ([os.path.join(REL, "examples", "echo"), addr, "2"], {}),
+        "cport-example-unbatched": ([os.path.join(REL, "examples", "echo"), addr, "1", "unbatched"], {}),
         "tokio": ([os.path.join(REL, "tokio-echo"), addr, "1"], {}),
         "c-uring": ([os.path.join(REL, "c-uring-echo"), addr], {}),
         "c-uring-coop": ([os.path.join(REL, "c-uring-echo"), addr], {"C_URING_COOP": "1"}),

@@ -400,11 +400,12 @@ impl Port {
     /// if one sleeps in the kernel, so that it submits them: only threads
     /// that dequeue ever enter the ring (see `sys::uring`).
     fn after_push(&self) {
-        if self.shared.batch {
-            let in_handler = LOCALS.with(|l| l.borrow().iter().any(|x| x.port_id == self.shared.id && x.holds_slot));
-            if in_handler {
-                return;
+        let in_handler = LOCALS.with(|l| l.borrow().iter().any(|x| x.port_id == self.shared.id && x.holds_slot));
+        if in_handler {
+            if !self.shared.batch {
+                self.shared.driver.submit_now();
             }
+            return;
         }
         if self.shared.sched.has_leader() {
             self.shared.driver.flush();

@@ -100,10 +100,19 @@ pub fn announce(what: &str, server: &Server) {
 /// server for 100,000 connections needs far more than the usual 1024).
 pub fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
-            tracing::debug!(soft, hard, "could not raise the open-file limit");
-        }
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    // Privileged processes may lift the hard limit too, up to fs.nr_open:
+    // 100,000 connections need that many descriptors.
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard)
+        .min(1 << 20);
+    if ceiling > hard && setrlimit(Resource::RLIMIT_NOFILE, ceiling, ceiling).is_ok() {
+        return;
+    }
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        tracing::debug!(soft, hard, "could not raise the open-file limit");
     }
 }
 

@@ -185,8 +185,12 @@ pub(crate) trait Driver: Send + Sync {
     fn prepare_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()>;
     /// Starts an operation; `meta.id` is assigned here. On refusal the op comes back.
     fn push(&self, meta: Meta, op: Op) -> Result<OpId, (SubmitErrorKind, Op)>;
-    /// Hands pushed operations to the kernel now, if any wait.
+    /// Makes pushed operations reach the kernel soon: wakes the leader so it
+    /// submits them (the calling thread itself must not enter the ring).
     fn flush(&self);
+    /// Submits pushed operations from the calling thread, which dequeues
+    /// from this port and so may enter the ring.
+    fn submit_now(&self);
     /// Waits until at least one completion is ready or the deadline passes, and
     /// appends every ready completion to `out`. One caller at a time.
     fn wait(&self, out: &mut Vec<Completion>, deadline: Option<Instant>) -> io::Result<()>;

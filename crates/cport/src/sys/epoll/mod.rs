@@ -623,6 +623,10 @@ impl Driver for Epoll {
         Ok(id)
     }
 
+    fn submit_now(&self) {
+        // Operations are attempted as they are pushed: nothing waits to be submitted.
+    }
+
     fn flush(&self) {
         let inner = &*self.inner;
         let mut st = inner.state.lock();

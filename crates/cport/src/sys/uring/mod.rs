@@ -649,6 +649,14 @@ impl Driver for Uring {
         }
     }
 
+    fn submit_now(&self) {
+        let core = &self.core;
+        let pending = core.sq_len(&core.state.lock());
+        if pending > 0 {
+            let _ = core.submit(0, None);
+        }
+    }
+
     fn wait(&self, out: &mut Vec<Completion>, deadline: Option<Instant>) -> io::Result<()> {
         let core = &self.core;
         let (pending, more_ready) = {
