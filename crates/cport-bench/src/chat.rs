@@ -14,7 +14,7 @@ use cport::{Backend, OpKind, Payload, Port};
 
 use crate::conn;
 use crate::lines::LineBuf;
-use crate::report::{thread_cpu_time, LatencyRecorder, Report};
+use crate::report::{LatencyRecorder, Report, Window};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -76,24 +76,15 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
         });
     }
     let t0 = Instant::now();
-    let from = t0 + cfg.warmup;
-    let end = from + cfg.duration;
+    let mut window = Window::start(cfg.warmup, cfg.duration);
+    let from = window.from;
     let step = Duration::from_secs_f64(1.0 / (cfg.rate_per_client * cfg.conns as f64).max(1e-3));
     let mut next = from;
     let mut rr = 0usize;
     port.timeout(Duration::from_millis(1), TICK)?;
     let mut lat = LatencyRecorder::default();
-    let mut cpu0 = None;
     let mut errors = 0;
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        if cpu0.is_none() && Instant::now() >= from {
-            cpu0 = Some(thread_cpu_time());
-        }
-        let c = match port.get(Some(left)) {
-            Ok(c) => c,
-            Err(cport::GetError::Timeout) => break,
-            Err(e) => return Err(e.into()),
-        };
+    while let Some(c) = window.next(&port)? {
         if c.ctx() == TICK {
             let now = Instant::now();
             while next <= now && !clients.is_empty() {
@@ -149,8 +140,7 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
         }
     }
     rep.errors = errors;
-    let window = Instant::now().saturating_duration_since(from);
-    rep.finish(&lat, window, thread_cpu_time().saturating_sub(cpu0.unwrap_or_default()));
+    window.finish(&mut rep, &lat);
     Ok(rep)
 }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use cport::{Backend, Buf, Handle, Key, OpKind, Payload, Port};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::report::{thread_cpu_time, LatencyRecorder, Report};
+use crate::report::{LatencyRecorder, Report, Window};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -96,10 +96,9 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
     }
 
     let start = Instant::now();
-    let measure_from = start + cfg.warmup;
-    let end = measure_from + cfg.duration;
+    let mut window = Window::start(cfg.warmup, cfg.duration);
+    let measure_from = window.from;
     let mut lat = LatencyRecorder::default();
-    let mut cpu_at_measure = None;
     // Open loop: each tick sends what the schedule says is due.
     let interval = cfg.rate.map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3)));
     let mut next_send = start;
@@ -109,19 +108,7 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
     }
 
     let mut errors = 0u64;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        if cpu_at_measure.is_none() && now >= measure_from {
-            cpu_at_measure = Some(thread_cpu_time());
-        }
-        let c = match port.get(Some(end - now)) {
-            Ok(c) => c,
-            Err(cport::GetError::Timeout) => break,
-            Err(e) => return Err(e.into()),
-        };
+    while let Some(c) = window.next(&port)? {
         if c.ctx() == TICK {
             let now = Instant::now();
             let step = interval.expect("ticks only in open loop");
@@ -178,7 +165,7 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
                                 report.messages += 1;
                                 report.bytes += msg.len() as u64;
                             }
-                            if interval.is_none() && now < end {
+                            if interval.is_none() {
                                 conn.sent_at.push_back(now);
                                 if port.send(&conn.h, msg.clone(), CTX_SEND).is_err() {
                                     errors += 1;
@@ -211,10 +198,8 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
             _ => {}
         }
     }
-    let window = Instant::now().saturating_duration_since(measure_from);
-    let cpu = thread_cpu_time().saturating_sub(cpu_at_measure.unwrap_or_default());
     report.errors = errors;
-    report.finish(&lat, window, cpu);
+    window.finish(&mut report, &lat);
     for conn in &conns {
         let _ = port.close(&conn.h);
     }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use cport::{Backend, OpKind, Payload, Port};
 
 use crate::conn;
-use crate::report::{thread_cpu_time, LatencyRecorder, Report};
+use crate::report::{LatencyRecorder, Report, Window};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -146,21 +146,11 @@ pub fn run(cfg: &HttpConfig) -> io::Result<Report> {
             live: false,
         });
     }
-    let start = Instant::now();
-    let from = start + cfg.warmup;
-    let end = from + cfg.duration;
+    let mut window = Window::start(cfg.warmup, cfg.duration);
+    let from = window.from;
     let mut lat = LatencyRecorder::default();
-    let mut cpu0 = None;
     let mut errors = 0;
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        if cpu0.is_none() && Instant::now() >= from {
-            cpu0 = Some(thread_cpu_time());
-        }
-        let c = match port.get(Some(left)) {
-            Ok(c) => c,
-            Err(cport::GetError::Timeout) => break,
-            Err(e) => return Err(e.into()),
-        };
+    while let Some(c) = window.next(&port)? {
         let Some(x) = cs.get_mut(c.key().0 as usize) else {
             continue;
         };
@@ -204,9 +194,8 @@ pub fn run(cfg: &HttpConfig) -> io::Result<Report> {
             _ => {}
         }
     }
-    let window = Instant::now().saturating_duration_since(from);
     rep.errors = errors;
-    rep.finish(&lat, window, thread_cpu_time().saturating_sub(cpu0.unwrap_or_default()));
+    window.finish(&mut rep, &lat);
     Ok(rep)
 }
 

@@ -1,7 +1,10 @@
 //! Counting and latency histograms, shared by every load kind.
 
 use std::fmt;
-use std::time::Duration;
+use std::io;
+use std::time::{Duration, Instant};
+
+use cport::{Completion, GetError, Port};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -143,6 +146,59 @@ impl fmt::Display for Report {
             )?;
         }
         Ok(())
+    }
+}
+
+/// The time a load runs: a warm-up, then the measured window. Dequeues
+/// completions until the window ends and samples the client's own CPU time
+/// over the window, so every load kind measures the same way.
+pub struct Window {
+    /// Where measuring starts (after the warm-up).
+    pub from: Instant,
+    end: Instant,
+    cpu_at_from: Option<Duration>,
+}
+
+impl Window {
+    /// Starts now: `warmup`, then `duration` measured.
+    pub fn start(warmup: Duration, duration: Duration) -> Window {
+        let from = Instant::now() + warmup;
+        Window {
+            from,
+            end: from + duration,
+            cpu_at_from: None,
+        }
+    }
+
+    /// Whether `t` falls in the measured window.
+    pub fn measures(&self, t: Instant) -> bool {
+        t >= self.from
+    }
+
+    /// The next completion, or `None` once the window is over.
+    ///
+    /// # Errors
+    /// When the port fails while waiting.
+    pub fn next(&mut self, port: &Port) -> io::Result<Option<Completion>> {
+        let now = Instant::now();
+        let Some(left) = self.end.checked_duration_since(now).filter(|d| !d.is_zero()) else {
+            return Ok(None);
+        };
+        if self.cpu_at_from.is_none() && now >= self.from {
+            self.cpu_at_from = Some(thread_cpu_time());
+        }
+        match port.get(Some(left)) {
+            Ok(c) => Ok(Some(c)),
+            Err(GetError::Timeout) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fills `rep`'s rates and percentiles for the window that just ended.
+    pub fn finish(&self, rep: &mut Report, lat: &LatencyRecorder) {
+        let window = Instant::now().saturating_duration_since(self.from);
+        let cpu = thread_cpu_time().saturating_sub(self.cpu_at_from.unwrap_or_default());
+        rep.finish(lat, window, cpu);
     }
 }
 

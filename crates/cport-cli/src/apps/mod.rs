@@ -100,7 +100,9 @@ pub fn announce(what: &str, server: &Server) {
 /// server for 100,000 connections needs far more than the usual 1024).
 pub fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
     // Privileged processes may lift the hard limit too, up to fs.nr_open:
     // 100,000 connections need that many descriptors.
     let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
