@@ -285,13 +285,18 @@ fn chart(rows: &[Row], models: &[Model], conns: &[usize], path: &PathBuf) -> io:
     let err = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut ch = ChartBuilder::on(&root)
-        .caption("Echo throughput by I/O model", ("sans-serif", 22))
+        .caption(
+            "Echo throughput by I/O model (runs where a model refused connections are left out)",
+            ("sans-serif", 18),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d((lo.max(1.0)..hi).log_scale(), 0.0..max_rate)
         .map_err(|e| err(&e))?;
     ch.configure_mesh()
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .x_desc("connections")
         .y_desc("messages / s")
         .draw()
@@ -300,7 +305,7 @@ fn chart(rows: &[Row], models: &[Model], conns: &[usize], path: &PathBuf) -> io:
         let color = Palette99::pick(i).to_rgba();
         let pts: Vec<(f64, f64)> = rows
             .iter()
-            .filter(|r| r.model == m.name())
+            .filter(|r| r.model == m.name() && r.refused == 0)
             .map(|r| (r.conns.max(1) as f64, r.rate))
             .collect();
         ch.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
@@ -311,6 +316,7 @@ fn chart(rows: &[Row], models: &[Model], conns: &[usize], path: &PathBuf) -> io:
             .map_err(|e| err(&e))?;
     }
     ch.configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
         .draw()
