@@ -46,3 +46,32 @@ pub use port::{Backend, FullPolicy, Port, PortBuilder};
 pub use stats::{Stats, ThreadStats};
 pub use sys::{BufPool, PooledBuf};
 pub use worker::WorkerPool;
+
+/// Test support: expands each `fn name(backend: Backend) { body }` into a
+/// module `name` holding two tests, `name::uring` and `name::epoll`, that
+/// run the body with [`Backend::IoUring`] and [`Backend::Epoll`]: one body,
+/// both backends. Used by this workspace's integration tests; filter with
+/// `cargo test -- ::uring`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! backend_tests {
+    ($($(#[$meta:meta])* fn $name:ident($backend:ident: Backend) $body:block)*) => {$(
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($backend: $crate::Backend) $body
+
+            #[test]
+            fn uring() {
+                run($crate::Backend::IoUring)
+            }
+
+            #[test]
+            fn epoll() {
+                run($crate::Backend::Epoll)
+            }
+        }
+    )*};
+}

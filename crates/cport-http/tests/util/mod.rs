@@ -18,30 +18,8 @@ use cport_http::{Backend, HttpConfig, HttpServer};
 /// How long a test waits for something that should happen at once.
 pub const LONG: Duration = Duration::from_secs(10);
 
-/// Expands each `fn name(backend: Backend) { body }` into a module `name`
-/// with two tests, `name::uring` and `name::epoll`: one body, both backends.
-macro_rules! backend_tests {
-    ($($(#[$meta:meta])* fn $name:ident($backend:ident: Backend) $body:block)*) => {$(
-        $(#[$meta])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            fn run($backend: ::cport_http::Backend) $body
-
-            #[test]
-            fn uring() {
-                run(::cport_http::Backend::IoUring)
-            }
-
-            #[test]
-            fn epoll() {
-                run(::cport_http::Backend::Epoll)
-            }
-        }
-    )*};
-}
-pub(crate) use backend_tests;
+/// One test body, both backends (see `cport::backend_tests!`).
+pub(crate) use cport::backend_tests;
 
 /// A temporary directory, removed (with everything in it) on drop.
 pub struct TempDir(PathBuf);

@@ -15,30 +15,8 @@ use parking_lot::Mutex;
 /// How long a test waits for something that should happen soon.
 pub const LONG: Duration = Duration::from_secs(10);
 
-/// Expands each `fn name(backend: Backend) { body }` into a module `name`
-/// with two tests, `name::uring` and `name::epoll`: one body, both backends.
-macro_rules! backend_tests {
-    ($($(#[$meta:meta])* fn $name:ident($backend:ident: Backend) $body:block)*) => {$(
-        $(#[$meta])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            fn run($backend: ::cport_server::Backend) $body
-
-            #[test]
-            fn uring() {
-                run(::cport_server::Backend::IoUring)
-            }
-
-            #[test]
-            fn epoll() {
-                run(::cport_server::Backend::Epoll)
-            }
-        }
-    )*};
-}
-pub(crate) use backend_tests;
+/// One test body, both backends (see `cport::backend_tests!`).
+pub(crate) use cport::backend_tests;
 
 /// A builder on `backend`, listening on a free loopback port, with a fast tick.
 pub fn builder(backend: Backend) -> ServerBuilder {

@@ -21,35 +21,8 @@ pub const LONG: Duration = Duration::from_secs(5);
 /// How long a test waits to be reasonably sure something does *not* happen.
 pub const SHORT: Duration = Duration::from_millis(100);
 
-/// Expands each `fn name(backend: Backend) { body }` into a module `name`
-/// holding two tests, `name::uring` and `name::epoll`, that run the body
-/// with `Backend::IoUring` and `Backend::Epoll`: one body, both backends.
-///
-/// (`macro_rules!` cannot paste `name_uring` without the `paste` crate, so
-/// the backend is the last path segment instead: filter with
-/// `cargo test -p cport -- ::uring`.)
-macro_rules! backend_tests {
-    ($($(#[$meta:meta])* fn $name:ident($backend:ident: Backend) $body:block)*) => {$(
-        $(#[$meta])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            fn run($backend: ::cport::Backend) $body
-
-            #[test]
-            fn uring() {
-                run(::cport::Backend::IoUring)
-            }
-
-            #[test]
-            fn epoll() {
-                run(::cport::Backend::Epoll)
-            }
-        }
-    )*};
-}
-pub(crate) use backend_tests;
+/// One test body, both backends (see `cport::backend_tests!`).
+pub(crate) use cport::backend_tests;
 
 /// A port on `backend` with the default settings.
 pub fn port(backend: Backend) -> Port {
