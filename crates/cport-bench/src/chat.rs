@@ -83,7 +83,6 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
     let mut rr = 0usize;
     port.timeout(Duration::from_millis(1), TICK)?;
     let mut lat = LatencyRecorder::default();
-    let mut errors = 0;
     while let Some(c) = window.next(&port)? {
         if c.ctx() == TICK {
             let now = Instant::now();
@@ -94,7 +93,7 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
                     let us = next.duration_since(t0).as_micros();
                     let msg = Bytes::from(format!("m {us}\n"));
                     if port.send(&clients[k].h, msg, 0).is_err() {
-                        errors += 1;
+                        rep.errors += 1;
                     }
                 }
                 next += step;
@@ -125,7 +124,7 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
                                 rep.bytes += line.len() as u64 + 1;
                             }
                         } else if line.starts_with(b"! ") {
-                            errors += 1;
+                            rep.errors += 1;
                         }
                     });
                     v.clear();
@@ -133,13 +132,12 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
                 }
                 _ => {
                     cl.live = false;
-                    errors += 1;
+                    rep.errors += 1;
                 }
             },
             _ => {}
         }
     }
-    rep.errors = errors;
     window.finish(&mut rep, &lat);
     Ok(rep)
 }

@@ -107,7 +107,6 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
         port.timeout(Duration::from_millis(1), TICK)?;
     }
 
-    let mut errors = 0u64;
     while let Some(c) = window.next(&port)? {
         if c.ctx() == TICK {
             let now = Instant::now();
@@ -121,7 +120,7 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
                     let conn = &mut conns[conn];
                     conn.sent_at.push_back(next_send);
                     if port.send(&conn.h, msg.clone(), CTX_SEND).is_err() {
-                        errors += 1;
+                        report.errors += 1;
                     }
                     rr = rr.wrapping_add(1);
                 }
@@ -152,7 +151,7 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
                 match res {
                     Ok(0) => {
                         conn.live = false;
-                        errors += 1;
+                        report.errors += 1;
                     }
                     Ok(n) => {
                         conn.got += n;
@@ -168,7 +167,7 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
                             if interval.is_none() {
                                 conn.sent_at.push_back(now);
                                 if port.send(&conn.h, msg.clone(), CTX_SEND).is_err() {
-                                    errors += 1;
+                                    report.errors += 1;
                                 }
                             }
                         }
@@ -181,7 +180,7 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
                     }
                     Err(_) => {
                         conn.live = false;
-                        errors += 1;
+                        report.errors += 1;
                     }
                 }
             }
@@ -192,13 +191,12 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
                         let _ = port.send(&conn.h, b.slice(n..), CTX_SEND);
                     }
                 } else {
-                    errors += 1;
+                    report.errors += 1;
                 }
             }
             _ => {}
         }
     }
-    report.errors = errors;
     window.finish(&mut report, &lat);
     for conn in &conns {
         let _ = port.close(&conn.h);

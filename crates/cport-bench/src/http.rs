@@ -134,7 +134,6 @@ pub fn run(cfg: &HttpConfig) -> io::Result<Report> {
         h: cport::Handle,
         rd: ResponseReader,
         sent: Instant,
-        live: bool,
     }
     let mut cs = Vec::with_capacity(cfg.conns);
     for i in 0..cfg.conns {
@@ -143,20 +142,17 @@ pub fn run(cfg: &HttpConfig) -> io::Result<Report> {
             h,
             rd: ResponseReader::default(),
             sent: Instant::now(),
-            live: false,
         });
     }
     let mut window = Window::start(cfg.warmup, cfg.duration);
     let from = window.from;
     let mut lat = LatencyRecorder::default();
-    let mut errors = 0;
     while let Some(c) = window.next(&port)? {
         let Some(x) = cs.get_mut(c.key().0 as usize) else {
             continue;
         };
         match c.kind() {
             OpKind::Connect if c.result().is_ok() => {
-                x.live = true;
                 x.sent = Instant::now();
                 port.send(&x.h, req.clone(), 0)?;
                 port.recv(&x.h, Vec::with_capacity(64 * 1024), 0)?;
@@ -168,8 +164,7 @@ pub fn run(cfg: &HttpConfig) -> io::Result<Report> {
                     let (done, body, bad) = x.rd.feed(&v);
                     let now = Instant::now();
                     if bad {
-                        errors += 1;
-                        x.live = false;
+                        rep.errors += 1;
                         continue;
                     }
                     for _ in 0..done {
@@ -187,14 +182,12 @@ pub fn run(cfg: &HttpConfig) -> io::Result<Report> {
                     port.recv(&x.h, v, 0)?;
                 }
                 _ => {
-                    errors += 1;
-                    x.live = false;
+                    rep.errors += 1;
                 }
             },
             _ => {}
         }
     }
-    rep.errors = errors;
     window.finish(&mut rep, &lat);
     Ok(rep)
 }

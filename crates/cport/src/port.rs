@@ -349,20 +349,20 @@ impl Port {
         if let Err(k) = self.reserve() {
             return Err(SubmitError::new(k, op.into_payload()));
         }
+        let meta = |key, handle| Meta {
+            key,
+            ctx,
+            kind,
+            handle,
+            id: OpId(0),
+        };
         let pushed = match h {
             Some(h) => {
                 let mut table = self.shared.handles.lock();
                 match table.begin_op(h) {
                     Ok(fd) => {
                         op.set_fd(fd);
-                        let meta = Meta {
-                            key: h.key,
-                            ctx,
-                            kind,
-                            handle: Some(*h),
-                            id: OpId(0),
-                        };
-                        let r = self.shared.driver.push(meta, op);
+                        let r = self.shared.driver.push(meta(h.key, Some(*h)), op);
                         if r.is_err() {
                             // Not closing (begin_op said so), so this closes nothing.
                             let _ = table.end_op(h.idx);
@@ -372,16 +372,7 @@ impl Port {
                     Err(k) => Err((k, op)),
                 }
             }
-            None => {
-                let meta = Meta {
-                    key: Key(0),
-                    ctx,
-                    kind,
-                    handle: None,
-                    id: OpId(0),
-                };
-                self.shared.driver.push(meta, op)
-            }
+            None => self.shared.driver.push(meta(Key(0), None), op),
         };
         match pushed {
             Ok(id) => {
@@ -719,13 +710,12 @@ impl Port {
     /// # Errors
     /// [`SubmitErrorKind::InvalidHandle`] for a closed handle.
     pub fn cancel(&self, h: &Handle) -> Result<(), SubmitError> {
-        let fd = self
-            .shared
-            .handles
-            .lock()
-            .raw_fd(h)
-            .map_err(|k| SubmitError::new(k, Payload::None))?;
+        // Under the table's lock: the fd cannot be closed and its number
+        // reused before the cancel is queued.
+        let mut table = self.shared.handles.lock();
+        let fd = table.raw_fd(h).map_err(|k| SubmitError::new(k, Payload::None))?;
         self.shared.driver.cancel(CancelTarget::Fd(fd));
+        drop(table);
         Ok(())
     }
 
@@ -742,18 +732,19 @@ impl Port {
     /// # Errors
     /// [`SubmitErrorKind::InvalidHandle`] or [`SubmitErrorKind::Closing`].
     pub fn close(&self, h: &Handle) -> Result<(), SubmitError> {
-        let (raw, rel) = self
-            .shared
-            .handles
-            .lock()
-            .close(h)
-            .map_err(|k| SubmitError::new(k, Payload::None))?;
+        let mut table = self.shared.handles.lock();
+        let (raw, rel) = table.close(h).map_err(|k| SubmitError::new(k, Payload::None))?;
         match rel {
             Released::Close(fd) => {
+                drop(table);
                 self.shared.driver.forget_fd(raw);
                 drop(fd);
             }
-            Released::Nothing => self.shared.driver.cancel(CancelTarget::Fd(raw)),
+            // Under the lock, as in `cancel`: queued before the fd can close.
+            Released::Nothing => {
+                self.shared.driver.cancel(CancelTarget::Fd(raw));
+                drop(table);
+            }
         }
         Ok(())
     }
@@ -886,21 +877,20 @@ impl Port {
         if max == 0 {
             return Ok(0);
         }
-        let first = self.get(timeout)?;
-        out.push(first);
-        let mut n = 1;
-        while n < max {
-            match self.shared.sched.try_pop() {
-                Some(c) => {
-                    self.dequeued(&c);
-                    self.with_local(|x| x.counters.count_completion());
-                    out.push(c);
-                    n += 1;
-                }
-                None => break,
-            }
+        out.push(self.get(timeout)?);
+        // The rest ride on the slot the first one took.
+        let mut more = 0;
+        while more + 1 < max {
+            let Some(c) = self.shared.sched.try_pop() else { break };
+            self.shared.counters.record(c.kind(), c.result.is_ok());
+            out.push(c);
+            more += 1;
         }
-        Ok(n)
+        if more > 0 {
+            self.unreserve(more);
+            self.with_local(|x| (0..more).for_each(|_| x.counters.count_completion()));
+        }
+        Ok(1 + more)
     }
 
     /// Gives back this thread's concurrency slot before it blocks on

@@ -99,6 +99,11 @@ impl<T: Prioritized> State<T> {
             w.give(Grant::Item(item));
         }
     }
+    /// A packet waits with a slot free while the leader sleeps in the
+    /// backend, which only a wake-up will end.
+    fn leader_must_wake(&self) -> bool {
+        self.queued() > 0 && self.leader && self.running < self.concurrency
+    }
     /// When nobody leads but threads wait with free slots, one of them must.
     fn promote(&mut self) {
         if !self.leader && self.running < self.concurrency && self.queued() == 0 {
@@ -144,7 +149,7 @@ impl<T: Prioritized> Sched<T> {
         let mut st = self.state.lock();
         st.enqueue(item);
         st.dispatch();
-        st.queued() > 0 && st.leader && st.running < st.concurrency
+        st.leader_must_wake()
     }
 
     /// Gives back a slot without dequeuing (a thread about to block, or
@@ -156,7 +161,7 @@ impl<T: Prioritized> Sched<T> {
         st.running = st.running.saturating_sub(1);
         st.dispatch();
         st.promote();
-        st.queued() > 0 && st.leader && st.running < st.concurrency
+        st.leader_must_wake()
     }
 
     /// Releases every waiter so it re-checks the port (used at shutdown).

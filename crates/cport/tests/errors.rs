@@ -13,6 +13,15 @@ use bytes::Bytes;
 use cport::{Buf, Key, OpKind, Payload, SubmitError, SubmitErrorKind};
 use util::*;
 
+/// The completion is a cancellation that handed the marked `Vec` back intact.
+fn assert_cancelled_with_buffer_back(c: &mut cport::Completion) {
+    assert!(c.is_cancelled(), "{:?}", c.result());
+    match c.take_buf() {
+        Some(Buf::Vec(v)) => assert_marked(&v, v.capacity()),
+        other => panic!("buffer not handed back: {other:?}"),
+    }
+}
+
 /// The `Vec` a submit error handed back.
 fn vec_back(e: SubmitError) -> Vec<u8> {
     match e.payload {
@@ -146,11 +155,7 @@ backend_tests! {
         assert_eq!(port.close(&h).unwrap_err().kind, SubmitErrorKind::Closing);
 
         let mut c = next_of(&port, OpKind::Recv, 1);
-        assert!(c.is_cancelled(), "{:?}", c.result());
-        match c.take_buf() {
-            Some(Buf::Vec(v)) => assert_marked(&v, v.capacity()),
-            other => panic!("buffer not handed back: {other:?}"),
-        }
+        assert_cancelled_with_buffer_back(&mut c);
         assert_nothing_more(&port);
         assert_eq!(port.recv(&h, Vec::new(), 3u64).unwrap_err().kind, SubmitErrorKind::InvalidHandle);
         assert_eq!(port.stats().handles, 0);
@@ -162,11 +167,7 @@ backend_tests! {
         port.recv(&h, marked_buf(), 1u64).unwrap();
         port.cancel(&h).unwrap();
         let mut c = next_of(&port, OpKind::Recv, 1);
-        assert!(c.is_cancelled(), "{:?}", c.result());
-        match c.take_buf() {
-            Some(Buf::Vec(v)) => assert_marked(&v, v.capacity()),
-            other => panic!("buffer not handed back: {other:?}"),
-        }
+        assert_cancelled_with_buffer_back(&mut c);
         assert_nothing_more(&port);
         assert_eq!(port.stats().in_flight, 0);
         // Cancelling ends operations, not the handle.
@@ -184,11 +185,7 @@ backend_tests! {
         let t = port.timeout(Duration::from_secs(3600), 3u64).unwrap();
         port.cancel_op(a);
         let mut c = next_of(&port, OpKind::Recv, 1);
-        assert!(c.is_cancelled(), "{:?}", c.result());
-        match c.take_buf() {
-            Some(Buf::Vec(v)) => assert_marked(&v, v.capacity()),
-            other => panic!("buffer not handed back: {other:?}"),
-        }
+        assert_cancelled_with_buffer_back(&mut c);
         port.cancel_op(t);
         let c = next_of(&port, OpKind::Timeout, 3);
         assert!(c.is_cancelled(), "{:?}", c.result());

@@ -64,8 +64,6 @@ struct State {
     woken: bool,
     /// Everything was cancelled (shutdown).
     cancelled_all: bool,
-    /// Ops the kernel cancelled on its own and that were submitted again.
-    resubmitted: u64,
     /// The multishot poll on `wake_fd` is in the ring.
     wake_armed: bool,
 }
@@ -290,7 +288,6 @@ impl Uring {
                     next_seq: 0,
                     woken: false,
                     cancelled_all: false,
-                    resubmitted: 0,
                     wake_armed: false,
                 }),
                 kernel_calls: AtomicU64::new(0),
@@ -399,7 +396,6 @@ impl Core {
             && !asked_to_cancel(st.cancelled_all, &st.cancelled_fds, f, f.op.fd())
         {
             if let Some(entry) = resubmission(f) {
-                st.resubmitted += 1;
                 tracing::debug!(kind = %f.meta.kind, "op cancelled by its submitting thread's exit; submitted again");
                 let entry = entry.user_data(ud);
                 self.push_sqe(st, &entry);
