@@ -14,7 +14,6 @@ use cport_proto::framing::FrameError;
 use parking_lot::Mutex;
 
 use crate::handler::{DisconnectReason, FrameAction, Handler, Message, ReasonKind};
-use crate::queue::SendQueue;
 use crate::rx::{Fed, Flow, FrameSink, Reassembly};
 use crate::session::Session;
 use crate::shared::*;
@@ -41,7 +40,7 @@ impl<S> Default for RxSlot<S> {
 }
 
 pub(crate) struct Dispatcher<H: Handler> {
-    pub shared: Arc<Shared>,
+    shared: Arc<Shared>,
     handler: H,
     rx: Table<Mutex<RxSlot<H::State>>>,
     accept_retry: Vec<AtomicBool>,
@@ -56,6 +55,12 @@ fn guarded<R>(name: &str, what: &'static str, f: impl FnOnce() -> R) -> Option<R
             None
         }
     }
+}
+
+/// A failure found while delivering received bytes closes gracefully (what
+/// is queued still goes out), unless the handler panicked.
+fn graceful(reason: &DisconnectReason) -> bool {
+    !matches!(reason, DisconnectReason::HandlerPanicked)
 }
 
 /// Hands decoded frames of one session to the handler.
@@ -142,26 +147,34 @@ impl<H: Handler> Dispatcher<H> {
         }
     }
 
-    /// A send queued by another thread: issue it here.
-    fn on_kick(&self, idx: u32, gen: u32) {
-        let sh = &*self.shared;
-        let Some(slot) = sh.slots.get(idx) else { return };
+    /// Runs `f` under the lock of session (`idx`, `gen`), if that session is
+    /// still live, and finalizes it when `f` returns `true`.
+    fn with_session(&self, idx: u32, gen: u32, f: impl FnOnce(&Slot, &mut State) -> bool) {
+        let Some(slot) = self.shared.slots.get(idx) else { return };
         let mut st = slot.state.lock();
-        if !st.live || st.gen != gen {
+        if !st.is(gen) {
             return;
         }
-        st.kick_posted = false;
-        let fin = sh.kick(slot, &mut st) || sh.check_finalize(&mut st);
+        let fin = f(slot, &mut st);
         drop(st);
         if fin {
             self.finalize(idx, gen);
         }
     }
 
+    /// A send queued by another thread: issue it here.
+    fn on_kick(&self, idx: u32, gen: u32) {
+        let sh = &*self.shared;
+        self.with_session(idx, gen, |slot, st| {
+            st.kick_posted = false;
+            sh.kick(slot, st) || sh.check_finalize(st)
+        });
+    }
+
     // ----- accepting ------------------------------------------------------
 
     /// Arms the multishot accept of listener `li`.
-    pub(crate) fn arm_accept(&self, li: usize) -> io::Result<()> {
+    fn arm_accept(&self, li: usize) -> io::Result<()> {
         let sh = &*self.shared;
         sh.port
             .accept_multi(&sh.listeners[li], Ctx::new(CTX_ACCEPT + li as u64))?;
@@ -179,9 +192,7 @@ impl<H: Handler> Dispatcher<H> {
                     self.open_session(s);
                 }
             }
-            Err(e) if c.is_cancelled() || c.is_shutdown() => {
-                let _ = e;
-            }
+            Err(_) if c.is_cancelled() || c.is_shutdown() => {}
             Err(e) => {
                 // Out of fds or memory: the connection waits in the backlog;
                 // retrying at once would spin, so retry at the next tick.
@@ -235,20 +246,15 @@ impl<H: Handler> Dispatcher<H> {
         {
             let mut st = slot.state.lock();
             *st = State {
-                idx,
-                gen,
                 live: true,
                 id,
                 peer,
                 handle: Some(handle),
                 recv_busy: true, // on_connect runs: nothing may finalize yet
-                wheel_due: NEVER,
-                linger_due: NEVER,
-                ..State::default()
+                ..State::vacant(idx, gen)
             };
         }
-        sh.live.fetch_add(1, SeqCst);
-        Counters::add(&sh.counters.sessions, 1);
+        sh.counters.sessions.fetch_add(1, SeqCst);
         Counters::add(&sh.counters.accepted, 1);
         let session = Session::new(self.shared.clone(), idx, gen, id, peer);
         tracing::trace!(server = %sh.cfg.name, session = id, ?peer, "session opened");
@@ -272,7 +278,7 @@ impl<H: Handler> Dispatcher<H> {
         if st.close.is_none() {
             fin = sh.arm_recv(slot, &mut st);
             if let Some(t) = sh.cfg.idle_ticks {
-                sh.schedule(&mut st, idx, now.saturating_add(t));
+                sh.schedule(&mut st, now.saturating_add(t));
             }
         }
         fin = fin || sh.check_finalize(&mut st);
@@ -297,20 +303,19 @@ impl<H: Handler> Dispatcher<H> {
         };
         if more {
             // The hot path: the receive stays armed, nothing to re-arm.
-            if let Some(b) = buf {
-                if let Some(reason) = self.deliver(idx, slot, b) {
-                    let graceful = !matches!(reason, DisconnectReason::HandlerPanicked);
-                    self.close_inline(idx, gen, slot, reason, graceful);
-                }
+            if let Some(reason) = buf.and_then(|b| self.deliver(idx, slot, b)) {
+                self.with_session(idx, gen, |slot, st| {
+                    let graceful = graceful(&reason);
+                    sh.begin_close(slot, st, reason, graceful)
+                });
             }
             return;
         }
         {
             let mut st = slot.state.lock();
-            if !st.live || st.gen != gen {
+            if !st.is(gen) {
                 return;
             }
-            st.recv_armed = false;
             st.recv_op = None;
             st.recv_busy = true;
         }
@@ -320,13 +325,13 @@ impl<H: Handler> Dispatcher<H> {
         st.recv_busy = false;
         let fin = match (fatal, res) {
             (Some(reason), _) => {
-                let graceful = !matches!(reason, DisconnectReason::HandlerPanicked);
+                let graceful = graceful(&reason);
                 sh.begin_close(slot, &mut st, reason, graceful)
             }
             (None, Ok(0)) if !got_data => sh.begin_close(slot, &mut st, DisconnectReason::PeerClosed, true),
             (None, Ok(_)) if st.close.is_none() => sh.arm_recv(slot, &mut st),
             (None, Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) && st.close.is_none() => {
-                sh.starve(idx, &mut st);
+                sh.starve(&mut st);
                 false
             }
             (None, Err(e)) if !cancelled && st.close.is_none() => {
@@ -386,7 +391,7 @@ impl<H: Handler> Dispatcher<H> {
         let has = r.has_partial();
         drop(rx);
         if has != had {
-            self.frame_timer(idx, slot, has, now);
+            self.frame_timer(slot, has, now);
         }
         match fed {
             Fed::Fatal(e) => {
@@ -399,7 +404,7 @@ impl<H: Handler> Dispatcher<H> {
 
     /// A partial frame started (or the last one completed): arm (or stop)
     /// the frame-completion timer.
-    fn frame_timer(&self, idx: u32, slot: &Slot, started: bool, now: Tick) {
+    fn frame_timer(&self, slot: &Slot, started: bool, now: Tick) {
         if !started {
             slot.frame_since.store(0, Relaxed);
             return;
@@ -408,20 +413,8 @@ impl<H: Handler> Dispatcher<H> {
         if let Some(t) = self.shared.cfg.frame_ticks {
             let mut st = slot.state.lock();
             if st.live {
-                self.shared.schedule(&mut st, idx, now.saturating_add(t));
+                self.shared.schedule(&mut st, now.saturating_add(t));
             }
-        }
-    }
-
-    fn close_inline(&self, idx: u32, gen: u32, slot: &Slot, reason: DisconnectReason, graceful: bool) {
-        let mut st = slot.state.lock();
-        if !st.live || st.gen != gen {
-            return;
-        }
-        let fin = self.shared.begin_close(slot, &mut st, reason, graceful);
-        drop(st);
-        if fin {
-            self.finalize(idx, gen);
         }
     }
 
@@ -433,21 +426,17 @@ impl<H: Handler> Dispatcher<H> {
         }
         let list = std::mem::take(&mut *sh.starved.lock());
         for (idx, gen) in list {
-            let Some(slot) = sh.slots.get(idx) else { continue };
-            let mut st = slot.state.lock();
-            if !st.live || st.gen != gen || !st.starved {
-                continue;
-            }
-            st.starved = false;
-            let fin = if st.close.is_none() {
-                sh.arm_recv(slot, &mut st)
-            } else {
-                sh.check_finalize(&mut st)
-            };
-            drop(st);
-            if fin {
-                self.finalize(idx, gen);
-            }
+            self.with_session(idx, gen, |slot, st| {
+                if !st.starved {
+                    return false;
+                }
+                st.starved = false;
+                if st.close.is_none() {
+                    sh.arm_recv(slot, st)
+                } else {
+                    sh.check_finalize(st)
+                }
+            });
         }
     }
 
@@ -456,13 +445,25 @@ impl<H: Handler> Dispatcher<H> {
     fn on_send(&self, c: Completion) {
         let sh = &*self.shared;
         let (idx, gen) = split_key(c.key());
-        let Some(slot) = sh.slots.get(idx) else { return };
         let cancelled = c.is_cancelled() || c.is_shutdown();
         let (res, payload) = c.into_parts();
-        let mut st = slot.state.lock();
-        if !st.live || st.gen != gen {
-            return;
+        self.with_session(idx, gen, |slot, st| self.send_done(slot, st, res, payload, cancelled));
+        if sh.starved_any.load(Acquire) {
+            self.rearm_starved();
         }
+    }
+
+    /// Settles a finished send and issues the next one (or closes a flushed
+    /// graceful close). Returns `true` when the session must be finalized.
+    fn send_done(
+        &self,
+        slot: &Slot,
+        st: &mut State,
+        res: io::Result<usize>,
+        payload: Payload,
+        cancelled: bool,
+    ) -> bool {
+        let sh = &*self.shared;
         let mut fin = match res {
             Ok(n) => {
                 Counters::add(&sh.counters.bytes_out, n as u64);
@@ -485,7 +486,7 @@ impl<H: Handler> Dispatcher<H> {
                 if whole {
                     false
                 } else {
-                    sh.begin_close(slot, &mut st, DisconnectReason::FileEnded, false)
+                    sh.begin_close(slot, st, DisconnectReason::FileEnded, false)
                 }
             }
             Err(e) => {
@@ -494,24 +495,17 @@ impl<H: Handler> Dispatcher<H> {
                 if !cancelled {
                     tracing::debug!(server = %sh.cfg.name, session = st.id, error = %e, "send failed");
                 }
-                sh.begin_close(slot, &mut st, DisconnectReason::Io(e), false)
+                sh.begin_close(slot, st, DisconnectReason::Io(e), false)
             }
         };
         if !fin && !st.handle_closed {
             if !st.queue.is_idle() {
-                fin = sh.kick(slot, &mut st);
+                fin = sh.kick(slot, st);
             } else if st.close.as_ref().is_some_and(|c| c.graceful) {
-                sh.close_handle(&mut st); // flushed: now close
+                sh.close_handle(st); // flushed: now close
             }
         }
-        fin = fin || sh.check_finalize(&mut st);
-        drop(st);
-        if fin {
-            self.finalize(idx, gen);
-        }
-        if sh.starved_any.load(Acquire) {
-            self.rearm_starved();
-        }
+        fin || sh.check_finalize(st)
     }
 
     // ----- time -------------------------------------------------------------
@@ -546,22 +540,26 @@ impl<H: Handler> Dispatcher<H> {
 
     /// A session's wheel check came due: close it or put it back.
     fn check_timeouts(&self, e: Entry, now: Tick) {
+        self.with_session(e.idx, e.gen, |slot, st| self.timeouts_due(slot, st, e.due, now));
+    }
+
+    /// Closes a session whose timeout passed, or puts its check back on the
+    /// wheel. Returns `true` when the session must be finalized.
+    fn timeouts_due(&self, slot: &Slot, st: &mut State, due: Tick, now: Tick) -> bool {
         let sh = &*self.shared;
-        let Some(slot) = sh.slots.get(e.idx) else { return };
-        let mut st = slot.state.lock();
-        if !st.live || st.gen != e.gen || st.wheel_due != e.due {
-            return; // gone, or a stale duplicate of a rescheduled check
+        if st.wheel_due != due {
+            return false; // a stale duplicate of a rescheduled check
         }
         st.wheel_due = NEVER;
-        let fin = match &st.close {
+        match &st.close {
             Some(c) if c.graceful && st.linger_due <= now => {
                 tracing::info!(server = %sh.cfg.name, session = st.id, "linger time passed with data unsent: aborting");
-                sh.begin_close(slot, &mut st, DisconnectReason::Aborted, false)
+                sh.begin_close(slot, st, DisconnectReason::Aborted, false)
             }
             Some(c) => {
                 if c.graceful {
                     let due = st.linger_due;
-                    sh.schedule(&mut st, e.idx, due);
+                    sh.schedule(st, due);
                 }
                 false
             }
@@ -578,20 +576,16 @@ impl<H: Handler> Dispatcher<H> {
                     .map(|t| (since - 1).saturating_add(t));
                 if idle.is_some_and(|d| d <= now) {
                     tracing::info!(server = %sh.cfg.name, session = st.id, "idle timeout");
-                    sh.begin_close(slot, &mut st, DisconnectReason::IdleTimeout, false)
+                    sh.begin_close(slot, st, DisconnectReason::IdleTimeout, false)
                 } else if frame.is_some_and(|d| d <= now) {
                     tracing::info!(server = %sh.cfg.name, session = st.id, "frame not completed in time");
-                    sh.begin_close(slot, &mut st, DisconnectReason::FrameTimeout, false)
+                    sh.begin_close(slot, st, DisconnectReason::FrameTimeout, false)
                 } else {
                     let next = idle.unwrap_or(NEVER).min(frame.unwrap_or(NEVER));
-                    sh.schedule(&mut st, e.idx, next);
+                    sh.schedule(st, next);
                     false
                 }
             }
-        };
-        drop(st);
-        if fin {
-            self.finalize(e.idx, e.gen);
         }
     }
 
@@ -604,23 +598,15 @@ impl<H: Handler> Dispatcher<H> {
         let Some(slot) = sh.slots.get(idx) else { return };
         let (reason, id) = {
             let mut st = slot.state.lock();
-            if !st.live || st.gen != gen || !st.finalizing {
+            if !st.is(gen) || !st.finalizing {
                 return;
             }
             let reason = st.close.take().map_or(DisconnectReason::Closed, |c| c.reason);
             sh.close_handle(&mut st);
             let id = st.id;
-            let next_gen = st.gen.wrapping_add(1);
-            *st = State {
-                gen: next_gen,
-                wheel_due: NEVER,
-                linger_due: NEVER,
-                queue: SendQueue::default(),
-                ..State::default()
-            };
+            *st = State::vacant(idx, gen.wrapping_add(1));
             (reason, id)
         };
-        slot.frame_since.store(0, Relaxed);
         let (session, user) = match self.rx.get(idx) {
             Some(cell) => {
                 let mut rx = cell.lock();
@@ -641,10 +627,10 @@ impl<H: Handler> Dispatcher<H> {
             _ => tracing::info!(server = %sh.cfg.name, session = id, reason = %reason, "session closed"),
         }
         sh.counters.disconnected(reason.kind());
-        sh.counters.sessions.fetch_sub(1, Relaxed);
+        let last = sh.counters.sessions.fetch_sub(1, SeqCst) == 1;
         drop(session);
         sh.free.release(idx);
-        if sh.live.fetch_sub(1, SeqCst) == 1 && sh.stopping.load(SeqCst) {
+        if last && sh.stopping.load(SeqCst) {
             let _g = sh.all_closed.0.lock();
             sh.all_closed.1.notify_all();
         }

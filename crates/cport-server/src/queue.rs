@@ -223,8 +223,7 @@ impl SendQueue {
                 }
                 skip -= b.len();
             }
-            let rest: Vec<Buf> = bufs.drain(split..).collect();
-            for (i, b) in rest.into_iter().enumerate().rev() {
+            for (i, b) in bufs.drain(split..).enumerate().rev() {
                 let b = if i == 0 && skip > 0 { trim_front(b, skip) } else { b };
                 self.items.push_front(Item::Buf(b));
             }

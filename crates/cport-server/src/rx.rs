@@ -118,9 +118,8 @@ impl Reassembly {
                     let skippable = matches!(e, FrameError::TooLarge { .. });
                     if skippable && sink.error(&e) == FrameAction::Skip {
                         self.skip_frame(&mut buf, &e);
-                        let rest = buf.split();
-                        let rest = self.skip_input(&rest);
-                        buf = BytesMut::from(rest);
+                        let kept = self.skip_input(&buf).len();
+                        buf.advance(buf.len() - kept);
                         continue;
                     }
                     buf.clear();
@@ -221,6 +220,21 @@ mod tests {
         (sink.frames, sink.errors, feds)
     }
 
+    /// `wire` cut into chunks at `cuts` (any order, clamped to its length).
+    fn cut(wire: &[u8], mut cuts: Vec<usize>) -> Vec<&[u8]> {
+        for c in &mut cuts {
+            *c = (*c).min(wire.len());
+        }
+        cuts.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut at = 0;
+        for c in cuts.into_iter().chain(std::iter::once(wire.len())) {
+            chunks.push(&wire[at..c]);
+            at = c;
+        }
+        chunks
+    }
+
     #[test]
     fn raw_framing_needs_no_reassembly() {
         assert!(Reassembly::new(&Framing::Raw).is_none());
@@ -309,14 +323,7 @@ mod tests {
                 wire.extend_from_slice(l.as_bytes());
                 wire.push(b'\n');
             }
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(wire.len())).collect();
-            cuts.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut at = 0;
-            for c in cuts.into_iter().chain(std::iter::once(wire.len())) {
-                chunks.push(&wire[at..c]);
-                at = c;
-            }
+            let chunks = cut(&wire, cuts);
             let mut r = lines(max);
             let (frames, errors, feds) = run(&mut r, &chunks, FrameAction::Skip);
             let want: Vec<Vec<u8>> =
@@ -338,14 +345,7 @@ mod tests {
             for p in &packets {
                 codec.encode(p, &mut wire).unwrap();
             }
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(wire.len())).collect();
-            cuts.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut at = 0;
-            for c in cuts.into_iter().chain(std::iter::once(wire.len())) {
-                chunks.push(&wire[at..c]);
-                at = c;
-            }
+            let chunks = cut(&wire, cuts);
             let mut r = Reassembly::new(&Framing::LengthPrefixed(codec)).unwrap();
             let (frames, errors, _) = run(&mut r, &chunks, FrameAction::Close);
             prop_assert_eq!(frames, packets);

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -277,7 +277,6 @@ impl ServerBuilder {
             now: AtomicU32::new(0),
             stopping: AtomicBool::new(false),
             finished: AtomicBool::new(false),
-            live: AtomicUsize::new(0),
             all_closed: (Mutex::new(()), Condvar::new()),
             starved: Mutex::new(Vec::new()),
             starved_any: AtomicBool::new(false),
@@ -288,10 +287,8 @@ impl ServerBuilder {
             local_addrs,
             listeners,
         });
-        let disp = Arc::new(Dispatcher::new(shared.clone(), handler, self.max_sessions));
-        let d = disp.clone();
-        let workers = WorkerPool::start(&port, threads, move |_, c| d.handle(c))?;
-        drop(disp);
+        let disp = Dispatcher::new(shared.clone(), handler, self.max_sessions);
+        let workers = WorkerPool::start(&port, threads, move |_, c| disp.handle(c))?;
         let mut server = Server {
             shared,
             workers: Some(workers),
@@ -488,15 +485,15 @@ impl Server {
         for h in &sh.listeners {
             let _ = sh.port.close(h);
         }
-        let sessions = sh.live.load(SeqCst);
+        let sessions = sh.open_sessions();
         self.close_all(true);
         let mut aborted = 0;
         if !self.wait_closed(t0 + deadline) {
-            aborted = sh.live.load(SeqCst);
+            aborted = sh.open_sessions();
             tracing::warn!(server = %sh.cfg.name, sessions = aborted, "shutdown deadline passed: cutting sessions that did not flush");
             self.close_all(false);
             if !self.wait_closed(Instant::now() + ABORT_GRACE) {
-                tracing::error!(server = %sh.cfg.name, left = sh.live.load(SeqCst), "sessions still open after abort");
+                tracing::error!(server = %sh.cfg.name, left = sh.open_sessions(), "sessions still open after abort");
             }
         }
         sh.finished.store(true, SeqCst);
@@ -534,9 +531,9 @@ impl Server {
     fn wait_closed(&self, until: Instant) -> bool {
         let sh = &*self.shared;
         let mut g = sh.all_closed.0.lock();
-        while sh.live.load(SeqCst) > 0 {
+        while sh.open_sessions() > 0 {
             if sh.all_closed.1.wait_until(&mut g, until).timed_out() {
-                return sh.live.load(SeqCst) == 0;
+                return sh.open_sessions() == 0;
             }
         }
         true

@@ -149,7 +149,7 @@ impl Session {
             return;
         };
         let mut st = slot.state.lock();
-        if !st.live || st.gen != self.gen {
+        if !st.is(self.gen) {
             return;
         }
         if self.shared.begin_close(slot, &mut st, reason, graceful) {
@@ -160,17 +160,17 @@ impl Session {
 
     /// `true` until the session starts closing.
     pub fn is_open(&self) -> bool {
-        self.shared.slots.get(self.idx).is_some_and(|slot| {
-            let st = slot.state.lock();
-            st.live && st.gen == self.gen && st.close.is_none()
-        })
+        self.shared
+            .slots
+            .get(self.idx)
+            .is_some_and(|slot| slot.state.lock().open_for(self.gen))
     }
 
     /// Bytes queued and in flight, not yet sent.
     pub fn queued_bytes(&self) -> usize {
         self.shared.slots.get(self.idx).map_or(0, |slot| {
             let st = slot.state.lock();
-            if st.live && st.gen == self.gen {
+            if st.is(self.gen) {
                 st.queue.held()
             } else {
                 0

@@ -8,7 +8,7 @@
 //! but are touched only at connect, disconnect, tick and buffer exhaustion.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
 use cport::{Backend, BufPool, Ctx, Handle, Key, OpId, Port};
@@ -97,8 +97,7 @@ pub(crate) struct State {
     pub peer: Option<SocketAddr>,
     pub handle: Option<Handle>,
     pub queue: SendQueue,
-    /// A receive operation is in flight.
-    pub recv_armed: bool,
+    /// The receive operation in flight, if one is.
     pub recv_op: Option<OpId>,
     /// A kick packet is on its way to a worker.
     pub kick_posted: bool,
@@ -116,9 +115,25 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The state of a slot with no session: the next one gets generation `gen`.
+    pub(crate) fn vacant(idx: u32, gen: u32) -> Self {
+        State {
+            idx,
+            gen,
+            wheel_due: NEVER,
+            linger_due: NEVER,
+            ..State::default()
+        }
+    }
+
+    /// Holds the live session of generation `gen`.
+    pub(crate) fn is(&self, gen: u32) -> bool {
+        self.live && self.gen == gen
+    }
+
     /// Accepts new sends for a handle of generation `gen`.
-    fn open_for(&self, gen: u32) -> bool {
-        self.live && self.gen == gen && self.close.is_none()
+    pub(crate) fn open_for(&self, gen: u32) -> bool {
+        self.is(gen) && self.close.is_none()
     }
 }
 
@@ -134,7 +149,7 @@ pub(crate) struct Shared {
     pub stopping: AtomicBool,
     /// Set once shutdown is done with the port: the tick stops re-arming.
     pub finished: AtomicBool,
-    pub live: AtomicUsize,
+    /// Notified when the last session ends during shutdown (`counters.sessions` reaches 0).
     pub all_closed: (Mutex<()>, Condvar),
     pub starved: Mutex<Vec<(u32, u32)>>,
     pub starved_any: AtomicBool,
@@ -169,6 +184,11 @@ impl Shared {
     /// would interrupt an application thread's blocking calls with `EINTR`.
     pub(crate) fn on_worker(&self) -> bool {
         WORKER_OF.with(|w| w.get() == self as *const Shared as usize)
+    }
+
+    /// Sessions open now.
+    pub(crate) fn open_sessions(&self) -> usize {
+        self.counters.sessions.load(SeqCst) as usize
     }
 
     /// The current coarse time (as of the last tick).
@@ -277,7 +297,7 @@ impl Shared {
                 self.close_handle(st);
             } else {
                 st.linger_due = self.now().saturating_add(self.cfg.linger_ticks);
-                self.schedule(st, st.idx, st.linger_due);
+                self.schedule(st, st.linger_due);
             }
         } else {
             st.queue.clear_queued();
@@ -301,7 +321,7 @@ impl Shared {
         let ready = st.live
             && st.close.is_some()
             && st.handle_closed
-            && !st.recv_armed
+            && st.recv_op.is_none()
             && !st.recv_busy
             && !st.queue.in_flight()
             && !st.finalizing;
@@ -320,19 +340,23 @@ impl Shared {
 
     /// Puts a timeout check for the session on the wheel at `due`, unless an
     /// earlier one is already there.
-    pub(crate) fn schedule(&self, st: &mut State, idx: u32, due: Tick) {
+    pub(crate) fn schedule(&self, st: &mut State, due: Tick) {
         if due >= st.wheel_due || due == NEVER {
             return;
         }
-        let due = self.wheel.lock().schedule(Entry { idx, gen: st.gen, due });
+        let due = self.wheel.lock().schedule(Entry {
+            idx: st.idx,
+            gen: st.gen,
+            due,
+        });
         st.wheel_due = due;
     }
 
     /// Notes that a session's receive found the pool empty; it is re-armed
     /// when buffers come back (a send completes) or after a short delay.
-    pub(crate) fn starve(&self, idx: u32, st: &mut State) {
+    pub(crate) fn starve(&self, st: &mut State) {
         st.starved = true;
-        self.starved.lock().push((idx, st.gen));
+        self.starved.lock().push((st.idx, st.gen));
         self.starved_any.store(true, Release);
         if !self.retry_armed.swap(true, AcqRel) && self.port.timeout(Duration::from_millis(2), CTX_RETRY).is_err() {
             self.retry_armed.store(false, Release);
@@ -350,7 +374,6 @@ impl Shared {
         };
         match r {
             Ok(op) => {
-                st.recv_armed = true;
                 st.recv_op = Some(op);
                 false
             }

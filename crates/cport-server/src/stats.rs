@@ -34,6 +34,7 @@ impl ServerStats {
 
 #[derive(Default)]
 pub(crate) struct Counters {
+    /// Sessions open now; also what shutdown waits on (so `SeqCst`, like `Shared::stopping`).
     pub sessions: AtomicU64,
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,

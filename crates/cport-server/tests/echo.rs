@@ -4,7 +4,6 @@
 
 mod util;
 
-use std::io::{Read, Write};
 use std::thread;
 
 use cport_server::{Backend, ReasonKind, RecvMode};
@@ -33,18 +32,9 @@ fn echo_integrity(backend: Backend, threads: usize, mode: RecvMode, conns: usize
                     };
                     data.extend(rng.bytes(size));
                 }
-                let mut s = connect(addr);
-                let mut r = s.try_clone().unwrap();
-                let total = data.len();
-                let reader = thread::spawn(move || {
-                    let mut got = vec![0u8; total];
-                    r.read_exact(&mut got).map(|_| got)
-                });
-                // Write message by message, as a client would.
-                s.write_all(&data).unwrap();
-                let got = reader.join().unwrap().expect("echo came back");
+                let got = write_and_read_back(&connect(addr), &data).expect("echo came back");
                 assert!(got == data, "client {i}: echoed bytes differ");
-                total
+                data.len()
             })
         })
         .collect();
@@ -83,10 +73,7 @@ backend_tests! {
                     let mut s = connect(addr);
                     for k in 0..200u32 {
                         let msg = format!("{i}:{k};");
-                        s.write_all(msg.as_bytes()).unwrap();
-                        let mut got = vec![0u8; msg.len()];
-                        s.read_exact(&mut got).unwrap();
-                        assert_eq!(got, msg.as_bytes());
+                        assert_eq!(round_trip(&mut s, msg.as_bytes(), msg.len()), msg.as_bytes());
                     }
                 })
             })
@@ -108,15 +95,7 @@ backend_tests! {
             .map(|i| {
                 thread::spawn(move || {
                     let data = Rng(i + 7).bytes(256 * 1024);
-                    let mut s = connect(addr);
-                    let mut r = s.try_clone().unwrap();
-                    let n = data.len();
-                    let reader = thread::spawn(move || {
-                        let mut got = vec![0u8; n];
-                        r.read_exact(&mut got).map(|_| got)
-                    });
-                    s.write_all(&data).unwrap();
-                    assert!(reader.join().unwrap().unwrap() == data);
+                    assert!(write_and_read_back(&connect(addr), &data).unwrap() == data);
                 })
             })
             .collect();

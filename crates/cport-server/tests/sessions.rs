@@ -118,7 +118,7 @@ backend_tests! {
     }
 
     fn resets_half_closes_and_oversized_lines_disturb_nobody(backend: Backend) {
-        let echo = LineEcho::default();
+        let echo = Echo::lines();
         let server = builder(backend).framing(Framing::Lines { max_line: 64 }).start(echo.clone()).unwrap();
         let addr = server.local_addr();
         // A steady client pinging all along.
@@ -160,21 +160,11 @@ backend_tests! {
     }
 
     fn oversized_length_prefixed_frame_ends_only_that_session(backend: Backend) {
-        #[derive(Clone, Default)]
-        struct Packets(Disconnects);
-        impl Handler for Packets {
-            type State = ();
-            fn on_connect(&self, _: &Session) {}
-            fn on_message(&self, s: &Session, _: &mut (), msg: Message) {
-                let mut v = (msg.len() as u16).to_le_bytes().to_vec();
-                v.extend_from_slice(&msg);
-                let _ = s.send(v);
-            }
-            fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
-                self.0.lock().push((s.id(), reason.kind()));
-            }
-        }
-        let h = Packets::default();
+        let h = on_message(|s, msg| {
+            let mut v = (msg.len() as u16).to_le_bytes().to_vec();
+            v.extend_from_slice(&msg);
+            let _ = s.send(v);
+        });
         let server = builder(backend).length_prefixed(LengthWidth::U16, 1000).start(h.clone()).unwrap();
         let addr = server.local_addr();
         let mut good = connect(addr);
@@ -192,14 +182,14 @@ backend_tests! {
         // A packet declaring 5000 bytes ends its session before the bytes come.
         bad.write_all(&5000u16.to_le_bytes()).unwrap();
         let (_, _) = read_to_end_or_reset(&mut bad);
-        assert!(eventually(LONG, || h.0.lock().iter().any(|(_, k)| *k == ReasonKind::Frame)));
+        assert!(eventually(LONG, || h.gone.lock().iter().any(|(_, k)| *k == ReasonKind::Frame)));
         good.write_all(&pkt).unwrap();
         good.read_exact(&mut got).unwrap();
         assert_eq!(&got[..], &pkt[..]);
     }
 
     fn a_frame_left_unfinished_is_cut_by_the_frame_timeout(backend: Backend) {
-        let echo = LineEcho::default();
+        let echo = Echo::lines();
         let server = builder(backend)
             .framing(Framing::Lines { max_line: 100 })
             .frame_timeout(Some(Duration::from_millis(300)))
@@ -270,20 +260,15 @@ backend_tests! {
         std::fs::write(&path, &body).unwrap();
         let file = Arc::new(File::open(&path).unwrap());
         std::fs::remove_file(&path).unwrap();
-        #[derive(Clone)]
-        struct Files(Arc<File>, u64);
-        impl Handler for Files {
-            type State = ();
-            fn on_connect(&self, _: &Session) {}
-            fn on_message(&self, s: &Session, _: &mut (), _: Message) {
-                s.send(&b"head:"[..]).unwrap();
-                s.send_file(self.0.clone(), 0, self.1).unwrap();
-                s.send(&b":mid:"[..]).unwrap();
-                s.send_file(self.0.clone(), 10, 20).unwrap();
-                s.send(&b":tail"[..]).unwrap();
-            }
-        }
-        let server = builder(backend).start(Files(file, body.len() as u64)).unwrap();
+        let len = body.len() as u64;
+        let files = on_message(move |s, _| {
+            s.send(&b"head:"[..]).unwrap();
+            s.send_file(file.clone(), 0, len).unwrap();
+            s.send(&b":mid:"[..]).unwrap();
+            s.send_file(file.clone(), 10, 20).unwrap();
+            s.send(&b":tail"[..]).unwrap();
+        });
+        let server = builder(backend).start(files).unwrap();
         let mut c = connect(server.local_addr());
         c.write_all(b"get").unwrap();
         let mut want = b"head:".to_vec();
@@ -336,27 +321,17 @@ backend_tests! {
     }
 
     fn a_panicking_handler_ends_only_its_session(backend: Backend) {
-        #[derive(Clone, Default)]
-        struct Fragile(Disconnects);
-        impl Handler for Fragile {
-            type State = ();
-            fn on_connect(&self, _: &Session) {}
-            fn on_message(&self, s: &Session, _: &mut (), msg: Message) {
-                assert!(&msg[..] != b"boom", "the handler panics on purpose");
-                let _ = s.send(msg);
-            }
-            fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
-                self.0.lock().push((s.id(), reason.kind()));
-            }
-        }
-        let h = Fragile::default();
+        let h = on_message(|s, msg| {
+            assert!(&msg[..] != b"boom", "the handler panics on purpose");
+            let _ = s.send(msg);
+        });
         let server = builder(backend).start(h.clone()).unwrap();
         let mut good = connect(server.local_addr());
         let mut bad = connect(server.local_addr());
         assert_eq!(round_trip(&mut good, b"ok", 2), b"ok");
         bad.write_all(b"boom").unwrap();
         let (_, _) = read_to_end_or_reset(&mut bad);
-        assert!(eventually(LONG, || h.0.lock().iter().any(|(_, k)| *k == ReasonKind::HandlerPanicked)));
+        assert!(eventually(LONG, || h.gone.lock().iter().any(|(_, k)| *k == ReasonKind::HandlerPanicked)));
         assert_eq!(round_trip(&mut good, b"still", 5), b"still", "the worker lives on");
     }
 }

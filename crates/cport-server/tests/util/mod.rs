@@ -35,36 +35,61 @@ pub fn builder(backend: Backend) -> ServerBuilder {
 /// Disconnects seen by a handler: (session id, reason kind).
 pub type Disconnects = Arc<Mutex<Vec<(u64, ReasonKind)>>>;
 
-/// Raw echo: every chunk goes straight back.
+/// Echo: by default every raw chunk goes straight back; with `lines` (for
+/// line framing) each line goes back with its newline.
 #[derive(Default, Clone)]
 pub struct Echo {
     pub gone: Disconnects,
+    pub lines: bool,
+}
+
+impl Echo {
+    /// A line echo.
+    pub fn lines() -> Self {
+        Echo {
+            lines: true,
+            ..Echo::default()
+        }
+    }
 }
 
 impl Handler for Echo {
     type State = ();
     fn on_connect(&self, _: &Session) {}
     fn on_message(&self, s: &Session, _: &mut (), msg: Message) {
-        let _ = s.send(msg);
+        if self.lines {
+            let mut v = msg.to_vec();
+            v.push(b'\n');
+            let _ = s.send(v);
+        } else {
+            let _ = s.send(msg);
+        }
     }
     fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
         self.gone.lock().push((s.id(), reason.kind()));
     }
 }
 
-/// Line echo: each line back with its newline.
-#[derive(Default, Clone)]
-pub struct LineEcho {
+/// A handler that runs `f` on each message and records disconnects.
+#[derive(Clone)]
+pub struct OnMessage<F> {
     pub gone: Disconnects,
+    f: F,
 }
 
-impl Handler for LineEcho {
+/// A handler from a closure (see [`OnMessage`]).
+pub fn on_message<F: Fn(&Session, Message) + Clone + Send + Sync + 'static>(f: F) -> OnMessage<F> {
+    OnMessage {
+        gone: Disconnects::default(),
+        f,
+    }
+}
+
+impl<F: Fn(&Session, Message) + Send + Sync + 'static> Handler for OnMessage<F> {
     type State = ();
     fn on_connect(&self, _: &Session) {}
     fn on_message(&self, s: &Session, _: &mut (), msg: Message) {
-        let mut v = msg.to_vec();
-        v.push(b'\n');
-        let _ = s.send(v);
+        (self.f)(s, msg)
     }
     fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
         self.gone.lock().push((s.id(), reason.kind()));
@@ -99,6 +124,19 @@ pub fn round_trip(s: &mut TcpStream, line: &[u8], want: usize) -> Vec<u8> {
     let mut got = vec![0u8; want];
     s.read_exact(&mut got).unwrap();
     got
+}
+
+/// Writes `data` while another thread reads back as many bytes (so a large
+/// echo cannot fill both directions' buffers and stall).
+pub fn write_and_read_back(s: &TcpStream, data: &[u8]) -> io::Result<Vec<u8>> {
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut got = vec![0u8; data.len()];
+            (&*s).read_exact(&mut got).map(|_| got)
+        });
+        (&*s).write_all(data).unwrap();
+        reader.join().unwrap()
+    })
 }
 
 /// Waits until `f` holds, for at most `limit`.
