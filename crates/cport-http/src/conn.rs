@@ -24,9 +24,10 @@ pub(crate) enum Flow {
 
 /// What the stream yields.
 #[derive(Debug)]
-pub(crate) enum Event {
-    /// A complete request head (its body, if any, is skipped).
-    Request(Request),
+pub(crate) enum Event<'a> {
+    /// A complete request head (its body, if any, is skipped), borrowing
+    /// the received bytes.
+    Request(Request<'a>),
     /// The stream broke a rule: answer with this error and close.
     Refused(HttpError),
 }
@@ -71,7 +72,7 @@ impl RequestStream {
 
     /// Feeds one received chunk; `on` gets every complete request (and at
     /// most one refusal, which ends the stream) in order.
-    pub(crate) fn feed(&mut self, chunk: &[u8], limits: &Limits, mut on: impl FnMut(Event) -> Flow) -> Fed {
+    pub(crate) fn feed(&mut self, chunk: &[u8], limits: &Limits, mut on: impl FnMut(Event<'_>) -> Flow) -> Fed {
         let mut fed = Fed::default();
         if self.done {
             return fed;
@@ -162,7 +163,7 @@ mod tests {
         for c in chunks {
             stream.feed(c, &Limits::default(), |ev| {
                 match ev {
-                    Event::Request(r) => out.push(Ok(r.target)),
+                    Event::Request(r) => out.push(Ok(r.target.to_owned())),
                     Event::Refused(e) => out.push(Err(e.status)),
                 }
                 Flow::Continue
@@ -264,7 +265,7 @@ mod tests {
         ] {
             s.feed(c, &limits, |ev| {
                 if let Event::Request(r) = ev {
-                    methods.push((r.method, r.target));
+                    methods.push((r.method, r.target.to_owned()));
                 }
                 Flow::Continue
             });

@@ -2,6 +2,7 @@
 //! validators, ranges, and the response head. No socket here: the result is
 //! a [`Reply`] that the connection queues.
 
+use std::borrow::Cow;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -66,52 +67,36 @@ impl Reply {
         }
     }
 
-    /// A 200 with a body in memory.
-    pub(crate) fn content(
-        status: u16,
-        content_type: &str,
-        body: Bytes,
-        extra: &str,
-        req: &Request,
-        date: &str,
-    ) -> Reply {
-        let mut head = ResponseHead::new(status, body.len() as u64, req.keep_alive);
-        head.content_type = Some(content_type);
-        let head = write_head(&head, date, extra);
-        let body = if req.method == Method::Head {
-            Body::None
-        } else {
-            Body::Bytes(body)
-        };
+    /// `head` with a body in memory (its length set here); HEAD gets the
+    /// head alone.
+    pub(crate) fn in_memory(mut head: ResponseHead<'_>, body: Bytes, head_only: bool, date: &str) -> Reply {
+        head.content_length = body.len() as u64;
         Reply {
-            status,
-            head,
-            body,
-            keep_alive: req.keep_alive,
+            status: head.status,
+            head: write_head(&head, date),
+            body: if head_only { Body::None } else { Body::Bytes(body) },
+            keep_alive: head.keep_alive,
         }
     }
 }
 
-/// Writes `head`, then `extra` header lines (each ending in CRLF) before the blank line.
-pub(crate) fn write_head(head: &ResponseHead<'_>, date: &str, extra: &str) -> Bytes {
+/// `head` in a buffer of its own.
+fn write_head(head: &ResponseHead<'_>, date: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(320);
     head.write(date, &mut out);
-    if !extra.is_empty() {
-        // `ResponseHead` has no field for other headers: put them before
-        // the blank line it ends with.
-        out.truncate(out.len() - 2);
-        out.extend_from_slice(extra.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
     out.freeze()
 }
 
 /// What a request path leads to.
-enum Found {
+enum Found<'p> {
     /// A cached file that is still current.
     Cached(Arc<Entry>),
     /// A regular file, opened; `key` is its decoded path (the cache key).
-    Opened { file: File, meta: Metadata, key: PathBuf },
+    Opened {
+        file: File,
+        meta: Metadata,
+        key: Cow<'p, Path>,
+    },
     /// A directory asked for without the trailing slash.
     Redirect(String),
     /// A directory listing page.
@@ -141,9 +126,9 @@ impl Files {
 
     /// The answer to a GET or HEAD (checked by the caller) of a file, a
     /// directory, or an error.
-    pub(crate) fn respond(&self, req: &Request, path: &DecodedPath, date: &str) -> Reply {
+    pub(crate) fn respond(&self, req: &Request<'_>, path: &DecodedPath, date: &str) -> Reply {
         let head_only = req.method == Method::Head;
-        let found = match self.find(path, &req.target) {
+        let found = match self.find(path, req.target) {
             Ok(f) => f,
             Err(e) => return Reply::error(e, req.keep_alive, head_only, date),
         };
@@ -151,25 +136,23 @@ impl Files {
             Found::Cached(entry) => file_reply(req, date, &entry, Source::Memory(&entry.bytes)),
             Found::Opened { file, meta, key } => self.opened(req, date, file, &meta, &key),
             Found::Redirect(location) => {
-                let body = Bytes::from_static(b"301 Moved Permanently\n");
-                let mut head = ResponseHead::new(301, body.len() as u64, req.keep_alive);
+                let mut head = ResponseHead::new(301, 0, req.keep_alive);
                 head.content_type = Some("text/plain; charset=utf-8");
                 head.location = Some(&location);
-                let head = write_head(&head, date, "");
-                Reply {
-                    status: 301,
-                    head,
-                    body: if head_only { Body::None } else { Body::Bytes(body) },
-                    keep_alive: req.keep_alive,
-                }
+                let body = Bytes::from_static(b"301 Moved Permanently\n");
+                Reply::in_memory(head, body, head_only, date)
             }
-            Found::Listing(page) => Reply::content(200, "text/html; charset=utf-8", Bytes::from(page), "", req, date),
+            Found::Listing(page) => {
+                let mut head = ResponseHead::new(200, 0, req.keep_alive);
+                head.content_type = Some("text/html; charset=utf-8");
+                Reply::in_memory(head, Bytes::from(page), head_only, date)
+            }
         }
     }
 
     /// Serves an opened file: from memory if it is small enough to cache
     /// (reading it once), else as a file range.
-    fn opened(&self, req: &Request, date: &str, mut file: File, meta: &Metadata, key: &Path) -> Reply {
+    fn opened(&self, req: &Request<'_>, date: &str, mut file: File, meta: &Metadata, key: &Path) -> Reply {
         let len = meta.len();
         let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
         let tag = etag(len, mtime);
@@ -201,11 +184,11 @@ impl Files {
         file_reply(req, date, &info, Source::File(Arc::new(file), len))
     }
 
-    fn find(&self, path: &DecodedPath, target: &str) -> Result<Found, HttpError> {
-        let key = if path.dir {
-            path.rel.join("index.html")
+    fn find<'p>(&self, path: &'p DecodedPath, target: &str) -> Result<Found<'p>, HttpError> {
+        let key: Cow<'p, Path> = if path.dir {
+            Cow::Owned(path.rel.join("index.html"))
         } else {
-            path.rel.clone()
+            Cow::Borrowed(&path.rel)
         };
         if let Some(k) = key.to_str() {
             let full = || fs::metadata(self.root.as_path().join(&key)).ok();
@@ -214,8 +197,15 @@ impl Files {
             }
         }
         let real = self.resolve(&path.rel)?;
-        let meta = fs::metadata(&real).map_err(io_status)?;
+        // One open and fstat tell a file from a directory (no separate
+        // stat); a directory that is searchable but not readable cannot be
+        // opened, so a failed open falls back to stat.
+        let (file, meta) = match open_any(&real) {
+            Ok((file, meta)) => (Ok(file), meta),
+            Err(e) => (Err(e), fs::metadata(&real).map_err(io_status)?),
+        };
         if meta.is_dir() {
+            drop(file);
             if !path.dir {
                 let query = target.find('?').map_or("", |i| &target[i..]);
                 return Ok(Found::Redirect(format!(
@@ -223,9 +213,9 @@ impl Files {
                     listing::url_path(&path.rel, true)
                 )));
             }
-            let index = path.rel.join("index.html");
-            match self.resolve(&index).and_then(|p| open_file(&p)) {
-                Ok((file, meta)) => return Ok(Found::Opened { file, meta, key: index }),
+            // `key` is the index file's path.
+            match self.resolve(&key).and_then(|p| open_file(&p)) {
+                Ok((file, meta)) => return Ok(Found::Opened { file, meta, key }),
                 Err(e) if e.status == 404 => {}
                 Err(e) => return Err(e),
             }
@@ -237,12 +227,11 @@ impl Files {
         if path.dir {
             return Err(HttpError::NOT_FOUND); // `/file.txt/`
         }
-        let (file, meta) = open_file(&real)?;
-        Ok(Found::Opened {
-            file,
-            meta,
-            key: path.rel.clone(),
-        })
+        let file = file.map_err(io_status)?;
+        if !meta.is_file() {
+            return Err(HttpError::FORBIDDEN);
+        }
+        Ok(Found::Opened { file, meta, key })
     }
 
     /// The real path of `rel`, refused (403) if a symlink leads outside the root.
@@ -255,18 +244,23 @@ impl Files {
     }
 }
 
-/// Opens a resolved path that must be a regular file.
+/// Opens a resolved path, whatever it is, and reads its metadata.
 ///
 /// `O_NOFOLLOW`: the path was resolved without symlinks a moment ago; if its
 /// last component became one since, refuse rather than follow it.
-/// `O_NONBLOCK`: a FIFO swapped in cannot block the worker in `open`.
-fn open_file(real: &Path) -> Result<(File, Metadata), HttpError> {
+/// `O_NONBLOCK`: a FIFO cannot block the worker in `open`.
+fn open_any(real: &Path) -> io::Result<(File, Metadata)> {
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(real)
-        .map_err(io_status)?;
-    let meta = file.metadata().map_err(io_status)?;
+        .open(real)?;
+    let meta = file.metadata()?;
+    Ok((file, meta))
+}
+
+/// Opens a resolved path that must be a regular file.
+fn open_file(real: &Path) -> Result<(File, Metadata), HttpError> {
+    let (file, meta) = open_any(real).map_err(io_status)?;
     if meta.is_dir() {
         return Err(HttpError::NOT_FOUND);
     }
@@ -299,7 +293,7 @@ enum Source<'a> {
 }
 
 /// 200, 206, 304 or 416 for a file, per the request's validators and range.
-fn file_reply(req: &Request, date: &str, info: &Entry, src: Source<'_>) -> Reply {
+fn file_reply(req: &Request<'_>, date: &str, info: &Entry, src: Source<'_>) -> Reply {
     let keep_alive = req.keep_alive;
     let head_only = req.method == Method::Head;
     let len = match &src {
@@ -313,12 +307,12 @@ fn file_reply(req: &Request, date: &str, info: &Entry, src: Source<'_>) -> Reply
         head.status = 304;
         return Reply {
             status: 304,
-            head: write_head(&head, date, ""),
+            head: write_head(&head, date),
             body: Body::None,
             keep_alive,
         };
     }
-    let range = match req.range.as_deref() {
+    let range = match req.range {
         Some(r) if if_range_allows(req, &info.etag, info.mtime) => parse_range(r, len),
         _ => RangeOutcome::Full,
     };
@@ -347,7 +341,7 @@ fn file_reply(req: &Request, date: &str, info: &Entry, src: Source<'_>) -> Reply
     head.accept_ranges = true;
     let status = head.status;
     let (head, body) = match src {
-        _ if head_only || count == 0 => (write_head(&head, date, ""), Body::None),
+        _ if head_only || count == 0 => (write_head(&head, date), Body::None),
         Source::Memory(b) if count <= INLINE_BODY => {
             // One buffer, one send: copying a small body is cheaper than a
             // second send (or a second iovec).
@@ -357,11 +351,11 @@ fn file_reply(req: &Request, date: &str, info: &Entry, src: Source<'_>) -> Reply
             (out.freeze(), Body::Inline(count))
         }
         Source::Memory(b) => (
-            write_head(&head, date, ""),
+            write_head(&head, date),
             Body::Bytes(b.slice(start as usize..(start + count) as usize)),
         ),
         Source::File(file, _) => (
-            write_head(&head, date, ""),
+            write_head(&head, date),
             Body::File {
                 file,
                 offset: start,

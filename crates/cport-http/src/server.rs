@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use cport::{Backend, Port, Stats};
-use cport_proto::http::{check_method, decode_path, CanonicalRoot, DateCache, HttpError, Limits, Method, Request};
+use cport_proto::http::{
+    check_method, decode_path, CanonicalRoot, DateCache, HttpError, Limits, Method, Request, ResponseHead,
+};
 use cport_server::{
     DisconnectReason, Framing, Handler, Message, Server, ServerHandle, ServerStats, Session, ShutdownReport,
     ShutdownSignals,
@@ -114,12 +116,12 @@ impl App {
     }
 
     /// Answers one event of the request stream.
-    fn answer(&self, s: &Session, ev: Event, date: &str) -> Flow {
+    fn answer(&self, s: &Session, ev: Event<'_>, date: &str) -> Flow {
         match ev {
             Event::Request(req) => {
                 let reply = self.reply(&req, date);
                 if self.access_log {
-                    access_log(s, method_name(&req.method), &req.target, req.version_minor, &reply);
+                    access_log(s, method_name(&req.method), req.target, req.version_minor, &reply);
                 }
                 self.queue(s, reply)
             }
@@ -133,25 +135,20 @@ impl App {
         }
     }
 
-    fn reply(&self, req: &Request, date: &str) -> Reply {
+    fn reply(&self, req: &Request<'_>, date: &str) -> Reply {
         let head_only = req.method == Method::Head;
         if let Err(e) = check_method(req) {
             return Reply::error(e, req.keep_alive, head_only, date);
         }
-        let path = match decode_path(&req.target) {
+        let path = match decode_path(req.target) {
             Ok(p) => p,
             Err(e) => return Reply::error(e.into(), req.keep_alive, head_only, date),
         };
         if self.stats_endpoint && !path.dir && path.rel.as_os_str() == &STATS_PATH[1..] {
-            let json = self.stats_json();
-            return Reply::content(
-                200,
-                "application/json; charset=utf-8",
-                Bytes::from(json),
-                "Cache-Control: no-store\r\n",
-                req,
-                date,
-            );
+            let mut head = ResponseHead::new(200, 0, req.keep_alive);
+            head.content_type = Some("application/json; charset=utf-8");
+            head.extra = &[("Cache-Control", "no-store")];
+            return Reply::in_memory(head, Bytes::from(self.stats_json()), head_only, date);
         }
         self.files.respond(req, &path, date)
     }

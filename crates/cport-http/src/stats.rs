@@ -32,7 +32,7 @@ pub struct HttpStats {
 
 #[derive(Debug, Default)]
 pub(crate) struct HttpCounters {
-    requests: AtomicU64,
+    /// Every answer counts in exactly one class: their sum is the requests.
     by_class: [AtomicU64; 5],
     not_modified: AtomicU64,
     partial: AtomicU64,
@@ -44,7 +44,6 @@ pub(crate) struct HttpCounters {
 impl HttpCounters {
     /// Counts one answer.
     pub(crate) fn answered(&self, status: u16, body: u64, file: bool) {
-        self.requests.fetch_add(1, Relaxed);
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_class[class].fetch_add(1, Relaxed);
         match status {
@@ -65,9 +64,10 @@ impl HttpCounters {
     }
 
     pub(crate) fn snapshot(&self, cache: CacheStats) -> HttpStats {
+        let by_class: [u64; 5] = std::array::from_fn(|i| self.by_class[i].load(Relaxed));
         HttpStats {
-            requests: self.requests.load(Relaxed),
-            by_class: std::array::from_fn(|i| self.by_class[i].load(Relaxed)),
+            requests: by_class.iter().sum(),
+            by_class,
             not_modified: self.not_modified.load(Relaxed),
             partial: self.partial.load(Relaxed),
             timeouts: self.timeouts.load(Relaxed),

@@ -6,7 +6,6 @@
 #[allow(unused_macros, unused_imports)]
 mod util;
 
-use std::io::{BufReader, Write};
 use std::time::Duration;
 
 use cport_http::Backend;
@@ -33,9 +32,7 @@ fn into_server_keeps_serving_and_cleans_up() {
         let addr = server.local_addr();
         let r = exchange(addr, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(r.body, b"hello, world\n");
-        let s = connect(addr);
-        (&s).write_all(b"GET /hello.txt HTTP/1.1\r\n").unwrap();
-        let mut rd = BufReader::new(s);
+        let mut rd = send(addr, b"GET /hello.txt HTTP/1.1\r\n");
         let r = read_response(&mut rd, false).unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
         assert_eq!(r.status, 408, "{}", backend.name());
         server.shutdown(Duration::from_secs(1));

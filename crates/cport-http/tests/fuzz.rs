@@ -72,9 +72,7 @@ fn throw(addr: SocketAddr, chunks: &[Vec<u8>]) -> Result<(), TestCaseError> {
 }
 
 fn still_serves(addr: SocketAddr) {
-    let s = connect(addr);
-    (&s).write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let r = read_response(&mut BufReader::new(s), false).unwrap();
+    let r = exchange(addr, b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((r.status, r.body.as_slice()), (200, &b"hello, world\n"[..]));
 }
 

@@ -46,9 +46,10 @@ backend_tests! {
     fn head_sends_the_headers_without_a_body(backend: Backend) {
         let site = site();
         let server = serve(backend, site.path());
-        let s = connect(server.local_addr());
-        (&s).write_all(b"HEAD /hello.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut r = BufReader::new(s);
+        let mut r = send(
+            server.local_addr(),
+            b"HEAD /hello.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
         let head = read_response(&mut r, true).unwrap();
         assert_eq!(head.status, 200);
         assert_eq!(head.header("content-length"), Some("13"));
@@ -191,15 +192,13 @@ backend_tests! {
     fn pipelined_requests_are_answered_in_order(backend: Backend) {
         let site = site();
         let server = serve_with(backend, site.path(), |c| c.cache(0, 0));
-        let s = connect(server.local_addr());
         // Three requests in one write: a file range, a HEAD, a 404.
-        (&s).write_all(
+        let mut r = send(
+            server.local_addr(),
             b"GET /one.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1-3\r\n\r\n\
               HEAD /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n\
               GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
-        )
-        .unwrap();
-        let mut r = BufReader::new(s);
+        );
         let a = read_response(&mut r, false).unwrap();
         let b = read_response(&mut r, true).unwrap();
         let c = read_response(&mut r, false).unwrap();
@@ -212,14 +211,12 @@ backend_tests! {
     fn pipelining_stops_at_connection_close(backend: Backend) {
         let site = site();
         let server = serve(backend, site.path());
-        let s = connect(server.local_addr());
-        (&s).write_all(
+        let mut r = send(
+            server.local_addr(),
             b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n\
               GET /style.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n\
               GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n",
-        )
-        .unwrap();
-        let mut r = BufReader::new(s);
+        );
         assert_eq!(read_response(&mut r, false).unwrap().body, b"hello, world\n");
         assert_eq!(read_response(&mut r, false).unwrap().body, b"body{}\n");
         assert!(closes(&mut r), "nothing after the close");
@@ -228,11 +225,9 @@ backend_tests! {
     fn many_pipelined_requests_in_one_write(backend: Backend) {
         let site = site();
         let server = serve(backend, site.path());
-        let s = connect(server.local_addr());
         let one = b"GET /one.bin HTTP/1.1\r\nHost: x\r\n\r\n";
         let all: Vec<u8> = one.iter().copied().cycle().take(one.len() * 200).collect();
-        (&s).write_all(&all).unwrap();
-        let mut r = BufReader::new(s);
+        let mut r = send(server.local_addr(), &all);
         for i in 0..200 {
             let resp = read_response(&mut r, false).unwrap();
             assert_eq!((resp.status, resp.body.len()), (200, 1024), "response {i}");

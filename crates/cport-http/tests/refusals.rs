@@ -23,6 +23,16 @@ fn jail() -> (TempDir, TempDir) {
     (site, outside)
 }
 
+/// A GET of `path` with `Host` and `n` more header fields.
+fn with_headers(path: &str, n: usize) -> String {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..n {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
 backend_tests! {
     fn request_line_over_the_limit_is_414_and_closes(backend: Backend) {
         let site = site();
@@ -33,9 +43,7 @@ backend_tests! {
         assert_eq!(r.header("connection"), Some("close"));
         assert!(closes(&mut rd));
         // Refused before the line is even complete.
-        let s = connect(server.local_addr());
-        (&s).write_all(format!("GET /{}", "a".repeat(9000)).as_bytes()).unwrap();
-        let mut rd = BufReader::new(s);
+        let mut rd = send(server.local_addr(), format!("GET /{}", "a".repeat(9000)).as_bytes());
         assert_eq!(read_response(&mut rd, false).unwrap().status, 414);
         assert!(closes(&mut rd));
     }
@@ -47,20 +55,12 @@ backend_tests! {
         let (r, mut rd) = exchange_conn(server.local_addr(), big.as_bytes());
         assert_eq!(r.status, 431);
         assert!(closes(&mut rd));
-        let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
-        for i in 0..101 {
-            many.push_str(&format!("X-H{i}: v\r\n"));
-        }
-        many.push_str("\r\n");
+        let many = with_headers("/", 101);
         let (r, mut rd) = exchange_conn(server.local_addr(), many.as_bytes());
         assert_eq!(r.status, 431);
         assert!(closes(&mut rd));
         // Under both limits is fine.
-        let mut ok = String::from("GET /hello.txt HTTP/1.1\r\nHost: x\r\n");
-        for i in 0..90 {
-            ok.push_str(&format!("X-H{i}: v\r\n"));
-        }
-        ok.push_str("\r\n");
+        let ok = with_headers("/hello.txt", 90);
         assert_eq!(exchange(server.local_addr(), ok.as_bytes()).status, 200);
     }
 
@@ -86,10 +86,7 @@ backend_tests! {
         let server = serve(backend, site.path());
         for m in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH", "get"] {
             let req = format!("{m} /hello.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
-            let s = connect(server.local_addr());
-            (&s).write_all(req.as_bytes()).unwrap();
-            let mut rd = BufReader::new(s);
-            let r = read_response(&mut rd, false).unwrap();
+            let (r, mut rd) = exchange_conn(server.local_addr(), req.as_bytes());
             assert_eq!(r.status, 405, "{m}");
             assert_eq!(r.header("allow"), Some("GET, HEAD"), "{m}");
             // Without a body the stream is intact: the next request is served.
@@ -131,10 +128,7 @@ backend_tests! {
         for target in ["/../hello.txt", "/%2e%2e/hello.txt", "/sub/%2E%2E/%2e%2e/x", "/a\\..\\b", "/%5c..%5cb",
                        "/x%00.txt", "/%zz", "*", "hello.txt", "/%ff%fe"] {
             let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n");
-            let s = connect(server.local_addr());
-            (&s).write_all(req.as_bytes()).unwrap();
-            let mut rd = BufReader::new(s);
-            let r = read_response(&mut rd, false).unwrap();
+            let (r, mut rd) = exchange_conn(server.local_addr(), req.as_bytes());
             assert_eq!(r.status, 400, "{target}");
             assert_eq!(read_response(&mut rd, false).unwrap().status, 200, "{target}: connection kept");
         }

@@ -202,20 +202,22 @@ pub fn read_response(r: &mut impl BufRead, head: bool) -> io::Result<Response> {
     Ok(resp)
 }
 
-/// Sends `request` on a new connection and reads one response.
-pub fn exchange(addr: SocketAddr, request: &[u8]) -> Response {
+/// Sends `request` on a new connection; the reader gets the answers.
+pub fn send(addr: SocketAddr, request: &[u8]) -> BufReader<TcpStream> {
     let s = connect(addr);
     (&s).write_all(request).expect("sending");
-    let head = request.starts_with(b"HEAD ");
-    read_response(&mut BufReader::new(s), head).expect("reading a response")
+    BufReader::new(s)
+}
+
+/// Sends `request` on a new connection and reads one response.
+pub fn exchange(addr: SocketAddr, request: &[u8]) -> Response {
+    exchange_conn(addr, request).0
 }
 
 /// Sends `request` on a new connection and reads one response; the
 /// connection comes back to check what happens next ([`closes`], [`stays_open`]).
 pub fn exchange_conn(addr: SocketAddr, request: &[u8]) -> (Response, BufReader<TcpStream>) {
-    let s = connect(addr);
-    (&s).write_all(request).expect("sending");
-    let mut r = BufReader::new(s);
+    let mut r = send(addr, request);
     let resp = read_response(&mut r, request.starts_with(b"HEAD ")).expect("reading a response");
     (resp, r)
 }

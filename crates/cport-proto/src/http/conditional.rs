@@ -26,11 +26,11 @@ pub fn etag(len: u64, mtime: SystemTime) -> String {
 /// truncated to seconds, is not after the given date; an unparsable date is
 /// ignored.
 #[must_use]
-pub fn not_modified(request: &Request, etag: &str, mtime: SystemTime) -> bool {
+pub fn not_modified(request: &Request<'_>, etag: &str, mtime: SystemTime) -> bool {
     if let Some(list) = &request.if_none_match {
         return etag_list_matches(list, etag);
     }
-    match request.if_modified_since.as_deref().map(httpdate::parse_http_date) {
+    match request.if_modified_since.map(httpdate::parse_http_date) {
         Some(Ok(since)) => unix_secs(mtime) <= unix_secs(since),
         _ => false,
     }
@@ -42,8 +42,8 @@ pub fn not_modified(request: &Request, etag: &str, mtime: SystemTime) -> bool {
 /// match; with a date, only if it equals the mtime to the second. Otherwise
 /// the full file must be sent.
 #[must_use]
-pub fn if_range_allows(request: &Request, etag: &str, mtime: SystemTime) -> bool {
-    let Some(value) = request.if_range.as_deref() else {
+pub fn if_range_allows(request: &Request<'_>, etag: &str, mtime: SystemTime) -> bool {
+    let Some(value) = request.if_range else {
         return true;
     };
     if value.starts_with('"') || value.starts_with("W/") {
@@ -100,13 +100,13 @@ mod tests {
     use super::*;
     use crate::http::Method;
 
-    fn request() -> Request {
+    fn request() -> Request<'static> {
         Request {
             method: Method::Get,
-            target: "/".into(),
+            target: "/",
             version_minor: 1,
             keep_alive: true,
-            host: Some("x".into()),
+            host: Some("x"),
             range: None,
             if_range: None,
             if_none_match: None,
@@ -146,7 +146,7 @@ mod tests {
             ("\"unterminated".to_owned(), false),
             (String::new(), false),
         ] {
-            r.if_none_match = Some(header.clone());
+            r.if_none_match = Some(header.clone().into());
             assert_eq!(not_modified(&r, &tag, at(100, 0)), expect, "{header}");
         }
     }
@@ -155,18 +155,20 @@ mod tests {
     fn if_none_match_takes_precedence_over_if_modified_since() {
         let mut r = request();
         r.if_none_match = Some("\"other\"".into());
-        r.if_modified_since = Some(httpdate::fmt_http_date(at(200, 0)));
+        let since = httpdate::fmt_http_date(at(200, 0));
+        r.if_modified_since = Some(&since);
         assert!(!not_modified(&r, "\"mine\"", at(100, 0)));
     }
 
     #[test]
     fn if_modified_since_compares_whole_seconds() {
         let mut r = request();
-        r.if_modified_since = Some(httpdate::fmt_http_date(at(100, 0)));
+        let since = httpdate::fmt_http_date(at(100, 0));
+        r.if_modified_since = Some(&since);
         assert!(not_modified(&r, "\"t\"", at(100, 999_999_999)), "same second");
         assert!(not_modified(&r, "\"t\"", at(99, 0)), "older file");
         assert!(!not_modified(&r, "\"t\"", at(101, 0)), "newer file");
-        r.if_modified_since = Some("yesterday".into());
+        r.if_modified_since = Some("yesterday");
         assert!(!not_modified(&r, "\"t\"", at(1, 0)), "bad dates are ignored");
     }
 
@@ -175,16 +177,18 @@ mod tests {
         let tag = etag(3, at(100, 0));
         let mut r = request();
         assert!(if_range_allows(&r, &tag, at(100, 0)));
-        r.if_range = Some(tag.clone());
+        r.if_range = Some(&tag);
         assert!(if_range_allows(&r, &tag, at(100, 0)));
-        r.if_range = Some(format!("W/{tag}"));
+        let weak = format!("W/{tag}");
+        r.if_range = Some(&weak);
         assert!(!if_range_allows(&r, &tag, at(100, 0)));
-        r.if_range = Some("\"other\"".into());
+        r.if_range = Some("\"other\"");
         assert!(!if_range_allows(&r, &tag, at(100, 0)));
-        r.if_range = Some(httpdate::fmt_http_date(at(100, 0)));
+        let date = httpdate::fmt_http_date(at(100, 0));
+        r.if_range = Some(&date);
         assert!(if_range_allows(&r, &tag, at(100, 5)));
         assert!(!if_range_allows(&r, &tag, at(101, 0)));
-        r.if_range = Some("not a date".into());
+        r.if_range = Some("not a date");
         assert!(!if_range_allows(&r, &tag, at(100, 0)));
     }
 }

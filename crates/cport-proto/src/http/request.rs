@@ -3,8 +3,11 @@
 //! `httparse` does the tokenising over a fixed-size header array (no
 //! allocation); this module adds the limits (414, 431), the framing rules
 //! that keep a pipelined connection in sync (Content-Length versus
-//! Transfer-Encoding, 413 for refused bodies), keep-alive, and copies out the
-//! few header values the server uses.
+//! Transfer-Encoding, 413 for refused bodies), keep-alive, and borrows the
+//! few header values the server uses from the buffer (nothing is copied
+//! unless `If-None-Match` is repeated or the method is not GET or HEAD).
+
+use std::borrow::Cow;
 
 use super::HttpError;
 use crate::framing::{scan_line, LineScan};
@@ -51,36 +54,38 @@ impl Default for Limits {
     }
 }
 
-/// A parsed request head: the fields a static file server acts on.
+/// A parsed request head: the fields a static file server acts on, borrowed
+/// from the buffer it was parsed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub struct Request<'a> {
     /// The method.
     pub method: Method,
     /// The request target as sent: path and query, not decoded (see
     /// [`decode_path`](super::decode_path)).
-    pub target: String,
+    pub target: &'a str,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version_minor: u8,
     /// Whether the connection stays open after the response: HTTP/1.1
     /// unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
     pub keep_alive: bool,
     /// The `Host` header (required, and at most one, in HTTP/1.1).
-    pub host: Option<String>,
+    pub host: Option<&'a str>,
     /// The `Range` header, if exactly one was sent (see
     /// [`parse_range`](super::parse_range)).
-    pub range: Option<String>,
+    pub range: Option<&'a str>,
     /// The `If-Range` header.
-    pub if_range: Option<String>,
-    /// All `If-None-Match` headers, joined with `", "`.
-    pub if_none_match: Option<String>,
+    pub if_range: Option<&'a str>,
+    /// All `If-None-Match` headers, joined with `", "` (owned only when
+    /// there are several).
+    pub if_none_match: Option<Cow<'a, str>>,
     /// The `If-Modified-Since` header.
-    pub if_modified_since: Option<String>,
+    pub if_modified_since: Option<&'a str>,
     /// Length of the body that follows the head (0: no body). Bodies are
     /// only ever framed by `Content-Length`; chunked ones are refused.
     pub content_length: u64,
 }
 
-impl Request {
+impl Request<'_> {
     /// Whether a body follows the head.
     #[must_use]
     pub fn has_body(&self) -> bool {
@@ -90,14 +95,14 @@ impl Request {
 
 /// Result of [`parse_request`] on a buffer that may hold part of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parse {
+pub enum Parse<'a> {
     /// The head is not complete yet: receive more and parse again.
     Partial,
     /// A complete head of `head_len` bytes. The body (`content_length`
     /// bytes) follows; the next pipelined request starts after it.
     Complete {
         /// The parsed request.
-        request: Request,
+        request: Request<'a>,
         /// Bytes of the buffer the head occupies.
         head_len: usize,
     },
@@ -139,7 +144,7 @@ pub enum Parse {
 ///     Parse::Partial => unreachable!(),
 /// }
 /// ```
-pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parse, HttpError> {
+pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parse<'a>, HttpError> {
     // httparse skips blank lines before the request line; so do we.
     let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
     if let LineScan::TooLong { .. } = scan_line(&buf[start..], 0, limits.max_request_line) {
@@ -173,7 +178,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parse, HttpError> {
 /// # Errors
 ///
 /// [`HttpError::METHOD_NOT_ALLOWED`] for any other method.
-pub fn check_method(request: &Request) -> Result<(), HttpError> {
+pub fn check_method(request: &Request<'_>) -> Result<(), HttpError> {
     match request.method {
         Method::Get | Method::Head => Ok(()),
         Method::Other(_) => Err(HttpError::METHOD_NOT_ALLOWED),
@@ -194,22 +199,22 @@ fn names_other_version(line_start: &[u8]) -> bool {
 
 /// Header values gathered while scanning the header fields.
 #[derive(Default)]
-struct Fields {
-    host: Option<String>,
+struct Fields<'a> {
+    host: Option<&'a str>,
     host_count: usize,
     content_length: Option<u64>,
     transfer_encoding: bool,
     chunked_last: bool,
     close: bool,
     keep_alive: bool,
-    range: Option<String>,
+    range: Option<&'a str>,
     range_count: usize,
-    if_range: Option<String>,
-    if_none_match: Option<String>,
-    if_modified_since: Option<String>,
+    if_range: Option<&'a str>,
+    if_none_match: Option<Cow<'a, str>>,
+    if_modified_since: Option<&'a str>,
 }
 
-fn build(parsed: &httparse::Request<'_, '_>, limits: &Limits) -> Result<Request, HttpError> {
+fn build<'a>(parsed: &httparse::Request<'_, 'a>, limits: &Limits) -> Result<Request<'a>, HttpError> {
     let (Some(method), Some(target), Some(version_minor)) = (parsed.method, parsed.path, parsed.version) else {
         return Err(HttpError::BAD_REQUEST);
     };
@@ -244,7 +249,7 @@ fn build(parsed: &httparse::Request<'_, '_>, limits: &Limits) -> Result<Request,
     let keep_alive = !f.close && (version_minor >= 1 || f.keep_alive);
     Ok(Request {
         method,
-        target: target.to_owned(),
+        target,
         version_minor,
         keep_alive,
         host: f.host,
@@ -256,7 +261,7 @@ fn build(parsed: &httparse::Request<'_, '_>, limits: &Limits) -> Result<Request,
     })
 }
 
-fn read_field(f: &mut Fields, name: &str, value: &[u8]) -> Result<(), HttpError> {
+fn read_field<'a>(f: &mut Fields<'a>, name: &str, value: &'a [u8]) -> Result<(), HttpError> {
     let value = value.trim_ascii();
     let is = |n: &str| name.eq_ignore_ascii_case(n);
     if is("host") {
@@ -265,7 +270,7 @@ fn read_field(f: &mut Fields, name: &str, value: &[u8]) -> Result<(), HttpError>
         if host.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
             return Err(HttpError::BAD_REQUEST);
         }
-        f.host = Some(host.to_owned());
+        f.host = Some(host);
     } else if is("content-length") {
         let len = parse_content_length(value).ok_or(HttpError::BAD_REQUEST)?;
         if f.content_length.is_some_and(|prev| prev != len) {
@@ -292,10 +297,11 @@ fn read_field(f: &mut Fields, name: &str, value: &[u8]) -> Result<(), HttpError>
         if let Some(v) = utf8(value) {
             match &mut f.if_none_match {
                 Some(all) => {
+                    let all = all.to_mut();
                     all.push_str(", ");
-                    all.push_str(&v);
+                    all.push_str(v);
                 }
-                None => f.if_none_match = Some(v),
+                None => f.if_none_match = Some(Cow::Borrowed(v)),
             }
         }
     }
@@ -315,10 +321,10 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
     })
 }
 
-/// An owned copy of a header value, or `None` (the header is ignored) if it
-/// is not UTF-8.
-fn utf8(value: &[u8]) -> Option<String> {
-    std::str::from_utf8(value).ok().map(str::to_owned)
+/// A header value as text, or `None` (the header is ignored) if it is not
+/// UTF-8.
+fn utf8(value: &[u8]) -> Option<&str> {
+    std::str::from_utf8(value).ok()
 }
 
 #[cfg(test)]

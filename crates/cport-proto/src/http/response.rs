@@ -60,6 +60,9 @@ pub struct ResponseHead<'a> {
     pub location: Option<&'a str>,
     /// `Connection: keep-alive` if true, else `Connection: close`.
     pub keep_alive: bool,
+    /// Other header fields (name, value), written last, for example
+    /// `("Cache-Control", "no-store")`.
+    pub extra: &'a [(&'a str, &'a str)],
 }
 
 impl<'a> ResponseHead<'a> {
@@ -78,6 +81,7 @@ impl<'a> ResponseHead<'a> {
             allow: None,
             location: None,
             keep_alive,
+            extra: &[],
         }
     }
 
@@ -126,10 +130,14 @@ impl<'a> ResponseHead<'a> {
             header(out, "Location", location);
         }
         out.put_slice(if self.keep_alive {
-            b"Connection: keep-alive\r\n\r\n"
+            b"Connection: keep-alive\r\n"
         } else {
-            b"Connection: close\r\n\r\n"
+            b"Connection: close\r\n"
         });
+        for (name, value) in self.extra {
+            header(out, name, value);
+        }
+        out.put_slice(b"\r\n");
     }
 }
 
@@ -164,7 +172,7 @@ pub fn error_response(err: &HttpError, keep_alive: bool, head_only: bool, date: 
     if err.status == 405 {
         head.allow = Some(ALLOW);
     }
-    with_text_body(&head, err.reason, head_only, date)
+    with_text_body(head, err.reason, head_only, date)
 }
 
 /// A 416 Range Not Satisfiable response for a file of `len` bytes, with
@@ -173,12 +181,11 @@ pub fn error_response(err: &HttpError, keep_alive: bool, head_only: bool, date: 
 pub fn unsatisfiable_response(len: u64, keep_alive: bool, head_only: bool, date: &str) -> Bytes {
     let mut head = ResponseHead::new(416, 0, keep_alive);
     head.content_range = Some(ContentRange::Unsatisfied { len });
-    with_text_body(&head, reason_phrase(416), head_only, date)
+    with_text_body(head, reason_phrase(416), head_only, date)
 }
 
-fn with_text_body(head: &ResponseHead<'_>, reason: &str, head_only: bool, date: &str) -> Bytes {
+fn with_text_body(mut head: ResponseHead<'_>, reason: &str, head_only: bool, date: &str) -> Bytes {
     let body = format!("{} {reason}\n", head.status);
-    let mut head = head.clone();
     head.content_length = body.len() as u64;
     head.content_type = Some("text/plain; charset=utf-8");
     let mut out = BytesMut::with_capacity(256);

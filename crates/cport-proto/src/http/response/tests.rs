@@ -94,6 +94,17 @@ fn header_values_cannot_inject_headers() {
 }
 
 #[test]
+fn extra_headers_come_last_and_cannot_inject() {
+    let mut head = ResponseHead::new(200, 0, false);
+    head.extra = &[("Cache-Control", "no-store"), ("X-Evil", "a\r\nSet-Cookie: b")];
+    let text = written(&head);
+    assert!(
+        text.ends_with("Connection: close\r\nCache-Control: no-store\r\nX-Evil: aSet-Cookie: b\r\n\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
 fn error_response_has_text_body_and_honours_close() {
     let bytes = error_response(&HttpError::NOT_FOUND, true, false, DATE);
     let (status, headers, body) = reparse(&bytes);
