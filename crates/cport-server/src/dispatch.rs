@@ -17,7 +17,7 @@ use crate::handler::{DisconnectReason, FrameAction, Handler, Message, ReasonKind
 use crate::rx::{Fed, Flow, FrameSink, Reassembly};
 use crate::session::Session;
 use crate::shared::*;
-use crate::stats::Counters;
+use crate::stats::{Counters, Shard};
 use crate::table::Table;
 use crate::wheel::{Entry, Tick};
 
@@ -69,14 +69,15 @@ struct Sink<'a, H: Handler> {
     session: &'a Session,
     user: &'a mut H::State,
     slot: &'a Slot,
-    counters: &'a Counters,
+    shared: &'a Shared,
+    shard: Shard,
     name: &'a str,
     panicked: bool,
 }
 
 impl<H: Handler> FrameSink for Sink<'_, H> {
     fn frame(&mut self, frame: Bytes) -> Flow {
-        Counters::add(&self.counters.messages_in, 1);
+        self.shared.counters.traffic(self.shard, |t| &t.messages_in, 1);
         let (h, s, u) = (self.handler, self.session, &mut *self.user);
         if guarded(self.name, "on_message", || h.on_message(s, u, Message::Frame(frame))).is_none() {
             self.panicked = true;
@@ -350,7 +351,8 @@ impl<H: Handler> Dispatcher<H> {
     /// Returns a reason when the bytes broke the framing or the handler panicked.
     fn deliver(&self, idx: u32, slot: &Slot, buf: Buf) -> Option<DisconnectReason> {
         let sh = &*self.shared;
-        Counters::add(&sh.counters.bytes_in, buf.len() as u64);
+        let shard = sh.shard();
+        sh.counters.traffic(shard, |t| &t.bytes_in, buf.len() as u64);
         let now = sh.now();
         slot.last_active.store(now, Relaxed);
         if slot.closing.load(Acquire) {
@@ -363,7 +365,7 @@ impl<H: Handler> Dispatcher<H> {
             return None;
         };
         let Some(r) = reasm else {
-            Counters::add(&sh.counters.messages_in, 1);
+            sh.counters.traffic(shard, |t| &t.messages_in, 1);
             let h = &self.handler;
             return match guarded(&sh.cfg.name, "on_message", || {
                 h.on_message(session, user, Message::Chunk(buf))
@@ -379,7 +381,8 @@ impl<H: Handler> Dispatcher<H> {
             session,
             user,
             slot,
-            counters: &sh.counters,
+            shared: sh,
+            shard,
             name,
             panicked: false,
         };
@@ -466,7 +469,7 @@ impl<H: Handler> Dispatcher<H> {
         let sh = &*self.shared;
         let mut fin = match res {
             Ok(n) => {
-                Counters::add(&sh.counters.bytes_out, n as u64);
+                sh.count(|t| &t.bytes_out, n as u64);
                 slot.last_active.store(sh.now(), Relaxed);
                 let whole = match payload {
                     Payload::Buf(b) => {

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -282,7 +282,8 @@ impl ServerBuilder {
             starved_any: AtomicBool::new(false),
             retry_armed: AtomicBool::new(false),
             orphans: Mutex::new(Vec::new()),
-            counters: Counters::default(),
+            counters: Counters::new(threads),
+            next_shard: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             local_addrs,
             listeners,

@@ -8,7 +8,7 @@
 //! but are touched only at connect, disconnect, tick and buffer exhaustion.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
 use cport::{Backend, BufPool, Ctx, Handle, Key, OpId, Port};
@@ -17,7 +17,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::handler::{DisconnectReason, Framing};
 use crate::queue::{Batch, Item, SendQueue};
 use crate::session::SendErrorKind;
-use crate::stats::Counters;
+use crate::stats::{Counters, Shard, Traffic};
 use crate::table::{FreeList, Table};
 use crate::wheel::{Entry, Tick, Wheel};
 
@@ -35,8 +35,9 @@ pub(crate) const CTX_START: u64 = 7;
 pub(crate) const CTX_ACCEPT: u64 = 1 << 32;
 
 thread_local! {
-    /// The server whose worker this thread is (its `Shared` address), or 0.
-    static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The server whose worker this thread is (its `Shared` address, or 0),
+    /// and the worker's counter shard.
+    static WORKER_OF: std::cell::Cell<(usize, Shard)> = const { std::cell::Cell::new((0, Shard::SHARED)) };
 }
 
 /// "Not scheduled" for wheel and linger deadlines.
@@ -157,6 +158,8 @@ pub(crate) struct Shared {
     /// Sessions whose finalize packet could not be posted: the tick runs them.
     pub orphans: Mutex<Vec<(u32, u32)>>,
     pub counters: Counters,
+    /// The next worker's counter shard.
+    pub next_shard: AtomicUsize,
     pub next_id: AtomicU64,
     pub local_addrs: Vec<SocketAddr>,
     pub listeners: Vec<Handle>,
@@ -171,8 +174,16 @@ impl Shared {
     pub(crate) fn enter_worker(&self) {
         let me = self as *const Shared as usize;
         WORKER_OF.with(|w| {
-            if w.get() != me {
-                w.set(me);
+            if w.get().0 != me {
+                // Each worker thread numbers itself once; past the expected
+                // count (never, with the pool the server starts), the shared shard.
+                let i = self.next_shard.fetch_add(1, Relaxed);
+                let shard = if i < self.counters.worker_shards() {
+                    Shard(i)
+                } else {
+                    Shard::SHARED
+                };
+                w.set((me, shard));
             }
         });
     }
@@ -183,7 +194,24 @@ impl Shared {
     /// an operation's completion work in the thread that submitted it, which
     /// would interrupt an application thread's blocking calls with `EINTR`.
     pub(crate) fn on_worker(&self) -> bool {
-        WORKER_OF.with(|w| w.get() == self as *const Shared as usize)
+        WORKER_OF.with(|w| w.get().0 == self as *const Shared as usize)
+    }
+
+    /// The calling thread's counter shard.
+    pub(crate) fn shard(&self) -> Shard {
+        WORKER_OF.with(|w| {
+            let (of, shard) = w.get();
+            if of == self as *const Shared as usize {
+                shard
+            } else {
+                Shard::SHARED
+            }
+        })
+    }
+
+    /// Adds `n` to one of the calling thread's traffic counters.
+    pub(crate) fn count(&self, pick: impl Fn(&Traffic) -> &AtomicU64, n: u64) {
+        self.counters.traffic(self.shard(), pick, n);
     }
 
     /// Sessions open now.
@@ -232,7 +260,7 @@ impl Shared {
             return Err((SendErrorKind::Overflow { queued, cap }, item));
         }
         st.queue.push(item);
-        Counters::add(&self.counters.messages_out, 1);
+        self.count(|t| &t.messages_out, 1);
         if !self.on_worker() {
             if !st.kick_posted && !st.queue.in_flight() {
                 st.kick_posted = true;

@@ -32,20 +32,70 @@ impl ServerStats {
     }
 }
 
+/// The per-message counters of one thread.
 #[derive(Default)]
+#[repr(align(128))] // a cache line pair of its own: workers never share one
+pub(crate) struct Traffic {
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// Which [`Traffic`] shard the calling thread writes: its own as a worker,
+/// or the shared one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shard(pub usize);
+
+impl Shard {
+    /// The shard of threads that are not (numbered) workers.
+    pub(crate) const SHARED: Shard = Shard(usize::MAX);
+}
+
 pub(crate) struct Counters {
     /// Sessions open now; also what shutdown waits on (so `SeqCst`, like `Shared::stopping`).
     pub sessions: AtomicU64,
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
-    pub messages_in: AtomicU64,
-    pub messages_out: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
     pub disconnects: [AtomicU64; ReasonKind::ALL.len()],
+    /// One shard per worker, written only by that worker (a plain load and
+    /// store: no atomic read-modify-write on a shared cache line for every
+    /// message), then the shared shard, for every other thread.
+    traffic: Box<[Traffic]>,
 }
 
 impl Counters {
+    /// Counters for a server with `workers` worker threads.
+    pub(crate) fn new(workers: usize) -> Self {
+        Counters {
+            sessions: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            disconnects: Default::default(),
+            traffic: (0..=workers).map(|_| Traffic::default()).collect(),
+        }
+    }
+
+    /// How many worker shards there are.
+    pub(crate) fn worker_shards(&self) -> usize {
+        self.traffic.len() - 1
+    }
+
+    /// Adds `n` to one traffic counter of `shard`.
+    pub(crate) fn traffic(&self, shard: Shard, pick: impl Fn(&Traffic) -> &AtomicU64, n: u64) {
+        if shard.0 < self.worker_shards() {
+            // Only the worker that owns the shard writes it.
+            let c = pick(&self.traffic[shard.0]);
+            c.store(c.load(Relaxed) + n, Relaxed);
+        } else {
+            pick(&self.traffic[self.worker_shards()]).fetch_add(n, Relaxed);
+        }
+    }
+
+    fn traffic_sum(&self, pick: impl Fn(&Traffic) -> &AtomicU64) -> u64 {
+        self.traffic.iter().map(|t| pick(t).load(Relaxed)).sum()
+    }
+
     pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
     }
@@ -60,10 +110,10 @@ impl Counters {
             sessions: self.sessions.load(Relaxed),
             accepted: self.accepted.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
-            messages_in: self.messages_in.load(Relaxed),
-            messages_out: self.messages_out.load(Relaxed),
-            bytes_in: self.bytes_in.load(Relaxed),
-            bytes_out: self.bytes_out.load(Relaxed),
+            messages_in: self.traffic_sum(|t| &t.messages_in),
+            messages_out: self.traffic_sum(|t| &t.messages_out),
+            bytes_in: self.traffic_sum(|t| &t.bytes_in),
+            bytes_out: self.traffic_sum(|t| &t.bytes_out),
             disconnects: ReasonKind::ALL
                 .iter()
                 .zip(&self.disconnects)

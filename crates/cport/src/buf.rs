@@ -91,6 +91,16 @@ impl From<String> for Buf {
     }
 }
 
+/// A datagram and its peer address (boxed in [`Payload`], which every
+/// completion carries, to keep completions small).
+#[derive(Debug)]
+pub struct Datagram {
+    /// The datagram's bytes.
+    pub buf: Buf,
+    /// Where it came from (`recv_from`), or where it went (`send_to`).
+    pub addr: SocketAddr,
+}
+
 /// What an operation hands back with its completion besides the result.
 #[derive(Debug, Default)]
 pub enum Payload {
@@ -104,7 +114,7 @@ pub enum Payload {
     /// A connection taken by `accept`; not yet associated with any port.
     Accepted(TcpStream),
     /// A datagram buffer and its peer (`recv_from`), or what `send_to` sent and where.
-    Datagram(Buf, Box<SocketAddr>),
+    Datagram(Box<Datagram>),
     /// The file that `send_file` sent from.
     File(Arc<File>),
     /// An fd the operation produced that is not a TCP stream.

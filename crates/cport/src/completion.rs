@@ -141,14 +141,49 @@ impl fmt::Display for OpKind {
 }
 
 /// The port's bookkeeping for one operation, carried from issue to completion.
+///
+/// Kept small (40 bytes): it rides in every completion, and completions are
+/// moved several times between the kernel and the handler.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Meta {
     pub key: Key,
-    pub ctx: Ctx,
-    pub kind: OpKind,
-    /// The handle whose in-flight count this operation holds, if any.
-    pub handle: Option<Handle>,
+    /// The context value ([`Ctx::value`]).
+    pub ctx: u64,
     pub id: OpId,
+    /// The slot of the handle whose in-flight count this operation holds
+    /// (`NO_HANDLE`: none), and its generation.
+    handle_idx: u32,
+    handle_gen: u32,
+    pub kind: OpKind,
+    pub priority: Priority,
+    /// On a completion: its multishot operation stays armed.
+    pub more: bool,
+}
+
+/// `Meta::handle_idx` of an operation on no handle (no table holds 2^32 slots).
+const NO_HANDLE: u32 = u32::MAX;
+
+impl Meta {
+    pub(crate) fn new(key: Key, ctx: Ctx, kind: OpKind, handle: Option<&Handle>) -> Meta {
+        Meta {
+            key,
+            ctx: ctx.value,
+            id: OpId(0),
+            handle_idx: handle.map_or(NO_HANDLE, |h| h.idx),
+            handle_gen: handle.map_or(0, |h| h.gen),
+            kind,
+            priority: ctx.priority,
+            more: false,
+        }
+    }
+    /// The handle the operation holds, if any.
+    pub(crate) fn handle(&self) -> Option<Handle> {
+        (self.handle_idx != NO_HANDLE).then_some(Handle {
+            idx: self.handle_idx,
+            gen: self.handle_gen,
+            key: self.key,
+        })
+    }
 }
 
 /// One completion packet (IOCP's `OVERLAPPED_ENTRY`), owning the buffers its
@@ -158,17 +193,12 @@ pub struct Completion {
     pub(crate) meta: Meta,
     pub(crate) result: io::Result<usize>,
     pub(crate) payload: Payload,
-    pub(crate) more: bool,
 }
 
 impl Completion {
-    pub(crate) fn new(meta: Meta, result: io::Result<usize>, payload: Payload, more: bool) -> Self {
-        Completion {
-            meta,
-            result,
-            payload,
-            more,
-        }
+    pub(crate) fn new(mut meta: Meta, result: io::Result<usize>, payload: Payload, more: bool) -> Self {
+        meta.more = more;
+        Completion { meta, result, payload }
     }
 
     /// The key of the handle the operation was issued on (or the posted key).
@@ -177,11 +207,11 @@ impl Completion {
     }
     /// The per-operation context value given when the operation was issued.
     pub fn ctx(&self) -> u64 {
-        self.meta.ctx.value
+        self.meta.ctx
     }
     /// The priority the operation was issued with.
     pub fn priority(&self) -> Priority {
-        self.meta.ctx.priority
+        self.meta.priority
     }
     /// What kind of operation completed.
     pub fn kind(&self) -> OpKind {
@@ -189,7 +219,7 @@ impl Completion {
     }
     /// The handle the operation was issued on (`None` for posts, nops, timeouts).
     pub fn handle(&self) -> Option<Handle> {
-        self.meta.handle
+        self.meta.handle()
     }
     /// The id the issuing call returned.
     pub fn op_id(&self) -> OpId {
@@ -206,7 +236,7 @@ impl Completion {
     /// `true` while a multishot operation (accept, pooled receive) stays armed
     /// and more completions of it will follow; the last one has `false`.
     pub fn more(&self) -> bool {
-        self.more
+        self.meta.more
     }
     /// `true` when the operation was cancelled (by `cancel`, `close` or a timeout).
     pub fn is_cancelled(&self) -> bool {
@@ -227,7 +257,8 @@ impl Completion {
     /// Takes the operation's single buffer back, if it had one.
     pub fn take_buf(&mut self) -> Option<Buf> {
         match std::mem::take(&mut self.payload) {
-            Payload::Buf(b) | Payload::Datagram(b, _) => Some(b),
+            Payload::Buf(b) => Some(b),
+            Payload::Datagram(d) => Some(d.buf),
             other => {
                 self.payload = other;
                 None
@@ -243,5 +274,18 @@ impl Completion {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Completions are moved several times on their way to a handler: a
+    /// field added carelessly here costs every completion.
+    #[test]
+    fn completions_stay_small() {
+        assert!(std::mem::size_of::<Meta>() <= 40);
+        assert!(std::mem::size_of::<Completion>() <= 96);
     }
 }

@@ -38,7 +38,7 @@ mod worker;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use buf::{Buf, Payload};
+pub use buf::{Buf, Datagram, Payload};
 pub use completion::{Completion, Ctx, Key, OpId, OpKind, Priority};
 pub use error::{BuildError, GetError, SubmitError, SubmitErrorKind};
 pub use handle::Handle;

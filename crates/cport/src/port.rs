@@ -197,6 +197,9 @@ impl Prioritized for Completion {
     fn is_high(&self) -> bool {
         self.priority() == crate::completion::Priority::High
     }
+    fn ends_batch(&self) -> bool {
+        self.kind() == OpKind::Quit
+    }
 }
 
 /// A completion port. Cheap to clone: every clone is the same port, and it is
@@ -349,20 +352,13 @@ impl Port {
         if let Err(k) = self.reserve() {
             return Err(SubmitError::new(k, op.into_payload()));
         }
-        let meta = |key, handle| Meta {
-            key,
-            ctx,
-            kind,
-            handle,
-            id: OpId(0),
-        };
         let pushed = match h {
             Some(h) => {
                 let mut table = self.shared.handles.lock();
                 match table.begin_op(h) {
                     Ok(fd) => {
                         op.set_fd(fd);
-                        let r = self.shared.driver.push(meta(h.key, Some(*h)), op);
+                        let r = self.shared.driver.push(Meta::new(h.key, ctx, kind, Some(h)), op);
                         if r.is_err() {
                             // Not closing (begin_op said so), so this closes nothing.
                             let _ = table.end_op(h.idx);
@@ -372,7 +368,7 @@ impl Port {
                     Err(k) => Err((k, op)),
                 }
             }
-            None => self.shared.driver.push(meta(Key(0), None), op),
+            None => self.shared.driver.push(Meta::new(Key(0), ctx, kind, None), op),
         };
         match pushed {
             Ok(id) => {
@@ -687,13 +683,7 @@ impl Port {
 
     fn post_kind(&self, key: Key, bytes: usize, ctx: Ctx, kind: OpKind) -> Result<(), SubmitError> {
         self.reserve().map_err(|k| SubmitError::new(k, Payload::None))?;
-        let meta = Meta {
-            key,
-            ctx,
-            kind,
-            handle: None,
-            id: OpId(0),
-        };
+        let meta = Meta::new(key, ctx, kind, None);
         if self
             .shared
             .sched
@@ -789,9 +779,19 @@ impl Port {
     /// [`GetError::Timeout`], [`GetError::ShutDown`] once shut down and
     /// drained, or [`GetError::Io`] if the backend fails.
     pub fn get(&self, timeout: Option<Duration>) -> Result<Completion, GetError> {
+        self.dequeue(timeout, None)
+    }
+
+    /// `get`, and with `more` up to that many further packets on the same
+    /// slot. Counts them all once: thread counters, then the queue limit.
+    fn dequeue(
+        &self,
+        timeout: Option<Duration>,
+        more: Option<(&mut Vec<Completion>, usize)>,
+    ) -> Result<Completion, GetError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let s = &*self.shared;
-        let r = self.with_local(|x| {
+        let (c, n) = self.with_local(|x| {
             let held = std::mem::replace(&mut x.holds_slot, false);
             let counters = &*x.counters;
             let mut lead = |deadline: Option<Instant>, out: &mut Vec<Completion>| {
@@ -808,7 +808,10 @@ impl Port {
                     counters.wait_ends()
                 }
             };
-            let r = s.sched.get(
+            let start = more.as_ref().map_or(0, |(v, _)| v.len());
+            let mut more = more;
+            let extra = more.as_mut().map(|(v, max)| (&mut **v, *max));
+            let c = s.sched.get(
                 held,
                 deadline,
                 &x.waiter,
@@ -816,18 +819,22 @@ impl Port {
                 &mut lead,
                 &mut flush,
                 &mut parked,
-            );
-            if r.is_ok() {
-                x.holds_slot = true;
-                counters.count_completion();
+                extra,
+            )?;
+            x.holds_slot = true;
+            counters.record(c.kind(), c.result.is_ok());
+            let mut n = 1;
+            if let Some((v, _)) = more {
+                for e in &v[start..] {
+                    counters.record(e.kind(), e.result.is_ok());
+                }
+                n += v.len() - start;
             }
-            r
-        });
-        let c = r?;
-        self.dequeued(&c);
+            Ok::<_, GetError>((c, n))
+        })?;
+        self.unreserve(n);
         Ok(c)
     }
-
     /// Runs `f` on this thread's record for this port, creating it on first use.
     /// Nothing `f` reaches may touch `LOCALS` again.
     fn with_local<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
@@ -843,7 +850,14 @@ impl Port {
                     // Finished threads keep their figures until the list
                     // grows long (a program that churns threads).
                     if threads.len() >= MAX_THREAD_RECORDS {
-                        threads.retain(|t| !t.has_ended());
+                        let counters = &self.shared.counters;
+                        threads.retain(|t| {
+                            let ended = t.has_ended();
+                            if ended {
+                                counters.retire(t);
+                            }
+                            !ended
+                        });
                     }
                     threads.push(counters.clone());
                     drop(threads);
@@ -863,7 +877,13 @@ impl Port {
     }
 
     /// Dequeues up to `max` ready completions into `out` (GetQueuedCompletionStatusEx),
-    /// waiting up to `timeout` for the first. The thread holds one slot for all.
+    /// waiting up to `timeout` for the first. The thread holds one slot for
+    /// all, and takes no more than its fair share of what is ready (the
+    /// queue divided by the threads holding slots), so a batch never
+    /// starves other running threads. A quit packet (see
+    /// [`post_quit`](Self::post_quit)) is never taken after the first
+    /// completion, nor anything behind it: each goes to one thread. One lock
+    /// and one queue-limit update per batch instead of per completion.
     /// Returns how many were added.
     ///
     /// # Errors
@@ -877,20 +897,12 @@ impl Port {
         if max == 0 {
             return Ok(0);
         }
-        out.push(self.get(timeout)?);
-        // The rest ride on the slot the first one took.
-        let mut more = 0;
-        while more + 1 < max {
-            let Some(c) = self.shared.sched.try_pop() else { break };
-            self.shared.counters.record(c.kind(), c.result.is_ok());
-            out.push(c);
-            more += 1;
-        }
-        if more > 0 {
-            self.unreserve(more);
-            self.with_local(|x| (0..more).for_each(|_| x.counters.count_completion()));
-        }
-        Ok(1 + more)
+        // The rest ride on the slot the first one takes; they are appended
+        // after it.
+        let start = out.len();
+        let first = self.dequeue(timeout, Some((out, max - 1)))?;
+        out.insert(start, first);
+        Ok(out.len() - start)
     }
 
     /// Gives back this thread's concurrency slot before it blocks on
@@ -904,11 +916,6 @@ impl Port {
                 self.shared.driver.wake();
             }
         }
-    }
-
-    fn dequeued(&self, c: &Completion) {
-        self.shared.counters.record(c.kind(), c.result.is_ok());
-        self.unreserve(1);
     }
 
     /// The leader's turn in the backend: wait, then settle what came back.
@@ -925,9 +932,9 @@ impl Port {
         {
             let mut handles = s.handles.lock();
             for c in out.iter_mut() {
-                if c.more {
+                if c.meta.more {
                     extra += 1; // a multishot delivery was not reserved when issued
-                } else if let Some(h) = c.meta.handle {
+                } else if let Some(h) = c.meta.handle() {
                     if let Released::Close(fd) = handles.end_op(h.idx) {
                         to_close.push(fd);
                     }
@@ -956,10 +963,11 @@ impl Port {
             waiting: c.waiting,
             backend_calls: s.driver.kernel_calls(),
             handles: s.handles.lock().live(),
-            threads: s.threads.lock().iter().map(|t| t.snapshot()).collect(),
             ..Stats::default()
         };
-        s.counters.fill(&mut st);
+        let threads = s.threads.lock();
+        st.threads = threads.iter().map(|t| t.snapshot()).collect();
+        s.counters.fill(&threads, &mut st);
         st
     }
 }

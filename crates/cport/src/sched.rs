@@ -22,6 +22,11 @@ use shim::{park_until, Arc, AtomicBool, Mutex, Ordering, Thread};
 /// A packet that knows whether it goes to the front of the queue.
 pub(crate) trait Prioritized {
     fn is_high(&self) -> bool;
+    /// A packet meant for one thread alone (a quit): a batch never takes it
+    /// after its first packet, nor anything after it.
+    fn ends_batch(&self) -> bool {
+        false
+    }
 }
 
 /// What a waiting thread is handed.
@@ -85,6 +90,20 @@ impl<T: Prioritized> State<T> {
     }
     fn queued(&self) -> usize {
         self.high.len() + self.normal.len()
+    }
+    /// Moves up to `max` more packets to `out` for a thread that just took
+    /// one with its slot (`get_many`): at most its fair share, the queue
+    /// split evenly between the threads holding slots, so one batch does
+    /// not starve the other running threads.
+    fn take_share(&mut self, out: &mut Vec<T>, max: usize) {
+        let share = self.queued().div_ceil(self.running.max(1)).min(max);
+        for _ in 0..share {
+            match self.high.front().or_else(|| self.normal.front()) {
+                Some(p) if !p.ends_batch() => {}
+                _ => break,
+            }
+            out.extend(self.pop());
+        }
     }
     fn take_slot(&mut self) {
         self.running += 1;
@@ -177,11 +196,6 @@ impl<T: Prioritized> Sched<T> {
         self.state.lock().leader
     }
 
-    /// Pops a ready packet for a thread that already holds a slot (`get_many`).
-    pub(crate) fn try_pop(&self) -> Option<T> {
-        self.state.lock().pop()
-    }
-
     pub(crate) fn counts(&self) -> SchedCounts {
         let st = self.state.lock();
         SchedCounts {
@@ -196,7 +210,9 @@ impl<T: Prioritized> Sched<T> {
     /// holds a slot from its previous `get` (it is given back first). `lead`
     /// waits in the backend until `deadline` and appends what it reaped to
     /// the vector; `flush` makes operations issued so far visible to a leader
-    /// already waiting in the backend. On success the caller holds a slot.
+    /// already waiting in the backend. On success the caller holds a slot;
+    /// with `more`, packets beyond the first that the thread may run on the
+    /// same slot are appended to the vector, up to the given count.
     #[allow(clippy::too_many_arguments)] // each is one hook of the caller's; a struct would only rename them
     pub(crate) fn get(
         &self,
@@ -207,6 +223,7 @@ impl<T: Prioritized> Sched<T> {
         lead: &mut LeadFn<'_, T>,
         flush: &mut dyn FnMut(),
         parked: &mut dyn FnMut(bool),
+        more: Option<(&mut Vec<T>, usize)>,
     ) -> Result<T, GetError> {
         let mut st = self.state.lock();
         if held {
@@ -220,6 +237,9 @@ impl<T: Prioritized> Sched<T> {
                 if let Some(item) = st.pop() {
                     st.take_slot();
                     st.dispatch();
+                    if let Some((out, max)) = more.filter(|_| !item.ends_batch()) {
+                        st.take_share(out, max);
+                    }
                     return Ok(item);
                 }
                 if !st.leader {
@@ -341,6 +361,9 @@ mod tests {
         fn is_high(&self) -> bool {
             self.1
         }
+        fn ends_batch(&self) -> bool {
+            self.0 >= 100
+        }
     }
 
     fn no_lead(_: Option<Instant>, _: &mut Vec<P>) -> Result<(), GetError> {
@@ -360,7 +383,16 @@ mod tests {
         let mut held = false;
         for _ in 0..4 {
             let p = s
-                .get(held, None, &me, &mut vec![], &mut no_lead, &mut || {}, &mut |_| {})
+                .get(
+                    held,
+                    None,
+                    &me,
+                    &mut vec![],
+                    &mut no_lead,
+                    &mut || {},
+                    &mut |_| {},
+                    None,
+                )
                 .unwrap();
             held = true;
             got.push(p.0);
@@ -375,17 +407,123 @@ mod tests {
         s.push(P(1, false));
         s.push(P(2, false));
         let me = Waiter::for_current_thread();
-        s.get(false, None, &me, &mut vec![], &mut no_lead, &mut || {}, &mut |_| {})
-            .unwrap();
+        s.get(
+            false,
+            None,
+            &me,
+            &mut vec![],
+            &mut no_lead,
+            &mut || {},
+            &mut |_| {},
+            None,
+        )
+        .unwrap();
         // Slot held: a second dequeue (as another thread would) must time out.
         let other = Waiter::for_current_thread();
         let d = Some(Instant::now() + std::time::Duration::from_millis(20));
         assert!(matches!(
-            s.get(false, d, &other, &mut vec![], &mut no_lead, &mut || {}, &mut |_| {}),
+            s.get(
+                false,
+                d,
+                &other,
+                &mut vec![],
+                &mut no_lead,
+                &mut || {},
+                &mut |_| {},
+                None
+            ),
             Err(GetError::Timeout)
         ));
         assert_eq!(s.counts().queued, 1);
         assert_eq!(s.counts().max_running, 1);
+    }
+
+    #[cfg(not(cport_loom))]
+    #[test]
+    fn a_batch_takes_only_its_share_of_the_queue() {
+        let s = Sched::new(2);
+        for i in 0..10 {
+            s.push(P(i, false));
+        }
+        let (a, b) = (Waiter::for_current_thread(), Waiter::for_current_thread());
+        // One thread runs a packet; a second takes a batch on its own slot.
+        s.get(
+            false,
+            None,
+            &a,
+            &mut vec![],
+            &mut no_lead,
+            &mut || {},
+            &mut |_| {},
+            None,
+        )
+        .unwrap();
+        let mut more = vec![];
+        let first = s
+            .get(
+                false,
+                None,
+                &b,
+                &mut vec![],
+                &mut no_lead,
+                &mut || {},
+                &mut |_| {},
+                Some((&mut more, 64)),
+            )
+            .unwrap();
+        // 8 left after the two firsts, split between 2 running threads.
+        assert_eq!(first.0, 1);
+        assert_eq!(more.iter().map(|p| p.0).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+        assert_eq!(s.counts().queued, 4);
+        // Alone, a thread takes up to its cap.
+        let _ = s.release();
+        let mut more = vec![];
+        s.get(
+            true,
+            None,
+            &b,
+            &mut vec![],
+            &mut no_lead,
+            &mut || {},
+            &mut |_| {},
+            Some((&mut more, 2)),
+        )
+        .unwrap();
+        assert_eq!((more.len(), s.counts().queued), (2, 1));
+    }
+
+    #[cfg(not(cport_loom))]
+    #[test]
+    fn a_batch_stops_before_a_packet_meant_for_one_thread() {
+        let s = Sched::new(1);
+        for i in [1, 2, 100, 3, 101, 102] {
+            s.push(P(i, false));
+        }
+        let me = Waiter::for_current_thread();
+        let mut batches = vec![];
+        let mut held = false;
+        while s.counts().queued > 0 {
+            let mut more = vec![];
+            let first = s
+                .get(
+                    held,
+                    None,
+                    &me,
+                    &mut vec![],
+                    &mut no_lead,
+                    &mut || {},
+                    &mut |_| {},
+                    Some((&mut more, 64)),
+                )
+                .unwrap();
+            held = true;
+            batches.push(
+                std::iter::once(first.0)
+                    .chain(more.iter().map(|p| p.0))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(batches, vec![vec![1, 2], vec![100], vec![3], vec![101], vec![102]]);
     }
 
     /// A stand-in for the kernel: completions appear in `ready`; the leader
@@ -421,7 +559,7 @@ mod tests {
                             Ok(())
                         };
                         let p = s
-                            .get(false, None, &me, &mut vec![], &mut lead, &mut || {}, &mut |_| {})
+                            .get(false, None, &me, &mut vec![], &mut lead, &mut || {}, &mut |_| {}, None)
                             .unwrap();
                         let _ = s.release();
                         // Let a leader still in the "kernel" out: nothing more will arrive.
@@ -456,7 +594,16 @@ mod tests {
                     loom::thread::spawn(move || {
                         let me = Waiter::for_current_thread();
                         loop {
-                            if let Ok(p) = s.get(false, None, &me, &mut vec![], &mut no_lead, &mut || {}, &mut |_| {}) {
+                            if let Ok(p) = s.get(
+                                false,
+                                None,
+                                &me,
+                                &mut vec![],
+                                &mut no_lead,
+                                &mut || {},
+                                &mut |_| {},
+                                None,
+                            ) {
                                 let _ = s.release();
                                 return p.0;
                             }

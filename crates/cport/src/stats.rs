@@ -1,6 +1,8 @@
 //! Counters a program can read at any time.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::completion::OpKind;
@@ -53,6 +55,10 @@ pub struct ThreadStats {
     pub busy: Duration,
 }
 
+/// Completions by kind, with their errors. A thread counts its own
+/// dequeues in its [`ThreadCounters`] (no shared cache line, no atomic
+/// read-modify-write per completion); these totals keep what threads whose
+/// records were dropped had counted.
 #[derive(Default)]
 pub(crate) struct Counters {
     completed: [AtomicU64; OpKind::ALL.len()],
@@ -60,18 +66,24 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn record(&self, kind: OpKind, ok: bool) {
-        self.completed[kind as usize].fetch_add(1, Relaxed);
-        if !ok {
-            self.errors.fetch_add(1, Relaxed);
+    /// Folds in the figures of a thread whose record is dropped.
+    pub(crate) fn retire(&self, t: &ThreadCounters) {
+        for (total, n) in self.completed.iter().zip(&t.completed) {
+            total.fetch_add(n.load(Relaxed), Relaxed);
         }
+        self.errors.fetch_add(t.errors.load(Relaxed), Relaxed);
     }
-    pub(crate) fn fill(&self, s: &mut Stats) {
+    /// Fills the totals from the retired figures plus every live record.
+    pub(crate) fn fill(&self, threads: &[Arc<ThreadCounters>], s: &mut Stats) {
         s.completed = OpKind::ALL
             .iter()
-            .map(|k| (*k, self.completed[*k as usize].load(Relaxed)))
+            .map(|k| {
+                let i = *k as usize;
+                let live: u64 = threads.iter().map(|t| t.completed[i].load(Relaxed)).sum();
+                (*k, self.completed[i].load(Relaxed) + live)
+            })
             .collect();
-        s.errors = self.errors.load(Relaxed);
+        s.errors = self.errors.load(Relaxed) + threads.iter().map(|t| t.errors.load(Relaxed)).sum::<u64>();
     }
 }
 
@@ -81,6 +93,8 @@ pub(crate) struct ThreadCounters {
     pub name: Option<String>,
     started: Instant,
     pub completions: AtomicU64,
+    completed: [AtomicU64; OpKind::ALL.len()],
+    errors: AtomicU64,
     /// Nanoseconds (since `started`) spent blocked waiting for completions.
     idle_nanos: AtomicU64,
     /// When the current wait began (nanos since `started`), or 0.
@@ -95,6 +109,8 @@ impl ThreadCounters {
             name,
             started: Instant::now(),
             completions: AtomicU64::new(0),
+            completed: Default::default(),
+            errors: AtomicU64::new(0),
             idle_nanos: AtomicU64::new(0),
             waiting_since: AtomicU64::new(0),
             ended_at: AtomicU64::new(0),
@@ -106,8 +122,12 @@ impl ThreadCounters {
     }
 
     /// One more completion dequeued by the owning thread.
-    pub(crate) fn count_completion(&self) {
-        self.completions.store(self.completions.load(Relaxed) + 1, Relaxed);
+    pub(crate) fn record(&self, kind: OpKind, ok: bool) {
+        bump(&self.completions);
+        bump(&self.completed[kind as usize]);
+        if !ok {
+            bump(&self.errors);
+        }
     }
 
     /// The owning thread starts blocking for completions.
@@ -126,13 +146,15 @@ impl ThreadCounters {
         }
     }
 
+    /// Acquire: pairs with `thread_ended`, so a reader that sees the end
+    /// also sees the thread's last counts.
     pub(crate) fn has_ended(&self) -> bool {
-        self.ended_at.load(Relaxed) > 0
+        self.ended_at.load(Acquire) > 0
     }
 
     pub(crate) fn thread_ended(&self) {
         self.wait_ends();
-        self.ended_at.store(self.now(), Relaxed);
+        self.ended_at.store(self.now(), Release);
     }
 
     pub(crate) fn snapshot(&self) -> ThreadStats {
@@ -147,4 +169,9 @@ impl ThreadCounters {
             busy: Duration::from_nanos(now.saturating_sub(idle)),
         }
     }
+}
+
+/// Adds one to a counter that only the calling thread writes.
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Relaxed) + 1, Relaxed);
 }

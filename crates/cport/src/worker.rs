@@ -45,18 +45,7 @@ impl WorkerPool {
             let handler = handler.clone();
             let t = std::thread::Builder::new()
                 .name(format!("cport-worker-{i}"))
-                .spawn(move || loop {
-                    match port.get(None) {
-                        Ok(c) if c.kind() == OpKind::Quit => return,
-                        Ok(c) => handler(&port, c),
-                        Err(GetError::Timeout) => {}
-                        Err(GetError::ShutDown) => return,
-                        Err(GetError::Io(e)) => {
-                            tracing::error!(error = %e, "worker stops: waiting for completions failed");
-                            return;
-                        }
-                    }
-                });
+                .spawn(move || run_worker(&port, &*handler));
             match t {
                 Ok(t) => pool.threads.push(t),
                 Err(e) => {
@@ -101,6 +90,34 @@ impl WorkerPool {
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+/// Completions a worker takes per dequeue (one lock and one queue-limit
+/// update per batch; `get_many` caps it at the worker's fair share).
+const WORKER_BATCH: usize = 64;
+
+/// One worker's loop: dequeue a batch, run the handler on each completion.
+fn run_worker<F: Fn(&Port, Completion)>(port: &Port, handler: &F) {
+    let mut batch = Vec::with_capacity(WORKER_BATCH);
+    loop {
+        match port.get_many(&mut batch, WORKER_BATCH, None) {
+            Ok(_) => {
+                // A quit packet only ever comes alone (`get_many` ends a batch before one).
+                if batch.first().is_some_and(|c| c.kind() == OpKind::Quit) {
+                    return;
+                }
+                for c in batch.drain(..) {
+                    handler(port, c);
+                }
+            }
+            Err(GetError::Timeout) => {}
+            Err(GetError::ShutDown) => return,
+            Err(GetError::Io(e)) => {
+                tracing::error!(error = %e, "worker stops: waiting for completions failed");
+                return;
+            }
         }
     }
 }

@@ -326,9 +326,9 @@ backend_tests! {
         let c = next_of(&port, OpKind::RecvFrom, 1);
         assert_eq!((c.key(), c.bytes()), (Key(5), 4));
         match c.into_parts().1 {
-            Payload::Datagram(b, from) => {
-                assert_eq!(&b[..], b"ping");
-                assert_eq!(*from, peer_addr);
+            Payload::Datagram(d) => {
+                assert_eq!(&d.buf[..], b"ping");
+                assert_eq!(d.addr, peer_addr);
             }
             other => panic!("expected a datagram, got {other:?}"),
         }
@@ -336,7 +336,7 @@ backend_tests! {
         port.send_to(&h, "pong", peer_addr, 2u64).unwrap();
         let c = next_of(&port, OpKind::SendTo, 2);
         assert_eq!(c.bytes(), 4);
-        assert!(matches!(c.payload(), Payload::Datagram(b, to) if &b[..] == b"pong" && **to == peer_addr));
+        assert!(matches!(c.payload(), Payload::Datagram(d) if &d.buf[..] == b"pong" && d.addr == peer_addr));
         let mut got = [0; 16];
         let (n, from) = peer.recv_from(&mut got).unwrap();
         assert_eq!((&got[..n], from), (&b"pong"[..], our_addr));

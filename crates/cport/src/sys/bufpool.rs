@@ -9,9 +9,9 @@ use std::alloc::{self, Layout};
 use std::fmt;
 use std::ops::Deref;
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU16, AtomicU64};
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 
 use super::uring::BufRing;
 
@@ -20,7 +20,64 @@ pub(crate) enum Provider {
     /// io_uring: a registered provided-buffer ring.
     Ring(BufRing),
     /// epoll: a free list of buffer ids.
-    List(Mutex<Vec<u16>>),
+    List(FreeStack),
+}
+
+/// A lock-free LIFO stack of buffer ids (a Treiber stack): one
+/// compare-and-swap per take or give-back, from any thread, and the buffer
+/// given back last is taken first, while it is still in the cache.
+///
+/// The head word packs the top id (low 16 bits, `EMPTY` for none) with a
+/// tag bumped by every change, so a head that was popped and pushed back
+/// between a reader's load and its swap (ABA) fails the swap.
+pub(crate) struct FreeStack {
+    head: AtomicU64,
+    /// `next[id]`: the id below `id` on the stack.
+    next: Box<[AtomicU16]>,
+}
+
+const EMPTY: u16 = u16::MAX;
+
+impl FreeStack {
+    /// A stack holding ids `0..count`, 0 on top. `count` is at most 32768.
+    pub(crate) fn full(count: u16) -> Self {
+        let next = (0..count)
+            .map(|i| AtomicU16::new(if i + 1 < count { i + 1 } else { EMPTY }))
+            .collect();
+        FreeStack {
+            head: AtomicU64::new(if count > 0 { 0 } else { EMPTY as u64 }),
+            next,
+        }
+    }
+
+    pub(crate) fn pop(&self) -> Option<u16> {
+        let mut head = self.head.load(Acquire);
+        loop {
+            let top = head as u16;
+            if top == EMPTY {
+                return None;
+            }
+            // A stale `next` (the top changed meanwhile) fails the swap below.
+            let below = self.next[top as usize].load(Relaxed);
+            let new = ((head >> 16).wrapping_add(1) << 16) | below as u64;
+            match self.head.compare_exchange_weak(head, new, AcqRel, Acquire) {
+                Ok(_) => return Some(top),
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    pub(crate) fn push(&self, id: u16) {
+        let mut head = self.head.load(Relaxed);
+        loop {
+            self.next[id as usize].store(head as u16, Relaxed);
+            let new = ((head >> 16).wrapping_add(1) << 16) | id as u64;
+            match self.head.compare_exchange_weak(head, new, Release, Relaxed) {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
 }
 
 pub(crate) struct PoolInner {
@@ -94,7 +151,7 @@ impl PoolInner {
     fn recycle(&self, bid: u16) {
         match &self.provider {
             Provider::Ring(ring) => ring.give_back(bid, self.addr(bid), self.size),
-            Provider::List(free) => free.lock().push(bid),
+            Provider::List(free) => free.push(bid),
         }
     }
 }
@@ -151,10 +208,7 @@ impl BufPool {
     /// Takes a free buffer (epoll backend): its id and where to write.
     pub(crate) fn take(&self) -> Option<(u16, *mut u8, usize)> {
         match &self.inner.provider {
-            Provider::List(free) => free
-                .lock()
-                .pop()
-                .map(|bid| (bid, self.inner.addr(bid), self.inner.size)),
+            Provider::List(free) => free.pop().map(|bid| (bid, self.inner.addr(bid), self.inner.size)),
             Provider::Ring(_) => None,
         }
     }
@@ -222,5 +276,60 @@ impl fmt::Debug for PooledBuf {
 impl Drop for PooledBuf {
     fn drop(&mut self) {
         self.pool.recycle(self.bid);
+    }
+}
+
+#[cfg(all(test, not(cport_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn free_stack_is_lifo_and_runs_dry() {
+        let s = FreeStack::full(3);
+        assert_eq!((s.pop(), s.pop()), (Some(0), Some(1)));
+        s.push(0);
+        assert_eq!((s.pop(), s.pop(), s.pop()), (Some(0), Some(2), None));
+        s.push(2);
+        assert_eq!((s.pop(), s.pop()), (Some(2), None));
+    }
+
+    /// Threads race taking and giving back: no id is ever held twice, and
+    /// every id is on the stack once at the end.
+    #[test]
+    fn free_stack_never_hands_out_an_id_twice() {
+        const N: u16 = 16;
+        let s = Arc::new(FreeStack::full(N));
+        let held: Arc<Vec<AtomicBool>> = Arc::new((0..N).map(|_| AtomicBool::new(false)).collect());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (s, held) = (s.clone(), held.clone());
+                std::thread::spawn(move || {
+                    let mut mine = Vec::new();
+                    for i in 0..50_000u32 {
+                        if (i + t) % 3 != 0 || mine.is_empty() {
+                            if let Some(id) = s.pop() {
+                                assert!(!held[id as usize].swap(true, AcqRel), "id {id} handed out twice");
+                                mine.push(id);
+                            }
+                        } else {
+                            let id = mine.swap_remove(i as usize % mine.len());
+                            held[id as usize].store(false, Release);
+                            s.push(id);
+                        }
+                    }
+                    for id in mine {
+                        held[id as usize].store(false, Release);
+                        s.push(id);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut all: Vec<u16> = std::iter::from_fn(|| s.pop()).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..N).collect::<Vec<_>>());
     }
 }

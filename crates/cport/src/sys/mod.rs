@@ -150,7 +150,7 @@ impl Op {
             Op::Recv { buf, .. } | Op::RecvFrom { buf, .. } | Op::ReadAt { buf, .. } => Payload::Buf(Buf::Vec(buf)),
             Op::Send { buf, .. } | Op::WriteAt { buf, .. } => Payload::Buf(buf),
             Op::SendTo { buf, addr, .. } => match addr.as_socket() {
-                Some(a) => Payload::Datagram(buf, Box::new(a)),
+                Some(addr) => Payload::Datagram(Box::new(crate::buf::Datagram { buf, addr })),
                 None => Payload::Buf(buf),
             },
             Op::SendVectored { bufs, .. } => Payload::Bufs(bufs),

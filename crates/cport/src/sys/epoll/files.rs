@@ -66,7 +66,7 @@ fn worker(inner: Arc<Inner>) {
         e.place = Place::Running;
         let mut op = std::mem::replace(&mut e.op, Op::Nop);
         drop(st);
-        let res = run(&mut op, &inner.kernel_calls);
+        let res = run(&mut op, &inner.file_calls);
         st = inner.state.lock();
         let e = st.ops.remove(idx as usize);
         st.ready.push(super::io::finish(e.meta, op, res, super::Aux::None));

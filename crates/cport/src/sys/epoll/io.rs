@@ -6,12 +6,12 @@
 //! a local), and each call returns before the attempt does: nothing is left
 //! for the kernel to touch afterwards.
 
+use super::Calls;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::buf::{Buf, Payload};
+use crate::buf::{Buf, Datagram, Payload};
 use crate::completion::{Completion, Meta};
 use crate::sys::{sockaddr_to_std, syscall, Op};
 
@@ -107,9 +107,9 @@ fn errno(e: i32) -> io::Error {
 }
 
 /// Tries `op` once (retrying `EINTR`), updating the readiness `flags`.
-pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls: &AtomicU64) -> Attempt {
+pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls: &Calls) -> Attempt {
     loop {
-        calls.fetch_add(1, Relaxed);
+        calls.one();
         let a = match op {
             Op::Accept { fd, multishot } => accept(*fd, *multishot, flags),
             Op::Connect { fd, addr } => connect(*fd, addr, progress, flags, calls),
@@ -278,7 +278,7 @@ fn accept(fd: RawFd, multishot: bool, flags: &mut Flags) -> Attempt {
     }
 }
 
-fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut Flags, calls: &AtomicU64) -> Attempt {
+fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut Flags, calls: &Calls) -> Attempt {
     if *progress == 0 {
         return match syscall!(connect(fd, addr.as_ptr().cast(), addr.len())) {
             Ok(_) => Attempt::Done(Ok(0), Aux::None),
@@ -310,7 +310,7 @@ fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut 
     // SAFETY: all-zero bytes are a valid sockaddr_storage.
     let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut plen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    calls.fetch_add(1, Relaxed);
+    calls.one();
     match syscall!(getpeername(
         fd,
         (&mut peer as *mut libc::sockaddr_storage).cast(),
@@ -327,7 +327,7 @@ fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut 
 
 /// The pool has no free buffer: like io_uring, fail with `ENOBUFS` only once
 /// data has arrived (or report end of stream); until then, keep waiting.
-fn pool_empty(fd: RawFd, flags: &mut Flags, calls: &AtomicU64) -> Attempt {
+fn pool_empty(fd: RawFd, flags: &mut Flags, calls: &Calls) -> Attempt {
     let mut byte = 0u8;
     loop {
         // SAFETY: peeks at most one byte into a live local.
@@ -338,7 +338,7 @@ fn pool_empty(fd: RawFd, flags: &mut Flags, calls: &AtomicU64) -> Attempt {
                 return Attempt::Done(Ok(0), Aux::None);
             }
             Ok(_) => return Attempt::Done(Err(errno(libc::ENOBUFS)), Aux::None),
-            Err(e) if is_intr(&e) => calls.fetch_add(1, Relaxed),
+            Err(e) if is_intr(&e) => calls.one(),
             Err(e) => return read_error(e, flags),
         };
     }
@@ -382,13 +382,13 @@ fn send_vectored(fd: RawFd, bufs: &[Buf], flags: &mut Flags) -> Attempt {
 }
 
 /// `shutdown(2)`, done at once.
-pub(super) fn shutdown(fd: RawFd, how: Shutdown, calls: &AtomicU64) -> io::Result<usize> {
+pub(super) fn shutdown(fd: RawFd, how: Shutdown, calls: &Calls) -> io::Result<usize> {
     let how = match how {
         Shutdown::Read => libc::SHUT_RD,
         Shutdown::Write => libc::SHUT_WR,
         Shutdown::Both => libc::SHUT_RDWR,
     };
-    calls.fetch_add(1, Relaxed);
+    calls.one();
     syscall!(shutdown(fd, how)).map(|_| 0)
 }
 
@@ -404,7 +404,10 @@ pub(super) fn finish(meta: Meta, op: Op, result: io::Result<usize>, aux: Aux) ->
         Op::RecvFrom { mut buf, .. } => {
             grow(&mut buf, n);
             match (aux, result.is_ok()) {
-                (Aux::Peer(Some(a)), true) => Payload::Datagram(Buf::Vec(buf), Box::new(a)),
+                (Aux::Peer(Some(addr)), true) => Payload::Datagram(Box::new(Datagram {
+                    buf: Buf::Vec(buf),
+                    addr,
+                })),
                 _ => Payload::Buf(Buf::Vec(buf)),
             }
         }

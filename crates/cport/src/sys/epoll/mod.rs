@@ -34,7 +34,7 @@ use slab::Slab;
 
 use self::io::{Attempt, Aux, Flags};
 use self::timers::Timers;
-use super::bufpool::{PoolInner, Provider};
+use super::bufpool::{FreeStack, PoolInner, Provider};
 use super::{syscall, BufPool, CancelTarget, Driver, Op};
 use crate::buf::Payload;
 use crate::completion::{Completion, Meta, OpId};
@@ -55,6 +55,21 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Sets up the epoll backend.
 pub(crate) fn new_driver(entries: u32) -> Result<Box<dyn Driver>, BuildError> {
     Ok(Box::new(Epoll::new(entries).map_err(BuildError::Epoll)?))
+}
+
+/// Counts system calls. Written only under the driver's state lock, so a
+/// plain load and store does (no atomic read-modify-write per call); read
+/// from anywhere.
+#[derive(Default)]
+pub(super) struct Calls(AtomicU64);
+
+impl Calls {
+    pub(super) fn one(&self) {
+        self.0.store(self.0.load(Relaxed) + 1, Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
 }
 
 /// Which queue of an fd an operation waits in.
@@ -125,7 +140,7 @@ struct Ready {
 
 impl Ready {
     fn push(&mut self, c: Completion) {
-        if !c.more {
+        if !c.meta.more {
             self.finals += 1;
         }
         self.list.push(c);
@@ -171,7 +186,10 @@ struct Inner {
     /// File-pool threads wait here for jobs.
     jobs_cv: Condvar,
     events: Mutex<Vec<libc::epoll_event>>,
-    kernel_calls: AtomicU64,
+    /// System calls made under `state`.
+    kernel_calls: Calls,
+    /// System calls made by file-pool threads (outside `state`).
+    file_calls: AtomicU64,
 }
 
 pub(crate) struct Epoll {
@@ -221,7 +239,8 @@ impl Epoll {
                 }),
                 jobs_cv: Condvar::new(),
                 events: Mutex::new(vec![libc::epoll_event { events: 0, u64: 0 }; batch]),
-                kernel_calls: AtomicU64::new(0),
+                kernel_calls: Calls::default(),
+                file_calls: AtomicU64::new(0),
             }),
         })
     }
@@ -242,8 +261,9 @@ fn errno(e: i32) -> stdio::Error {
 }
 
 impl Inner {
+    /// Counts one system call. Caller holds `state`.
     fn count(&self) {
-        self.kernel_calls.fetch_add(1, Relaxed);
+        self.kernel_calls.one();
     }
 
     /// Makes a leader asleep in `epoll_wait` return. Caller holds `state`.
@@ -498,7 +518,6 @@ impl Inner {
 
     /// One `epoll_wait`; handles what it reports. Called without `state` held.
     fn poll(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> stdio::Result<MutexGuardState<'_>> {
-        self.count();
         let n = syscall!(epoll_wait(
             self.epfd.as_raw_fd(),
             events.as_mut_ptr(),
@@ -668,6 +687,7 @@ impl Driver for Epoll {
             };
             st.blocked = ms != 0;
             st.wake_at = until;
+            inner.count(); // the epoll_wait below, counted while `state` is held
             drop(st);
             st = inner.poll(&mut events, ms)?;
             polled = true;
@@ -732,21 +752,20 @@ impl Driver for Epoll {
             ));
         }
         let (mem, layout) = PoolInner::alloc(count, size)?;
-        // Popped from the end: buffer 0 first, and recently used ones again soon.
-        let free: Vec<u16> = (0..count).rev().collect();
         let inner = Arc::new(PoolInner::new(
             mem,
             layout,
             count,
             size,
-            Provider::List(Mutex::new(free)),
+            // Buffer 0 first, and recently used ones again soon.
+            Provider::List(FreeStack::full(count)),
             self.id,
         ));
         Ok(BufPool { inner })
     }
 
     fn kernel_calls(&self) -> u64 {
-        self.inner.kernel_calls.load(Relaxed)
+        self.inner.kernel_calls.get() + self.inner.file_calls.load(Relaxed)
     }
 
     fn drain(&self) {

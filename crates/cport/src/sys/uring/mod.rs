@@ -26,7 +26,7 @@ pub(crate) use bufring::BufRing;
 
 use super::bufpool::{PoolInner, Provider};
 use super::{errno_result, syscall, BufPool, CancelTarget, Driver, Op};
-use crate::buf::{Buf, Payload};
+use crate::buf::{Buf, Datagram, Payload};
 use crate::completion::{Completion, Meta, OpId};
 use crate::error::{BuildError, SubmitErrorKind};
 use crate::port::Backend;
@@ -474,7 +474,10 @@ impl Core {
                 unsafe { buf.set_len(buf.len() + n.min(buf.capacity() - buf.len())) };
                 match (&extra, result.is_ok()) {
                     (Extra::Msg(m), true) => match m.peer() {
-                        Some(a) => Payload::Datagram(Buf::Vec(buf), Box::new(a)),
+                        Some(addr) => Payload::Datagram(Box::new(Datagram {
+                            buf: Buf::Vec(buf),
+                            addr,
+                        })),
                         None => Payload::Buf(Buf::Vec(buf)),
                     },
                     _ => Payload::Buf(Buf::Vec(buf)),
