@@ -467,40 +467,7 @@ impl<H: Handler> Dispatcher<H> {
         cancelled: bool,
     ) -> bool {
         let sh = &*self.shared;
-        let mut fin = match res {
-            Ok(n) => {
-                sh.count(|t| &t.bytes_out, n as u64);
-                slot.last_active.store(sh.now(), Relaxed);
-                let whole = match payload {
-                    Payload::Buf(b) => {
-                        st.queue.complete_one(n, b);
-                        true
-                    }
-                    Payload::Bufs(v) => {
-                        st.queue.complete_many(n, v);
-                        true
-                    }
-                    Payload::File(f) => st.queue.complete_file(n as u64, f),
-                    _ => {
-                        st.queue.fail();
-                        true
-                    }
-                };
-                if whole {
-                    false
-                } else {
-                    sh.begin_close(slot, st, DisconnectReason::FileEnded, false)
-                }
-            }
-            Err(e) => {
-                st.queue.fail();
-                drop(payload);
-                if !cancelled {
-                    tracing::debug!(server = %sh.cfg.name, session = st.id, error = %e, "send failed");
-                }
-                sh.begin_close(slot, st, DisconnectReason::Io(e), false)
-            }
-        };
+        let mut fin = sh.settle_send(slot, st, res, payload, cancelled);
         if !fin && !st.handle_closed {
             if !st.queue.is_idle() {
                 fin = sh.kick(slot, st);

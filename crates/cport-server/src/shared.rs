@@ -7,11 +7,12 @@
 //! are needed). The wheel, the free list and the starved list are global
 //! but are touched only at connect, disconnect, tick and buffer exhaustion.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
-use cport::{Backend, BufPool, Ctx, Handle, Key, OpId, Port};
+use cport::{Backend, BufPool, Ctx, Handle, Issued, Key, OpId, Payload, Port};
 use parking_lot::{Condvar, Mutex};
 
 use crate::handler::{DisconnectReason, Framing};
@@ -281,27 +282,94 @@ impl Shared {
 
     /// Issues the next batch if nothing is in flight. Returns `true` when the
     /// session must now be finalized (the issue failed and closed it).
+    ///
+    /// A send that the socket takes at once (epoll) comes back inline and is
+    /// settled here, skipping its trip through the port; then whatever is
+    /// queued behind it goes out the same way.
     pub(crate) fn kick(&self, slot: &Slot, st: &mut State) -> bool {
-        if st.handle_closed {
-            return false;
+        loop {
+            if st.handle_closed {
+                return false;
+            }
+            let Some(h) = st.handle else { return false };
+            let Some(batch) = st.queue.next_batch() else {
+                return false;
+            };
+            // Send completions jump the queue: a big batch of received data must not
+            // hold up the completions that drain the send queues.
+            let ctx = Ctx::high(CTX_SEND);
+            let r = match batch {
+                Batch::One(b) => self.port.try_send(&h, b, ctx),
+                Batch::Many(v) => self.port.try_send_vectored(&h, v, ctx),
+                Batch::File { file, offset, len } => {
+                    self.port.send_file(&h, file, offset, len, ctx).map(Issued::Pending)
+                }
+            };
+            let c = match r {
+                Ok(Issued::Pending(_)) => return false,
+                Ok(Issued::Done(c)) => c,
+                Err(e) => {
+                    st.queue.fail();
+                    return self.begin_close(slot, st, DisconnectReason::Io(e.into()), false);
+                }
+            };
+            let cancelled = c.is_cancelled() || c.is_shutdown();
+            let (res, payload) = c.into_parts();
+            if self.settle_send(slot, st, res, payload, cancelled) {
+                return true;
+            }
+            if st.queue.is_idle() {
+                if st.close.as_ref().is_some_and(|c| c.graceful) && !st.handle_closed {
+                    self.close_handle(st); // flushed: now close
+                }
+                return self.check_finalize(st);
+            }
         }
-        let Some(h) = st.handle else { return false };
-        let Some(batch) = st.queue.next_batch() else {
-            return false;
-        };
-        // Send completions jump the queue: a big batch of received data must not
-        // hold up the completions that drain the send queues.
-        let ctx = Ctx::high(CTX_SEND);
-        let r = match batch {
-            Batch::One(b) => self.port.send(&h, b, ctx),
-            Batch::Many(v) => self.port.send_vectored(&h, v, ctx),
-            Batch::File { file, offset, len } => self.port.send_file(&h, file, offset, len, ctx),
-        };
-        match r {
-            Ok(_) => false,
+    }
+
+    /// Settles a finished send: counts it and completes the queue's batch,
+    /// or fails the queue and starts closing. Returns `true` when the session
+    /// must be finalized.
+    pub(crate) fn settle_send(
+        &self,
+        slot: &Slot,
+        st: &mut State,
+        res: io::Result<usize>,
+        payload: Payload,
+        cancelled: bool,
+    ) -> bool {
+        match res {
+            Ok(n) => {
+                self.count(|t| &t.bytes_out, n as u64);
+                slot.last_active.store(self.now(), Relaxed);
+                let whole = match payload {
+                    Payload::Buf(b) => {
+                        st.queue.complete_one(n, b);
+                        true
+                    }
+                    Payload::Bufs(v) => {
+                        st.queue.complete_many(n, v);
+                        true
+                    }
+                    Payload::File(f) => st.queue.complete_file(n as u64, f),
+                    _ => {
+                        st.queue.fail();
+                        true
+                    }
+                };
+                if whole {
+                    false
+                } else {
+                    self.begin_close(slot, st, DisconnectReason::FileEnded, false)
+                }
+            }
             Err(e) => {
                 st.queue.fail();
-                self.begin_close(slot, st, DisconnectReason::Io(e.into()), false)
+                drop(payload);
+                if !cancelled {
+                    tracing::debug!(server = %self.cfg.name, session = st.id, error = %e, "send failed");
+                }
+                self.begin_close(slot, st, DisconnectReason::Io(e), false)
             }
         }
     }

@@ -140,6 +140,18 @@ impl fmt::Display for OpKind {
     }
 }
 
+/// How an operation started by a `try_` method (such as
+/// [`Port::try_send`](crate::Port::try_send)) went.
+#[derive(Debug)]
+#[must_use = "a finished operation's completion carries its result and buffers"]
+pub enum Issued {
+    /// In flight: its completion comes out of `get` as usual.
+    Pending(OpId),
+    /// It finished while being issued. This is its completion, and none is
+    /// queued for it (IOCP's `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`).
+    Done(Completion),
+}
+
 /// The port's bookkeeping for one operation, carried from issue to completion.
 ///
 /// Kept small (40 bytes): it rides in every completion, and completions are

@@ -39,7 +39,7 @@ mod worker;
 mod sys;
 
 pub use buf::{Buf, Datagram, Payload};
-pub use completion::{Completion, Ctx, Key, OpId, OpKind, Priority};
+pub use completion::{Completion, Ctx, Issued, Key, OpId, OpKind, Priority};
 pub use error::{BuildError, GetError, SubmitError, SubmitErrorKind};
 pub use handle::Handle;
 pub use port::{Backend, FullPolicy, Port, PortBuilder};

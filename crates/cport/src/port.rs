@@ -13,12 +13,12 @@ use parking_lot::{Condvar, Mutex};
 use socket2::SockAddr;
 
 use crate::buf::{Buf, Payload};
-use crate::completion::{Completion, Ctx, Key, Meta, OpId, OpKind};
+use crate::completion::{Completion, Ctx, Issued, Key, Meta, OpId, OpKind};
 use crate::error::{BuildError, GetError, ShutDownError, SubmitError, SubmitErrorKind};
 use crate::handle::{Handle, HandleTable, Released};
 use crate::sched::{Prioritized, Sched, Waiter, WaiterRef};
 use crate::stats::{Counters, Stats, ThreadCounters};
-use crate::sys::{self, BufPool, CancelTarget, Driver, Op};
+use crate::sys::{self, BufPool, CancelTarget, Driver, Op, Pushed};
 
 /// Which kernel interface a port runs on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -348,37 +348,89 @@ impl Port {
     /// The push happens under the handle table's lock, so a concurrent
     /// `close` or `cancel` of `h` is ordered wholly before or after it: an
     /// op can never slip in behind the cancel meant for it.
-    fn issue(&self, h: Option<&Handle>, kind: OpKind, ctx: Ctx, mut op: Op) -> Result<OpId, SubmitError> {
+    fn issue(&self, h: Option<&Handle>, kind: OpKind, ctx: Ctx, op: Op) -> Result<OpId, SubmitError> {
+        match self.issue_as(h, kind, ctx, op, false)? {
+            Issued::Pending(id) => Ok(id),
+            Issued::Done(_) => unreachable!("only an inline issue finishes at once"),
+        }
+    }
+
+    /// `issue`; with `inline`, an op that finishes while being pushed comes
+    /// back as its completion instead of being queued, settled here as `get`
+    /// would settle it.
+    fn issue_as(
+        &self,
+        h: Option<&Handle>,
+        kind: OpKind,
+        ctx: Ctx,
+        mut op: Op,
+        inline: bool,
+    ) -> Result<Issued, SubmitError> {
         if let Err(k) = self.reserve() {
             return Err(SubmitError::new(k, op.into_payload()));
         }
+        let push = |meta: Meta, op: Op| {
+            if inline {
+                self.shared.driver.push_inline(meta, op)
+            } else {
+                self.shared.driver.push(meta, op).map(Pushed::Queued)
+            }
+        };
+        let mut closed = None;
         let pushed = match h {
             Some(h) => {
                 let mut table = self.shared.handles.lock();
                 match table.begin_op(h) {
                     Ok(fd) => {
                         op.set_fd(fd);
-                        let r = self.shared.driver.push(Meta::new(h.key, ctx, kind, Some(h)), op);
-                        if r.is_err() {
-                            // Not closing (begin_op said so), so this closes nothing.
-                            let _ = table.end_op(h.idx);
+                        let r = push(Meta::new(h.key, ctx, kind, Some(h)), op);
+                        if !matches!(r, Ok(Pushed::Queued(_))) {
+                            // Failed or finished: the op no longer holds the handle.
+                            if let Released::Close(fd) = table.end_op(h.idx) {
+                                closed = Some(fd);
+                            }
                         }
                         r
                     }
                     Err(k) => Err((k, op)),
                 }
             }
-            None => self.shared.driver.push(Meta::new(Key(0), ctx, kind, None), op),
+            None => push(Meta::new(Key(0), ctx, kind, None), op),
         };
+        if let Some(fd) = closed {
+            self.close_fds(vec![fd]);
+        }
         match pushed {
-            Ok(id) => {
+            Ok(Pushed::Queued(id)) => {
                 self.after_push();
-                Ok(id)
+                Ok(Issued::Pending(id))
+            }
+            Ok(Pushed::Done(mut c)) => {
+                if c.is_cancelled() && self.shared.shut_down.load(Acquire) {
+                    c.result = Err(ShutDownError::io()); // as `lead` marks them
+                }
+                self.unreserve(1);
+                self.count_inline(&c);
+                Ok(Issued::Done(c))
             }
             Err((k, op)) => {
                 self.unreserve(1);
                 Err(SubmitError::new(k, op.into_payload()))
             }
+        }
+    }
+
+    /// Counts a completion handed back inline, in the issuing thread's
+    /// counters when it has them.
+    fn count_inline(&self, c: &Completion) {
+        let ok = c.result.is_ok();
+        let counted = LOCALS.with(|l| {
+            let l = l.borrow();
+            let x = l.iter().find(|x| x.port_id == self.shared.id);
+            x.inspect(|x| x.counters.record(c.kind(), ok)).is_some()
+        });
+        if !counted {
+            self.shared.counters.record_shared(c.kind(), ok);
         }
     }
 
@@ -543,6 +595,39 @@ impl Port {
                 buf: buf.into(),
             },
         )
+    }
+
+    /// Sends `buf`, and hands the completion straight back when the send
+    /// finishes at once, without queueing it: IOCP's
+    /// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`, which servers use to skip a
+    /// trip through the port for the common send that the socket takes
+    /// whole.
+    ///
+    /// On epoll a send with nothing queued ahead of it on the socket is tried
+    /// at once, and [`Issued::Done`] carries its result (bytes sent, perhaps
+    /// fewer than asked, or the error) and the buffer. On io_uring sends are
+    /// batched into the next submission (sending at once would cost a system
+    /// call per send), so the answer is always [`Issued::Pending`]. Either
+    /// way the operation completes exactly once.
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    pub fn try_send(&self, h: &Handle, buf: impl Into<Buf>, ctx: impl Into<Ctx>) -> Result<Issued, SubmitError> {
+        let op = Op::Send {
+            fd: -1,
+            buf: buf.into(),
+        };
+        self.issue_as(Some(h), OpKind::Send, ctx.into(), op, true)
+    }
+
+    /// [`send_vectored`](Self::send_vectored), finishing inline when it can,
+    /// as [`try_send`](Self::try_send) does.
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    pub fn try_send_vectored(&self, h: &Handle, bufs: Vec<Buf>, ctx: impl Into<Ctx>) -> Result<Issued, SubmitError> {
+        let op = Op::SendVectored { fd: -1, bufs };
+        self.issue_as(Some(h), OpKind::SendVectored, ctx.into(), op, true)
     }
 
     /// Sends many buffers in one gathering call (WSASend with several WSABUFs).

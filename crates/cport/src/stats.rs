@@ -66,6 +66,14 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Counts a completion for a thread that keeps no record of its own.
+    pub(crate) fn record_shared(&self, kind: OpKind, ok: bool) {
+        self.completed[kind as usize].fetch_add(1, Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Folds in the figures of a thread whose record is dropped.
     pub(crate) fn retire(&self, t: &ThreadCounters) {
         for (total, n) in self.completed.iter().zip(&t.completed) {

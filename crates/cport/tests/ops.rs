@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cport::{Buf, BuildError, GetError, Key, OpKind, Payload, Port};
+use cport::{Buf, BuildError, GetError, Issued, Key, OpKind, Payload, Port};
 use util::*;
 
 /// The `Vec` a completion handed back (panics if it was another kind of buffer).
@@ -281,6 +281,94 @@ backend_tests! {
         let mut got = [0; 17];
         peer.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello worldshared");
+    }
+
+    fn try_send_hands_back_a_send_that_finished_and_queues_nothing(backend: Backend) {
+        let port = port(backend);
+        let (h, mut peer) = associated_pair(&port, Key(1));
+        let c = match port.try_send(&h, b"inline".to_vec(), 1u64).unwrap() {
+            // epoll tries a send with nothing ahead of it at once.
+            Issued::Done(c) => {
+                assert_eq!(backend, cport::Backend::Epoll, "io_uring batches sends");
+                c
+            }
+            Issued::Pending(id) => {
+                assert_eq!(backend, cport::Backend::IoUring, "epoll finishes a send the socket takes");
+                let c = next_of(&port, OpKind::Send, 1);
+                assert_eq!(c.op_id(), id);
+                c
+            }
+        };
+        assert_eq!((c.kind(), c.key(), c.ctx(), c.bytes()), (OpKind::Send, Key(1), 1, 6));
+        let mut c = c;
+        assert_eq!(vec_of(&mut c), b"inline");
+        let gathered = vec![Buf::from("a-"), Buf::from(b"b".to_vec())];
+        let c = match port.try_send_vectored(&h, gathered, 2u64).unwrap() {
+            Issued::Done(c) => c,
+            Issued::Pending(_) => next_of(&port, OpKind::SendVectored, 2),
+        };
+        assert_eq!(c.bytes(), 3);
+        let mut got = [0; 9];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"inlinea-b");
+        // Each completed exactly once: nothing more to dequeue, nothing in flight.
+        assert_nothing_more(&port);
+        let st = port.stats();
+        assert_eq!(st.in_flight, 0);
+        assert_eq!((st.completed_of(OpKind::Send), st.completed_of(OpKind::SendVectored)), (1, 1));
+    }
+
+    fn try_send_behind_a_full_socket_waits_and_completes_in_order(backend: Backend) {
+        let port = port(backend);
+        let (h, peer) = associated_pair(&port, Key(1));
+        // Sends of 1 MiB until one must wait (the peer reads nothing yet),
+        // then one more, queued behind it.
+        let chunk = pattern(1 << 20, 3);
+        let mut sent = 0;
+        let mut pending = Vec::new();
+        let mut done_bytes = 0;
+        for i in 0..64u64 {
+            match port.try_send(&h, chunk.clone(), i).unwrap() {
+                Issued::Done(c) => done_bytes += c.bytes(),
+                Issued::Pending(id) => pending.push((i, id)),
+            }
+            sent += 1;
+            if pending.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(pending.len(), 2, "a socket that is not read fills up");
+        // Each pending send completes once, in order, and every byte the
+        // completions report reaches the peer (a send, as send(2), may take
+        // part of its buffer).
+        let reader = std::thread::spawn(move || {
+            let mut peer = peer;
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).map(|_| got.len())
+        });
+        let mut order = Vec::new();
+        let mut pending_bytes = 0;
+        while order.len() < 2 {
+            let c = next(&port);
+            assert_eq!(c.kind(), OpKind::Send);
+            assert!(c.bytes() > 0);
+            pending_bytes += c.bytes();
+            order.push((c.ctx(), c.op_id()));
+        }
+        assert_eq!(order, pending);
+        port.close(&h).unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), done_bytes + pending_bytes);
+        assert_nothing_more(&port);
+        assert_eq!(port.stats().completed_of(OpKind::Send), sent as u64);
+    }
+
+    fn try_send_on_a_closed_handle_fails_and_gives_the_buffer_back(backend: Backend) {
+        let port = port(backend);
+        let (h, _peer) = associated_pair(&port, Key(1));
+        port.close(&h).unwrap();
+        let e = port.try_send(&h, b"late".to_vec(), 1u64).unwrap_err();
+        assert!(matches!(&e.payload, Payload::Buf(b) if &b[..] == b"late"), "{e:?}");
+        assert_nothing_more(&port);
     }
 
     fn send_vectored_gathers_buffers_in_order(backend: Backend) {

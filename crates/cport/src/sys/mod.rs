@@ -124,6 +124,14 @@ impl Op {
         }
     }
 
+    /// Whether one push yields many completions (until it ends).
+    pub(crate) fn is_multishot(&self) -> bool {
+        matches!(
+            self,
+            Op::Accept { multishot: true, .. } | Op::RecvPooled { multishot: true, .. }
+        )
+    }
+
     pub(crate) fn set_fd(&mut self, new: RawFd) {
         match self {
             Op::Nop | Op::Timeout { .. } => {}
@@ -174,6 +182,14 @@ pub(crate) enum CancelTarget {
     All,
 }
 
+/// What `Driver::push_inline` did with an operation.
+pub(crate) enum Pushed {
+    /// In flight; it completes through `wait`.
+    Queued(OpId),
+    /// It finished at once: its completion, never queued.
+    Done(Completion),
+}
+
 /// The backend boundary. See the module docs for each duty.
 pub(crate) trait Driver: Send + Sync {
     /// Which backend this is.
@@ -185,6 +201,12 @@ pub(crate) trait Driver: Send + Sync {
     fn prepare_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()>;
     /// Starts an operation; `meta.id` is assigned here. On refusal the op comes back.
     fn push(&self, meta: Meta, op: Op) -> Result<OpId, (SubmitErrorKind, Op)>;
+    /// As `push`, but an operation that finishes while being pushed comes
+    /// back as its completion, which is then not queued. A backend that never
+    /// finishes operations at once (io_uring batches them) just pushes.
+    fn push_inline(&self, meta: Meta, op: Op) -> Result<Pushed, (SubmitErrorKind, Op)> {
+        self.push(meta, op).map(Pushed::Queued)
+    }
     /// Makes pushed operations reach the kernel soon: wakes the leader so it
     /// submits them (the calling thread itself must not enter the ring).
     fn flush(&self);

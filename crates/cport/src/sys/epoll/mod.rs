@@ -35,7 +35,7 @@ use slab::Slab;
 use self::io::{Attempt, Aux, Flags};
 use self::timers::Timers;
 use super::bufpool::{FreeStack, PoolInner, Provider};
-use super::{syscall, BufPool, CancelTarget, Driver, Op};
+use super::{syscall, BufPool, CancelTarget, Driver, Op, Pushed};
 use crate::buf::Payload;
 use crate::completion::{Completion, Meta, OpId};
 use crate::error::{BuildError, SubmitErrorKind};
@@ -243,6 +243,115 @@ impl Epoll {
                 file_calls: AtomicU64::new(0),
             }),
         })
+    }
+}
+
+impl Epoll {
+    /// `push`, with the state locked by the caller.
+    ///
+    /// A socket op with nothing queued ahead of it on a ready fd is tried
+    /// before any bookkeeping; when it finishes, it never touches the op
+    /// table or the fd's queues, and with `inline` its completion comes back
+    /// instead of being queued.
+    fn push_locked(
+        &self,
+        st: &mut State,
+        mut meta: Meta,
+        mut op: Op,
+        inline: bool,
+    ) -> Result<Pushed, (SubmitErrorKind, Op)> {
+        let inner = &*self.inner;
+        let idx = st.ops.vacant_key();
+        if idx >= u32::MAX as usize {
+            return Err((SubmitErrorKind::QueueFull, op));
+        }
+        let gen = st.next_gen;
+        st.next_gen = (gen + 1) & GEN_MASK;
+        let id = OpId(((gen as u64) << 32) | idx as u64);
+        meta.id = id;
+        if st.cancelled_all {
+            // Shut down: the op completes at once, cancelled, buffers handed back.
+            st.ready
+                .push(io::finish(meta, op, Err(errno(libc::ECANCELED)), Aux::None));
+            return Ok(Pushed::Queued(id));
+        }
+        let place = match &op {
+            Op::Nop => {
+                st.ready.push(Completion::new(meta, Ok(0), Payload::None, false));
+                return Ok(Pushed::Queued(id));
+            }
+            Op::Shutdown { fd, how } => {
+                let res = io::shutdown(*fd, *how, &inner.kernel_calls);
+                st.ready.push(Completion::new(meta, res, Payload::None, false));
+                return Ok(Pushed::Queued(id));
+            }
+            Op::Timeout { dur } => {
+                let now = Instant::now();
+                let at = now
+                    .checked_add(*dur)
+                    .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86400));
+                st.ops.insert(Entry {
+                    gen,
+                    meta,
+                    op,
+                    progress: 0,
+                    place: Place::Timer,
+                });
+                st.timers.push(at, id.0);
+                if !matches!(st.wake_at, Some(w) if w <= at) {
+                    inner.notify(st);
+                }
+                return Ok(Pushed::Queued(id));
+            }
+            Op::ReadAt { .. } | Op::WriteAt { .. } | Op::Fsync { .. } => Place::Job,
+            other => {
+                let fd = other.fd();
+                let dir = dir_of(other).expect("every other op is a socket op");
+                if fd < 0 {
+                    st.ready.push(io::finish(meta, op, Err(errno(libc::EBADF)), Aux::None));
+                    return Ok(Pushed::Queued(id));
+                }
+                Place::Queued(fd, dir)
+            }
+        };
+        let mut progress = 0;
+        if let Place::Queued(fd, dir) = place {
+            let f = Inner::fd_state(st, fd);
+            if !op.is_multishot() && f.queue(dir).is_empty() && f.flags.ready(dir == Dir::Read) {
+                match io::attempt(&mut op, &mut progress, &mut f.flags, &inner.kernel_calls) {
+                    Attempt::Done(res, aux) => {
+                        let c = io::finish(meta, op, res, aux);
+                        if inline {
+                            return Ok(Pushed::Done(c));
+                        }
+                        st.ready.push(c);
+                        return Ok(Pushed::Queued(id));
+                    }
+                    // Partway (send_file, connect), or must wait: queue it.
+                    Attempt::Step | Attempt::Again => {}
+                    Attempt::Emit(..) => unreachable!("only multishot ops emit"),
+                }
+            }
+        }
+        st.ops.insert(Entry {
+            gen,
+            meta,
+            op,
+            progress,
+            place,
+        });
+        match place {
+            Place::Queued(fd, dir) => {
+                let f = Inner::fd_state(st, fd);
+                let q = f.queue(dir);
+                q.push_back(idx as u32);
+                if q.len() == 1 {
+                    inner.run_queue(st, fd, dir);
+                }
+            }
+            _ => files::queue_job(&self.inner, st, idx as u32),
+        }
+        Ok(Pushed::Queued(id))
     }
 }
 
@@ -564,82 +673,28 @@ impl Driver for Epoll {
         super::set_nonblocking(fd, true)
     }
 
-    fn push(&self, mut meta: Meta, op: Op) -> Result<OpId, (SubmitErrorKind, Op)> {
-        let inner = &*self.inner;
-        let mut st = inner.state.lock();
-        let st = &mut *st;
-        let idx = st.ops.vacant_key();
-        if idx >= u32::MAX as usize {
-            return Err((SubmitErrorKind::QueueFull, op));
+    fn push(&self, meta: Meta, op: Op) -> Result<OpId, (SubmitErrorKind, Op)> {
+        let mut st = self.inner.state.lock();
+        match self.push_locked(&mut st, meta, op, false)? {
+            Pushed::Queued(id) => Ok(id),
+            Pushed::Done(_) => unreachable!("only an inline push hands back its completion"),
         }
-        let gen = st.next_gen;
-        st.next_gen = (gen + 1) & GEN_MASK;
-        let id = OpId(((gen as u64) << 32) | idx as u64);
-        meta.id = id;
-        if st.cancelled_all {
-            // Shut down: the op completes at once, cancelled, buffers handed back.
-            st.ready
-                .push(io::finish(meta, op, Err(errno(libc::ECANCELED)), Aux::None));
-            return Ok(id);
-        }
-        let place = match &op {
-            Op::Nop => {
-                st.ready.push(Completion::new(meta, Ok(0), Payload::None, false));
-                return Ok(id);
-            }
-            Op::Shutdown { fd, how } => {
-                let res = io::shutdown(*fd, *how, &inner.kernel_calls);
-                st.ready.push(Completion::new(meta, res, Payload::None, false));
-                return Ok(id);
-            }
-            Op::Timeout { dur } => {
-                let now = Instant::now();
-                let at = now
-                    .checked_add(*dur)
-                    .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86400));
-                st.ops.insert(Entry {
-                    gen,
-                    meta,
-                    op,
-                    progress: 0,
-                    place: Place::Timer,
-                });
-                st.timers.push(at, id.0);
-                if !matches!(st.wake_at, Some(w) if w <= at) {
-                    inner.notify(st);
-                }
-                return Ok(id);
-            }
-            Op::ReadAt { .. } | Op::WriteAt { .. } | Op::Fsync { .. } => Place::Job,
-            other => {
-                let fd = other.fd();
-                let dir = dir_of(other).expect("every other op is a socket op");
-                if fd < 0 {
-                    st.ready.push(io::finish(meta, op, Err(errno(libc::EBADF)), Aux::None));
-                    return Ok(id);
-                }
-                Place::Queued(fd, dir)
-            }
+    }
+
+    fn push_inline(&self, meta: Meta, op: Op) -> Result<Pushed, (SubmitErrorKind, Op)> {
+        let mut st = self.inner.state.lock();
+        let id = match self.push_locked(&mut st, meta, op, true)? {
+            Pushed::Queued(id) => id,
+            done => return Ok(done),
         };
-        st.ops.insert(Entry {
-            gen,
-            meta,
-            op,
-            progress: 0,
-            place,
-        });
-        match place {
-            Place::Queued(fd, dir) => {
-                let f = Inner::fd_state(st, fd);
-                let q = f.queue(dir);
-                q.push_back(idx as u32);
-                if q.len() == 1 {
-                    inner.run_queue(st, fd, dir);
-                }
-            }
-            _ => files::queue_job(&self.inner, st, idx as u32),
+        // An op that finished on another path (shutdown, a bad fd) is the
+        // newest ready completion.
+        if st.ready.list.last().is_some_and(|c| c.meta.id == id && !c.meta.more) {
+            st.ready.finals -= 1;
+            let c = st.ready.list.pop().expect("checked non-empty");
+            return Ok(Pushed::Done(c));
         }
-        Ok(id)
+        Ok(Pushed::Queued(id))
     }
 
     fn submit_now(&self) {
