@@ -230,6 +230,44 @@ backend_tests! {
         assert_nothing_more(&port);
     }
 
+    fn recv_pooled_multi_spreads_a_large_arrival_over_buffers_in_order(backend: Backend) {
+        let port = port(backend);
+        let pool = port.buf_pool(8, 64).unwrap();
+        let (h, mut peer) = associated_pair(&port, Key(1));
+        port.recv_pooled_multi(&h, &pool, 4u64).unwrap();
+        // Armed and waiting before the data comes, then arrivals of exactly
+        // one buffer, of a buffer and a bit, and of several buffers.
+        std::thread::sleep(Duration::from_millis(20));
+        let mut got = Vec::new();
+        for (i, len) in [64usize, 100, 300].into_iter().enumerate() {
+            let data = pattern(len, i as u64);
+            peer.write_all(&data).unwrap();
+            let mut round = Vec::new();
+            while round.len() < len {
+                let mut c = next_of(&port, OpKind::RecvPooled, 4);
+                assert!(c.more(), "multishot receive stays armed: {c:?}");
+                let b = c.take_buf().unwrap();
+                assert!(!b.is_empty() && b.len() <= 64, "one buffer at most per completion");
+                assert_eq!(b.len(), c.bytes());
+                round.extend_from_slice(&b);
+            }
+            assert_eq!(round, data, "bytes arrive whole and in order");
+            got.push(round.len());
+        }
+        assert_eq!(got, [64, 100, 300]);
+        assert_nothing_more(&port);
+        // Every buffer went back to the pool: a full pool's worth of data
+        // still fits.
+        let data = pattern(8 * 64, 9);
+        peer.write_all(&data).unwrap();
+        let mut round = Vec::new();
+        while round.len() < data.len() {
+            let mut c = next_of(&port, OpKind::RecvPooled, 4);
+            round.extend_from_slice(&c.take_buf().unwrap());
+        }
+        assert_eq!(round, data);
+    }
+
     fn pool_exhaustion_ends_receive_with_enobufs_and_rearm_works(backend: Backend) {
         let port = port(backend);
         let pool = port.buf_pool(2, 16).unwrap();

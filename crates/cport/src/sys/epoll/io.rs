@@ -33,6 +33,9 @@ pub(super) struct Flags {
     /// The peer shut its side, or the socket failed: reads never block again,
     /// so a short read proves nothing.
     pub(super) rdhup: bool,
+    /// The last pooled receive filled its buffer: read the next one into a
+    /// second buffer too (see `Op::RecvPooled` in `attempt`).
+    pub(super) spill: bool,
 }
 
 impl Default for Flags {
@@ -43,6 +46,7 @@ impl Default for Flags {
             read_ready: true,
             write_ready: true,
             rdhup: false,
+            spill: false,
         }
     }
 }
@@ -90,6 +94,9 @@ pub(super) enum Attempt {
     Step,
     /// A multishot delivery; the op stays armed.
     Emit(io::Result<usize>, Payload),
+    /// A multishot receive that filled one pool buffer and spilled into a
+    /// second: two deliveries, in order (bytes, buffer); the op stays armed.
+    EmitTwo((usize, Payload), (usize, Payload)),
     /// The op is finished.
     Done(io::Result<usize>, Aux),
 }
@@ -130,25 +137,73 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 let Some((bid, ptr, size)) = pool.take() else {
                     return pool_empty(*fd, flags, calls);
                 };
-                // SAFETY: buffer `bid` was just taken from the free list, so
-                // this call is its only user; it is `size` bytes long.
-                match syscall!(recv(*fd, ptr.cast(), size, 0)) {
-                    Ok(0) => {
+                // A multishot receive on a stream whose last read filled its
+                // buffer reads into a second buffer as well: a message that
+                // fills the first one exactly still ends in a short read,
+                // which says the socket is drained, instead of one more call
+                // that would only return EAGAIN. Small messages never pay for
+                // it. (Never on datagrams: that would split one.)
+                let spill = if *multishot && flags.stream && flags.spill {
+                    pool.take()
+                } else {
+                    None
+                };
+                let iov = [
+                    libc::iovec {
+                        iov_base: ptr.cast(),
+                        iov_len: size,
+                    },
+                    libc::iovec {
+                        iov_base: spill.map_or(std::ptr::null_mut(), |(_, p, _)| p.cast()),
+                        iov_len: spill.map_or(0, |(_, _, len)| len),
+                    },
+                ];
+                let want = size + iov[1].iov_len;
+                let give_back = |first: bool| {
+                    if first {
                         pool.untake(bid);
-                        flags.after_read(0, size);
+                    }
+                    if let Some((b, _, _)) = spill {
+                        pool.untake(b);
+                    }
+                };
+                let r = if spill.is_some() {
+                    // SAFETY: buffers `bid` and the spill were just taken from
+                    // the free list, so this call is their only user; each
+                    // iovec spans exactly one of them.
+                    syscall!(readv(*fd, iov.as_ptr(), 2))
+                } else {
+                    // SAFETY: buffer `bid` was just taken from the free list,
+                    // so this call is its only user; it is `size` bytes long.
+                    syscall!(recv(*fd, ptr.cast(), size, 0))
+                };
+                match r {
+                    Ok(0) => {
+                        give_back(true);
+                        flags.after_read(0, want);
                         Attempt::Done(Ok(0), Aux::None)
                     }
                     Ok(n) => {
                         let n = n as usize;
-                        flags.after_read(n, size);
-                        if *multishot {
-                            Attempt::Emit(Ok(n), Payload::Buf(Buf::Pooled(pool.claim(bid, n))))
-                        } else {
-                            Attempt::Done(Ok(n), Aux::Bid(bid))
+                        flags.after_read(n, want);
+                        flags.spill = n >= size;
+                        match spill {
+                            Some((b2, _, _)) if n > size => Attempt::EmitTwo(
+                                (size, Payload::Buf(Buf::Pooled(pool.claim(bid, size)))),
+                                (n - size, Payload::Buf(Buf::Pooled(pool.claim(b2, n - size)))),
+                            ),
+                            _ => {
+                                give_back(false);
+                                if *multishot {
+                                    Attempt::Emit(Ok(n), Payload::Buf(Buf::Pooled(pool.claim(bid, n))))
+                                } else {
+                                    Attempt::Done(Ok(n), Aux::Bid(bid))
+                                }
+                            }
                         }
                     }
                     Err(e) => {
-                        pool.untake(bid);
+                        give_back(true);
                         read_error(e, flags)
                     }
                 }

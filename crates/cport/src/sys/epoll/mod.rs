@@ -329,7 +329,7 @@ impl Epoll {
                     }
                     // Partway (send_file, connect), or must wait: queue it.
                     Attempt::Step | Attempt::Again => {}
-                    Attempt::Emit(..) => unreachable!("only multishot ops emit"),
+                    Attempt::Emit(..) | Attempt::EmitTwo(..) => unreachable!("only multishot ops emit"),
                 }
             }
         }
@@ -460,6 +460,10 @@ impl Inner {
                 Attempt::Again => break,
                 Attempt::Step => {}
                 Attempt::Emit(res, payload) => ready.push(Completion::new(e.meta, res, payload, true)),
+                Attempt::EmitTwo((n1, p1), (n2, p2)) => {
+                    ready.push(Completion::new(e.meta, Ok(n1), p1, true));
+                    ready.push(Completion::new(e.meta, Ok(n2), p2, true));
+                }
                 Attempt::Done(res, aux) => {
                     f.queue(dir).pop_front();
                     let e = ops.remove(idx as usize);
