@@ -448,9 +448,7 @@ impl<H: Handler> Dispatcher<H> {
     fn on_send(&self, c: Completion) {
         let sh = &*self.shared;
         let (idx, gen) = split_key(c.key());
-        let cancelled = c.is_cancelled() || c.is_shutdown();
-        let (res, payload) = c.into_parts();
-        self.with_session(idx, gen, |slot, st| self.send_done(slot, st, res, payload, cancelled));
+        self.with_session(idx, gen, |slot, st| self.send_done(slot, st, c));
         if sh.starved_any.load(Acquire) {
             self.rearm_starved();
         }
@@ -458,16 +456,9 @@ impl<H: Handler> Dispatcher<H> {
 
     /// Settles a finished send and issues the next one (or closes a flushed
     /// graceful close). Returns `true` when the session must be finalized.
-    fn send_done(
-        &self,
-        slot: &Slot,
-        st: &mut State,
-        res: io::Result<usize>,
-        payload: Payload,
-        cancelled: bool,
-    ) -> bool {
+    fn send_done(&self, slot: &Slot, st: &mut State, c: Completion) -> bool {
         let sh = &*self.shared;
-        let mut fin = sh.settle_send(slot, st, res, payload, cancelled);
+        let mut fin = sh.settle_send(slot, st, c);
         if !fin && !st.handle_closed {
             if !st.queue.is_idle() {
                 fin = sh.kick(slot, st);

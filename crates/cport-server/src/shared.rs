@@ -7,12 +7,11 @@
 //! are needed). The wheel, the free list and the starved list are global
 //! but are touched only at connect, disconnect, tick and buffer exhaustion.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
-use cport::{Backend, BufPool, Ctx, Handle, Issued, Key, OpId, Payload, Port};
+use cport::{Backend, BufPool, Completion, Ctx, Handle, Issued, Key, OpId, Payload, Port};
 use parking_lot::{Condvar, Mutex};
 
 use crate::handler::{DisconnectReason, Framing};
@@ -313,9 +312,7 @@ impl Shared {
                     return self.begin_close(slot, st, DisconnectReason::Io(e.into()), false);
                 }
             };
-            let cancelled = c.is_cancelled() || c.is_shutdown();
-            let (res, payload) = c.into_parts();
-            if self.settle_send(slot, st, res, payload, cancelled) {
+            if self.settle_send(slot, st, c) {
                 return true;
             }
             if st.queue.is_idle() {
@@ -330,14 +327,9 @@ impl Shared {
     /// Settles a finished send: counts it and completes the queue's batch,
     /// or fails the queue and starts closing. Returns `true` when the session
     /// must be finalized.
-    pub(crate) fn settle_send(
-        &self,
-        slot: &Slot,
-        st: &mut State,
-        res: io::Result<usize>,
-        payload: Payload,
-        cancelled: bool,
-    ) -> bool {
+    pub(crate) fn settle_send(&self, slot: &Slot, st: &mut State, c: Completion) -> bool {
+        let cancelled = c.is_cancelled() || c.is_shutdown();
+        let (res, payload) = c.into_parts();
         match res {
             Ok(n) => {
                 self.count(|t| &t.bytes_out, n as u64);

@@ -370,6 +370,11 @@ mod tests {
         Err(GetError::Timeout)
     }
 
+    /// `get` with no deadline and no backend to lead.
+    fn take(s: &Sched<P>, held: bool, me: &Arc<Waiter<P>>, more: Option<(&mut Vec<P>, usize)>) -> Result<P, GetError> {
+        s.get(held, None, me, &mut vec![], &mut no_lead, &mut || {}, &mut |_| {}, more)
+    }
+
     #[cfg(not(cport_loom))]
     #[test]
     fn high_priority_packets_are_dequeued_first() {
@@ -382,18 +387,7 @@ mod tests {
         let mut got = vec![];
         let mut held = false;
         for _ in 0..4 {
-            let p = s
-                .get(
-                    held,
-                    None,
-                    &me,
-                    &mut vec![],
-                    &mut no_lead,
-                    &mut || {},
-                    &mut |_| {},
-                    None,
-                )
-                .unwrap();
+            let p = take(&s, held, &me, None).unwrap();
             held = true;
             got.push(p.0);
         }
@@ -407,17 +401,7 @@ mod tests {
         s.push(P(1, false));
         s.push(P(2, false));
         let me = Waiter::for_current_thread();
-        s.get(
-            false,
-            None,
-            &me,
-            &mut vec![],
-            &mut no_lead,
-            &mut || {},
-            &mut |_| {},
-            None,
-        )
-        .unwrap();
+        take(&s, false, &me, None).unwrap();
         // Slot held: a second dequeue (as another thread would) must time out.
         let other = Waiter::for_current_thread();
         let d = Some(Instant::now() + std::time::Duration::from_millis(20));
@@ -447,30 +431,9 @@ mod tests {
         }
         let (a, b) = (Waiter::for_current_thread(), Waiter::for_current_thread());
         // One thread runs a packet; a second takes a batch on its own slot.
-        s.get(
-            false,
-            None,
-            &a,
-            &mut vec![],
-            &mut no_lead,
-            &mut || {},
-            &mut |_| {},
-            None,
-        )
-        .unwrap();
+        take(&s, false, &a, None).unwrap();
         let mut more = vec![];
-        let first = s
-            .get(
-                false,
-                None,
-                &b,
-                &mut vec![],
-                &mut no_lead,
-                &mut || {},
-                &mut |_| {},
-                Some((&mut more, 64)),
-            )
-            .unwrap();
+        let first = take(&s, false, &b, Some((&mut more, 64))).unwrap();
         // 8 left after the two firsts, split between 2 running threads.
         assert_eq!(first.0, 1);
         assert_eq!(more.iter().map(|p| p.0).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
@@ -478,17 +441,7 @@ mod tests {
         // Alone, a thread takes up to its cap.
         let _ = s.release();
         let mut more = vec![];
-        s.get(
-            true,
-            None,
-            &b,
-            &mut vec![],
-            &mut no_lead,
-            &mut || {},
-            &mut |_| {},
-            Some((&mut more, 2)),
-        )
-        .unwrap();
+        take(&s, true, &b, Some((&mut more, 2))).unwrap();
         assert_eq!((more.len(), s.counts().queued), (2, 1));
     }
 
@@ -504,18 +457,7 @@ mod tests {
         let mut held = false;
         while s.counts().queued > 0 {
             let mut more = vec![];
-            let first = s
-                .get(
-                    held,
-                    None,
-                    &me,
-                    &mut vec![],
-                    &mut no_lead,
-                    &mut || {},
-                    &mut |_| {},
-                    Some((&mut more, 64)),
-                )
-                .unwrap();
+            let first = take(&s, held, &me, Some((&mut more, 64))).unwrap();
             held = true;
             batches.push(
                 std::iter::once(first.0)
@@ -594,16 +536,7 @@ mod tests {
                     loom::thread::spawn(move || {
                         let me = Waiter::for_current_thread();
                         loop {
-                            if let Ok(p) = s.get(
-                                false,
-                                None,
-                                &me,
-                                &mut vec![],
-                                &mut no_lead,
-                                &mut || {},
-                                &mut |_| {},
-                                None,
-                            ) {
+                            if let Ok(p) = take(&s, false, &me, None) {
                                 let _ = s.release();
                                 return p.0;
                             }
