@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cport::{Backend, Buf, Handle, Key, OpKind, Payload, Port};
+use cport::{Backend, Buf, Completion, Handle, Key, OpKind, Payload, Port};
 
 use super::{Model, ModelReport, STOP_CHECK_INTERVAL};
 
@@ -77,23 +77,49 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
     };
     let mut report = ModelReport::default();
     let mut next_key = 1u64;
+    // GetQueuedCompletionStatusEx: a batch per dequeue, as IOCP servers do.
+    let mut batch = Vec::with_capacity(BATCH);
     while !stop.load(Ordering::Acquire) {
-        let mut c = match port.get(Some(STOP_CHECK_INTERVAL)) {
-            Ok(c) => c,
+        match port.get_many(&mut batch, BATCH, Some(STOP_CHECK_INTERVAL)) {
+            Ok(_) => {}
             Err(cport::GetError::Timeout) => continue,
             Err(err) => return Err(err.into()),
-        };
+        }
+        for c in batch.drain(..) {
+            e.handle(c, &lh, &mut next_key, &mut report)?;
+        }
+    }
+    for (h, _) in e.conns.values() {
+        let _ = port.close(h);
+    }
+    let _ = port.close(&lh);
+    Ok(report)
+}
+
+/// Completions taken per dequeue.
+const BATCH: usize = 64;
+
+impl Echo {
+    fn handle(
+        &mut self,
+        mut c: Completion,
+        lh: &Handle,
+        next_key: &mut u64,
+        report: &mut ModelReport,
+    ) -> io::Result<()> {
+        let port = &self.port.clone();
+        let e = self;
         if c.ctx() == RETRY {
             for key in std::mem::take(&mut e.starved) {
                 e.arm_recv(key);
             }
-            continue;
+            return Ok(());
         }
         match c.kind() {
             OpKind::Accept => {
                 if let Some(s) = c.take_accepted() {
-                    let key = next_key;
-                    next_key += 1;
+                    let key = *next_key;
+                    *next_key += 1;
                     match port.associate(s, Key(key)) {
                         Ok(h) => {
                             e.conns.insert(key, (h, Conn::default()));
@@ -106,14 +132,14 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
                     report.accept_errors += 1;
                 }
                 if !c.more() {
-                    port.accept_multi(&lh, 0)?;
+                    port.accept_multi(lh, 0)?;
                 }
             }
             OpKind::RecvPooled => {
                 let key = c.key().0;
                 let more = c.more();
                 let Some((_, conn)) = e.conns.get_mut(&key) else {
-                    continue;
+                    return Ok(());
                 };
                 conn.receiving = more;
                 match c.into_parts() {
@@ -138,7 +164,7 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
                 let key = c.key().0;
                 let sent = c.into_parts();
                 let Some((_, conn)) = e.conns.get_mut(&key) else {
-                    continue;
+                    return Ok(());
                 };
                 conn.sending = false;
                 match sent {
@@ -158,10 +184,6 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
             }
             _ => {}
         }
+        Ok(())
     }
-    for (h, _) in e.conns.values() {
-        let _ = port.close(h);
-    }
-    let _ = port.close(&lh);
-    Ok(report)
 }
