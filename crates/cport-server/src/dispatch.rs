@@ -113,8 +113,17 @@ impl<H: Handler> Dispatcher<H> {
     pub(crate) fn handle(&self, c: Completion) {
         self.shared.enter_worker();
         match c.kind() {
-            OpKind::RecvPooled => self.on_recv(c),
-            OpKind::Send | OpKind::SendVectored | OpKind::SendFile => self.on_send(c),
+            // Both may finish sends (a handler's send can be settled inline),
+            // which give pool buffers back: sessions that found the pool
+            // empty can receive again.
+            OpKind::RecvPooled => {
+                self.on_recv(c);
+                self.rearm_if_starved();
+            }
+            OpKind::Send | OpKind::SendVectored | OpKind::SendFile => {
+                self.on_send(c);
+                self.rearm_if_starved();
+            }
             OpKind::Accept => self.on_accept(c),
             OpKind::Timeout if c.ctx() == CTX_TICK => self.on_tick(&c),
             OpKind::Timeout if c.ctx() == CTX_RETRY => {
@@ -445,13 +454,15 @@ impl<H: Handler> Dispatcher<H> {
 
     // ----- sending --------------------------------------------------------
 
-    fn on_send(&self, c: Completion) {
-        let sh = &*self.shared;
-        let (idx, gen) = split_key(c.key());
-        self.with_session(idx, gen, |slot, st| self.send_done(slot, st, c));
-        if sh.starved_any.load(Acquire) {
+    fn rearm_if_starved(&self) {
+        if self.shared.starved_any.load(Acquire) {
             self.rearm_starved();
         }
+    }
+
+    fn on_send(&self, c: Completion) {
+        let (idx, gen) = split_key(c.key());
+        self.with_session(idx, gen, |slot, st| self.send_done(slot, st, c));
     }
 
     /// Settles a finished send and issues the next one (or closes a flushed

@@ -766,6 +766,18 @@ impl Port {
         Ok(())
     }
 
+    /// Queues dequeued completions again (a worker's batch that a panicking
+    /// handler left unhandled), so another thread runs them. They count
+    /// against the queue limit again, but always fit: they just left it.
+    pub(crate) fn requeue(&self, items: impl Iterator<Item = Completion>) {
+        for c in items {
+            self.shared.outstanding.fetch_add(1, AcqRel);
+            if self.shared.sched.push(c) {
+                self.shared.driver.wake();
+            }
+        }
+    }
+
     fn post_kind(&self, key: Key, bytes: usize, ctx: Ctx, kind: OpKind) -> Result<(), SubmitError> {
         self.reserve().map_err(|k| SubmitError::new(k, Payload::None))?;
         let meta = Meta::new(key, ctx, kind, None);

@@ -48,7 +48,8 @@ impl Stats {
 pub struct ThreadStats {
     /// The thread's name, if it has one.
     pub name: Option<String>,
-    /// Completions this thread dequeued.
+    /// Completions this thread dequeued, plus those handed back to it inline
+    /// by [`Port::try_send`](crate::Port::try_send).
     pub completions: u64,
     /// Time since the thread's first `get` not spent blocked waiting for a
     /// completion (handling them, and the port's own bookkeeping).

@@ -28,6 +28,15 @@ impl WorkerPool {
 
     /// Starts `n` workers (0: [`default_size`](Self::default_size)) named `cport-worker-N`.
     ///
+    /// Each worker dequeues up to 64 completions at a time
+    /// ([`Port::get_many`], as IOCP servers use GetQueuedCompletionStatusEx)
+    /// and runs them one after another on its one concurrency slot. So a
+    /// handler must not block waiting for the effect of another completion
+    /// (which may sit later in its own batch), and one that calls
+    /// [`Port::release_slot`] runs the rest of its batch without a slot. If
+    /// a handler panics, its worker exits and the completions left in its
+    /// batch go back to the port for the other workers.
+    ///
     /// # Errors
     /// When a thread cannot be spawned (already started ones are stopped).
     pub fn start<F>(port: &Port, n: usize, handler: F) -> io::Result<WorkerPool>
@@ -98,17 +107,37 @@ impl WorkerPool {
 /// update per batch; `get_many` caps it at the worker's fair share).
 const WORKER_BATCH: usize = 64;
 
+/// A batch being run, last completion first. If a handler panics, the
+/// completions it did not reach go back to the port for another worker.
+struct Batch<'a> {
+    port: &'a Port,
+    rest: Vec<Completion>,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if !self.rest.is_empty() {
+            self.port.requeue(self.rest.drain(..).rev());
+        }
+    }
+}
+
 /// One worker's loop: dequeue a batch, run the handler on each completion.
 fn run_worker<F: Fn(&Port, Completion)>(port: &Port, handler: &F) {
-    let mut batch = Vec::with_capacity(WORKER_BATCH);
+    let mut batch = Batch {
+        port,
+        rest: Vec::with_capacity(WORKER_BATCH),
+    };
     loop {
-        match port.get_many(&mut batch, WORKER_BATCH, None) {
+        match port.get_many(&mut batch.rest, WORKER_BATCH, None) {
             Ok(_) => {
                 // A quit packet only ever comes alone (`get_many` ends a batch before one).
-                if batch.first().is_some_and(|c| c.kind() == OpKind::Quit) {
+                if batch.rest.first().is_some_and(|c| c.kind() == OpKind::Quit) {
+                    batch.rest.clear(); // this worker's quit: consumed
                     return;
                 }
-                for c in batch.drain(..) {
+                batch.rest.reverse();
+                while let Some(c) = batch.rest.pop() {
                     handler(port, c);
                 }
             }

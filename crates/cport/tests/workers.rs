@@ -159,6 +159,30 @@ backend_tests! {
         within(LONG, "workers exit on shutdown", move || pool.stop());
     }
 
+    fn a_panicking_handler_leaves_its_batch_to_the_other_workers(backend: Backend) {
+        let port = port(backend);
+        let handled = Arc::new(Mutex::new(Vec::new()));
+        let h = handled.clone();
+        // Queued before the pool starts, so the first worker to dequeue
+        // takes a batch with the poisoned packet near its front.
+        for i in 0..20u64 {
+            port.post(Key(1), 0, i).unwrap();
+        }
+        let pool = WorkerPool::start(&port, 2, move |_, c| {
+            if c.ctx() == 2 {
+                panic!("handler fails on packet 2 (expected by the test)");
+            }
+            h.lock().unwrap().push(c.ctx());
+        })
+        .unwrap();
+        wait_until("the other packets are all handled", || handled.lock().unwrap().len() == 19);
+        let mut got = handled.lock().unwrap().clone();
+        got.sort_unstable();
+        assert_eq!(got, (0..20).filter(|&i| i != 2).collect::<Vec<_>>(), "each once");
+        assert_eq!(port.stats().queued, 0);
+        within(LONG, "stop() joins the surviving worker", move || pool.stop());
+    }
+
     fn each_quit_packet_stops_one_thread(backend: Backend) {
         let port = port(backend);
         let handled = Arc::new(AtomicU64::new(0));
