@@ -77,9 +77,10 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
     }
     let t0 = Instant::now();
     let mut window = Window::start(cfg.warmup, cfg.duration);
-    let from = window.from;
+    // Messages sent in the measured window carry at least this stamp.
+    let from_us = window.from.duration_since(t0).as_micros() as u64;
     let step = Duration::from_secs_f64(1.0 / (cfg.rate_per_client * cfg.conns as f64).max(1e-3));
-    let mut next = from;
+    let mut next = window.from;
     let mut rr = 0usize;
     port.timeout(Duration::from_millis(1), TICK)?;
     let mut lat = LatencyRecorder::default();
@@ -118,7 +119,7 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
                     let since = now.duration_since(t0).as_micros() as u64;
                     cl.lines.feed(&v, |line| {
                         if let Some(sent) = stamp(line) {
-                            if now >= from && sent >= from.duration_since(t0).as_micros() as u64 {
+                            if window.measures(now) && sent >= from_us {
                                 lat.record(Duration::from_micros(since.saturating_sub(sent)));
                                 rep.messages += 1;
                                 rep.bytes += line.len() as u64 + 1;

@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cport::{Backend, Buf, Handle, Key, OpKind, Payload, Port};
-use socket2::{Domain, Protocol, Socket, Type};
+use cport::{Backend, Buf, Handle, OpKind, Payload, Port};
 
+use crate::conn;
 use crate::report::{LatencyRecorder, Report, Window};
 
 /// What to run.
@@ -82,11 +82,7 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
     };
 
     for i in 0..cfg.conns {
-        let domain = Domain::for_address(cfg.target);
-        let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-        sock.set_tcp_nodelay(true)?;
-        let h = port.associate(sock, Key(i as u64))?;
-        port.connect(&h, cfg.target, CTX_CONNECT)?;
+        let h = conn::open(&port, cfg.target, None, i as u64, CTX_CONNECT)?;
         conns.push(Conn {
             h,
             sent_at: VecDeque::new(),
@@ -97,7 +93,6 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
 
     let start = Instant::now();
     let mut window = Window::start(cfg.warmup, cfg.duration);
-    let measure_from = window.from;
     let mut lat = LatencyRecorder::default();
     // Open loop: each tick sends what the schedule says is due.
     let interval = cfg.rate.map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3)));
@@ -131,8 +126,8 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
         }
         let idx = c.key().0 as usize;
         let Some(conn) = conns.get_mut(idx) else { continue };
-        match (c.kind(), c.ctx()) {
-            (OpKind::Connect, _) => {
+        match c.kind() {
+            OpKind::Connect => {
                 if c.result().is_err() {
                     report.connect_errors += 1;
                     let _ = port.close(&conn.h);
@@ -145,7 +140,7 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
                     port.send(&conn.h, msg.clone(), CTX_SEND)?;
                 }
             }
-            (OpKind::RecvPooled, _) => {
+            OpKind::RecvPooled => {
                 let more = c.more();
                 let (res, _buf) = c.into_parts();
                 match res {
@@ -159,7 +154,7 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
                         while conn.got >= msg.len() && !conn.sent_at.is_empty() {
                             conn.got -= msg.len();
                             let sent = conn.sent_at.pop_front().expect("checked non-empty");
-                            if now >= measure_from && sent >= measure_from {
+                            if window.measures(now) && window.measures(sent) {
                                 lat.record(now - sent);
                                 report.messages += 1;
                                 report.bytes += msg.len() as u64;
@@ -184,7 +179,7 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
                     }
                 }
             }
-            (OpKind::Send, _) => {
+            OpKind::Send => {
                 if let (Ok(n), Payload::Buf(Buf::Bytes(b))) = c.into_parts() {
                     if n < b.len() {
                         // Finish a short send with the rest of the same bytes.

@@ -57,30 +57,39 @@ pub fn parse_url(url: &str) -> io::Result<(SocketAddr, String, String)> {
 /// Incremental reader of HTTP/1.1 responses on one connection.
 #[derive(Default)]
 struct ResponseReader {
+    /// An unfinished response head carried over from the previous chunk.
     head: Vec<u8>,
     body_left: usize,
 }
 
 impl ResponseReader {
     /// Feeds received bytes; returns (responses completed, body bytes, bad response seen).
-    fn feed(&mut self, mut data: &[u8]) -> (u64, u64, bool) {
+    fn feed(&mut self, chunk: &[u8]) -> (u64, u64, bool) {
         let (mut done, mut body) = (0, 0);
-        while !data.is_empty() {
+        // Parse in place when no head is pending (the common case), else
+        // append to it. A pending head means no body is pending.
+        let mut owned = None;
+        let data: &[u8] = if self.head.is_empty() {
+            chunk
+        } else {
+            self.head.extend_from_slice(chunk);
+            owned.insert(std::mem::take(&mut self.head))
+        };
+        let mut off = 0;
+        while off < data.len() {
             if self.body_left > 0 {
-                let n = self.body_left.min(data.len());
+                let n = self.body_left.min(data.len() - off);
                 self.body_left -= n;
                 body += n as u64;
-                data = &data[n..];
+                off += n;
                 if self.body_left == 0 {
                     done += 1;
                 }
                 continue;
             }
-            self.head.extend_from_slice(data);
-            data = &[];
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&self.head) {
+            match resp.parse(&data[off..]) {
                 Ok(httparse::Status::Complete(n)) => {
                     let len = resp
                         .headers
@@ -89,25 +98,33 @@ impl ResponseReader {
                         .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
                         .unwrap_or(0);
                     let ok = resp.code.is_some_and(|c| c < 400);
-                    let rest = self.head.split_off(n);
-                    self.head.clear();
                     if !ok {
                         return (done, body, true);
                     }
+                    off += n;
                     if len == 0 {
                         done += 1;
                     }
                     self.body_left = len;
-                    // Re-feed what followed the head.
-                    let (d, b, bad) = self.feed(&rest);
-                    return (done + d, body + b, bad);
                 }
                 Ok(httparse::Status::Partial) => {
-                    if self.head.len() > 64 * 1024 {
+                    if data.len() - off > 64 * 1024 {
                         return (done, body, true);
                     }
+                    break;
                 }
                 Err(_) => return (done, body, true),
+            }
+        }
+        // Keep an unfinished head for the next chunk.
+        if off < data.len() {
+            match owned {
+                Some(mut buf) => {
+                    buf.drain(..off);
+                    self.head = buf;
+                }
+                // Nothing was pending: `data` is `chunk`.
+                None => self.head.extend_from_slice(&chunk[off..]),
             }
         }
         (done, body, false)
@@ -145,7 +162,6 @@ pub fn run(cfg: &HttpConfig) -> io::Result<Report> {
         });
     }
     let mut window = Window::start(cfg.warmup, cfg.duration);
-    let from = window.from;
     let mut lat = LatencyRecorder::default();
     while let Some(c) = window.next(&port)? {
         let Some(x) = cs.get_mut(c.key().0 as usize) else {
@@ -167,15 +183,16 @@ pub fn run(cfg: &HttpConfig) -> io::Result<Report> {
                         rep.errors += 1;
                         continue;
                     }
+                    let measured = window.measures(now);
                     for _ in 0..done {
-                        if now >= from {
+                        if measured {
                             lat.record(now - x.sent);
                             rep.messages += 1;
                         }
                         x.sent = now;
                         port.send(&x.h, req.clone(), 0)?;
                     }
-                    if now >= from {
+                    if measured {
                         rep.bytes += body;
                     }
                     v.clear();
@@ -207,6 +224,21 @@ mod tests {
             assert!(!bad);
             assert_eq!((a + b, ab + bb), (3, 15), "split at {split}");
         }
+    }
+
+    #[test]
+    fn reader_counts_responses_fed_byte_by_byte() {
+        let one = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        let empty = b"HTTP/1.1 204 No Content\r\n\r\n";
+        let stream: Vec<u8> = one.iter().chain(empty.iter()).chain(one.iter()).copied().collect();
+        let mut r = ResponseReader::default();
+        let (mut n, mut b) = (0, 0);
+        for byte in &stream {
+            let (d, bb, bad) = r.feed(std::slice::from_ref(byte));
+            assert!(!bad);
+            (n, b) = (n + d, b + bb);
+        }
+        assert_eq!((n, b), (3, 10));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use cport::Backend;
 use cport_bench::{chat, echo, http, idle, Report};
 
-use crate::models::shootout::parse_duration;
+use crate::args::{parse_backend, parse_duration};
 
 /// Arguments of `cport bench`.
 #[derive(Args, Debug)]
@@ -40,6 +40,13 @@ struct Common {
     /// Unmeasured time first.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     warmup: Duration,
+    #[command(flatten)]
+    client: Client,
+}
+
+/// Flags every load takes, the timed ones and `idle`.
+#[derive(Args, Debug)]
+struct Client {
     /// Backend of the client's own port.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: Backend,
@@ -114,16 +121,8 @@ struct IdleArgs {
     /// Connects in flight at once.
     #[arg(long, default_value_t = 2000)]
     parallel: usize,
-    /// Backend of the client's own port.
-    #[arg(long, default_value = "auto", value_parser = parse_backend)]
-    backend: Backend,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-fn parse_backend(s: &str) -> Result<Backend, String> {
-    Backend::parse(s).ok_or_else(|| format!("unknown backend {s}: use auto, uring or epoll"))
+    #[command(flatten)]
+    client: Client,
 }
 
 /// Runs `cport bench`.
@@ -141,10 +140,9 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
                 duration: a.common.duration,
                 warmup: a.common.warmup,
                 rate: a.rate,
-                backend: a.common.backend,
+                backend: a.common.client.backend,
             };
-            let r = with_progress(&a.common, || echo::run(&cfg))?;
-            print(&r, a.common.json)
+            run_timed(&a.common, || echo::run(&cfg))
         }
         Kind::Http(a) => {
             let (target, host, path) = http::parse_url(&a.target)?;
@@ -155,10 +153,9 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
                 conns: a.conns,
                 duration: a.common.duration,
                 warmup: a.common.warmup,
-                backend: a.common.backend,
+                backend: a.common.client.backend,
             };
-            let r = with_progress(&a.common, || http::run(&cfg))?;
-            print(&r, a.common.json)
+            run_timed(&a.common, || http::run(&cfg))
         }
         Kind::Chat(a) => {
             let cfg = chat::ChatConfig {
@@ -168,10 +165,9 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
                 rate_per_client: a.rate,
                 duration: a.common.duration,
                 warmup: a.common.warmup,
-                backend: a.common.backend,
+                backend: a.common.client.backend,
             };
-            let r = with_progress(&a.common, || chat::run(&cfg))?;
-            print(&r, a.common.json)
+            run_timed(&a.common, || chat::run(&cfg))
         }
         Kind::Idle(a) => {
             let cfg = idle::IdleConfig {
@@ -180,10 +176,10 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
                 hold: a.hold,
                 server_pid: a.server_pid,
                 parallel: a.parallel,
-                backend: a.backend,
+                backend: a.client.backend,
             };
             let r = idle::run(&cfg)?;
-            if a.json {
+            if a.client.json {
                 println!("{}", serde_json::to_string(&r).map_err(io::Error::other)?);
             } else {
                 println!(
@@ -207,20 +203,27 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
     }
 }
 
-fn print(r: &Report, json: bool) -> io::Result<()> {
+/// Runs a timed load (with a progress bar, see [`with_progress`]) and prints
+/// its report.
+fn run_timed(c: &Common, f: impl FnOnce() -> io::Result<Report>) -> io::Result<()> {
+    let r = with_progress(c, f)?;
+    print(&r, c.client.json);
+    Ok(())
+}
+
+fn print(r: &Report, json: bool) {
     if json {
         println!("{}", r.to_json());
     } else {
         println!("{r}");
     }
-    Ok(())
 }
 
 /// Runs `f` with a time bar on stderr when stderr is a terminal.
 fn with_progress<T>(c: &Common, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     use indicatif::{ProgressBar, ProgressStyle};
     use std::io::IsTerminal;
-    if c.json || !std::io::stderr().is_terminal() {
+    if c.client.json || !std::io::stderr().is_terminal() {
         return f();
     }
     let total = c.warmup + c.duration;

@@ -5,6 +5,7 @@
 //! which backend) is printed on stdout.
 
 mod apps;
+mod args;
 mod bench;
 mod models;
 

@@ -4,22 +4,12 @@
 
 mod util;
 
-use std::process::Command;
-
-use util::Cli;
-
-fn cport(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cport"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run cport")
-}
+use util::{run_json, Cli};
 
 #[test]
 fn models_shootout_runs_every_model_and_draws_the_chart() {
     let chart = std::env::temp_dir().join(format!("cport-models-{}.svg", std::process::id()));
-    let out = cport(&[
+    let rows = run_json(&[
         "models",
         "--conns",
         "2,8",
@@ -29,8 +19,6 @@ fn models_shootout_runs_every_model_and_draws_the_chart() {
         chart.to_str().unwrap(),
         "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON table");
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 10, "5 models x 2 connection counts");
     for model in ["blocking", "select", "poll", "epoll", "cport"] {
@@ -53,7 +41,7 @@ fn models_shootout_runs_every_model_and_draws_the_chart() {
 fn select_model_reports_fd_setsize_instead_of_crashing() {
     // 1,100 connections need descriptors above FD_SETSIZE (1024) in the
     // select server's own process.
-    let out = cport(&[
+    let rows = run_json(&[
         "models",
         "--models",
         "select",
@@ -63,8 +51,6 @@ fn select_model_reports_fd_setsize_instead_of_crashing() {
         "300ms",
         "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let r = &rows[0];
     assert!(r["refused"].as_u64().unwrap() > 0, "{r}");
     assert!(r["note"].as_str().unwrap().contains("FD_SETSIZE"), "{r}");
@@ -74,7 +60,7 @@ fn select_model_reports_fd_setsize_instead_of_crashing() {
 fn bench_echo_counts_what_the_server_echoed() {
     let server = Cli::spawn(&["echo", "--listen", "127.0.0.1:0"], &["echo"]);
     let target = server.addr("echo").to_string();
-    let out = cport(&[
+    let r = run_json(&[
         "bench",
         "echo",
         "--target",
@@ -89,8 +75,6 @@ fn bench_echo_counts_what_the_server_echoed() {
         "100ms",
         "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let msgs = r["messages"].as_u64().unwrap();
     assert!(msgs > 10, "{r}");
     assert_eq!(r["bytes"].as_u64().unwrap(), msgs * 100, "{r}");
@@ -103,7 +87,7 @@ fn bench_echo_counts_what_the_server_echoed() {
 fn bench_chat_measures_fan_out_to_every_room_member() {
     let server = Cli::spawn(&["chat", "--listen", "127.0.0.1:0"], &["chat"]);
     let target = server.addr("chat").to_string();
-    let out = cport(&[
+    let r = run_json(&[
         "bench",
         "chat",
         "--target",
@@ -120,8 +104,6 @@ fn bench_chat_measures_fan_out_to_every_room_member() {
         "300ms",
         "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // 20 clients x 20 msg/s x 0.5 s, each delivered to the 10 members of its room.
     let deliveries = r["messages"].as_u64().unwrap();
     assert!(deliveries > 500, "{r}");
@@ -133,7 +115,7 @@ fn bench_idle_holds_connections_that_still_answer() {
     let server = Cli::spawn(&["echo", "--listen", "127.0.0.1:0"], &["echo"]);
     let target = server.addr("echo").to_string();
     let pid = server.pid().to_string();
-    let out = cport(&[
+    let r = run_json(&[
         "bench",
         "idle",
         "--target",
@@ -146,8 +128,6 @@ fn bench_idle_holds_connections_that_still_answer() {
         &pid,
         "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["connected"], 500, "{r}");
     assert_eq!(r["answered"], 500, "{r}");
     assert!(r["rss_per_conn_bytes"].as_f64().is_some(), "{r}");

@@ -48,14 +48,20 @@ impl FileId {
     }
 }
 
+/// What a file's responses need besides its body: validators and type.
+#[derive(Debug)]
+pub(crate) struct FileInfo {
+    pub mtime: SystemTime,
+    pub etag: String,
+    pub content_type: &'static str,
+}
+
 /// A cached file: its bytes and what its responses need.
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub id: FileId,
     pub bytes: Bytes,
-    pub mtime: SystemTime,
-    pub etag: String,
-    pub content_type: &'static str,
+    pub info: FileInfo,
 }
 
 /// Counters of the cache.
@@ -71,11 +77,25 @@ pub struct CacheStats {
     pub bytes: u64,
 }
 
+/// The entries and the bytes of file contents they hold, under one lock.
+#[derive(Debug, Default)]
+struct Map {
+    files: HashMap<String, Arc<Entry>>,
+    held: u64,
+}
+
+impl Map {
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.files.remove(key) {
+            self.held -= old.bytes.len() as u64;
+        }
+    }
+}
+
 /// The in-memory cache of small files.
 #[derive(Debug)]
 pub(crate) struct FileCache {
-    map: RwLock<HashMap<String, Arc<Entry>>>,
-    held: AtomicU64,
+    map: RwLock<Map>,
     max_file: u64,
     max_total: u64,
     hits: AtomicU64,
@@ -85,8 +105,7 @@ pub(crate) struct FileCache {
 impl FileCache {
     pub(crate) fn new(max_file: u64, max_total: u64) -> Self {
         FileCache {
-            map: RwLock::new(HashMap::new()),
-            held: AtomicU64::new(0),
+            map: RwLock::new(Map::default()),
             max_file: max_file.min(max_total),
             max_total,
             hits: AtomicU64::new(0),
@@ -104,11 +123,11 @@ impl FileCache {
         if self.max_total == 0 {
             return None;
         }
-        let entry = self.map.read().get(key).cloned();
+        let entry = self.map.read().files.get(key).cloned();
         let fresh = match entry {
             Some(e) if now().is_some_and(|m| FileId::of(&m) == e.id) => Some(e),
             Some(_) => {
-                self.remove(key);
+                self.map.write().remove(key);
                 None
             }
             None => None,
@@ -127,33 +146,24 @@ impl FileCache {
             return;
         }
         let mut map = self.map.write();
-        if let Some(old) = map.remove(key) {
-            self.held.fetch_sub(old.bytes.len() as u64, Relaxed);
-        }
-        while self.held.load(Relaxed) + len > self.max_total {
-            let Some(victim) = map.keys().next().cloned() else {
+        map.remove(key);
+        while map.held + len > self.max_total {
+            let Some(victim) = map.files.keys().next().cloned() else {
                 break;
             };
-            if let Some(old) = map.remove(&victim) {
-                self.held.fetch_sub(old.bytes.len() as u64, Relaxed);
-            }
+            map.remove(&victim);
         }
-        self.held.fetch_add(len, Relaxed);
-        map.insert(key.to_owned(), entry);
-    }
-
-    fn remove(&self, key: &str) {
-        if let Some(old) = self.map.write().remove(key) {
-            self.held.fetch_sub(old.bytes.len() as u64, Relaxed);
-        }
+        map.held += len;
+        map.files.insert(key.to_owned(), entry);
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
+        let map = self.map.read();
         CacheStats {
             hits: self.hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
-            entries: self.map.read().len() as u64,
-            bytes: self.held.load(Relaxed),
+            entries: map.files.len() as u64,
+            bytes: map.held,
         }
     }
 }
@@ -166,9 +176,11 @@ mod tests {
         Arc::new(Entry {
             id: FileId::of(meta),
             bytes: Bytes::from(vec![0u8; len]),
-            mtime: SystemTime::UNIX_EPOCH,
-            etag: String::new(),
-            content_type: "x",
+            info: FileInfo {
+                mtime: SystemTime::UNIX_EPOCH,
+                etag: String::new(),
+                content_type: "x",
+            },
         })
     }
 

@@ -31,6 +31,8 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Worker threads of the completion port (default 1).
     pub threads: usize,
+    /// Threads that may run completions at once (default: `threads`).
+    pub concurrency: Option<usize>,
     /// The port's backend (default `Auto`: io_uring, else epoll).
     pub backend: Backend,
     /// Answer a directory without `index.html` with an HTML listing instead
@@ -70,6 +72,7 @@ impl Default for HttpConfig {
             root: PathBuf::from("."),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             threads: 1,
+            concurrency: None,
             backend: Backend::Auto,
             listing: false,
             access_log: false,
@@ -102,6 +105,12 @@ impl HttpConfig {
     #[must_use]
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
+        self
+    }
+    /// Sets [`concurrency`](Self::concurrency).
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = Some(n);
         self
     }
     /// Sets [`backend`](Self::backend).

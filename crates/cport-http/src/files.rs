@@ -16,7 +16,7 @@ use cport_proto::http::{
     ResponseHead,
 };
 
-use crate::cache::{CacheStats, Entry, FileCache, FileId};
+use crate::cache::{CacheStats, Entry, FileCache, FileId, FileInfo};
 use crate::listing;
 
 /// Bodies up to this size are copied into the head's buffer.
@@ -133,7 +133,7 @@ impl Files {
             Err(e) => return Reply::error(e, req.keep_alive, head_only, date),
         };
         match found {
-            Found::Cached(entry) => file_reply(req, date, &entry, Source::Memory(&entry.bytes)),
+            Found::Cached(entry) => file_reply(req, date, &entry.info, Source::Memory(&entry.bytes)),
             Found::Opened { file, meta, key } => self.opened(req, date, file, &meta, &key),
             Found::Redirect(location) => {
                 let mut head = ResponseHead::new(301, 0, req.keep_alive);
@@ -154,33 +154,28 @@ impl Files {
     /// (reading it once), else as a file range.
     fn opened(&self, req: &Request<'_>, date: &str, mut file: File, meta: &Metadata, key: &Path) -> Reply {
         let len = meta.len();
+        let id = FileId::of(meta);
         let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-        let tag = etag(len, mtime);
-        let ctype = content_type(key);
+        let info = FileInfo {
+            mtime,
+            etag: etag(len, mtime),
+            content_type: content_type(key),
+        };
         if let (true, Some(key)) = (self.cache.admits(len), key.to_str()) {
             let mut buf = Vec::with_capacity(len as usize + 1);
             let read = (&mut file).take(len + 1).read_to_end(&mut buf);
             let still = file.metadata().ok().map(|m| FileId::of(&m));
-            if read.is_ok() && buf.len() as u64 == len && still == Some(FileId::of(meta)) {
+            if read.is_ok() && buf.len() as u64 == len && still == Some(id) {
                 let entry = Arc::new(Entry {
-                    id: FileId::of(meta),
+                    id,
                     bytes: Bytes::from(buf),
-                    mtime,
-                    etag: tag,
-                    content_type: ctype,
+                    info,
                 });
                 self.cache.insert(key, entry.clone());
-                return file_reply(req, date, &entry, Source::Memory(&entry.bytes));
+                return file_reply(req, date, &entry.info, Source::Memory(&entry.bytes));
             }
             // Changing while read: serve this once from the file, uncached.
         }
-        let info = Entry {
-            id: FileId::of(meta),
-            bytes: Bytes::new(),
-            mtime,
-            etag: tag,
-            content_type: ctype,
-        };
         file_reply(req, date, &info, Source::File(Arc::new(file), len))
     }
 
@@ -293,7 +288,7 @@ enum Source<'a> {
 }
 
 /// 200, 206, 304 or 416 for a file, per the request's validators and range.
-fn file_reply(req: &Request<'_>, date: &str, info: &Entry, src: Source<'_>) -> Reply {
+fn file_reply(req: &Request<'_>, date: &str, info: &FileInfo, src: Source<'_>) -> Reply {
     let keep_alive = req.keep_alive;
     let head_only = req.method == Method::Head;
     let len = match &src {

@@ -62,10 +62,9 @@ struct App {
 #[derive(Debug, Default)]
 pub(crate) struct Conn {
     stream: RequestStream,
-    /// When the pending partial request started.
+    /// When the pending partial request started; `Some` exactly while a
+    /// deadline for this connection is in the watchdog.
     since: Option<Instant>,
-    /// A deadline for this connection is in the watchdog.
-    watched: bool,
 }
 
 struct HttpHandler(Arc<App>);
@@ -82,7 +81,7 @@ impl Handler for HttpHandler {
     }
 
     fn on_disconnect(&self, s: &Session, conn: Conn, _: &DisconnectReason) {
-        if conn.watched {
+        if conn.since.is_some() {
             self.0.watch.claim(s.id());
         }
     }
@@ -90,12 +89,10 @@ impl Handler for HttpHandler {
 
 impl App {
     fn on_message(&self, s: &Session, conn: &mut Conn, chunk: &[u8]) {
-        if conn.watched {
-            conn.watched = false;
-            if !self.watch.claim(s.id()) {
-                conn.stream.finish(); // answered 408 by the timer
-                return;
-            }
+        if conn.since.is_some() && !self.watch.claim(s.id()) {
+            conn.since = None;
+            conn.stream.finish(); // answered 408 by the timer
+            return;
         }
         let was_partial = conn.stream.has_partial();
         let fed = DATE.with_borrow_mut(|dates| {
@@ -108,7 +105,6 @@ impl App {
                 _ => Instant::now(),
             };
             conn.since = Some(since);
-            conn.watched = true;
             self.watch.arm(s, since + self.request_timeout);
         } else {
             conn.since = None;
@@ -279,6 +275,7 @@ impl HttpServer {
                 format!("web root {} is not a directory", root.as_path().display()),
             ));
         }
+        let threads = cfg.threads.max(1);
         let app = Arc::new(App {
             files: Files::new(
                 root,
@@ -289,17 +286,21 @@ impl HttpServer {
             access_log: cfg.access_log,
             stats_endpoint: cfg.stats_endpoint,
             request_timeout: cfg.request_timeout,
-            threads: cfg.threads.max(1),
+            threads,
             started: Instant::now(),
             counters: HttpCounters::default(),
             watch: Watchdog::default(),
             live: OnceLock::new(),
         });
         let tick = (cfg.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(c) = cfg.concurrency {
+            builder = builder.concurrency(c);
+        }
+        let server = builder
             .name("http")
             .bind(cfg.listen)
-            .threads(cfg.threads)
+            .threads(threads)
             .backend(cfg.backend)
             .framing(Framing::Raw)
             .idle_timeout(Some(cfg.idle_timeout))
@@ -325,7 +326,7 @@ impl HttpServer {
             root = %app.files.root().display(),
             addr = %server.local_addr(),
             backend = server.backend().name(),
-            threads = cfg.threads,
+            threads,
             "http server listening"
         );
         Ok(HttpServer {

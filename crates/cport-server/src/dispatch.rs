@@ -71,7 +71,6 @@ struct Sink<'a, H: Handler> {
     slot: &'a Slot,
     shared: &'a Shared,
     shard: Shard,
-    name: &'a str,
     panicked: bool,
 }
 
@@ -79,7 +78,11 @@ impl<H: Handler> FrameSink for Sink<'_, H> {
     fn frame(&mut self, frame: Bytes) -> Flow {
         self.shared.counters.traffic(self.shard, |t| &t.messages_in, 1);
         let (h, s, u) = (self.handler, self.session, &mut *self.user);
-        if guarded(self.name, "on_message", || h.on_message(s, u, Message::Frame(frame))).is_none() {
+        if guarded(&self.shared.cfg.name, "on_message", || {
+            h.on_message(s, u, Message::Frame(frame))
+        })
+        .is_none()
+        {
             self.panicked = true;
             return Flow::Stop;
         }
@@ -91,7 +94,7 @@ impl<H: Handler> FrameSink for Sink<'_, H> {
     }
     fn error(&mut self, err: &FrameError) -> FrameAction {
         let (h, s, u) = (self.handler, self.session, &mut *self.user);
-        guarded(self.name, "on_frame_error", || h.on_frame_error(s, u, err)).unwrap_or_else(|| {
+        guarded(&self.shared.cfg.name, "on_frame_error", || h.on_frame_error(s, u, err)).unwrap_or_else(|| {
             self.panicked = true;
             FrameAction::Close
         })
@@ -177,7 +180,7 @@ impl<H: Handler> Dispatcher<H> {
         let sh = &*self.shared;
         self.with_session(idx, gen, |slot, st| {
             st.kick_posted = false;
-            sh.kick(slot, st) || sh.check_finalize(st)
+            sh.kick(slot, st)
         });
     }
 
@@ -384,7 +387,6 @@ impl<H: Handler> Dispatcher<H> {
             };
         };
         let had = r.has_partial();
-        let name = &sh.cfg.name;
         let mut sink = Sink {
             handler: &self.handler,
             session,
@@ -392,7 +394,6 @@ impl<H: Handler> Dispatcher<H> {
             slot,
             shared: sh,
             shard,
-            name,
             panicked: false,
         };
         let fed = r.feed(&buf, &mut sink);
@@ -469,15 +470,7 @@ impl<H: Handler> Dispatcher<H> {
     /// graceful close). Returns `true` when the session must be finalized.
     fn send_done(&self, slot: &Slot, st: &mut State, c: Completion) -> bool {
         let sh = &*self.shared;
-        let mut fin = sh.settle_send(slot, st, c);
-        if !fin && !st.handle_closed {
-            if !st.queue.is_idle() {
-                fin = sh.kick(slot, st);
-            } else if st.close.as_ref().is_some_and(|c| c.graceful) {
-                sh.close_handle(st); // flushed: now close
-            }
-        }
-        fin || sh.check_finalize(st)
+        sh.settle_send(slot, st, c) || sh.kick(slot, st)
     }
 
     // ----- time -------------------------------------------------------------

@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use cport::Buf;
 
 /// The most buffers one gathering send carries (the kernel's `IOV_MAX`).
@@ -225,6 +224,9 @@ impl SendQueue {
             }
             for (i, b) in bufs.drain(split..).enumerate().rev() {
                 let b = if i == 0 && skip > 0 { trim_front(b, skip) } else { b };
+                if matches!(b, Buf::Pooled(_)) {
+                    self.waiting_pooled += 1; // waiting again, as when it was queued
+                }
                 self.items.push_front(Item::Buf(b));
             }
         }
@@ -291,16 +293,9 @@ impl SendQueue {
 /// `b` without its first `n` bytes (`n < b.len()`), copying only a pool buffer.
 fn trim_front(b: Buf, n: usize) -> Buf {
     match b {
-        Buf::Bytes(mut x) => {
-            let _ = x.split_to(n);
-            Buf::Bytes(x)
-        }
-        Buf::Vec(v) => {
-            let mut x = Bytes::from(v);
-            let _ = x.split_to(n);
-            Buf::Bytes(x)
-        }
+        // A pool buffer goes back to its pool: keep only the unsent tail.
         Buf::Pooled(p) => Buf::Vec(p[n..].to_vec()),
+        b => Buf::Bytes(b.into_bytes().split_off(n)),
     }
 }
 

@@ -469,7 +469,7 @@ impl Server {
     /// worker threads, so it must run on another thread.
     pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         assert!(
-            !self.shared.on_worker(),
+            self.shared.worker().is_none(),
             "Server::shutdown called from its own handler (a worker thread)"
         );
         self.shutdown_inner(deadline)

@@ -193,20 +193,17 @@ impl Shared {
     /// Operations are issued only from workers: on io_uring, the kernel runs
     /// an operation's completion work in the thread that submitted it, which
     /// would interrupt an application thread's blocking calls with `EINTR`.
-    pub(crate) fn on_worker(&self) -> bool {
-        WORKER_OF.with(|w| w.get().0 == self as *const Shared as usize)
+    /// (As `Some(its counter shard)`.)
+    pub(crate) fn worker(&self) -> Option<Shard> {
+        WORKER_OF.with(|w| {
+            let (of, shard) = w.get();
+            (of == self as *const Shared as usize).then_some(shard)
+        })
     }
 
     /// The calling thread's counter shard.
     pub(crate) fn shard(&self) -> Shard {
-        WORKER_OF.with(|w| {
-            let (of, shard) = w.get();
-            if of == self as *const Shared as usize {
-                shard
-            } else {
-                Shard::SHARED
-            }
-        })
+        self.worker().unwrap_or(Shard::SHARED)
     }
 
     /// Adds `n` to one of the calling thread's traffic counters.
@@ -260,8 +257,10 @@ impl Shared {
             return Err((SendErrorKind::Overflow { queued, cap }, item));
         }
         st.queue.push(item);
-        self.count(|t| &t.messages_out, 1);
-        if !self.on_worker() {
+        let worker = self.worker();
+        self.counters
+            .traffic(worker.unwrap_or(Shard::SHARED), |t| &t.messages_out, 1);
+        if worker.is_none() {
             if !st.kick_posted && !st.queue.in_flight() {
                 st.kick_posted = true;
                 if self.port.post(session_key(idx, gen), 0, CTX_KICK).is_ok() {
@@ -279,20 +278,26 @@ impl Shared {
         Ok(())
     }
 
-    /// Issues the next batch if nothing is in flight. Returns `true` when the
-    /// session must now be finalized (the issue failed and closed it).
+    /// Issues the next batch if nothing is in flight, or closes a graceful
+    /// close whose queue has flushed. Returns `true` when the session must now
+    /// be finalized (`check_finalize`, once).
     ///
     /// A send that the socket takes at once (epoll) comes back inline and is
     /// settled here, skipping its trip through the port; then whatever is
     /// queued behind it goes out the same way.
     pub(crate) fn kick(&self, slot: &Slot, st: &mut State) -> bool {
         loop {
-            if st.handle_closed {
-                return false;
-            }
-            let Some(h) = st.handle else { return false };
+            let h = match st.handle {
+                Some(h) if !st.handle_closed => h,
+                _ => return self.check_finalize(st),
+            };
             let Some(batch) = st.queue.next_batch() else {
-                return false;
+                // Nothing to send now. A graceful close that waited for the
+                // queue to flush closes once it is idle.
+                if st.queue.is_idle() && st.close.as_ref().is_some_and(|c| c.graceful) {
+                    self.close_handle(st);
+                }
+                return self.check_finalize(st);
             };
             // Send completions jump the queue: a big batch of received data must not
             // hold up the completions that drain the send queues.
@@ -304,22 +309,17 @@ impl Shared {
                     self.port.send_file(&h, file, offset, len, ctx).map(Issued::Pending)
                 }
             };
-            let c = match r {
-                Ok(Issued::Pending(_)) => return false,
-                Ok(Issued::Done(c)) => c,
+            match r {
+                Ok(Issued::Pending(_)) => return self.check_finalize(st),
+                Ok(Issued::Done(c)) => {
+                    if self.settle_send(slot, st, c) {
+                        return true;
+                    }
+                }
                 Err(e) => {
                     st.queue.fail();
                     return self.begin_close(slot, st, DisconnectReason::Io(e.into()), false);
                 }
-            };
-            if self.settle_send(slot, st, c) {
-                return true;
-            }
-            if st.queue.is_idle() {
-                if st.close.as_ref().is_some_and(|c| c.graceful) && !st.handle_closed {
-                    self.close_handle(st); // flushed: now close
-                }
-                return self.check_finalize(st);
             }
         }
     }
@@ -429,7 +429,8 @@ impl Shared {
     /// Puts a timeout check for the session on the wheel at `due`, unless an
     /// earlier one is already there.
     pub(crate) fn schedule(&self, st: &mut State, due: Tick) {
-        if due >= st.wheel_due || due == NEVER {
+        if due >= st.wheel_due {
+            // (`NEVER` is the largest tick, so it never schedules.)
             return;
         }
         let due = self.wheel.lock().schedule(Entry {

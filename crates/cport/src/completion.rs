@@ -18,6 +18,21 @@ pub struct Key(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OpId(pub(crate) u64);
 
+impl OpId {
+    /// The id of the op in slot `idx` of a driver's table, generation `gen`.
+    pub(crate) fn new(gen: u32, idx: usize) -> OpId {
+        OpId(((gen as u64) << 32) | idx as u64)
+    }
+    /// The slot in the driver's table.
+    pub(crate) fn idx(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+    /// The generation the slot had when the op was pushed.
+    pub(crate) fn gen(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
 /// Whether a completion jumps the queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Priority {

@@ -18,7 +18,7 @@ use crate::error::{BuildError, GetError, ShutDownError, SubmitError, SubmitError
 use crate::handle::{Handle, HandleTable, Released};
 use crate::sched::{Prioritized, Sched, Waiter, WaiterRef};
 use crate::stats::{Counters, Stats, ThreadCounters};
-use crate::sys::{self, BufPool, CancelTarget, Driver, Op, Pushed};
+use crate::sys::{self, BufPool, CancelTarget, Driver, Op};
 
 /// Which kernel interface a port runs on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -369,13 +369,7 @@ impl Port {
         if let Err(k) = self.reserve() {
             return Err(SubmitError::new(k, op.into_payload()));
         }
-        let push = |meta: Meta, op: Op| {
-            if inline {
-                self.shared.driver.push_inline(meta, op)
-            } else {
-                self.shared.driver.push(meta, op).map(Pushed::Queued)
-            }
-        };
+        let push = |meta: Meta, op: Op| self.shared.driver.push(meta, op, inline);
         let mut closed = None;
         let pushed = match h {
             Some(h) => {
@@ -384,7 +378,7 @@ impl Port {
                     Ok(fd) => {
                         op.set_fd(fd);
                         let r = push(Meta::new(h.key, ctx, kind, Some(h)), op);
-                        if !matches!(r, Ok(Pushed::Queued(_))) {
+                        if !matches!(r, Ok(Issued::Pending(_))) {
                             // Failed or finished: the op no longer holds the handle.
                             if let Released::Close(fd) = table.end_op(h.idx) {
                                 closed = Some(fd);
@@ -401,11 +395,11 @@ impl Port {
             self.close_fds(vec![fd]);
         }
         match pushed {
-            Ok(Pushed::Queued(id)) => {
+            Ok(Issued::Pending(id)) => {
                 self.after_push();
                 Ok(Issued::Pending(id))
             }
-            Ok(Pushed::Done(mut c)) => {
+            Ok(Issued::Done(mut c)) => {
                 if c.is_cancelled() && self.shared.shut_down.load(Acquire) {
                     c.result = Err(ShutDownError::io()); // as `lead` marks them
                 }
@@ -843,6 +837,12 @@ impl Port {
     /// Invalid sizes (io_uring allows at most 32768 buffers), or the kernel
     /// refusing the buffer ring.
     pub fn buf_pool(&self, count: u16, size: usize) -> io::Result<BufPool> {
+        if count == 0 || count > 32768 || size == 0 || size > u32::MAX as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "pool needs 1..=32768 buffers of 1..4GiB",
+            ));
+        }
         self.shared.driver.buf_pool(count, size)
     }
 

@@ -101,7 +101,6 @@ impl Counters {
 pub(crate) struct ThreadCounters {
     pub name: Option<String>,
     started: Instant,
-    pub completions: AtomicU64,
     completed: [AtomicU64; OpKind::ALL.len()],
     errors: AtomicU64,
     /// Nanoseconds (since `started`) spent blocked waiting for completions.
@@ -117,7 +116,6 @@ impl ThreadCounters {
         ThreadCounters {
             name,
             started: Instant::now(),
-            completions: AtomicU64::new(0),
             completed: Default::default(),
             errors: AtomicU64::new(0),
             idle_nanos: AtomicU64::new(0),
@@ -132,7 +130,6 @@ impl ThreadCounters {
 
     /// One more completion dequeued by the owning thread.
     pub(crate) fn record(&self, kind: OpKind, ok: bool) {
-        bump(&self.completions);
         bump(&self.completed[kind as usize]);
         if !ok {
             bump(&self.errors);
@@ -146,8 +143,10 @@ impl ThreadCounters {
 
     /// The owning thread stops blocking.
     pub(crate) fn wait_ends(&self) {
-        let since = self.waiting_since.swap(0, Relaxed);
+        // Only this thread writes it: a load and a store, no swap.
+        let since = self.waiting_since.load(Relaxed);
         if since > 0 {
+            self.waiting_since.store(0, Relaxed);
             self.idle_nanos.store(
                 self.idle_nanos.load(Relaxed) + self.now().saturating_sub(since),
                 Relaxed,
@@ -174,7 +173,7 @@ impl ThreadCounters {
         let idle = self.idle_nanos.load(Relaxed) + waiting_now;
         ThreadStats {
             name: self.name.clone(),
-            completions: self.completions.load(Relaxed),
+            completions: self.completed.iter().map(|n| n.load(Relaxed)).sum(),
             busy: Duration::from_nanos(now.saturating_sub(idle)),
         }
     }

@@ -16,7 +16,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use cport::{Backend, GetError, Key, OpKind, Port, SubmitErrorKind};
+use cport::{Backend, Key, OpKind, Port, SubmitErrorKind};
 use util::*;
 
 static FD_TABLE: Mutex<()> = Mutex::new(());
@@ -110,19 +110,13 @@ backend_tests! {
         let Busy { port, peers, clients, pool, _file, ops } = busy_port(backend);
         port.shutdown();
         let mut n = 0;
-        loop {
-            match port.get(Some(LONG)) {
-                Ok(mut c) => {
-                    // Drop what the completion hands back, as a program would.
-                    drop(c.take_accepted());
-                    // Connections the multishot accept took before the
-                    // shutdown arrive with `more` set; count final completions.
-                    n += usize::from(!c.more());
-                }
-                Err(GetError::ShutDown) => break,
-                Err(e) => panic!("after {n} completions: {e}"),
-            }
-        }
+        drain_until_shut_down(&port, |mut c| {
+            // Drop what the completion hands back, as a program would.
+            drop(c.take_accepted());
+            // Connections the multishot accept took before the
+            // shutdown arrive with `more` set; count final completions.
+            n += usize::from(!c.more());
+        });
         assert_eq!(n, ops + 3, "every operation and queued packet was delivered once");
         within(LONG, "dropping a shut-down port", move || drop(port));
         drop((pool, peers, clients));

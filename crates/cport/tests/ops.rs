@@ -12,14 +12,6 @@ use bytes::Bytes;
 use cport::{Buf, BuildError, GetError, Issued, Key, OpKind, Payload, Port};
 use util::*;
 
-/// The `Vec` a completion handed back (panics if it was another kind of buffer).
-fn vec_of(c: &mut cport::Completion) -> Vec<u8> {
-    match c.take_buf() {
-        Some(Buf::Vec(v)) => v,
-        other => panic!("expected a Vec buffer back, got {other:?}"),
-    }
-}
-
 /// Reads exactly `len` bytes from `s` on a new thread (so a large send is
 /// consumed while the port pushes it), returning them on join.
 fn read_on_thread(mut s: TcpStream, len: usize) -> std::thread::JoinHandle<Vec<u8>> {

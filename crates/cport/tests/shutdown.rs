@@ -66,26 +66,20 @@ backend_tests! {
 
         let start = Instant::now();
         let mut seen: HashMap<u64, usize> = HashMap::new();
-        loop {
-            match port.get(Some(LONG)) {
-                Ok(mut c) => {
-                    *seen.entry(c.ctx()).or_default() += 1;
-                    let want = expected.get(&c.ctx()).unwrap_or_else(|| panic!("unknown completion {c:?}"));
-                    assert_eq!(c.kind(), *want, "{c:?}");
-                    assert!(!c.more(), "a multishot op delivered after shutdown: {c:?}");
-                    match c.kind() {
-                        OpKind::Post => assert!(c.result().is_ok(), "queued packets are still delivered"),
-                        OpKind::Recv => {
-                            assert!(c.is_shutdown(), "{c:?}");
-                            assert!(matches!(c.take_buf(), Some(Buf::Vec(v)) if v.capacity() == 32));
-                        }
-                        _ => assert!(c.is_shutdown(), "{c:?}"),
-                    }
+        drain_until_shut_down(&port, |mut c| {
+            *seen.entry(c.ctx()).or_default() += 1;
+            let want = expected.get(&c.ctx()).unwrap_or_else(|| panic!("unknown completion {c:?}"));
+            assert_eq!(c.kind(), *want, "{c:?}");
+            assert!(!c.more(), "a multishot op delivered after shutdown: {c:?}");
+            match c.kind() {
+                OpKind::Post => assert!(c.result().is_ok(), "queued packets are still delivered"),
+                OpKind::Recv => {
+                    assert!(c.is_shutdown(), "{c:?}");
+                    assert!(matches!(c.take_buf(), Some(Buf::Vec(v)) if v.capacity() == 32));
                 }
-                Err(GetError::ShutDown) => break,
-                Err(e) => panic!("after {} completions: {e}", seen.len()),
+                _ => assert!(c.is_shutdown(), "{c:?}"),
             }
-        }
+        });
         let dupes: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
         assert!(dupes.is_empty(), "delivered twice: {dupes:?}");
         assert_eq!(seen.len(), expected.len(), "every operation completed");
@@ -140,16 +134,10 @@ backend_tests! {
         }
         port.shutdown();
         let mut ends = Vec::new();
-        loop {
-            match port.get(Some(LONG)) {
-                Ok(c) => {
-                    assert!(c.is_shutdown(), "{c:?}");
-                    ends.push(c.ctx());
-                }
-                Err(GetError::ShutDown) => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
+        drain_until_shut_down(&port, |c| {
+            assert!(c.is_shutdown(), "{c:?}");
+            ends.push(c.ctx());
+        });
         ends.sort();
         assert_eq!(ends, [1, 100, 101, 102]);
     }

@@ -176,31 +176,6 @@ impl Stress {
     }
 }
 
-/// Spawns `n` threads that dequeue and run `handle` until a quit packet.
-fn spawn_workers(
-    port: &Port,
-    n: usize,
-    handle: impl Fn(Completion) + Send + Sync + 'static,
-) -> Vec<thread::JoinHandle<()>> {
-    let handle = Arc::new(handle);
-    (0..n)
-        .map(|i| {
-            let port = port.clone();
-            let handle = handle.clone();
-            thread::Builder::new()
-                .name(format!("test-worker-{i}"))
-                .spawn(move || loop {
-                    match port.get(Some(LONG)) {
-                        Ok(c) if c.kind() == OpKind::Quit => return,
-                        Ok(c) => handle(c),
-                        Err(e) => panic!("worker {i}: {e}"),
-                    }
-                })
-                .unwrap()
-        })
-        .collect()
-}
-
 backend_tests! {
     fn eight_threads_complete_over_100k_operations_exactly_once(backend: Backend) {
         const THREADS: usize = 8;

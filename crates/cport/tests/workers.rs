@@ -63,24 +63,6 @@ fn echo_handler(
     }
 }
 
-/// Spawns `n` threads that dequeue until a quit packet, counting what else they get.
-fn quit_aware_threads(port: &Port, n: usize, handled: &Arc<AtomicU64>) -> Vec<thread::JoinHandle<()>> {
-    (0..n)
-        .map(|_| {
-            let (port, handled) = (port.clone(), handled.clone());
-            thread::spawn(move || loop {
-                match port.get(Some(LONG)) {
-                    Ok(c) if c.kind() == OpKind::Quit => return,
-                    Ok(_) => {
-                        handled.fetch_add(1, SeqCst);
-                    }
-                    Err(e) => panic!("{e}"),
-                }
-            })
-        })
-        .collect()
-}
-
 backend_tests! {
     fn worker_pool_serves_an_echo_server_and_stop_joins_every_worker(backend: Backend) {
         const CLIENTS: usize = 4;
@@ -186,7 +168,12 @@ backend_tests! {
     fn each_quit_packet_stops_one_thread(backend: Backend) {
         let port = port(backend);
         let handled = Arc::new(AtomicU64::new(0));
-        let threads = quit_aware_threads(&port, 3, &handled);
+        let threads = {
+            let handled = handled.clone();
+            spawn_workers(&port, 3, move |_c| {
+                handled.fetch_add(1, SeqCst);
+            })
+        };
         for i in 0..10u64 {
             port.post(Key(1), 0, i).unwrap();
         }

@@ -17,6 +17,9 @@ use parking_lot::Mutex;
 
 use super::{announce, run_until_signal, signals, ServerArgs};
 
+/// The default `--line-timeout`, in seconds; also what `cport serve` uses.
+pub const LINE_TIMEOUT_SECS: u64 = 30;
+
 /// `cport chat` flags.
 #[derive(Args, Clone, Debug)]
 pub struct ChatArgs {
@@ -29,7 +32,7 @@ pub struct ChatArgs {
     pub max_line: usize,
     /// A client that starts a line and does not finish it within this many
     /// seconds is disconnected (slow-loris defence; 0: never).
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    #[arg(long, default_value_t = LINE_TIMEOUT_SECS, value_name = "SECS")]
     pub line_timeout: u64,
     #[command(flatten)]
     pub server: ServerArgs,

@@ -3,7 +3,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 use cport_http::{HttpConfig, HttpServer};
@@ -45,16 +44,12 @@ pub fn start(
         Some(r) => r,
         None => return Err(io::Error::new(io::ErrorKind::NotFound, "no web root: pass --root DIR")),
     };
-    let mut cfg = HttpConfig::new(root)
-        .listen(listen)
-        .threads(args.threads as usize)
-        .backend(args.backend.into())
-        .listing(listing)
-        .access_log(access_log)
-        .max_queued_bytes(args.max_queued);
-    if args.idle_timeout > 0 {
-        cfg = cfg.idle_timeout(Duration::from_secs(args.idle_timeout));
-    }
+    let cfg = args.apply_http(
+        HttpConfig::new(root)
+            .listen(listen)
+            .listing(listing)
+            .access_log(access_log),
+    );
     Ok(HttpServer::start(cfg)?.into_server())
 }
 

@@ -10,30 +10,11 @@ pub mod serve;
 use std::io;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+use cport_http::HttpConfig;
 use cport_server::{Backend, Server, ServerBuilder, ShutdownSignals};
 
-/// Which kernel interface the server's completion port runs on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    /// io_uring when the kernel allows it, else epoll (`CPORT_BACKEND` may force one).
-    #[default]
-    Auto,
-    /// io_uring only: fail, naming the cause, if it is unavailable.
-    Uring,
-    /// epoll readiness turned into completions.
-    Epoll,
-}
-
-impl From<BackendArg> for Backend {
-    fn from(b: BackendArg) -> Backend {
-        match b {
-            BackendArg::Auto => Backend::Auto,
-            BackendArg::Uring => Backend::IoUring,
-            BackendArg::Epoll => Backend::Epoll,
-        }
-    }
-}
+use crate::args::parse_backend;
 
 /// Flags every server command takes.
 #[derive(Args, Clone, Debug)]
@@ -47,9 +28,13 @@ pub struct ServerArgs {
     /// concurrency, IOCP's NumberOfConcurrentThreads). Default: --threads.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: Option<u16>,
-    /// The completion port's backend.
-    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
-    pub backend: BackendArg,
+    /// The completion port's backend: auto, uring or epoll.
+    ///
+    /// auto: io_uring when the kernel allows it, else epoll (`CPORT_BACKEND`
+    /// may force one). uring: io_uring only; fail, naming the cause, if it
+    /// is unavailable. epoll: readiness turned into completions.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    pub backend: Backend,
     /// Bytes that may be queued for one client; a client that does not
     /// read is disconnected past this (slow consumer).
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
@@ -68,13 +53,37 @@ impl ServerArgs {
     pub fn apply(&self, b: ServerBuilder) -> ServerBuilder {
         let b = b
             .threads(self.threads as usize)
-            .backend(self.backend.into())
+            .backend(self.backend)
             .max_queued_bytes(self.max_queued)
-            .idle_timeout((self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)));
+            .idle_timeout(self.idle());
         match self.concurrency {
             Some(c) => b.concurrency(c as usize),
             None => b,
         }
+    }
+
+    /// Applies the flags to the HTTP server's configuration, as [`apply`]
+    /// does to a builder, except that `--idle-timeout 0` keeps HTTP's own
+    /// keep-alive limit.
+    ///
+    /// [`apply`]: ServerArgs::apply
+    pub fn apply_http(&self, cfg: HttpConfig) -> HttpConfig {
+        let mut cfg = cfg
+            .threads(self.threads as usize)
+            .backend(self.backend)
+            .max_queued_bytes(self.max_queued);
+        if let Some(c) = self.concurrency {
+            cfg = cfg.concurrency(c as usize);
+        }
+        match self.idle() {
+            Some(t) => cfg.idle_timeout(t),
+            None => cfg,
+        }
+    }
+
+    /// `--idle-timeout` as a limit; `None` (never) for 0.
+    fn idle(&self) -> Option<Duration> {
+        (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout))
     }
 
     /// The flush deadline for shutdown.

@@ -42,7 +42,7 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
     let chat_args = ChatArgs {
         listen: args.chat,
         max_line: args.max_line,
-        line_timeout: 30,
+        line_timeout: chat::LINE_TIMEOUT_SECS,
         server: args.server.clone(),
     };
     let chat = chat::builder(args.chat, &chat_args).start(Chat::default())?;

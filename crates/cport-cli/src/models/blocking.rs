@@ -80,7 +80,10 @@ fn accept_until_stopped<'scope>(
         let spawned = thread::Builder::new()
             .stack_size(CONN_THREAD_STACK)
             .spawn_scoped(scope, move || {
-                echo_until_closed(&stream, bytes_echoed);
+                // Added once per connection, not per message: thousands of
+                // threads would otherwise contend on this one counter. The
+                // total is read only after every thread has been joined.
+                bytes_echoed.fetch_add(echo_until_closed(&stream), Ordering::Relaxed);
                 lock(open).remove(&id);
             });
         match spawned {
@@ -95,20 +98,21 @@ fn accept_until_stopped<'scope>(
 }
 
 /// The whole life of one connection: read, write back, until end-of-file or
-/// an error.
-fn echo_until_closed(mut stream: &TcpStream, bytes_echoed: &AtomicU64) {
+/// an error. Returns the bytes echoed.
+fn echo_until_closed(mut stream: &TcpStream) -> u64 {
     let mut buf = vec![0; READ_BUFFER_SIZE];
+    let mut echoed = 0_u64;
     loop {
         let len = match stream.read(&mut buf) {
-            Ok(0) => return,
+            Ok(0) => return echoed,
             Ok(len) => len,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
+            Err(_) => return echoed,
         };
         if stream.write_all(&buf[..len]).is_err() {
-            return;
+            return echoed;
         }
-        bytes_echoed.fetch_add(len as u64, Ordering::Relaxed);
+        echoed += len as u64;
     }
 }
 

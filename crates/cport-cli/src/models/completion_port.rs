@@ -39,28 +39,37 @@ struct Echo {
     starved: Vec<u64>,
 }
 
+impl Conn {
+    /// Keeps a receive armed while the connection is open and not backed up.
+    fn arm_recv(&mut self, port: &Port, pool: &cport::BufPool, h: &Handle) {
+        if !self.receiving && !self.eof && self.queue.len() < MAX_QUEUED {
+            self.receiving = port.recv_pooled_multi(h, pool, 0).is_ok();
+        }
+    }
+}
+
 impl Echo {
     fn arm_recv(&mut self, key: u64) {
         if let Some((h, c)) = self.conns.get_mut(&key) {
-            if !c.receiving && !c.eof && c.queue.len() < MAX_QUEUED {
-                c.receiving = self.port.recv_pooled_multi(h, &self.pool, 0).is_ok();
-            }
+            c.arm_recv(&self.port, &self.pool, h);
         }
     }
 
-    /// Sends the next queued buffer if none is in flight; closes a finished
-    /// connection once everything it was owed has gone.
-    fn pump(&mut self, key: u64) {
+    /// After any change to a connection: sends its next queued buffer if
+    /// none is in flight (or closes it once it is finished and owed
+    /// nothing), then keeps a receive armed.
+    fn drive(&mut self, key: u64) {
         let Some((h, c)) = self.conns.get_mut(&key) else { return };
-        if c.sending {
-            return;
+        if !c.sending {
+            if let Some(buf) = c.queue.pop_front() {
+                c.sending = self.port.send(h, buf, 0).is_ok();
+            } else if c.eof && !c.receiving {
+                let _ = self.port.close(h);
+                self.conns.remove(&key);
+                return;
+            }
         }
-        if let Some(buf) = c.queue.pop_front() {
-            c.sending = self.port.send(h, buf, 0).is_ok();
-        } else if c.eof && !c.receiving {
-            let _ = self.port.close(h);
-            self.conns.remove(&key);
-        }
+        c.arm_recv(&self.port, &self.pool, h);
     }
 }
 
@@ -107,11 +116,9 @@ impl Echo {
         next_key: &mut u64,
         report: &mut ModelReport,
     ) -> io::Result<()> {
-        let port = &self.port.clone();
-        let e = self;
         if c.ctx() == RETRY {
-            for key in std::mem::take(&mut e.starved) {
-                e.arm_recv(key);
+            for key in std::mem::take(&mut self.starved) {
+                self.arm_recv(key);
             }
             return Ok(());
         }
@@ -120,11 +127,11 @@ impl Echo {
                 if let Some(s) = c.take_accepted() {
                     let key = *next_key;
                     *next_key += 1;
-                    match port.associate(s, Key(key)) {
+                    match self.port.associate(s, Key(key)) {
                         Ok(h) => {
-                            e.conns.insert(key, (h, Conn::default()));
-                            e.arm_recv(key);
-                            report.opened(e.conns.len());
+                            self.conns.insert(key, (h, Conn::default()));
+                            self.arm_recv(key);
+                            report.opened(self.conns.len());
                         }
                         Err(_) => report.refuse(Model::CompletionPort, "could not associate the connection"),
                     }
@@ -132,13 +139,13 @@ impl Echo {
                     report.accept_errors += 1;
                 }
                 if !c.more() {
-                    port.accept_multi(lh, 0)?;
+                    self.port.accept_multi(lh, 0)?;
                 }
             }
             OpKind::RecvPooled => {
                 let key = c.key().0;
                 let more = c.more();
-                let Some((_, conn)) = e.conns.get_mut(&key) else {
+                let Some((_, conn)) = self.conns.get_mut(&key) else {
                     return Ok(());
                 };
                 conn.receiving = more;
@@ -149,21 +156,20 @@ impl Echo {
                     }
                     (Err(err), _) if err.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
                         // The pool is empty: try again once buffers come back.
-                        if e.starved.is_empty() {
-                            port.timeout(Duration::from_millis(1), RETRY)?;
+                        if self.starved.is_empty() {
+                            self.port.timeout(Duration::from_millis(1), RETRY)?;
                         }
-                        e.starved.push(key);
+                        self.starved.push(key);
                     }
                     (Ok(_), _) | (Err(_), _) if !more => conn.eof = true,
                     _ => {}
                 }
-                e.pump(key);
-                e.arm_recv(key);
+                self.drive(key);
             }
             OpKind::Send => {
                 let key = c.key().0;
                 let sent = c.into_parts();
-                let Some((_, conn)) = e.conns.get_mut(&key) else {
+                let Some((_, conn)) = self.conns.get_mut(&key) else {
                     return Ok(());
                 };
                 conn.sending = false;
@@ -179,8 +185,7 @@ impl Echo {
                         conn.eof = true;
                     }
                 }
-                e.pump(key);
-                e.arm_recv(key);
+                self.drive(key);
             }
             _ => {}
         }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use cport_bench::echo::{self, EchoConfig};
 
 use super::{spawn, Model, ModelReport};
+use crate::args::parse_duration;
 
 /// Arguments of `cport models`.
 #[derive(clap::Args, Debug, Clone)]
@@ -41,26 +42,6 @@ pub struct ModelsArgs {
     /// Internal: serve one model in this process (the shootout's children).
     #[arg(long, hide = true)]
     pub serve: Option<String>,
-}
-
-/// Parses `3s`, `500ms`, `2m` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let v: f64 = num.parse().map_err(|_| format!("not a duration: {s}"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        _ => return Err(format!("unknown unit in {s}: use ms, s or m")),
-    };
-    if !(0.0..=86_400.0).contains(&secs) {
-        return Err(format!("duration out of range: {s}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// One cell of the table.
@@ -323,19 +304,4 @@ fn chart(rows: &[Row], models: &[Model], conns: &[usize], path: &PathBuf) -> io:
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod unit {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("3h").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 }

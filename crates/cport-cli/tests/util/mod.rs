@@ -18,6 +18,21 @@ use nix::unistd::Pid;
 /// How long a test waits for something that should happen soon.
 pub const LONG: Duration = Duration::from_secs(20);
 
+/// `cport ARGS`, logging at warn, ready to run.
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cport"));
+    cmd.args(args).env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Runs `cport ARGS` to the end, checks it succeeded (failing the test with
+/// its stderr if not), and parses what it printed as JSON.
+pub fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = command(args).output().expect("run cport");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
 /// A running `cport` child process.
 pub struct Cli {
     child: Child,
@@ -30,9 +45,7 @@ impl Cli {
     /// every server named in `servers` ("echo", "chat").
     pub fn spawn(args: &[&str], servers: &[&str]) -> Cli {
         raise_fd_limit();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cport"))
-            .args(args)
-            .env("RUST_LOG", "warn")
+        let mut child = command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -109,8 +109,9 @@ impl Drop for PoolInner {
 }
 
 impl PoolInner {
-    /// Allocates `count * size` bytes, page-aligned.
-    pub(crate) fn alloc(count: u16, size: usize) -> std::io::Result<(NonNull<u8>, Layout)> {
+    /// A pool of `count` buffers of `size` bytes (checked by `Port::buf_pool`),
+    /// allocated page-aligned in one block.
+    pub(crate) fn new(count: u16, size: usize, provider: Provider, owner: u64) -> std::io::Result<Self> {
         let total = (count as usize)
             .checked_mul(size)
             .filter(|t| *t > 0)
@@ -120,25 +121,14 @@ impl PoolInner {
         // SAFETY: `layout` has a non-zero size (checked above).
         let ptr = unsafe { alloc::alloc(layout) };
         let mem = NonNull::new(ptr).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
-        Ok((mem, layout))
-    }
-
-    pub(crate) fn new(
-        mem: NonNull<u8>,
-        layout: Layout,
-        count: u16,
-        size: usize,
-        provider: Provider,
-        owner: u64,
-    ) -> Self {
-        PoolInner {
+        Ok(PoolInner {
             mem,
             layout,
             size,
             count,
             provider,
             owner,
-        }
+        })
     }
 
     /// The address of buffer `bid`.

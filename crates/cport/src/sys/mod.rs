@@ -16,15 +16,15 @@
 
 use std::fs::File;
 use std::io;
-use std::net::Shutdown;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::SockAddr;
 
-use crate::buf::{Buf, Payload};
-use crate::completion::{Completion, Meta, OpId};
+use crate::buf::{Buf, Datagram, Payload};
+use crate::completion::{Completion, Issued, Meta, OpId};
 use crate::error::SubmitErrorKind;
 use crate::port::Backend;
 
@@ -151,6 +151,40 @@ impl Op {
         }
     }
 
+    /// What a finished op hands back: its buffers, with the `n` bytes the
+    /// kernel wrote counted in (receives and reads), the datagram's `peer`,
+    /// the pool buffer `bid` a pooled receive filled, or the accepted
+    /// connection. Both backends build final completions with this.
+    pub(crate) fn finish(self, result: &io::Result<usize>, peer: Option<SocketAddr>, bid: Option<u16>) -> Payload {
+        let n = *result.as_ref().unwrap_or(&0);
+        match self {
+            Op::Recv { mut buf, .. } | Op::ReadAt { mut buf, .. } => {
+                grow(&mut buf, n);
+                Payload::Buf(Buf::Vec(buf))
+            }
+            Op::RecvFrom { mut buf, .. } => {
+                grow(&mut buf, n);
+                match peer.filter(|_| result.is_ok()) {
+                    Some(addr) => Payload::Datagram(Box::new(Datagram {
+                        buf: Buf::Vec(buf),
+                        addr,
+                    })),
+                    None => Payload::Buf(Buf::Vec(buf)),
+                }
+            }
+            Op::Accept { .. } if result.is_ok() => {
+                // SAFETY: a successful accept made fd `n` for this op; nobody
+                // else owns it.
+                Payload::Accepted(unsafe { std::net::TcpStream::from_raw_fd(n as RawFd) })
+            }
+            Op::RecvPooled { pool, .. } => match bid {
+                Some(bid) => Payload::Buf(Buf::Pooled(pool.claim(bid, n))),
+                None => Payload::None,
+            },
+            other => other.into_payload(),
+        }
+    }
+
     /// The buffers the op owns, handed back (an op that never ran, or one
     /// whose result carries no extra data).
     pub(crate) fn into_payload(self) -> Payload {
@@ -182,12 +216,31 @@ pub(crate) enum CancelTarget {
     All,
 }
 
-/// What `Driver::push_inline` did with an operation.
-pub(crate) enum Pushed {
-    /// In flight; it completes through `wait`.
-    Queued(OpId),
-    /// It finished at once: its completion, never queued.
-    Done(Completion),
+/// Counts `n` bytes the kernel wrote into `buf`'s spare capacity.
+fn grow(buf: &mut Vec<u8>, n: usize) {
+    let n = n.min(buf.capacity() - buf.len());
+    // SAFETY: a receive or read just initialised the first `n` bytes of the
+    // spare capacity (and `n` is 0 for any op that did not run).
+    unsafe { buf.set_len(buf.len() + n) };
+}
+
+/// Generations stay below this, so an op id never looks like a reserved
+/// `user_data`/token (those have the top bit set).
+pub(crate) const GEN_MASK: u32 = 0x7fff_ffff;
+
+/// Takes the next op generation from a driver's counter.
+pub(crate) fn next_gen(counter: &mut u32) -> u32 {
+    let gen = *counter;
+    *counter = (gen + 1) & GEN_MASK;
+    gen
+}
+
+/// When a timeout of `dur` from now falls due (far in the future for a
+/// duration past what `Instant` holds).
+pub(crate) fn deadline(dur: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(dur)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86400))
 }
 
 /// The backend boundary. See the module docs for each duty.
@@ -199,14 +252,12 @@ pub(crate) trait Driver: Send + Sync {
     /// Puts an fd into the mode this backend needs (blocking for io_uring,
     /// non-blocking for epoll).
     fn prepare_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()>;
-    /// Starts an operation; `meta.id` is assigned here. On refusal the op comes back.
-    fn push(&self, meta: Meta, op: Op) -> Result<OpId, (SubmitErrorKind, Op)>;
-    /// As `push`, but an operation that finishes while being pushed comes
-    /// back as its completion, which is then not queued. A backend that never
-    /// finishes operations at once (io_uring batches them) just pushes.
-    fn push_inline(&self, meta: Meta, op: Op) -> Result<Pushed, (SubmitErrorKind, Op)> {
-        self.push(meta, op).map(Pushed::Queued)
-    }
+    /// Starts an operation; `meta.id` is assigned here. On refusal the op
+    /// comes back. With `inline`, an operation that finishes while being
+    /// pushed comes back as its completion (`Issued::Done`), never queued; a
+    /// backend that never finishes operations at once (io_uring batches
+    /// them) always answers `Issued::Pending`.
+    fn push(&self, meta: Meta, op: Op, inline: bool) -> Result<Issued, (SubmitErrorKind, Op)>;
     /// Makes pushed operations reach the kernel soon: wakes the leader so it
     /// submits them (the calling thread itself must not enter the ring).
     fn flush(&self);
@@ -240,6 +291,28 @@ pub(crate) fn next_driver_id() -> u64 {
 }
 
 /// Turns a `-errno` style result into an `io::Result`.
+/// The error of an errno value.
+pub(crate) fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+/// `shutdown(2)`'s `how` for `how`.
+pub(crate) fn shut_how(how: Shutdown) -> i32 {
+    match how {
+        Shutdown::Read => libc::SHUT_RD,
+        Shutdown::Write => libc::SHUT_WR,
+        Shutdown::Both => libc::SHUT_RDWR,
+    }
+}
+
+/// Adds one to an eventfd's counter, waking whoever polls it. (The
+/// counter never fills: it would take 2^64 writes.)
+pub(crate) fn signal_eventfd(fd: BorrowedFd<'_>) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64 to an eventfd the caller owns.
+    let _ = unsafe { libc::write(std::os::fd::AsRawFd::as_raw_fd(&fd), (&one as *const u64).cast(), 8) };
+}
+
 pub(crate) fn errno_result(res: i32) -> io::Result<usize> {
     if res < 0 {
         Err(io::Error::from_raw_os_error(-res))

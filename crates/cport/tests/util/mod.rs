@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cport::{Backend, Completion, GetError, Handle, Key, OpKind, Port, PortBuilder};
+use cport::{Backend, Buf, Completion, GetError, Handle, Key, OpKind, Port, PortBuilder};
 
 /// How long a test waits for something that should happen at once before
 /// it calls it a failure.
@@ -63,6 +63,57 @@ pub fn assert_nothing_more(port: &Port) {
         Ok(c) => panic!("unexpected extra completion {c:?}"),
         Err(e) => panic!("unexpected error {e}"),
     }
+}
+
+/// The `Vec` a completion handed back (panics if it was another kind of buffer).
+pub fn vec_of(c: &mut Completion) -> Vec<u8> {
+    match c.take_buf() {
+        Some(Buf::Vec(v)) => v,
+        other => panic!("expected a Vec buffer back, got {other:?}"),
+    }
+}
+
+/// Dequeues until the port reports [`GetError::ShutDown`], handing each
+/// completion to `f`; fails the test on a timeout (none within [`LONG`]) or
+/// any other error. Returns how many completions were delivered.
+pub fn drain_until_shut_down(port: &Port, mut f: impl FnMut(Completion)) -> usize {
+    let mut delivered = 0;
+    loop {
+        match port.get(Some(LONG)) {
+            Ok(c) => {
+                delivered += 1;
+                f(c);
+            }
+            Err(GetError::ShutDown) => return delivered,
+            Err(e) => panic!("after {delivered} completions: {e}"),
+        }
+    }
+}
+
+/// Spawns `n` threads that dequeue and run `handle` on each completion until
+/// a quit packet; any error from `get` (nothing within [`LONG`]) fails the test.
+pub fn spawn_workers(
+    port: &Port,
+    n: usize,
+    handle: impl Fn(Completion) + Send + Sync + 'static,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let handle = std::sync::Arc::new(handle);
+    (0..n)
+        .map(|i| {
+            let port = port.clone();
+            let handle = handle.clone();
+            std::thread::Builder::new()
+                .name(format!("test-worker-{i}"))
+                .spawn(move || loop {
+                    match port.get(Some(LONG)) {
+                        Ok(c) if c.kind() == OpKind::Quit => return,
+                        Ok(c) => handle(c),
+                        Err(e) => panic!("worker {i}: {e}"),
+                    }
+                })
+                .unwrap()
+        })
+        .collect()
 }
 
 /// The OS error number of a completion's result, if it failed with one.

@@ -17,14 +17,8 @@ use crate::sys::{syscall, Op};
 pub(super) const MAX_THREADS: usize = 4;
 
 /// Queues in-flight entry `idx` for a pool thread, starting one if none is idle.
+/// (Never after `drain`: `push` refuses everything once all was cancelled.)
 pub(super) fn queue_job(inner: &Arc<Inner>, st: &mut State, idx: u32) {
-    if st.pool.stopping {
-        let e = st.ops.remove(idx as usize);
-        let err = io::Error::from_raw_os_error(libc::ECANCELED);
-        st.ready
-            .push(super::io::finish(e.meta, e.op, Err(err), super::Aux::None));
-        return;
-    }
     st.pool.jobs.push_back(idx);
     if st.pool.idle > 0 {
         inner.jobs_cv.notify_one();

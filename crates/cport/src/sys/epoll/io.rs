@@ -11,9 +11,9 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
-use crate::buf::{Buf, Datagram, Payload};
+use crate::buf::{Buf, Payload};
 use crate::completion::{Completion, Meta};
-use crate::sys::{sockaddr_to_std, syscall, Op};
+use crate::sys::{errno, sockaddr_to_std, syscall, Op};
 
 /// Iovecs gathered on the stack before falling back to the heap.
 const STACK_IOVS: usize = 32;
@@ -107,10 +107,6 @@ fn is_again(e: &io::Error) -> bool {
 
 fn is_intr(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Interrupted
-}
-
-fn errno(e: i32) -> io::Error {
-    io::Error::from_raw_os_error(e)
 }
 
 /// Tries `op` once (retrying `EINTR`), updating the readiness `flags`.
@@ -438,51 +434,18 @@ fn send_vectored(fd: RawFd, bufs: &[Buf], flags: &mut Flags) -> Attempt {
 
 /// `shutdown(2)`, done at once.
 pub(super) fn shutdown(fd: RawFd, how: Shutdown, calls: &Calls) -> io::Result<usize> {
-    let how = match how {
-        Shutdown::Read => libc::SHUT_RD,
-        Shutdown::Write => libc::SHUT_WR,
-        Shutdown::Both => libc::SHUT_RDWR,
-    };
     calls.one();
-    syscall!(shutdown(fd, how)).map(|_| 0)
+    syscall!(shutdown(fd, crate::sys::shut_how(how))).map(|_| 0)
 }
 
 /// The final completion of an op, handing its buffers back exactly as the
 /// io_uring backend does.
 pub(super) fn finish(meta: Meta, op: Op, result: io::Result<usize>, aux: Aux) -> Completion {
-    let n = *result.as_ref().unwrap_or(&0);
-    let payload = match op {
-        Op::Recv { mut buf, .. } | Op::ReadAt { mut buf, .. } => {
-            grow(&mut buf, n);
-            Payload::Buf(Buf::Vec(buf))
-        }
-        Op::RecvFrom { mut buf, .. } => {
-            grow(&mut buf, n);
-            match (aux, result.is_ok()) {
-                (Aux::Peer(Some(addr)), true) => Payload::Datagram(Box::new(Datagram {
-                    buf: Buf::Vec(buf),
-                    addr,
-                })),
-                _ => Payload::Buf(Buf::Vec(buf)),
-            }
-        }
-        Op::Accept { .. } if result.is_ok() => {
-            // SAFETY: a successful accept4 made this fd for us; nobody else owns it.
-            Payload::Accepted(unsafe { TcpStream::from_raw_fd(n as RawFd) })
-        }
-        Op::RecvPooled { pool, .. } => match aux {
-            Aux::Bid(bid) => Payload::Buf(Buf::Pooled(pool.claim(bid, n))),
-            _ => Payload::None,
-        },
-        other => other.into_payload(),
+    let (peer, bid) = match aux {
+        Aux::None => (None, None),
+        Aux::Peer(p) => (p, None),
+        Aux::Bid(b) => (None, Some(b)),
     };
+    let payload = op.finish(&result, peer, bid);
     Completion::new(meta, result, payload, false)
-}
-
-/// Counts `n` bytes the kernel wrote into `buf`'s spare capacity.
-fn grow(buf: &mut Vec<u8>, n: usize) {
-    let n = n.min(buf.capacity() - buf.len());
-    // SAFETY: a receive or read just initialised the first `n` bytes of the
-    // spare capacity (and `n` is 0 for any op that did not run).
-    unsafe { buf.set_len(buf.len() + n) };
 }

@@ -35,14 +35,12 @@ use slab::Slab;
 use self::io::{Attempt, Aux, Flags};
 use self::timers::Timers;
 use super::bufpool::{FreeStack, PoolInner, Provider};
-use super::{syscall, BufPool, CancelTarget, Driver, Op, Pushed};
+use super::{errno, syscall, BufPool, CancelTarget, Driver, Op, GEN_MASK};
 use crate::buf::Payload;
-use crate::completion::{Completion, Meta, OpId};
+use crate::completion::{Completion, Issued, Meta, OpId};
 use crate::error::{BuildError, SubmitErrorKind};
 use crate::port::Backend;
 
-/// Generations stay below this, as on io_uring.
-const GEN_MASK: u32 = 0x7fff_ffff;
 /// The epoll token of the wake-up eventfd (fd tokens have a 31-bit generation).
 const WAKE_TOKEN: u64 = u64::MAX;
 /// Operation attempts per fd and readiness event before other fds get a turn.
@@ -130,23 +128,6 @@ impl FdState {
     }
 }
 
-/// Completions waiting for the next `wait`.
-#[derive(Default)]
-struct Ready {
-    list: Vec<Completion>,
-    /// How many of them are final (not `more`): those ops still count as in flight.
-    finals: usize,
-}
-
-impl Ready {
-    fn push(&mut self, c: Completion) {
-        if !c.meta.more {
-            self.finals += 1;
-        }
-        self.list.push(c);
-    }
-}
-
 /// The blocking-thread pool's bookkeeping.
 #[derive(Default)]
 struct Pool {
@@ -160,7 +141,8 @@ struct State {
     ops: Slab<Entry>,
     next_gen: u32,
     fds: Vec<FdState>,
-    ready: Ready,
+    /// Completions waiting for the next `wait`.
+    ready: Vec<Completion>,
     timers: Timers,
     /// Fds whose queues ran out of budget while still ready: no edge will
     /// come for them, so `wait` retries them itself.
@@ -226,7 +208,7 @@ impl Epoll {
                     ops: Slab::with_capacity(1024),
                     next_gen: 0,
                     fds: Vec::new(),
-                    ready: Ready::default(),
+                    ready: Vec::new(),
                     timers: Timers::default(),
                     retry: Vec::new(),
                     pool: Pool::default(),
@@ -246,113 +228,11 @@ impl Epoll {
     }
 }
 
-impl Epoll {
-    /// `push`, with the state locked by the caller.
-    ///
-    /// A socket op with nothing queued ahead of it on a ready fd is tried
-    /// before any bookkeeping; when it finishes, it never touches the op
-    /// table or the fd's queues, and with `inline` its completion comes back
-    /// instead of being queued.
-    fn push_locked(
-        &self,
-        st: &mut State,
-        mut meta: Meta,
-        mut op: Op,
-        inline: bool,
-    ) -> Result<Pushed, (SubmitErrorKind, Op)> {
-        let inner = &*self.inner;
-        let idx = st.ops.vacant_key();
-        if idx >= u32::MAX as usize {
-            return Err((SubmitErrorKind::QueueFull, op));
-        }
-        let gen = st.next_gen;
-        st.next_gen = (gen + 1) & GEN_MASK;
-        let id = OpId(((gen as u64) << 32) | idx as u64);
-        meta.id = id;
-        if st.cancelled_all {
-            // Shut down: the op completes at once, cancelled, buffers handed back.
-            st.ready
-                .push(io::finish(meta, op, Err(errno(libc::ECANCELED)), Aux::None));
-            return Ok(Pushed::Queued(id));
-        }
-        let place = match &op {
-            Op::Nop => {
-                st.ready.push(Completion::new(meta, Ok(0), Payload::None, false));
-                return Ok(Pushed::Queued(id));
-            }
-            Op::Shutdown { fd, how } => {
-                let res = io::shutdown(*fd, *how, &inner.kernel_calls);
-                st.ready.push(Completion::new(meta, res, Payload::None, false));
-                return Ok(Pushed::Queued(id));
-            }
-            Op::Timeout { dur } => {
-                let now = Instant::now();
-                let at = now
-                    .checked_add(*dur)
-                    .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86400));
-                st.ops.insert(Entry {
-                    gen,
-                    meta,
-                    op,
-                    progress: 0,
-                    place: Place::Timer,
-                });
-                st.timers.push(at, id.0);
-                if !matches!(st.wake_at, Some(w) if w <= at) {
-                    inner.notify(st);
-                }
-                return Ok(Pushed::Queued(id));
-            }
-            Op::ReadAt { .. } | Op::WriteAt { .. } | Op::Fsync { .. } => Place::Job,
-            other => {
-                let fd = other.fd();
-                let dir = dir_of(other).expect("every other op is a socket op");
-                if fd < 0 {
-                    st.ready.push(io::finish(meta, op, Err(errno(libc::EBADF)), Aux::None));
-                    return Ok(Pushed::Queued(id));
-                }
-                Place::Queued(fd, dir)
-            }
-        };
-        let mut progress = 0;
-        if let Place::Queued(fd, dir) = place {
-            let f = Inner::fd_state(st, fd);
-            if !op.is_multishot() && f.queue(dir).is_empty() && f.flags.ready(dir == Dir::Read) {
-                match io::attempt(&mut op, &mut progress, &mut f.flags, &inner.kernel_calls) {
-                    Attempt::Done(res, aux) => {
-                        let c = io::finish(meta, op, res, aux);
-                        if inline {
-                            return Ok(Pushed::Done(c));
-                        }
-                        st.ready.push(c);
-                        return Ok(Pushed::Queued(id));
-                    }
-                    // Partway (send_file, connect), or must wait: queue it.
-                    Attempt::Step | Attempt::Again => {}
-                    Attempt::Emit(..) | Attempt::EmitTwo(..) => unreachable!("only multishot ops emit"),
-                }
-            }
-        }
-        st.ops.insert(Entry {
-            gen,
-            meta,
-            op,
-            progress,
-            place,
-        });
-        match place {
-            Place::Queued(fd, dir) => {
-                let f = Inner::fd_state(st, fd);
-                let q = f.queue(dir);
-                q.push_back(idx as u32);
-                if q.len() == 1 {
-                    inner.run_queue(st, fd, dir);
-                }
-            }
-            _ => files::queue_job(&self.inner, st, idx as u32),
-        }
-        Ok(Pushed::Queued(id))
-    }
+/// Whether timer heap entry `id` (an `OpId`) still belongs to a pending timeout.
+fn timer_live(ops: &Slab<Entry>, id: u64) -> bool {
+    let id = OpId(id);
+    ops.get(id.idx())
+        .is_some_and(|e| e.gen == id.gen() && e.place == Place::Timer)
 }
 
 fn dir_of(op: &Op) -> Option<Dir> {
@@ -363,10 +243,6 @@ fn dir_of(op: &Op) -> Option<Dir> {
         }
         _ => None,
     }
-}
-
-fn errno(e: i32) -> stdio::Error {
-    stdio::Error::from_raw_os_error(e)
 }
 
 impl Inner {
@@ -381,22 +257,8 @@ impl Inner {
             return;
         }
         st.signalled = true;
-        let one: u64 = 1;
-        let fd = self.wakefd.as_raw_fd();
-        for _ in 0..2 {
-            self.count();
-            // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
-            let r = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-            if r == 8 {
-                return;
-            }
-            // The counter is full (never read since it is edge-triggered):
-            // reset it and write again.
-            let mut sink: u64 = 0;
-            self.count();
-            // SAFETY: reads 8 bytes from our own eventfd into a live u64.
-            unsafe { libc::read(fd, (&mut sink as *mut u64).cast(), 8) };
-        }
+        self.count();
+        super::signal_eventfd(std::os::fd::AsFd::as_fd(&self.wakefd));
     }
 
     /// The state of `fd`, created on first use.
@@ -537,13 +399,8 @@ impl Inner {
     /// Completes the timeouts whose deadline has passed.
     fn expire_timers(&self, st: &mut State, now: Instant) {
         while let Some(id) = st.timers.pop_due(now) {
-            let idx = (id & 0xffff_ffff) as usize;
-            let live = st
-                .ops
-                .get(idx)
-                .is_some_and(|e| e.gen == (id >> 32) as u32 && e.place == Place::Timer);
-            if live {
-                let e = st.ops.remove(idx);
+            if timer_live(&st.ops, id) {
+                let e = st.ops.remove(OpId(id).idx());
                 st.ready.push(Completion::new(e.meta, Ok(0), Payload::None, false));
             } else {
                 st.timers.forget_stale();
@@ -578,10 +435,7 @@ impl Inner {
             .push(io::finish(e.meta, e.op, Err(errno(libc::ECANCELED)), Aux::None));
         if place == Place::Timer {
             let ops = &st.ops;
-            st.timers.compact(|id| {
-                ops.get((id & 0xffff_ffff) as usize)
-                    .is_some_and(|e| e.gen == (id >> 32) as u32 && e.place == Place::Timer)
-            });
+            st.timers.compact(|id| timer_live(ops, id));
         }
     }
 
@@ -677,28 +531,96 @@ impl Driver for Epoll {
         super::set_nonblocking(fd, true)
     }
 
-    fn push(&self, meta: Meta, op: Op) -> Result<OpId, (SubmitErrorKind, Op)> {
-        let mut st = self.inner.state.lock();
-        match self.push_locked(&mut st, meta, op, false)? {
-            Pushed::Queued(id) => Ok(id),
-            Pushed::Done(_) => unreachable!("only an inline push hands back its completion"),
+    /// A socket op with nothing queued ahead of it on a ready fd is tried
+    /// before any bookkeeping; when it finishes, it never touches the op
+    /// table or the fd's queues. Every op that finishes in `push` (that one,
+    /// or one refused at once: shutdown, a bad fd) goes to the ready list,
+    /// or with `inline` back to the caller.
+    fn push(&self, mut meta: Meta, mut op: Op, inline: bool) -> Result<Issued, (SubmitErrorKind, Op)> {
+        let inner = &*self.inner;
+        let mut st = inner.state.lock();
+        let st = &mut *st;
+        let idx = st.ops.vacant_key();
+        if idx >= u32::MAX as usize {
+            return Err((SubmitErrorKind::QueueFull, op));
         }
-    }
-
-    fn push_inline(&self, meta: Meta, op: Op) -> Result<Pushed, (SubmitErrorKind, Op)> {
-        let mut st = self.inner.state.lock();
-        let id = match self.push_locked(&mut st, meta, op, true)? {
-            Pushed::Queued(id) => id,
-            done => return Ok(done),
+        let gen = super::next_gen(&mut st.next_gen);
+        let id = OpId::new(gen, idx);
+        meta.id = id;
+        let done = |st: &mut State, c: Completion| {
+            if inline {
+                Ok(Issued::Done(c))
+            } else {
+                st.ready.push(c);
+                Ok(Issued::Pending(id))
+            }
         };
-        // An op that finished on another path (shutdown, a bad fd) is the
-        // newest ready completion.
-        if st.ready.list.last().is_some_and(|c| c.meta.id == id && !c.meta.more) {
-            st.ready.finals -= 1;
-            let c = st.ready.list.pop().expect("checked non-empty");
-            return Ok(Pushed::Done(c));
+        if st.cancelled_all {
+            // Shut down: the op completes at once, cancelled, buffers handed back.
+            return done(st, io::finish(meta, op, Err(errno(libc::ECANCELED)), Aux::None));
         }
-        Ok(Pushed::Queued(id))
+        let place = match &op {
+            Op::Nop => return done(st, Completion::new(meta, Ok(0), Payload::None, false)),
+            Op::Shutdown { fd, how } => {
+                let res = io::shutdown(*fd, *how, &inner.kernel_calls);
+                return done(st, Completion::new(meta, res, Payload::None, false));
+            }
+            Op::Timeout { dur } => {
+                let at = super::deadline(*dur);
+                st.ops.insert(Entry {
+                    gen,
+                    meta,
+                    op,
+                    progress: 0,
+                    place: Place::Timer,
+                });
+                st.timers.push(at, id.0);
+                if !matches!(st.wake_at, Some(w) if w <= at) {
+                    inner.notify(st);
+                }
+                return Ok(Issued::Pending(id));
+            }
+            Op::ReadAt { .. } | Op::WriteAt { .. } | Op::Fsync { .. } => Place::Job,
+            other => {
+                let fd = other.fd();
+                let dir = dir_of(other).expect("every other op is a socket op");
+                if fd < 0 {
+                    return done(st, io::finish(meta, op, Err(errno(libc::EBADF)), Aux::None));
+                }
+                Place::Queued(fd, dir)
+            }
+        };
+        let mut progress = 0;
+        if let Place::Queued(fd, dir) = place {
+            let f = Inner::fd_state(st, fd);
+            if !op.is_multishot() && f.queue(dir).is_empty() && f.flags.ready(dir == Dir::Read) {
+                match io::attempt(&mut op, &mut progress, &mut f.flags, &inner.kernel_calls) {
+                    Attempt::Done(res, aux) => return done(st, io::finish(meta, op, res, aux)),
+                    // Partway (send_file, connect), or must wait: queue it.
+                    Attempt::Step | Attempt::Again => {}
+                    Attempt::Emit(..) | Attempt::EmitTwo(..) => unreachable!("only multishot ops emit"),
+                }
+            }
+        }
+        st.ops.insert(Entry {
+            gen,
+            meta,
+            op,
+            progress,
+            place,
+        });
+        match place {
+            Place::Queued(fd, dir) => {
+                let f = Inner::fd_state(st, fd);
+                let q = f.queue(dir);
+                q.push_back(idx as u32);
+                if q.len() == 1 {
+                    inner.run_queue(st, fd, dir);
+                }
+            }
+            _ => files::queue_job(&self.inner, st, idx as u32),
+        }
+        Ok(Issued::Pending(id))
     }
 
     fn submit_now(&self) {
@@ -708,7 +630,7 @@ impl Driver for Epoll {
     fn flush(&self) {
         let inner = &*self.inner;
         let mut st = inner.state.lock();
-        if !st.ready.list.is_empty() {
+        if !st.ready.is_empty() {
             inner.notify(&mut st);
         }
     }
@@ -722,14 +644,13 @@ impl Driver for Epoll {
             let now = Instant::now();
             inner.expire_timers(&mut st, now);
             inner.run_retries(&mut st);
-            let has = !st.ready.list.is_empty() || st.woken;
+            let has = !st.ready.is_empty() || st.woken;
             let expired = deadline.is_some_and(|d| now >= d);
             // Hand out what is ready, but do not starve readiness: look at it
             // now and then even while completions keep coming without a wait.
             if (has && (polled || now.duration_since(st.last_poll) < POLL_EVERY)) || (expired && polled) {
                 st.woken = false;
-                st.ready.finals = 0;
-                out.append(&mut st.ready.list);
+                out.append(&mut st.ready);
                 return Ok(());
             }
             let until = match (deadline, st.timers.next()) {
@@ -766,15 +687,14 @@ impl Driver for Epoll {
         let st = &mut *st;
         match target {
             CancelTarget::Op(id) => {
-                let idx = (id.0 & 0xffff_ffff) as usize;
-                if st.ops.get(idx).is_some_and(|e| e.gen == (id.0 >> 32) as u32) {
-                    inner.cancel_idx(st, idx);
+                if st.ops.get(id.idx()).is_some_and(|e| e.gen == id.gen()) {
+                    inner.cancel_idx(st, id.idx());
                 }
             }
             CancelTarget::Fd(fd) => inner.cancel_fd(st, fd),
             CancelTarget::All => inner.cancel_all(st),
         }
-        if !st.ready.list.is_empty() {
+        if !st.ready.is_empty() {
             inner.notify(st);
         }
     }
@@ -800,27 +720,16 @@ impl Driver for Epoll {
 
     fn in_flight(&self) -> usize {
         let st = self.inner.state.lock();
-        st.ops.len() + st.ready.finals
+        // A ready completion that is not `more` ends an op still counted in flight.
+        st.ops.len() + st.ready.iter().filter(|c| !c.meta.more).count()
     }
 
     fn buf_pool(&self, count: u16, size: usize) -> stdio::Result<BufPool> {
-        if count == 0 || count > 32768 || size == 0 || size > u32::MAX as usize {
-            return Err(stdio::Error::new(
-                stdio::ErrorKind::InvalidInput,
-                "pool needs 1..=32768 buffers of 1..4GiB",
-            ));
-        }
-        let (mem, layout) = PoolInner::alloc(count, size)?;
-        let inner = Arc::new(PoolInner::new(
-            mem,
-            layout,
-            count,
-            size,
-            // Buffer 0 first, and recently used ones again soon.
-            Provider::List(FreeStack::full(count)),
-            self.id,
-        ));
-        Ok(BufPool { inner })
+        // Buffer 0 first, and recently used ones again soon.
+        let provider = Provider::List(FreeStack::full(count));
+        Ok(BufPool {
+            inner: Arc::new(PoolInner::new(count, size, provider, self.id)?),
+        })
     }
 
     fn kernel_calls(&self) -> u64 {
@@ -856,9 +765,8 @@ impl Driver for Epoll {
         }
         let dropped = {
             let mut st = inner.state.lock();
-            st.ready.finals = 0;
             st.retry.clear();
-            std::mem::take(&mut st.ready.list)
+            std::mem::take(&mut st.ready)
         };
         // Dropped outside the lock: closes accepted streams, returns pool buffers.
         drop(dropped);

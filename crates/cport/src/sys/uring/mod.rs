@@ -26,8 +26,8 @@ pub(crate) use bufring::BufRing;
 
 use super::bufpool::{PoolInner, Provider};
 use super::{errno_result, syscall, BufPool, CancelTarget, Driver, Op};
-use crate::buf::{Buf, Datagram, Payload};
-use crate::completion::{Completion, Meta, OpId};
+use crate::buf::{Buf, Payload};
+use crate::completion::{Completion, Issued, Meta, OpId};
 use crate::error::{BuildError, SubmitErrorKind};
 use crate::port::Backend;
 
@@ -36,8 +36,6 @@ const UD_WAKE: u64 = u64::MAX;
 const UD_CANCEL: u64 = u64::MAX - 1;
 /// Most CQEs turned into completions per `wait`.
 const REAP_MAX: usize = 1024;
-/// Generations stay below this so real ids never collide with the above.
-const GEN_MASK: u32 = 0x7fff_ffff;
 
 pub(crate) struct Core {
     ring: IoUring,
@@ -363,9 +361,7 @@ impl Core {
 
     /// Wakes the leader out of `io_uring_enter` without entering the ring.
     fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
-        let _ = unsafe { libc::write(self.wake_fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        super::signal_eventfd(std::os::fd::AsFd::as_fd(&self.wake_fd));
     }
 
     fn complete(&self, st: &mut State, ud: u64, res: i32, flags: u32, out: &mut Vec<Completion>) {
@@ -380,8 +376,8 @@ impl Core {
         if ud == UD_CANCEL {
             return;
         }
-        let idx = (ud & 0xffff_ffff) as usize;
-        let gen = (ud >> 32) as u32;
+        let id = OpId(ud);
+        let (idx, gen) = (id.idx(), id.gen());
         let Some(f) = st.ops.get_mut(idx) else { return };
         if f.gen != gen {
             return;
@@ -393,7 +389,7 @@ impl Core {
         if res == -libc::ECANCELED
             && f.failed.is_none()
             && !matches!(f.op, Op::Connect { .. })
-            && !asked_to_cancel(st.cancelled_all, &st.cancelled_fds, f, f.op.fd())
+            && !asked_to_cancel(st.cancelled_all, &st.cancelled_fds, f)
         {
             if let Some(entry) = resubmission(f) {
                 tracing::debug!(kind = %f.meta.kind, "op cancelled by its submitting thread's exit; submitted again");
@@ -421,7 +417,7 @@ impl Core {
             }
         }
         // send_file: advance the splice state machine.
-        let asked = asked_to_cancel(st.cancelled_all, &st.cancelled_fds, f, f.op.fd());
+        let asked = matches!(f.op, Op::SendFile { .. }) && asked_to_cancel(st.cancelled_all, &st.cancelled_fds, f);
         if let (Op::SendFile { fd, file, .. }, Extra::Splice(s)) = (&f.op, &mut f.extra) {
             let (sock, file) = (*fd, file.as_raw_fd());
             let next = if asked {
@@ -462,32 +458,7 @@ impl Core {
     /// Turns a finished op into its final completion, handing buffers back.
     fn finish(&self, f: InFlight, result: io::Result<usize>, flags: u32, out: &mut Vec<Completion>) {
         let InFlight { meta, op, extra, .. } = f;
-        let n = *result.as_ref().unwrap_or(&0);
         let payload = match op {
-            Op::Recv { mut buf, .. } | Op::ReadAt { mut buf, .. } => {
-                // SAFETY: the kernel initialised `n` bytes of the spare capacity.
-                unsafe { buf.set_len(buf.len() + n.min(buf.capacity() - buf.len())) };
-                Payload::Buf(Buf::Vec(buf))
-            }
-            Op::RecvFrom { mut buf, .. } => {
-                // SAFETY: as for Recv.
-                unsafe { buf.set_len(buf.len() + n.min(buf.capacity() - buf.len())) };
-                match (&extra, result.is_ok()) {
-                    (Extra::Msg(m), true) => match m.peer() {
-                        Some(addr) => Payload::Datagram(Box::new(Datagram {
-                            buf: Buf::Vec(buf),
-                            addr,
-                        })),
-                        None => Payload::Buf(Buf::Vec(buf)),
-                    },
-                    _ => Payload::Buf(Buf::Vec(buf)),
-                }
-            }
-            Op::Accept { .. } if result.is_ok() => {
-                // SAFETY: the kernel created this fd for us; nobody else owns it.
-                Payload::Accepted(unsafe { TcpStream::from_raw_fd(n as RawFd) })
-            }
-            Op::RecvPooled { ref pool, .. } => pooled_payload(pool, if result.is_ok() { n as i32 } else { -1 }, flags),
             Op::SendFile { .. } => {
                 // Only a pipe known to be empty is reused: after an error or
                 // a cancel it may hold bytes of this file.
@@ -498,15 +469,21 @@ impl Core {
                 }
                 op.into_payload()
             }
-            other => other.into_payload(),
+            other => {
+                let peer = match &extra {
+                    Extra::Msg(m) => m.peer(),
+                    _ => None,
+                };
+                other.finish(&result, peer, cqueue::buffer_select(flags))
+            }
         };
         out.push(Completion::new(meta, result, payload, false));
     }
 }
 
 /// Whether the port asked for `f` to be cancelled (by op, by fd, or all).
-fn asked_to_cancel(all: bool, fds: &HashMap<RawFd, u64>, f: &InFlight, fd: RawFd) -> bool {
-    f.cancelled || all || fds.get(&fd).is_some_and(|&at| f.seq < at)
+fn asked_to_cancel(all: bool, fds: &HashMap<RawFd, u64>, f: &InFlight) -> bool {
+    f.cancelled || all || (!fds.is_empty() && fds.get(&f.op.fd()).is_some_and(|&at| f.seq < at))
 }
 
 /// The SQE that starts `f` again after the kernel cancelled it on its own.
@@ -587,11 +564,10 @@ impl Driver for Uring {
         super::set_nonblocking(fd, false)
     }
 
-    fn push(&self, mut meta: Meta, op: Op) -> Result<OpId, (SubmitErrorKind, Op)> {
+    fn push(&self, mut meta: Meta, op: Op, _inline: bool) -> Result<Issued, (SubmitErrorKind, Op)> {
         let core = &self.core;
         let mut st = core.state.lock();
-        let gen = st.next_gen;
-        st.next_gen = (gen + 1) & GEN_MASK;
+        let gen = super::next_gen(&mut st.next_gen);
         st.next_seq += 1;
         let seq = st.next_seq;
         let cancelled_all = st.cancelled_all;
@@ -600,7 +576,7 @@ impl Driver for Uring {
         if idx >= u32::MAX as usize {
             return Err((SubmitErrorKind::QueueFull, op));
         }
-        let id = OpId(((gen as u64) << 32) | idx as u64);
+        let id = OpId::new(gen, idx);
         meta.id = id;
         let mut f = InFlight {
             gen,
@@ -613,14 +589,14 @@ impl Driver for Uring {
             seq,
         };
         if let Op::Timeout { dur } = &f.op {
-            f.due = Some(Instant::now() + *dur);
+            f.due = Some(super::deadline(*dur));
         }
         if cancelled_all {
             // Shut down: the op completes at once, cancelled, buffers handed back.
             f.failed = Some(libc::ECANCELED);
             entry.insert(f);
             core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(id.0));
-            return Ok(id);
+            return Ok(Issued::Pending(id));
         }
         let pipe = || core.pipes.lock().pop().map_or_else(Pipe::new, Ok);
         let sqe = match sqe::build(&mut f, pipe) {
@@ -631,12 +607,12 @@ impl Driver for Uring {
                 f.failed = Some(e.raw_os_error().unwrap_or(libc::EIO));
                 entry.insert(f);
                 core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(id.0));
-                return Ok(id);
+                return Ok(Issued::Pending(id));
             }
         };
         entry.insert(f);
         core.push_sqe(&mut st, &sqe.user_data(id.0));
-        Ok(id)
+        Ok(Issued::Pending(id))
     }
 
     fn flush(&self) {
@@ -697,8 +673,8 @@ impl Driver for Uring {
             let mut st = core.state.lock();
             let entry = match target {
                 CancelTarget::Op(id) => {
-                    if let Some(f) = st.ops.get_mut((id.0 & 0xffff_ffff) as usize) {
-                        if f.gen == (id.0 >> 32) as u32 {
+                    if let Some(f) = st.ops.get_mut(id.idx()) {
+                        if f.gen == id.gen() {
                             f.cancelled = true;
                         }
                     }
@@ -729,18 +705,11 @@ impl Driver for Uring {
     }
 
     fn buf_pool(&self, count: u16, size: usize) -> io::Result<BufPool> {
-        if count == 0 || count > 32768 || size == 0 || size > u32::MAX as usize {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "pool needs 1..=32768 buffers of 1..4GiB",
-            ));
-        }
         let bgid = self.core.next_bgid.fetch_add(1, Relaxed);
         let ring = BufRing::register(self.core.clone(), count.next_power_of_two(), bgid)?;
-        let (mem, layout) = PoolInner::alloc(count, size)?;
-        let inner = Arc::new(PoolInner::new(mem, layout, count, size, Provider::Ring(ring), self.id));
-        for bid in 0..count {
-            if let Provider::Ring(r) = &inner.provider {
+        let inner = Arc::new(PoolInner::new(count, size, Provider::Ring(ring), self.id)?);
+        if let Provider::Ring(r) = &inner.provider {
+            for bid in 0..count {
                 r.give_back(bid, inner.addr(bid), size);
             }
         }

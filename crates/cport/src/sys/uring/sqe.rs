@@ -5,7 +5,6 @@
 //! a `Box` in `Extra`), never into the entry itself, which moves into the slab.
 
 use std::io;
-use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 
 use io_uring::{opcode, squeue, types};
@@ -99,14 +98,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
             f.extra = Extra::Msg(m);
             e
         }
-        Op::Shutdown { fd, how } => {
-            let how = match how {
-                Shutdown::Read => libc::SHUT_RD,
-                Shutdown::Write => libc::SHUT_WR,
-                Shutdown::Both => libc::SHUT_RDWR,
-            };
-            opcode::Shutdown::new(types::Fd(*fd), how).build()
-        }
+        Op::Shutdown { fd, how } => opcode::Shutdown::new(types::Fd(*fd), super::super::shut_how(*how)).build(),
         Op::ReadAt { fd, buf, offset } => {
             let spare = buf.spare_capacity_mut();
             let len = spare.len().min(u32::MAX as usize) as u32;
@@ -126,7 +118,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
             };
             opcode::Fsync::new(types::Fd(*fd)).flags(flags).build()
         }
-        Op::SendFile { fd, file, offset, len } => {
+        Op::SendFile { file, offset, len, .. } => {
             if *len == 0 {
                 opcode::Nop::new().build()
             } else {
@@ -138,7 +130,6 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
                     in_pipe: 0,
                 });
                 let e = splice_fill(&mut st, file.as_raw_fd());
-                let _ = fd;
                 f.extra = Extra::Splice(st);
                 e
             }
