@@ -1,0 +1,253 @@
+//! What the cases drive the servers with: plain blocking clients with
+//! timeouts (echo, HTTP), a scratch web root, and a bounded wait.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::server::LONG;
+
+/// A connected stream with read and write timeouts of `LONG`.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(LONG)).unwrap();
+    s.set_write_timeout(Some(LONG)).unwrap();
+    s
+}
+
+/// One echo round trip of `n` bytes on `s`; `Err` if the server closed or
+/// sent something else.
+pub fn echo_once(s: &mut TcpStream, n: usize) -> io::Result<()> {
+    let msg: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    s.write_all(&msg)?;
+    let mut back = vec![0u8; n];
+    s.read_exact(&mut back)?;
+    if back != msg {
+        return Err(io::Error::other("echoed bytes differ"));
+    }
+    Ok(())
+}
+
+/// A fresh connection echoes `n` bytes back.
+pub fn echo_works(addr: SocketAddr) -> bool {
+    TcpStream::connect(addr)
+        .and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            echo_once(&mut s, 100)
+        })
+        .is_ok()
+}
+
+/// A parsed HTTP response head.
+#[derive(Debug)]
+pub struct Head {
+    /// The status code.
+    pub status: u16,
+    /// `Content-Length`, if sent.
+    pub content_length: Option<u64>,
+}
+
+/// Reads one response head from `s`, leaving any body bytes read past it
+/// in `rest`.
+pub fn read_head(s: &mut TcpStream, rest: &mut Vec<u8>) -> io::Result<Head> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+            rest.drain(..end + 4);
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| io::Error::other(format!("bad status line: {head:?}")))?;
+            let content_length = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+            });
+            return Ok(Head { status, content_length });
+        }
+        if rest.len() > 64 * 1024 {
+            return Err(io::Error::other("response head too long"));
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        rest.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads and discards `len` body bytes, `rest` first; returns what was
+/// left over past the body.
+pub fn skip_body(s: &mut TcpStream, rest: &mut Vec<u8>, len: u64) -> io::Result<()> {
+    let from_rest = (rest.len() as u64).min(len) as usize;
+    rest.drain(..from_rest);
+    let mut left = len - from_rest as u64;
+    let mut chunk = vec![0u8; 256 * 1024];
+    while left > 0 {
+        let want = (left as usize).min(chunk.len());
+        let n = s.read(&mut chunk[..want])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// `GET path` on a new connection (`Connection: close`): the status and
+/// the number of body bytes received, which must match `Content-Length`.
+pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, u64)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(LONG))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut rest = Vec::new();
+    let head = read_head(&mut s, &mut rest)?;
+    let len = head.content_length.unwrap_or(0);
+    skip_body(&mut s, &mut rest, len)?;
+    Ok((head.status, len))
+}
+
+/// A directory under the system's temp dir, removed on drop.
+pub struct Scratch {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    /// A new empty directory named after `what`.
+    pub fn new(what: &str) -> Scratch {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("cport-faults-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Scratch { path }
+    }
+
+    /// Creates `name` with `len` bytes (sparse: no disk written).
+    pub fn file(&self, name: &str, len: u64) -> PathBuf {
+        let p = self.path.join(name);
+        std::fs::File::create(&p).unwrap().set_len(len).unwrap();
+        p
+    }
+
+    /// The directory as a string, for `--root`.
+    pub fn as_str(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Polls `f` every 20 ms until it holds or `limit` passes; whether it held.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether the peer closed `s`: a read sees end of stream or a reset within
+/// `limit` (bytes read before that are discarded).
+pub fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A line-protocol (chat) client with timeouts.
+pub struct LineClient {
+    /// The connection.
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl LineClient {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> LineClient {
+        LineClient {
+            stream: connect(addr),
+            buf: Vec::new(),
+        }
+    }
+
+    /// A client over a stream connected already (a clone, say).
+    pub fn from_stream(stream: TcpStream) -> LineClient {
+        LineClient { stream, buf: Vec::new() }
+    }
+
+    /// Sends `text` as it is.
+    pub fn send(&mut self, text: &str) {
+        self.stream.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// The next line without its newline; `None` at end of stream or reset.
+    pub fn line(&mut self) -> Option<String> {
+        self.try_line().unwrap_or_else(|e| panic!("read: {e}"))
+    }
+
+    /// [`line`](Self::line), with a read timeout as an error.
+    pub fn try_line(&mut self) -> io::Result<Option<String>> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let rest = self.buf.split_off(i + 1);
+                let mut line = std::mem::replace(&mut self.buf, rest);
+                line.pop();
+                return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+            }
+            let mut chunk = [0u8; 16384];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(None),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads lines until one equals `want`.
+    pub fn until(&mut self, want: &str) {
+        loop {
+            match self.line() {
+                Some(l) if l == want => return,
+                Some(_) => {}
+                None => panic!("stream ended before {want:?}"),
+            }
+        }
+    }
+
+    /// A chat member: renamed to `nick`, in `room`.
+    pub fn member(addr: SocketAddr, nick: &str, room: &str) -> LineClient {
+        let mut c = LineClient::connect(addr);
+        c.send(&format!("/nick {nick}\n/join {room}\n"));
+        c.until(&format!("* {nick} joined {room}"));
+        c
+    }
+}
