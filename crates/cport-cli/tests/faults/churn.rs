@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::clients::{echo_once, echo_works};
+use crate::clients::{echo_once, echo_works, warm_echo};
 use crate::server::{Backend, Launch, Server, Tolerance, Usage};
 
 /// Client threads (the machine has two cores; the server gets one).
@@ -90,7 +90,11 @@ pub fn churn(b: Backend) {
     let t0 = Instant::now();
     for half in 0..2 {
         let ok = run(25_000 / THREADS, open_echo_close, addr);
-        assert_eq!(ok, 25_000 / THREADS * THREADS, "{b:?}: connections failed in half {half}");
+        assert_eq!(
+            ok,
+            25_000 / THREADS * THREADS,
+            "{b:?}: connections failed in half {half}"
+        );
         let now = server.usage();
         assert!(
             now.rss_kib <= before.rss_kib + Tolerance::CONNECTIONS.rss_kib,
@@ -102,12 +106,11 @@ pub fn churn(b: Backend) {
     server.assert_no_panic();
 }
 
-/// The server's usage after a first round of connections (so the tables
-/// that grow to the peak number of sessions have grown).
+/// The server's usage after its receive pool was warmed and a first round
+/// of connections came and went (so tables that grow to the peak number of
+/// sessions have grown).
 fn warm(server: &Server, addr: SocketAddr) -> Usage {
-    let start = server.usage();
+    warm_echo(addr);
     assert_eq!(run(250, open_echo_close, addr), 1000);
-    // Wait for the last closes to land.
-    crate::clients::eventually(Duration::from_secs(5), || server.usage().fds <= start.fds);
-    server.usage()
+    server.quiet_usage()
 }

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use crate::clients::{connect, http_get, read_head, Scratch};
+use crate::clients::{connect, http_get, read_head, warm_http, Scratch};
 use crate::server::{Backend, Launch, PidsCgroup, Tolerance};
 
 /// Stalled downloads.
@@ -37,6 +37,7 @@ fn stall(addr: SocketAddr, path: &str) -> TcpStream {
 pub fn stalled(b: Backend) {
     let root = Scratch::new("stalled");
     root.file("big.bin", BIG);
+    root.file("small.txt", 100);
     let mut launch = Launch::new(&["http", "--listen", "127.0.0.1:0", "--root", root.as_str()], &["http"]);
     let cgroup = PidsCgroup::create(PIDS_MAX);
     match cgroup {
@@ -46,7 +47,8 @@ pub fn stalled(b: Backend) {
     let server = launch.spawn(b);
     let addr = server.addr("http");
     assert_eq!(http_get(addr, "/big.bin").unwrap(), (200, BIG));
-    let before = server.usage();
+    warm_http(addr, "/small.txt", "/big.bin");
+    let before = server.quiet_usage();
 
     let stalled: Vec<TcpStream> = (0..STALLED).map(|_| stall(addr, "/big.bin")).collect();
     // Let every download fill its socket and block.
@@ -79,9 +81,11 @@ pub fn truncated(b: Backend) {
     let root = Scratch::new("truncated");
     let path = root.file("shrinking.bin", LEN);
     root.file("small.txt", 100);
+    root.file("warm.bin", 1 << 20);
     let server = Launch::new(&["http", "--listen", "127.0.0.1:0", "--root", root.as_str()], &["http"]).spawn(b);
     let addr = server.addr("http");
-    let before = server.usage();
+    warm_http(addr, "/small.txt", "/warm.bin");
+    let before = server.quiet_usage();
 
     let mut s = connect(addr);
     nix::sys::socket::setsockopt(&s.as_fd(), nix::sys::socket::sockopt::RcvBuf, &65536).unwrap();
@@ -95,7 +99,12 @@ pub fn truncated(b: Backend) {
     while got < KEEP / 2 {
         got += s.read(&mut buf).unwrap() as u64;
     }
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(KEEP).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(KEEP)
+        .unwrap();
     let t0 = Instant::now();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let end = loop {
@@ -108,11 +117,22 @@ pub fn truncated(b: Backend) {
     match end {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("{b:?}: the truncated download hung ({e}) after {got} bytes, {:?}", t0.elapsed()),
+        Err(e) => panic!(
+            "{b:?}: the truncated download hung ({e}) after {got} bytes, {:?}",
+            t0.elapsed()
+        ),
     }
     assert!(got < LEN, "{b:?}: {got} bytes of a file cut to {KEEP}");
-    assert_eq!(http_get(addr, "/small.txt").unwrap(), (200, 100), "{b:?}: served afterwards");
-    assert_eq!(http_get(addr, "/shrinking.bin").unwrap(), (200, KEEP), "{b:?}: the new length is served");
+    assert_eq!(
+        http_get(addr, "/small.txt").unwrap(),
+        (200, 100),
+        "{b:?}: served afterwards"
+    );
+    assert_eq!(
+        http_get(addr, "/shrinking.bin").unwrap(),
+        (200, KEEP),
+        "{b:?}: the new length is served"
+    );
     drop(s);
     server.assert_flat(&before, Tolerance::CONNECTIONS);
     server.assert_no_panic();

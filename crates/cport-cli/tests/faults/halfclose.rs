@@ -7,18 +7,32 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::thread;
 
-use crate::clients::{connect, read_head, skip_body, LineClient, Scratch};
+use crate::clients::{connect, read_head, skip_body, warm_chat, warm_echo, warm_http, LineClient, Scratch};
 use crate::server::{Backend, Launch, Tolerance};
 
 pub fn case(b: Backend) {
     let root = Scratch::new("halfclose");
     root.file("one.bin", 300_000);
+    root.file("small.txt", 100);
     let server = Launch::new(
-        &["serve", "--echo", "127.0.0.1:0", "--chat", "127.0.0.1:0", "--http", "127.0.0.1:0", "--root", root.as_str()],
+        &[
+            "serve",
+            "--echo",
+            "127.0.0.1:0",
+            "--chat",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--root",
+            root.as_str(),
+        ],
         &["echo", "chat", "http"],
     )
     .spawn(b);
-    let before = server.usage();
+    warm_echo(server.addr("echo"));
+    warm_http(server.addr("http"), "/small.txt", "/one.bin");
+    warm_chat(server.addr("chat"));
+    let before = server.quiet_usage();
 
     // Echo: 1 MiB, then FIN; all of it comes back, then the server's FIN.
     let mut s = connect(server.addr("echo"));
@@ -47,11 +61,16 @@ pub fn case(b: Backend) {
         skip_body(&mut s, &mut rest, 300_000).unwrap();
     }
     assert!(rest.is_empty());
-    assert_eq!(s.read(&mut [0u8; 64]).unwrap(), 0, "{b:?}: the server closes after the last answer");
+    assert_eq!(
+        s.read(&mut [0u8; 64]).unwrap(),
+        0,
+        "{b:?}: the server closes after the last answer"
+    );
 
     // HTTP, the server's side first: `Connection: close`.
     let mut s = connect(server.addr("http"));
-    s.write_all(b"GET /one.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /one.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut rest = Vec::new();
     let head = read_head(&mut s, &mut rest).unwrap();
     assert_eq!((head.status, head.content_length), (200, Some(300_000)));

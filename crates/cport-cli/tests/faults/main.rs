@@ -63,7 +63,10 @@ on_both_backends!(
     uring: [#[ignore = "until the idle-timeout fix lands (issue 11)"]],
     epoll: [#[ignore = "until the idle-timeout fix lands (issue 11)"]]
 );
-on_both_backends!(chat_slow_consumer_is_cut_while_fast_talkers_get_everything, chat::slow_consumer);
+on_both_backends!(
+    chat_slow_consumer_is_cut_while_fast_talkers_get_everything,
+    chat::slow_consumer
+);
 on_both_backends!(ten_thousand_reset_closes_leave_nothing_behind, churn::resets);
 on_both_backends!(fifty_thousand_connections_churned_with_flat_fds_and_rss, churn::churn);
 on_both_backends!(half_close_both_ways_delivers_everything, halfclose::case);

@@ -150,10 +150,7 @@ impl<'a> Launch<'a> {
         };
         let end = Instant::now() + LONG;
         while self.servers.iter().any(|s| !server.addrs.contains_key(*s)) {
-            let Ok(line) = server
-                .lines
-                .recv_timeout(end.saturating_duration_since(Instant::now()))
-            else {
+            let Ok(line) = server.lines.recv_timeout(end.saturating_duration_since(Instant::now())) else {
                 panic!("cport did not announce {:?}: {:?}", self.servers, server.stderr());
             };
             // "cport echo: listening on 127.0.0.1:7000 (backend uring, ...)"
@@ -230,6 +227,21 @@ impl Server {
     /// The next stdout line, waiting up to `limit`.
     pub fn next_line(&self, limit: Duration) -> Option<String> {
         self.lines.recv_timeout(limit).ok()
+    }
+
+    /// What the server uses once it is quiet: fds and threads unchanged
+    /// over 200 ms (connections just closed by a client take a moment).
+    pub fn quiet_usage(&self) -> Usage {
+        let mut last = self.usage();
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.usage();
+            if (now.fds, now.threads) == (last.fds, last.threads) {
+                return now;
+            }
+            last = now;
+        }
+        last
     }
 
     /// Waits (up to 15 s: io_uring's idle kernel workers leave after 5 s)

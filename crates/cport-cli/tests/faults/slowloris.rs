@@ -6,7 +6,9 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::clients::{closed_within, connect, echo_once, echo_works, http_get, LineClient, Scratch};
+use crate::clients::{
+    closed_within, connect, echo_once, http_get, warm_chat, warm_echo, warm_http, LineClient, Scratch,
+};
 use crate::server::{Backend, Launch, Tolerance};
 
 /// Slow clients per case.
@@ -61,10 +63,12 @@ fn trickle(
 pub fn http(b: Backend) {
     let root = Scratch::new("slowloris");
     root.file("small.txt", 100);
+    root.file("warm.bin", 1 << 20);
     let server = Launch::new(&["http", "--listen", "127.0.0.1:0", "--root", root.as_str()], &["http"]).spawn(b);
     let addr = server.addr("http");
     assert_eq!(http_get(addr, "/small.txt").unwrap(), (200, 100));
-    let before = server.usage();
+    warm_http(addr, "/small.txt", "/warm.bin");
+    let before = server.quiet_usage();
     let mut served = 0;
     let cuts = trickle(
         addr,
@@ -73,14 +77,21 @@ pub fn http(b: Backend) {
         Duration::from_millis(500),
         Duration::from_secs(16),
         || {
-            assert_eq!(http_get(addr, "/small.txt").unwrap(), (200, 100), "served amid slowloris");
+            assert_eq!(
+                http_get(addr, "/small.txt").unwrap(),
+                (200, 100),
+                "served amid slowloris"
+            );
             served += 1;
         },
     );
     assert!(served >= 10, "{served}");
     for (cut, got) in &cuts {
         let cut = cut.unwrap_or_else(|| panic!("{b:?}: a slowloris request was still open after 16 s"));
-        assert!(cut >= Duration::from_secs(9), "{b:?}: cut at {cut:?}, before the 10 s deadline");
+        assert!(
+            cut >= Duration::from_secs(9),
+            "{b:?}: cut at {cut:?}, before the 10 s deadline"
+        );
         assert!(got.starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(got));
     }
     server.assert_flat(&before, Tolerance::CONNECTIONS);
@@ -92,10 +103,11 @@ pub fn http(b: Backend) {
 pub fn chat(b: Backend) {
     let server = Launch::new(&["chat", "--listen", "127.0.0.1:0", "--line-timeout", "1"], &["chat"]).spawn(b);
     let addr = server.addr("chat");
+    warm_chat(addr);
     let mut a = LineClient::member(addr, "a", "r");
     let mut z = LineClient::member(addr, "z", "r");
     a.until("* z joined r");
-    let before = server.usage();
+    let before = server.quiet_usage();
     let mut n = 0;
     let cuts = trickle(
         addr,
@@ -126,8 +138,8 @@ pub fn chat(b: Backend) {
 pub fn echo(b: Backend) {
     let server = Launch::new(&["echo", "--listen", "127.0.0.1:0", "--idle-timeout", "1"], &["echo"]).spawn(b);
     let addr = server.addr("echo");
-    assert!(echo_works(addr));
-    let before = server.usage();
+    warm_echo(addr);
+    let before = server.quiet_usage();
     let mut busy = connect(addr);
     let mut silent: Vec<TcpStream> = (0..SLOW)
         .map(|_| {
@@ -142,7 +154,10 @@ pub fn echo(b: Backend) {
         std::thread::sleep(Duration::from_millis(100));
     }
     for s in &mut silent {
-        assert!(closed_within(s, Duration::from_secs(2)), "{b:?}: silent for 4 s, still open");
+        assert!(
+            closed_within(s, Duration::from_secs(2)),
+            "{b:?}: silent for 4 s, still open"
+        );
     }
     drop((busy, silent));
     server.assert_flat(&before, Tolerance::CONNECTIONS);
@@ -154,8 +169,8 @@ pub fn echo(b: Backend) {
 pub fn never_early(b: Backend) {
     let server = Launch::new(&["echo", "--listen", "127.0.0.1:0", "--idle-timeout", "1"], &["echo"]).spawn(b);
     let addr = server.addr("echo");
-    assert!(echo_works(addr));
-    let before = server.usage();
+    warm_echo(addr);
+    let before = server.quiet_usage();
     let watchers: Vec<_> = (0..10)
         .map(|i| {
             // Spread over a tick or two of the server's timer.
@@ -176,8 +191,14 @@ pub fn never_early(b: Backend) {
             matches!(r, Ok(0) | Err(io::ErrorKind::ConnectionReset)),
             "{b:?}: connection {i} not cut after {idle:?} idle: {r:?}"
         );
-        assert!(idle >= Duration::from_secs(1), "{b:?}: connection {i} cut after {idle:?} idle, under 1 s");
-        assert!(idle < Duration::from_secs(3), "{b:?}: connection {i} cut only after {idle:?}");
+        assert!(
+            idle >= Duration::from_secs(1),
+            "{b:?}: connection {i} cut after {idle:?} idle, under 1 s"
+        );
+        assert!(
+            idle < Duration::from_secs(3),
+            "{b:?}: connection {i} cut only after {idle:?}"
+        );
     }
     server.assert_flat(&before, Tolerance::CONNECTIONS);
 }
