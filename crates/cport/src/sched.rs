@@ -10,11 +10,24 @@
 //! sleeping. The hand-off is direct: a woken waiter finds its packet in its
 //! own cell, so no packet is taken twice and no waiter wakes for nothing.
 //!
+//! Fairness: packets are served in the order they reach this queue, and
+//! the backend is looked at (without waiting) before more than
+//! [`FAIR_RUN`] packets are handed out since it was last looked at, so
+//! posted packets (a job that re-posts itself) never starve I/O: a
+//! completion waits behind at most `FAIR_RUN` packets plus those queued
+//! before it arrived. While another thread waits in the backend, it sees
+//! completions as they come and nobody needs to look.
+//!
 //! The code is generic over the packet so that `loom` can check it alone
 //! (`RUSTFLAGS="--cfg cport_loom" cargo test -p cport --lib sched`).
 
 use std::collections::VecDeque;
 use std::time::Instant;
+
+/// Packets handed out at most between two looks at the backend while the
+/// queue stays non-empty: two `get_many` batches of the worker pool, so a
+/// look (one system call at most) costs under 1% of a busy queue's packets.
+pub(crate) const FAIR_RUN: usize = 128;
 
 use crate::error::GetError;
 use shim::{park_until, Arc, AtomicBool, Mutex, Ordering, Thread};
@@ -75,6 +88,8 @@ struct State<T> {
     /// A thread is waiting in the backend (or about to).
     leader: bool,
     max_running: usize,
+    /// Packets handed out since the backend was last looked at.
+    since_poll: usize,
 }
 
 impl<T: Prioritized> State<T> {
@@ -96,7 +111,12 @@ impl<T: Prioritized> State<T> {
     /// split evenly between the threads holding slots, so one batch does
     /// not starve the other running threads.
     fn take_share(&mut self, out: &mut Vec<T>, max: usize) {
-        let share = self.queued().div_ceil(self.running.max(1)).min(max);
+        let mut share = self.queued().div_ceil(self.running.max(1)).min(max);
+        if !self.leader {
+            // Nobody watches the backend: stop where it is due a look.
+            share = share.min(FAIR_RUN.saturating_sub(self.since_poll));
+        }
+        self.since_poll += share;
         for _ in 0..share {
             match self.high.front().or_else(|| self.normal.front()) {
                 Some(p) if !p.ends_batch() => {}
@@ -115,6 +135,7 @@ impl<T: Prioritized> State<T> {
             let Some(item) = self.pop() else { break };
             let w = self.waiters.pop().expect("checked non-empty");
             self.take_slot();
+            self.since_poll += 1;
             w.give(Grant::Item(item));
         }
     }
@@ -122,6 +143,19 @@ impl<T: Prioritized> State<T> {
     /// backend, which only a wake-up will end.
     fn leader_must_wake(&self) -> bool {
         self.queued() > 0 && self.leader && self.running < self.concurrency
+    }
+    /// Packets are ready but the backend is due a look first (see [`FAIR_RUN`]).
+    fn poll_due(&self) -> bool {
+        !self.leader && self.since_poll >= FAIR_RUN && self.queued() > 0
+    }
+    /// A leader's turn is over: queue what it reaped and hand it out.
+    fn end_lead(&mut self, batch: &mut Vec<T>) {
+        self.leader = false;
+        self.since_poll = 0;
+        for item in batch.drain(..) {
+            self.enqueue(item);
+        }
+        self.dispatch();
     }
     /// When nobody leads but threads wait with free slots, one of them must.
     fn promote(&mut self) {
@@ -157,6 +191,7 @@ impl<T: Prioritized> Sched<T> {
                 waiters: Vec::new(),
                 leader: false,
                 max_running: 0,
+                since_poll: 0,
             }),
         }
     }
@@ -189,6 +224,25 @@ impl<T: Prioritized> Sched<T> {
         for w in st.waiters.drain(..) {
             w.give(Grant::Lead);
         }
+    }
+
+    /// Looks at the backend once without waiting, from a thread that need
+    /// not hold a slot (`Port::flush`): `lead` with a deadline of now. What
+    /// it reaps is queued and handed out. `None` when another thread leads.
+    pub(crate) fn lead_now(&self, batch: &mut Vec<T>, lead: &mut LeadFn<'_, T>) -> Option<Result<(), GetError>> {
+        let mut st = self.state.lock();
+        if st.leader {
+            return None;
+        }
+        st.leader = true;
+        drop(st);
+        let guard = Unlead(self);
+        let res = lead(Some(shim::now()), batch);
+        std::mem::forget(guard);
+        let mut st = self.state.lock();
+        st.end_lead(batch);
+        st.promote();
+        Some(res)
     }
 
     /// Whether a thread is waiting in the backend (or about to).
@@ -234,27 +288,34 @@ impl<T: Prioritized> Sched<T> {
         }
         loop {
             if st.running < st.concurrency {
-                if let Some(item) = st.pop() {
-                    st.take_slot();
-                    st.dispatch();
-                    if let Some((out, max)) = more.filter(|_| !item.ends_batch()) {
-                        st.take_share(out, max);
+                let poll = st.poll_due();
+                if !poll {
+                    if let Some(item) = st.pop() {
+                        st.take_slot();
+                        st.since_poll += 1;
+                        st.dispatch();
+                        if let Some((out, max)) = more.filter(|_| !item.ends_batch()) {
+                            st.take_share(out, max);
+                        }
+                        return Ok(item);
                     }
-                    return Ok(item);
                 }
                 if !st.leader {
                     st.leader = true;
                     drop(st);
-                    let res = lead(deadline, batch);
+                    // Due a look with packets ready: look, do not wait.
+                    let until = if poll { Some(shim::now()) } else { deadline };
+                    let guard = Unlead(self);
+                    let res = lead(until, batch);
+                    std::mem::forget(guard);
                     st = self.state.lock();
-                    st.leader = false;
-                    for item in batch.drain(..) {
-                        st.enqueue(item);
-                    }
-                    st.dispatch();
+                    st.end_lead(batch);
                     let expired = deadline.is_some_and(|d| shim::now() >= d);
                     let can_take = st.running < st.concurrency && st.queued() > 0;
-                    if res.is_err() || (expired && !can_take) {
+                    // A look taken for fairness fails nothing that is ready
+                    // (a shut-down port still delivers its queue).
+                    let failed = res.is_err() && !(poll && can_take);
+                    if failed || (expired && !can_take) {
                         st.promote();
                         return Err(res.err().unwrap_or(GetError::Timeout));
                     }
@@ -285,6 +346,19 @@ impl<T: Prioritized> Sched<T> {
             }
             return Err(GetError::Timeout);
         }
+    }
+}
+
+/// Gives up the leader's role if `lead` unwinds, so that the next thread
+/// to call `get` leads instead of every later `get` parking forever.
+struct Unlead<'a, T: Prioritized>(&'a Sched<T>);
+
+impl<T: Prioritized> Drop for Unlead<'_, T> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock();
+        st.leader = false;
+        st.dispatch();
+        st.promote();
     }
 }
 
