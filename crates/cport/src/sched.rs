@@ -542,6 +542,66 @@ mod tests {
         assert_eq!(batches, vec![vec![1, 2], vec![100], vec![3], vec![101], vec![102]]);
     }
 
+    #[cfg(not(cport_loom))]
+    #[test]
+    fn a_leader_that_panics_gives_up_the_role() {
+        let s = Sched::new(1);
+        let me = Waiter::for_current_thread();
+        let mut boom = |_: Option<Instant>, _: &mut Vec<P>| -> Result<(), GetError> { panic!("backend failed") };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.get(false, None, &me, &mut vec![], &mut boom, &mut || {}, &mut |_| {}, None)
+        }));
+        assert!(r.is_err());
+        assert!(!s.has_leader(), "the leader flag outlived the panic");
+        // The next thread leads (instead of parking forever) and gets what it reaps.
+        let mut reap = |_: Option<Instant>, out: &mut Vec<P>| {
+            out.push(P(7, false));
+            Ok(())
+        };
+        let d = Some(Instant::now() + std::time::Duration::from_secs(5));
+        let got = s.get(false, d, &me, &mut vec![], &mut reap, &mut || {}, &mut |_| {}, None);
+        assert_eq!(got.unwrap(), P(7, false));
+    }
+
+    #[cfg(not(cport_loom))]
+    #[test]
+    fn ready_packets_make_way_for_a_look_at_the_backend() {
+        let s = Sched::new(1);
+        for i in 0..1000 {
+            s.push(P(i, false));
+        }
+        let me = Waiter::for_current_thread();
+        let looks = std::cell::Cell::new(Vec::new());
+        let mut handed = 0usize;
+        let mut held = false;
+        let mut more = vec![];
+        while handed < 600 {
+            more.clear();
+            let mut look = |d: Option<Instant>, out: &mut Vec<P>| {
+                // A look for fairness never waits.
+                assert!(d.is_some_and(|d| d <= Instant::now()));
+                let mut l = looks.take();
+                l.push(handed);
+                looks.set(l);
+                out.push(P(5000 + handed as u32, false));
+                Ok(())
+            };
+            let first = s
+                .get(held, None, &me, &mut vec![], &mut look, &mut || {}, &mut |_| {}, Some((&mut more, 63)))
+                .unwrap();
+            held = true;
+            handed += 1 + more.len();
+            let _ = first;
+        }
+        let looks = looks.take();
+        assert!(!looks.is_empty());
+        let mut last = 0;
+        for at in looks {
+            assert!(at - last <= FAIR_RUN, "a run of {} packets without a look", at - last);
+            last = at;
+        }
+    }
+
     /// A stand-in for the kernel: completions appear in `ready`; the leader
     /// blocks on `notify` until one does or it is woken (as by a NOP).
     #[cfg(cport_loom)]
