@@ -587,7 +587,16 @@ mod tests {
                 Ok(())
             };
             let first = s
-                .get(held, None, &me, &mut vec![], &mut look, &mut || {}, &mut |_| {}, Some((&mut more, 63)))
+                .get(
+                    held,
+                    None,
+                    &me,
+                    &mut vec![],
+                    &mut look,
+                    &mut || {},
+                    &mut |_| {},
+                    Some((&mut more, 63)),
+                )
                 .unwrap();
             held = true;
             handed += 1 + more.len();
@@ -654,6 +663,70 @@ mod tests {
             got.sort();
             assert_eq!(got, vec![1, 2]);
             assert!(s.counts().max_running <= 2);
+        });
+    }
+
+    /// `Port::flush` from a thread that never dequeues, racing a consumer
+    /// that leads: whoever ends up looking at the "kernel", the completion
+    /// reaches the consumer exactly once and nobody is left leading.
+    #[cfg(cport_loom)]
+    #[test]
+    fn loom_flush_and_a_leader_share_the_backend() {
+        loom::model(|| {
+            let s = Arc::new(Sched::new(1));
+            let k = Arc::new(Kernel {
+                ready: loom::sync::Mutex::new(Vec::new()),
+                notify: loom::sync::Notify::new(),
+            });
+            let lead_with = |k: Arc<Kernel>| {
+                move |deadline: Option<Instant>, out: &mut Vec<P>| {
+                    let got: Vec<P> = std::mem::take(&mut *k.ready.lock().unwrap());
+                    if got.is_empty() && deadline.is_none() {
+                        k.notify.wait();
+                        out.extend(std::mem::take(&mut *k.ready.lock().unwrap()));
+                    } else {
+                        out.extend(got);
+                    }
+                    Ok(())
+                }
+            };
+            let consumer = {
+                let (s, k) = (s.clone(), k.clone());
+                loom::thread::spawn(move || {
+                    let me = Waiter::for_current_thread();
+                    let mut lead = lead_with(k);
+                    loop {
+                        let p = s.get(false, None, &me, &mut vec![], &mut lead, &mut || {}, &mut |_| {}, None);
+                        if let Ok(p) = p {
+                            let _ = s.release();
+                            return p.0;
+                        }
+                    }
+                })
+            };
+            // The flusher: an op completes in the "kernel", then flush.
+            k.ready.lock().unwrap().push(P(1, false));
+            let mut lead = lead_with(k.clone());
+            let mut batch = vec![];
+            loop {
+                match s.lead_now(&mut batch, &mut lead) {
+                    Some(r) => {
+                        r.unwrap();
+                        break;
+                    }
+                    None => {
+                        // A leader is in the "kernel": wake it; it takes the packet.
+                        k.notify.notify();
+                        if k.ready.lock().unwrap().is_empty() {
+                            break;
+                        }
+                        loom::thread::yield_now();
+                    }
+                }
+            }
+            assert_eq!(consumer.join().unwrap(), 1);
+            assert!(!s.has_leader());
+            assert_eq!(s.counts().queued, 0);
         });
     }
 

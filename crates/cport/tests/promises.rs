@@ -8,7 +8,7 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -367,5 +367,73 @@ backend_tests! {
         }
         assert_nothing_more(&port);
         drop(clients);
+    }
+}
+
+backend_tests! {
+    fn many_issuers_flushing_while_workers_lead_and_block(backend: Backend) {
+        // Stress for the leader/flush path: threads that never dequeue issue
+        // sends and flush, while workers lead, run handlers that sometimes
+        // hold their slot for a while, and dequeue. Every send completes
+        // once and every byte reaches its peer in order.
+        const ISSUERS: usize = 4;
+        const CONNS: usize = 2;
+        const ROUNDS: usize = 150;
+        const MSG: usize = 512;
+        let port = port_with(backend, |b| b.concurrency(2));
+        let seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<u64, usize>::new()));
+        let s2 = seen.clone();
+        let workers = spawn_workers(&port, 3, move |c| {
+            assert!(c.result().is_ok(), "{c:?}");
+            *s2.lock().unwrap().entry(c.ctx()).or_default() += 1;
+            if c.ctx() % 7 == 0 {
+                thread::sleep(Duration::from_millis(1)); // holds its slot
+            }
+        });
+        let mut readers = Vec::new();
+        let mut issuers = Vec::new();
+        for i in 0..ISSUERS {
+            let mut hs = Vec::new();
+            for j in 0..CONNS {
+                let key = (i * CONNS + j) as u64;
+                let (h, mut peer) = associated_pair(&port, Key(key));
+                hs.push(h);
+                readers.push(thread::spawn(move || {
+                    let want = pattern(ROUNDS * MSG, key);
+                    let mut got = vec![0u8; want.len()];
+                    peer.read_exact(&mut got).map(|_| got == want)
+                }));
+            }
+            let p = port.clone();
+            issuers.push(thread::spawn(move || {
+                for r in 0..ROUNDS {
+                    for (j, h) in hs.iter().enumerate() {
+                        let key = (i * CONNS + j) as u64;
+                        let data = pattern(ROUNDS * MSG, key)[r * MSG..(r + 1) * MSG].to_vec();
+                        let ctx = key * 1_000_000 + r as u64;
+                        // One send in flight per connection keeps the bytes in order.
+                        p.send(h, data, ctx).unwrap();
+                        p.flush();
+                    }
+                    // The next round only after this one is out: wait for its completions.
+                    let until = Instant::now() + LONG;
+                    while p.stats().in_flight > 0 && Instant::now() < until {
+                        thread::yield_now();
+                    }
+                }
+            }));
+        }
+        for t in issuers {
+            t.join().expect("issuer");
+        }
+        for r in readers {
+            assert!(r.join().unwrap().expect("peer reads everything"), "bytes arrived out of order or wrong");
+        }
+        wait_until("every send completion is handled", || seen.lock().unwrap().len() == ISSUERS * CONNS * ROUNDS);
+        assert!(seen.lock().unwrap().values().all(|&n| n == 1), "a completion was delivered twice");
+        port.post_quit(3).unwrap();
+        for w in workers {
+            w.join().unwrap();
+        }
     }
 }
