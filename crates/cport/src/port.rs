@@ -98,6 +98,8 @@ impl PortBuilder {
         self
     }
     /// The cap on operations in flight plus completions queued (default 2^20).
+    /// Multishot deliveries count too: one that fills the queue ends its
+    /// operation with `ENOBUFS`.
     pub fn queue_limit(mut self, n: usize) -> Self {
         self.queue_limit = n;
         self
@@ -528,6 +530,10 @@ impl Port {
     /// Keeps accepting without re-posting: one completion per connection, each
     /// with [`Completion::more`] set while the accept stays armed.
     ///
+    /// A delivery that fills the port's queue to its limit ends the accept:
+    /// the final completion (`more` clear) carries `ENOBUFS`; re-arm it when
+    /// there is room. Connections not yet accepted wait in the listen backlog.
+    ///
     /// # Errors
     /// As for [`accept`](Self::accept).
     pub fn accept_multi(&self, listener: &Handle, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
@@ -584,6 +590,7 @@ impl Port {
     /// Like [`recv_pooled`](Self::recv_pooled) but stays armed: one completion
     /// per arrival with [`Completion::more`] set; the last has it clear (end
     /// of stream, error, `ENOBUFS`, or cancel) and must be re-armed by the caller.
+    /// `ENOBUFS` means the pool ran dry or the port's queue reached its limit.
     ///
     /// # Errors
     /// As for [`accept`](Self::accept).
@@ -750,6 +757,9 @@ impl Port {
     /// sendfile(2) on epoll. Completes once, with the total sent; a file that
     /// ends early yields a short count. The file comes back in the payload.
     ///
+    /// A peer that stops reading holds no thread: on io_uring the socket is
+    /// made non-blocking and the transfer waits for room with a poll.
+    ///
     /// # Errors
     /// As for [`accept`](Self::accept); the file comes back in the error.
     pub fn send_file(
@@ -910,6 +920,10 @@ impl Port {
     /// Dequeues one completion, waiting up to `timeout` (`None`: forever)
     /// (GetQueuedCompletionStatus). The calling thread's previous slot is
     /// given back first, and a slot is held until its next `get`.
+    ///
+    /// Posted packets and I/O completions are served in the order the port
+    /// learns of them, and it looks at the kernel at least every 128 packets
+    /// it hands out, so a job that keeps re-posting itself never starves I/O.
     ///
     /// # Errors
     /// [`GetError::Timeout`], [`GetError::ShutDown`] once shut down and

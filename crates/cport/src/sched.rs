@@ -24,13 +24,13 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use crate::error::GetError;
+use shim::{park_until, Arc, AtomicBool, Mutex, Ordering, Thread};
+
 /// Packets handed out at most between two looks at the backend while the
 /// queue stays non-empty: two `get_many` batches of the worker pool, so a
 /// look (one system call at most) costs under 1% of a busy queue's packets.
 pub(crate) const FAIR_RUN: usize = 128;
-
-use crate::error::GetError;
-use shim::{park_until, Arc, AtomicBool, Mutex, Ordering, Thread};
 
 /// A packet that knows whether it goes to the front of the queue.
 pub(crate) trait Prioritized {

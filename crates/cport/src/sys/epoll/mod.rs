@@ -433,11 +433,7 @@ impl Inner {
 
     /// Cancels one op (not one that a pool thread is running).
     fn cancel_idx(&self, st: &mut State, idx: usize) {
-        self.end_idx(st, idx, libc::ECANCELED)
-    }
-
-    /// Ends one op early with `code` (not one that a pool thread is running).
-    fn end_idx(&self, st: &mut State, idx: usize, code: i32) {
+        let code = libc::ECANCELED;
         let place = st.ops[idx].place;
         match place {
             Place::Running => return,

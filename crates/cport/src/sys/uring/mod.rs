@@ -874,7 +874,7 @@ impl Driver for Uring {
 
     fn drain(&self) {
         let core = &self.core;
-        // (Past this point the port is gone: whoever drops it may enter the ring.)
+        // The port is gone: the thread dropping it submits and waits itself.
         if core.state.lock().ops.is_empty() {
             return;
         }
