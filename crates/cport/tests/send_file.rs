@@ -105,4 +105,44 @@ backend_tests! {
         assert_eq!(port.stats().handles, 0);
         drop(pairs);
     }
+
+    fn a_socket_keeps_waiting_for_data_after_a_send_file(backend: Backend) {
+        // send_file makes the socket non-blocking on io_uring: later
+        // receives and sends on it must still wait for the peer, never come
+        // back with EAGAIN (a keep-alive HTTP connection after a download).
+        let data = pattern(256 * 1024, 3);
+        let tmp = TempFile::with_contents("keepalive", &data);
+        let port = port(backend);
+        let (h, mut peer) = associated_pair(&port, Key(1));
+        port.send_file(&h, Arc::new(tmp.open_read()), 0, data.len() as u64, 1u64).unwrap();
+        let len = data.len();
+        let reader = thread::spawn(move || {
+            let mut got = vec![0u8; len];
+            peer.read_exact(&mut got).map(|_| (got, peer))
+        });
+        assert_eq!(next_of(&port, OpKind::SendFile, 1).bytes(), data.len());
+        let (got, mut peer) = reader.join().unwrap().unwrap();
+        assert!(got == data);
+        // Nothing to read yet: the receives wait (single and multishot).
+        port.recv(&h, Vec::with_capacity(16), 2u64).unwrap();
+        let pool = port.buf_pool(4, 64).unwrap();
+        assert_nothing_more(&port);
+        std::io::Write::write_all(&mut peer, b"next").unwrap();
+        let mut c = next_of(&port, OpKind::Recv, 2);
+        assert_eq!(vec_of(&mut c), b"next");
+        port.recv_pooled_multi(&h, &pool, 3u64).unwrap();
+        assert_nothing_more(&port);
+        std::io::Write::write_all(&mut peer, b"more").unwrap();
+        let c = next_of(&port, OpKind::RecvPooled, 3);
+        assert!(c.more() && c.bytes() == 4, "{c:?}");
+        port.send(&h, &b"reply"[..], 4u64).unwrap();
+        assert_eq!(next_of(&port, OpKind::Send, 4).bytes(), 5);
+        let mut r = [0u8; 5];
+        peer.read_exact(&mut r).unwrap();
+        assert_eq!(&r, b"reply");
+        port.close(&h).unwrap();
+        let c = next_of(&port, OpKind::RecvPooled, 3);
+        assert!(!c.more() && c.is_cancelled(), "{c:?}");
+        assert_nothing_more(&port);
+    }
 }
