@@ -379,7 +379,7 @@ impl Shared {
         }
         if graceful {
             if let Some(op) = st.recv_op {
-                self.port.cancel_op(op);
+                let _ = self.port.cancel_op(op); // its own port's op: never refused
             }
             if st.queue.is_idle() {
                 self.close_handle(st);

@@ -14,14 +14,24 @@ pub struct Key(pub u64);
 
 /// Identifies one issued operation, for [`Port::cancel_op`](crate::Port::cancel_op).
 ///
-/// Generation-tagged: an id whose operation has completed never matches a later one.
+/// Generation-tagged: an id whose operation has completed never matches a
+/// later one. It names its port too: another port refuses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct OpId(pub(crate) u64);
+pub struct OpId {
+    pub(crate) port: u32,
+    pub(crate) op: OpRef,
+}
 
-impl OpId {
-    /// The id of the op in slot `idx` of a driver's table, generation `gen`.
-    pub(crate) fn new(gen: u32, idx: usize) -> OpId {
-        OpId(((gen as u64) << 32) | idx as u64)
+/// A backend's name for one operation: the slot of its in-flight table and
+/// the slot's generation, packed into the `user_data` the kernel hands back
+/// (IOCP's OVERLAPPED pointer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct OpRef(pub(crate) u64);
+
+impl OpRef {
+    /// The op in slot `idx` of a driver's table, generation `gen`.
+    pub(crate) fn new(gen: u32, idx: usize) -> OpRef {
+        OpRef(((gen as u64) << 32) | idx as u64)
     }
     /// The slot in the driver's table.
     pub(crate) fn idx(self) -> usize {
@@ -176,11 +186,13 @@ pub(crate) struct Meta {
     pub key: Key,
     /// The context value ([`Ctx::value`]).
     pub ctx: u64,
-    pub id: OpId,
+    pub id: OpRef,
     /// The slot of the handle whose in-flight count this operation holds
     /// (`NO_HANDLE`: none), and its generation.
     handle_idx: u32,
     handle_gen: u32,
+    /// The port the operation (and its handle) belongs to.
+    pub port: u32,
     pub kind: OpKind,
     pub priority: Priority,
     /// On a completion: its multishot operation stays armed.
@@ -191,11 +203,12 @@ pub(crate) struct Meta {
 const NO_HANDLE: u32 = u32::MAX;
 
 impl Meta {
-    pub(crate) fn new(key: Key, ctx: Ctx, kind: OpKind, handle: Option<&Handle>) -> Meta {
+    pub(crate) fn new(port: u32, key: Key, ctx: Ctx, kind: OpKind, handle: Option<&Handle>) -> Meta {
         Meta {
             key,
             ctx: ctx.value,
-            id: OpId(0),
+            id: OpRef(0),
+            port,
             handle_idx: handle.map_or(NO_HANDLE, |h| h.idx),
             handle_gen: handle.map_or(0, |h| h.gen),
             kind,
@@ -208,8 +221,16 @@ impl Meta {
         (self.handle_idx != NO_HANDLE).then_some(Handle {
             idx: self.handle_idx,
             gen: self.handle_gen,
+            port: self.port,
             key: self.key,
         })
+    }
+    /// The operation's public id.
+    pub(crate) fn op_id(&self) -> OpId {
+        OpId {
+            port: self.port,
+            op: self.id,
+        }
     }
 }
 
@@ -250,7 +271,7 @@ impl Completion {
     }
     /// The id the issuing call returned.
     pub fn op_id(&self) -> OpId {
-        self.meta.id
+        self.meta.op_id()
     }
     /// Bytes transferred, or the OS error.
     pub fn result(&self) -> &io::Result<usize> {

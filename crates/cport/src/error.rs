@@ -19,6 +19,8 @@ pub enum SubmitErrorKind {
     ShutDown,
     /// The backend cannot do this operation on this object.
     Unsupported,
+    /// The handle, operation id or buffer pool belongs to another port.
+    ForeignPort,
 }
 
 /// An operation that was not accepted; the buffers it was given come back in
@@ -45,6 +47,7 @@ impl fmt::Display for SubmitError {
             SubmitErrorKind::Closing => "handle is closing",
             SubmitErrorKind::ShutDown => "completion port is shut down",
             SubmitErrorKind::Unsupported => "operation not supported by this backend",
+            SubmitErrorKind::ForeignPort => "handle or operation belongs to another completion port",
         })
     }
 }
@@ -58,6 +61,7 @@ impl From<SubmitError> for io::Error {
             SubmitErrorKind::InvalidHandle | SubmitErrorKind::Closing => io::ErrorKind::NotFound,
             SubmitErrorKind::ShutDown => io::ErrorKind::BrokenPipe,
             SubmitErrorKind::Unsupported => io::ErrorKind::Unsupported,
+            SubmitErrorKind::ForeignPort => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, e.to_string())
     }
@@ -150,12 +154,16 @@ impl From<BuildError> for io::Error {
 }
 
 /// The error an operation completes with when the port shut down under it.
+///
+/// Its kind is `BrokenPipe`, as for every other shutdown answer of the port,
+/// never `Interrupted`: retry loops treat that one as transient and would
+/// issue again into a port that is gone.
 #[derive(Debug)]
 pub(crate) struct ShutDownError;
 
 impl ShutDownError {
     pub(crate) fn io() -> io::Error {
-        io::Error::new(io::ErrorKind::Interrupted, ShutDownError)
+        io::Error::new(io::ErrorKind::BrokenPipe, ShutDownError)
     }
     pub(crate) fn is(e: &io::Error) -> bool {
         e.get_ref().is_some_and(|inner| inner.is::<ShutDownError>())

@@ -15,6 +15,8 @@ use crate::error::SubmitErrorKind;
 pub struct Handle {
     pub(crate) idx: u32,
     pub(crate) gen: u32,
+    /// The port whose table holds it: every port's table starts at slot 0.
+    pub(crate) port: u32,
     pub(crate) key: Key,
 }
 
@@ -33,8 +35,9 @@ struct Slot {
 }
 
 /// The port's table of associated fds.
-#[derive(Default)]
 pub(crate) struct HandleTable {
+    /// The owning port's identity, stamped on every handle.
+    port: u32,
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
@@ -48,6 +51,15 @@ pub(crate) enum Released {
 }
 
 impl HandleTable {
+    pub(crate) fn new(port: u32) -> Self {
+        HandleTable {
+            port,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+        }
+    }
+
     pub(crate) fn insert(&mut self, fd: OwnedFd, key: Key) -> Handle {
         self.live += 1;
         if let Some(idx) = self.free.pop() {
@@ -58,6 +70,7 @@ impl HandleTable {
             return Handle {
                 idx,
                 gen: slot.gen,
+                port: self.port,
                 key,
             };
         }
@@ -68,10 +81,18 @@ impl HandleTable {
             inflight: 0,
             closing: false,
         });
-        Handle { idx, gen: 0, key }
+        Handle {
+            idx,
+            gen: 0,
+            port: self.port,
+            key,
+        }
     }
 
     fn slot(&mut self, h: &Handle) -> Result<&mut Slot, SubmitErrorKind> {
+        if h.port != self.port {
+            return Err(SubmitErrorKind::ForeignPort);
+        }
         match self.slots.get_mut(h.idx as usize) {
             Some(s) if s.gen == h.gen && s.fd.is_some() => Ok(s),
             _ => Err(SubmitErrorKind::InvalidHandle),

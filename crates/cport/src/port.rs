@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use crate::error::{BuildError, GetError, ShutDownError, SubmitError, SubmitError
 use crate::handle::{Handle, HandleTable, Released};
 use crate::sched::{Prioritized, Sched, Waiter, WaiterRef};
 use crate::stats::{Counters, Stats, ThreadCounters};
-use crate::sys::{self, BufPool, CancelTarget, Driver, Op};
+use crate::sys::{self, BufPool, CancelTarget, Driver, Op, QueueCount};
 
 /// Which kernel interface a port runs on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,6 +98,8 @@ impl PortBuilder {
         self
     }
     /// The cap on operations in flight plus completions queued (default 2^20).
+    /// Multishot deliveries count too: one that fills the queue ends its
+    /// operation with `ENOBUFS`.
     pub fn queue_limit(mut self, n: usize) -> Self {
         self.queue_limit = n;
         self
@@ -156,27 +158,29 @@ impl PortBuilder {
                 wanted = Backend::parse(&v).ok_or(BuildError::Config("CPORT_BACKEND must be auto, uring or epoll"))?;
             }
         }
+        let queue = Arc::new(QueueCount::new(self.queue_limit));
         let driver: Box<dyn Driver> = match wanted {
-            Backend::IoUring => Box::new(sys::uring::Uring::new(self.ring_entries)?),
-            Backend::Epoll => sys::epoll::new_driver(self.ring_entries)?,
-            Backend::Auto => match sys::uring::Uring::new(self.ring_entries) {
+            Backend::IoUring => Box::new(sys::uring::Uring::new(self.ring_entries, queue.clone())?),
+            Backend::Epoll => sys::epoll::new_driver(self.ring_entries, queue.clone())?,
+            Backend::Auto => match sys::uring::Uring::new(self.ring_entries, queue.clone()) {
                 Ok(u) => {
                     tracing::info!(backend = "uring", "completion port on io_uring");
                     Box::new(u)
                 }
                 Err(e) => {
                     tracing::warn!(backend = "epoll", reason = %e, "io_uring unavailable; completion port falls back to epoll");
-                    let ep = sys::epoll::new_driver(self.ring_entries)?;
-                    return Ok(Port::from_driver(self, ep, Some(e.to_string())));
+                    let ep = sys::epoll::new_driver(self.ring_entries, queue.clone())?;
+                    return Ok(Port::from_driver(self, ep, queue, Some(e.to_string())));
                 }
             },
         };
-        Ok(Port::from_driver(self, driver, None))
+        Ok(Port::from_driver(self, driver, queue, None))
     }
 }
 
 struct Shared {
-    id: u64,
+    /// This port's identity, carried by its handles and op ids.
+    id: u32,
     driver: Box<dyn Driver>,
     sched: Sched<Completion>,
     handles: Mutex<HandleTable>,
@@ -184,8 +188,8 @@ struct Shared {
     threads: Mutex<Vec<Arc<ThreadCounters>>>,
     queue_limit: usize,
     full_policy: FullPolicy,
-    /// Operations in flight plus completions queued.
-    outstanding: AtomicUsize,
+    /// Operations in flight plus completions queued (shared with the driver).
+    outstanding: Arc<QueueCount>,
     room: (Mutex<()>, Condvar),
     room_waiters: AtomicUsize,
     batch: bool,
@@ -219,14 +223,15 @@ impl std::fmt::Debug for Port {
     }
 }
 
-static NEXT_PORT_ID: AtomicU64 = AtomicU64::new(1);
+/// Port identities: process-unique until 2^32 ports have been built.
+static NEXT_PORT_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Per-thread records kept before finished threads' are dropped.
 const MAX_THREAD_RECORDS: usize = 256;
 
 /// This thread's standing with one port.
 struct Local {
-    port_id: u64,
+    port_id: u32,
     port: Weak<Shared>,
     holds_slot: bool,
     waiter: WaiterRef<Completion>,
@@ -266,18 +271,24 @@ impl Port {
         Self::builder().build()
     }
 
-    fn from_driver(b: PortBuilder, driver: Box<dyn Driver>, fallback_reason: Option<String>) -> Port {
+    fn from_driver(
+        b: PortBuilder,
+        driver: Box<dyn Driver>,
+        queue: Arc<QueueCount>,
+        fallback_reason: Option<String>,
+    ) -> Port {
+        let id = NEXT_PORT_ID.fetch_add(1, Relaxed);
         Port {
             shared: Arc::new(Shared {
-                id: NEXT_PORT_ID.fetch_add(1, Relaxed),
+                id,
                 driver,
                 sched: Sched::new(b.concurrency),
-                handles: Mutex::new(HandleTable::default()),
+                handles: Mutex::new(HandleTable::new(id)),
                 counters: Counters::default(),
                 threads: Mutex::new(Vec::new()),
                 queue_limit: b.queue_limit,
                 full_policy: b.full_policy,
-                outstanding: AtomicUsize::new(0),
+                outstanding: queue,
                 room: (Mutex::new(()), Condvar::new()),
                 room_waiters: AtomicUsize::new(0),
                 batch: b.batch,
@@ -317,17 +328,17 @@ impl Port {
             if s.shut_down.load(Acquire) {
                 return Err(SubmitErrorKind::ShutDown);
             }
-            let prev = s.outstanding.fetch_add(1, SeqCst);
+            let prev = s.outstanding.n.fetch_add(1, SeqCst);
             if prev < s.queue_limit {
                 return Ok(());
             }
-            s.outstanding.fetch_sub(1, SeqCst);
+            s.outstanding.n.fetch_sub(1, SeqCst);
             if s.full_policy == FullPolicy::Fail {
                 return Err(SubmitErrorKind::QueueFull);
             }
             let mut g = s.room.0.lock();
             s.room_waiters.fetch_add(1, SeqCst);
-            if s.outstanding.load(SeqCst) >= s.queue_limit && !s.shut_down.load(Acquire) {
+            if s.outstanding.n.load(SeqCst) >= s.queue_limit && !s.shut_down.load(Acquire) {
                 s.room.1.wait_for(&mut g, Duration::from_millis(100));
             }
             s.room_waiters.fetch_sub(1, SeqCst);
@@ -336,7 +347,7 @@ impl Port {
 
     fn unreserve(&self, n: usize) {
         let s = &self.shared;
-        s.outstanding.fetch_sub(n, SeqCst);
+        s.outstanding.n.fetch_sub(n, SeqCst);
         if s.room_waiters.load(SeqCst) > 0 {
             let _g = s.room.0.lock();
             s.room.1.notify_all();
@@ -377,7 +388,7 @@ impl Port {
                 match table.begin_op(h) {
                     Ok(fd) => {
                         op.set_fd(fd);
-                        let r = push(Meta::new(h.key, ctx, kind, Some(h)), op);
+                        let r = push(Meta::new(self.shared.id, h.key, ctx, kind, Some(h)), op);
                         if !matches!(r, Ok(Issued::Pending(_))) {
                             // Failed or finished: the op no longer holds the handle.
                             if let Released::Close(fd) = table.end_op(h.idx) {
@@ -389,7 +400,7 @@ impl Port {
                     Err(k) => Err((k, op)),
                 }
             }
-            None => push(Meta::new(Key(0), ctx, kind, None), op),
+            None => push(Meta::new(self.shared.id, Key(0), ctx, kind, None), op),
         };
         if let Some(fd) = closed {
             self.close_fds(vec![fd]);
@@ -454,10 +465,33 @@ impl Port {
         }
     }
 
-    /// Submits every operation issued so far now, instead of at this
-    /// thread's next `get`. Useful before a handler does something long.
+    /// Submits every operation issued so far now, instead of at the next
+    /// `get`: when it returns, everything issued before it (by any thread)
+    /// is in the kernel. Useful before a handler does something long or
+    /// waits for that I/O itself.
+    ///
+    /// When a thread waits in the kernel for this port, that thread is woken
+    /// to submit and `flush` waits for it. Otherwise (every slot held by a
+    /// handler, nobody waiting) the calling thread submits itself: on
+    /// io_uring its own later blocking calls may then see `EINTR` when those
+    /// operations complete, as for any thread that dequeues.
     pub fn flush(&self) {
-        self.shared.driver.flush();
+        let s = &*self.shared;
+        let mark = s.driver.submit_mark();
+        let give_up = Instant::now() + Duration::from_secs(5);
+        let mut batch = Vec::new();
+        while !s.driver.wait_submitted(mark, Duration::ZERO) {
+            match s.sched.lead_now(&mut batch, &mut |d, out| self.lead(d, out)) {
+                // This thread submitted (or the backend failed: nothing to wait for).
+                Some(_) => return,
+                None => {
+                    s.driver.wake();
+                    if s.driver.wait_submitted(mark, Duration::from_millis(1)) || Instant::now() >= give_up {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Does nothing, then completes: a round trip through the backend.
@@ -495,6 +529,10 @@ impl Port {
 
     /// Keeps accepting without re-posting: one completion per connection, each
     /// with [`Completion::more`] set while the accept stays armed.
+    ///
+    /// A delivery that fills the port's queue to its limit ends the accept:
+    /// the final completion (`more` clear) carries `ENOBUFS`; re-arm it when
+    /// there is room. Connections not yet accepted wait in the listen backlog.
     ///
     /// # Errors
     /// As for [`accept`](Self::accept).
@@ -537,7 +575,7 @@ impl Port {
     /// a [`Buf::Pooled`]; an `ENOBUFS` error means the pool was empty.
     ///
     /// # Errors
-    /// As for [`accept`](Self::accept); [`SubmitErrorKind::Unsupported`] for a
+    /// As for [`accept`](Self::accept); [`SubmitErrorKind::ForeignPort`] for a
     /// pool made by another port.
     pub fn recv_pooled(&self, h: &Handle, pool: &BufPool, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
         self.check_pool(pool)?;
@@ -552,6 +590,7 @@ impl Port {
     /// Like [`recv_pooled`](Self::recv_pooled) but stays armed: one completion
     /// per arrival with [`Completion::more`] set; the last has it clear (end
     /// of stream, error, `ENOBUFS`, or cancel) and must be re-armed by the caller.
+    /// `ENOBUFS` means the pool ran dry or the port's queue reached its limit.
     ///
     /// # Errors
     /// As for [`accept`](Self::accept).
@@ -571,7 +610,7 @@ impl Port {
         if pool.owner() == self.shared.driver.id() {
             Ok(())
         } else {
-            Err(SubmitError::new(SubmitErrorKind::Unsupported, Payload::None))
+            Err(SubmitError::new(SubmitErrorKind::ForeignPort, Payload::None))
         }
     }
 
@@ -718,6 +757,9 @@ impl Port {
     /// sendfile(2) on epoll. Completes once, with the total sent; a file that
     /// ends early yields a short count. The file comes back in the payload.
     ///
+    /// A peer that stops reading holds no thread: on io_uring the socket is
+    /// made non-blocking and the transfer waits for room with a poll.
+    ///
     /// # Errors
     /// As for [`accept`](Self::accept); the file comes back in the error.
     pub fn send_file(
@@ -765,7 +807,7 @@ impl Port {
     /// against the queue limit again, but always fit: they just left it.
     pub(crate) fn requeue(&self, items: impl Iterator<Item = Completion>) {
         for c in items {
-            self.shared.outstanding.fetch_add(1, AcqRel);
+            self.shared.outstanding.n.fetch_add(1, AcqRel);
             if self.shared.sched.push(c) {
                 self.shared.driver.wake();
             }
@@ -774,7 +816,7 @@ impl Port {
 
     fn post_kind(&self, key: Key, bytes: usize, ctx: Ctx, kind: OpKind) -> Result<(), SubmitError> {
         self.reserve().map_err(|k| SubmitError::new(k, Payload::None))?;
-        let meta = Meta::new(key, ctx, kind, None);
+        let meta = Meta::new(self.shared.id, key, ctx, kind, None);
         if self
             .shared
             .sched
@@ -802,8 +844,15 @@ impl Port {
 
     /// Cancels one operation (CancelIoEx with its OVERLAPPED). Harmless if it
     /// already completed.
-    pub fn cancel_op(&self, id: OpId) {
-        self.shared.driver.cancel(CancelTarget::Op(id));
+    ///
+    /// # Errors
+    /// [`SubmitErrorKind::ForeignPort`] for an id another port returned.
+    pub fn cancel_op(&self, id: OpId) -> Result<(), SubmitError> {
+        if id.port != self.shared.id {
+            return Err(SubmitError::new(SubmitErrorKind::ForeignPort, Payload::None));
+        }
+        self.shared.driver.cancel(CancelTarget::Op(id.op));
+        Ok(())
     }
 
     /// Closes a handle: cancels what is in flight on it and closes the fd once
@@ -871,6 +920,10 @@ impl Port {
     /// Dequeues one completion, waiting up to `timeout` (`None`: forever)
     /// (GetQueuedCompletionStatus). The calling thread's previous slot is
     /// given back first, and a slot is held until its next `get`.
+    ///
+    /// Posted packets and I/O completions are served in the order the port
+    /// learns of them, and it looks at the kernel at least every 128 packets
+    /// it hands out, so a job that keeps re-posting itself never starves I/O.
     ///
     /// # Errors
     /// [`GetError::Timeout`], [`GetError::ShutDown`] once shut down and
@@ -1015,22 +1068,31 @@ impl Port {
         }
     }
 
-    /// The leader's turn in the backend: wait, then settle what came back.
+    /// The leader's turn in the backend: wait, then settle what came back,
+    /// even when the backend failed after reaping some of it.
     fn lead(&self, deadline: Option<Instant>, out: &mut Vec<Completion>) -> Result<(), GetError> {
         let s = &*self.shared;
         if s.shut_down.load(Acquire) && s.driver.in_flight() == 0 {
             s.sched.wake_all();
             return Err(GetError::ShutDown);
         }
-        s.driver.wait(out, deadline).map_err(GetError::Io)?;
+        let waited = s.driver.wait(out, deadline);
+        self.settle(out);
+        waited.map_err(GetError::Io)
+    }
+
+    /// Settles reaped completions: the handle's count of each final one
+    /// (closing its fd after the last) and the shutdown error. (The driver
+    /// counted multishot deliveries against the queue limit as it made them.)
+    fn settle(&self, out: &mut [Completion]) {
+        let s = &*self.shared;
         let shut = s.shut_down.load(Acquire);
-        let mut extra = 0;
         let mut to_close = Vec::new();
         {
             let mut handles = s.handles.lock();
             for c in out.iter_mut() {
                 if c.meta.more {
-                    extra += 1; // a multishot delivery was not reserved when issued
+                    // A delivery: the op still holds its handle.
                 } else if let Some(h) = c.meta.handle() {
                     if let Released::Close(fd) = handles.end_op(h.idx) {
                         to_close.push(fd);
@@ -1041,11 +1103,7 @@ impl Port {
                 }
             }
         }
-        if extra > 0 {
-            s.outstanding.fetch_add(extra, AcqRel);
-        }
         self.close_fds(to_close);
-        Ok(())
     }
 
     /// The port's counters now.

@@ -10,6 +10,14 @@
 //! sleeping. The hand-off is direct: a woken waiter finds its packet in its
 //! own cell, so no packet is taken twice and no waiter wakes for nothing.
 //!
+//! Fairness: packets are served in the order they reach this queue, and
+//! the backend is looked at (without waiting) before more than
+//! [`FAIR_RUN`] packets are handed out since it was last looked at, so
+//! posted packets (a job that re-posts itself) never starve I/O: a
+//! completion waits behind at most `FAIR_RUN` packets plus those queued
+//! before it arrived. While another thread waits in the backend, it sees
+//! completions as they come and nobody needs to look.
+//!
 //! The code is generic over the packet so that `loom` can check it alone
 //! (`RUSTFLAGS="--cfg cport_loom" cargo test -p cport --lib sched`).
 
@@ -18,6 +26,11 @@ use std::time::Instant;
 
 use crate::error::GetError;
 use shim::{park_until, Arc, AtomicBool, Mutex, Ordering, Thread};
+
+/// Packets handed out at most between two looks at the backend while the
+/// queue stays non-empty: two `get_many` batches of the worker pool, so a
+/// look (one system call at most) costs under 1% of a busy queue's packets.
+pub(crate) const FAIR_RUN: usize = 128;
 
 /// A packet that knows whether it goes to the front of the queue.
 pub(crate) trait Prioritized {
@@ -75,6 +88,8 @@ struct State<T> {
     /// A thread is waiting in the backend (or about to).
     leader: bool,
     max_running: usize,
+    /// Packets handed out since the backend was last looked at.
+    since_poll: usize,
 }
 
 impl<T: Prioritized> State<T> {
@@ -96,7 +111,12 @@ impl<T: Prioritized> State<T> {
     /// split evenly between the threads holding slots, so one batch does
     /// not starve the other running threads.
     fn take_share(&mut self, out: &mut Vec<T>, max: usize) {
-        let share = self.queued().div_ceil(self.running.max(1)).min(max);
+        let mut share = self.queued().div_ceil(self.running.max(1)).min(max);
+        if !self.leader {
+            // Nobody watches the backend: stop where it is due a look.
+            share = share.min(FAIR_RUN.saturating_sub(self.since_poll));
+        }
+        self.since_poll += share;
         for _ in 0..share {
             match self.high.front().or_else(|| self.normal.front()) {
                 Some(p) if !p.ends_batch() => {}
@@ -115,6 +135,7 @@ impl<T: Prioritized> State<T> {
             let Some(item) = self.pop() else { break };
             let w = self.waiters.pop().expect("checked non-empty");
             self.take_slot();
+            self.since_poll += 1;
             w.give(Grant::Item(item));
         }
     }
@@ -122,6 +143,19 @@ impl<T: Prioritized> State<T> {
     /// backend, which only a wake-up will end.
     fn leader_must_wake(&self) -> bool {
         self.queued() > 0 && self.leader && self.running < self.concurrency
+    }
+    /// Packets are ready but the backend is due a look first (see [`FAIR_RUN`]).
+    fn poll_due(&self) -> bool {
+        !self.leader && self.since_poll >= FAIR_RUN && self.queued() > 0
+    }
+    /// A leader's turn is over: queue what it reaped and hand it out.
+    fn end_lead(&mut self, batch: &mut Vec<T>) {
+        self.leader = false;
+        self.since_poll = 0;
+        for item in batch.drain(..) {
+            self.enqueue(item);
+        }
+        self.dispatch();
     }
     /// When nobody leads but threads wait with free slots, one of them must.
     fn promote(&mut self) {
@@ -157,6 +191,7 @@ impl<T: Prioritized> Sched<T> {
                 waiters: Vec::new(),
                 leader: false,
                 max_running: 0,
+                since_poll: 0,
             }),
         }
     }
@@ -189,6 +224,25 @@ impl<T: Prioritized> Sched<T> {
         for w in st.waiters.drain(..) {
             w.give(Grant::Lead);
         }
+    }
+
+    /// Looks at the backend once without waiting, from a thread that need
+    /// not hold a slot (`Port::flush`): `lead` with a deadline of now. What
+    /// it reaps is queued and handed out. `None` when another thread leads.
+    pub(crate) fn lead_now(&self, batch: &mut Vec<T>, lead: &mut LeadFn<'_, T>) -> Option<Result<(), GetError>> {
+        let mut st = self.state.lock();
+        if st.leader {
+            return None;
+        }
+        st.leader = true;
+        drop(st);
+        let guard = Unlead(self);
+        let res = lead(Some(shim::now()), batch);
+        std::mem::forget(guard);
+        let mut st = self.state.lock();
+        st.end_lead(batch);
+        st.promote();
+        Some(res)
     }
 
     /// Whether a thread is waiting in the backend (or about to).
@@ -234,27 +288,34 @@ impl<T: Prioritized> Sched<T> {
         }
         loop {
             if st.running < st.concurrency {
-                if let Some(item) = st.pop() {
-                    st.take_slot();
-                    st.dispatch();
-                    if let Some((out, max)) = more.filter(|_| !item.ends_batch()) {
-                        st.take_share(out, max);
+                let poll = st.poll_due();
+                if !poll {
+                    if let Some(item) = st.pop() {
+                        st.take_slot();
+                        st.since_poll += 1;
+                        st.dispatch();
+                        if let Some((out, max)) = more.filter(|_| !item.ends_batch()) {
+                            st.take_share(out, max);
+                        }
+                        return Ok(item);
                     }
-                    return Ok(item);
                 }
                 if !st.leader {
                     st.leader = true;
                     drop(st);
-                    let res = lead(deadline, batch);
+                    // Due a look with packets ready: look, do not wait.
+                    let until = if poll { Some(shim::now()) } else { deadline };
+                    let guard = Unlead(self);
+                    let res = lead(until, batch);
+                    std::mem::forget(guard);
                     st = self.state.lock();
-                    st.leader = false;
-                    for item in batch.drain(..) {
-                        st.enqueue(item);
-                    }
-                    st.dispatch();
+                    st.end_lead(batch);
                     let expired = deadline.is_some_and(|d| shim::now() >= d);
                     let can_take = st.running < st.concurrency && st.queued() > 0;
-                    if res.is_err() || (expired && !can_take) {
+                    // A look taken for fairness fails nothing that is ready
+                    // (a shut-down port still delivers its queue).
+                    let failed = res.is_err() && !(poll && can_take);
+                    if failed || (expired && !can_take) {
                         st.promote();
                         return Err(res.err().unwrap_or(GetError::Timeout));
                     }
@@ -285,6 +346,19 @@ impl<T: Prioritized> Sched<T> {
             }
             return Err(GetError::Timeout);
         }
+    }
+}
+
+/// Gives up the leader's role if `lead` unwinds, so that the next thread
+/// to call `get` leads instead of every later `get` parking forever.
+struct Unlead<'a, T: Prioritized>(&'a Sched<T>);
+
+impl<T: Prioritized> Drop for Unlead<'_, T> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock();
+        st.leader = false;
+        st.dispatch();
+        st.promote();
     }
 }
 
@@ -468,6 +542,75 @@ mod tests {
         assert_eq!(batches, vec![vec![1, 2], vec![100], vec![3], vec![101], vec![102]]);
     }
 
+    #[cfg(not(cport_loom))]
+    #[test]
+    fn a_leader_that_panics_gives_up_the_role() {
+        let s = Sched::new(1);
+        let me = Waiter::for_current_thread();
+        let mut boom = |_: Option<Instant>, _: &mut Vec<P>| -> Result<(), GetError> { panic!("backend failed") };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.get(false, None, &me, &mut vec![], &mut boom, &mut || {}, &mut |_| {}, None)
+        }));
+        assert!(r.is_err());
+        assert!(!s.has_leader(), "the leader flag outlived the panic");
+        // The next thread leads (instead of parking forever) and gets what it reaps.
+        let mut reap = |_: Option<Instant>, out: &mut Vec<P>| {
+            out.push(P(7, false));
+            Ok(())
+        };
+        let d = Some(Instant::now() + std::time::Duration::from_secs(5));
+        let got = s.get(false, d, &me, &mut vec![], &mut reap, &mut || {}, &mut |_| {}, None);
+        assert_eq!(got.unwrap(), P(7, false));
+    }
+
+    #[cfg(not(cport_loom))]
+    #[test]
+    fn ready_packets_make_way_for_a_look_at_the_backend() {
+        let s = Sched::new(1);
+        for i in 0..1000 {
+            s.push(P(i, false));
+        }
+        let me = Waiter::for_current_thread();
+        let looks = std::cell::Cell::new(Vec::new());
+        let mut handed = 0usize;
+        let mut held = false;
+        let mut more = vec![];
+        while handed < 600 {
+            more.clear();
+            let mut look = |d: Option<Instant>, out: &mut Vec<P>| {
+                // A look for fairness never waits.
+                assert!(d.is_some_and(|d| d <= Instant::now()));
+                let mut l = looks.take();
+                l.push(handed);
+                looks.set(l);
+                out.push(P(5000 + handed as u32, false));
+                Ok(())
+            };
+            let first = s
+                .get(
+                    held,
+                    None,
+                    &me,
+                    &mut vec![],
+                    &mut look,
+                    &mut || {},
+                    &mut |_| {},
+                    Some((&mut more, 63)),
+                )
+                .unwrap();
+            held = true;
+            handed += 1 + more.len();
+            let _ = first;
+        }
+        let looks = looks.take();
+        assert!(!looks.is_empty());
+        let mut last = 0;
+        for at in looks {
+            assert!(at - last <= FAIR_RUN, "a run of {} packets without a look", at - last);
+            last = at;
+        }
+    }
+
     /// A stand-in for the kernel: completions appear in `ready`; the leader
     /// blocks on `notify` until one does or it is woken (as by a NOP).
     #[cfg(cport_loom)]
@@ -520,6 +663,70 @@ mod tests {
             got.sort();
             assert_eq!(got, vec![1, 2]);
             assert!(s.counts().max_running <= 2);
+        });
+    }
+
+    /// `Port::flush` from a thread that never dequeues, racing a consumer
+    /// that leads: whoever ends up looking at the "kernel", the completion
+    /// reaches the consumer exactly once and nobody is left leading.
+    #[cfg(cport_loom)]
+    #[test]
+    fn loom_flush_and_a_leader_share_the_backend() {
+        loom::model(|| {
+            let s = Arc::new(Sched::new(1));
+            let k = Arc::new(Kernel {
+                ready: loom::sync::Mutex::new(Vec::new()),
+                notify: loom::sync::Notify::new(),
+            });
+            let lead_with = |k: Arc<Kernel>| {
+                move |deadline: Option<Instant>, out: &mut Vec<P>| {
+                    let got: Vec<P> = std::mem::take(&mut *k.ready.lock().unwrap());
+                    if got.is_empty() && deadline.is_none() {
+                        k.notify.wait();
+                        out.extend(std::mem::take(&mut *k.ready.lock().unwrap()));
+                    } else {
+                        out.extend(got);
+                    }
+                    Ok(())
+                }
+            };
+            let consumer = {
+                let (s, k) = (s.clone(), k.clone());
+                loom::thread::spawn(move || {
+                    let me = Waiter::for_current_thread();
+                    let mut lead = lead_with(k);
+                    loop {
+                        let p = s.get(false, None, &me, &mut vec![], &mut lead, &mut || {}, &mut |_| {}, None);
+                        if let Ok(p) = p {
+                            let _ = s.release();
+                            return p.0;
+                        }
+                    }
+                })
+            };
+            // The flusher: an op completes in the "kernel", then flush.
+            k.ready.lock().unwrap().push(P(1, false));
+            let mut lead = lead_with(k.clone());
+            let mut batch = vec![];
+            loop {
+                match s.lead_now(&mut batch, &mut lead) {
+                    Some(r) => {
+                        r.unwrap();
+                        break;
+                    }
+                    None => {
+                        // A leader is in the "kernel": wake it; it takes the packet.
+                        k.notify.notify();
+                        if k.ready.lock().unwrap().is_empty() {
+                            break;
+                        }
+                        loom::thread::yield_now();
+                    }
+                }
+            }
+            assert_eq!(consumer.join().unwrap(), 1);
+            assert!(!s.has_leader());
+            assert_eq!(s.counts().queued, 0);
         });
     }
 

@@ -179,10 +179,10 @@ backend_tests! {
         let a = port.recv(&h1, marked_buf(), 1u64).unwrap();
         port.recv(&h2, Vec::with_capacity(8), 2u64).unwrap();
         let t = port.timeout(Duration::from_secs(3600), 3u64).unwrap();
-        port.cancel_op(a);
+        port.cancel_op(a).unwrap();
         let mut c = next_of(&port, OpKind::Recv, 1);
         assert_cancelled_with_buffer_back(&mut c);
-        port.cancel_op(t);
+        port.cancel_op(t).unwrap();
         let c = next_of(&port, OpKind::Timeout, 3);
         assert!(c.is_cancelled(), "{:?}", c.result());
         assert_nothing_more(&port);
@@ -199,7 +199,7 @@ backend_tests! {
         // The later op may reuse the finished one's slot; its id differs.
         let new = port.recv(&h, Vec::with_capacity(8), 2u64).unwrap();
         assert_ne!(old, new);
-        port.cancel_op(old);
+        port.cancel_op(old).unwrap();
         assert_nothing_more(&port);
         peer.write_all(b"fine").unwrap();
         let c = next_of(&port, OpKind::Recv, 2);
@@ -216,9 +216,9 @@ backend_tests! {
         let foreign = port_b.buf_pool(8, 256).unwrap();
         let (h, _peer) = associated_pair(&port_a, Key(1));
         let err = port_a.recv_pooled_multi(&h, &foreign, 1u64).unwrap_err();
-        assert_eq!(err.kind, SubmitErrorKind::Unsupported);
+        assert_eq!(err.kind, SubmitErrorKind::ForeignPort);
         let err = port_a.recv_pooled(&h, &foreign, 1u64).unwrap_err();
-        assert_eq!(err.kind, SubmitErrorKind::Unsupported);
+        assert_eq!(err.kind, SubmitErrorKind::ForeignPort);
         // Its own pool works.
         let own = port_a.buf_pool(8, 256).unwrap();
         port_a.recv_pooled(&h, &own, 2u64).unwrap();

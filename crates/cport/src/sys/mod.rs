@@ -8,7 +8,9 @@
 //!   invariant every `unsafe` block in the backends leans on.
 //! - `wait` is called by one thread at a time (the port's leader): it makes
 //!   pushed operations visible to the kernel and reaps completions.
-//! - `flush` and `wake` let other threads submit early and interrupt a wait.
+//! - `flush` and `wake` let other threads submit early and interrupt a wait;
+//!   `submit_mark`/`wait_submitted` tell when what was pushed is in the kernel.
+//!   Pushing never enters the kernel.
 //! - `cancel` ends one op, every op on an fd, or everything (shutdown).
 //!
 //! Backends: [`uring`] (io_uring, the default) and [`epoll`] (readiness turned
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use socket2::SockAddr;
 
 use crate::buf::{Buf, Datagram, Payload};
-use crate::completion::{Completion, Issued, Meta, OpId};
+use crate::completion::{Completion, Issued, Meta, OpRef};
 use crate::error::SubmitErrorKind;
 use crate::port::Backend;
 
@@ -211,7 +213,7 @@ impl Op {
 /// What to cancel.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum CancelTarget {
-    Op(OpId),
+    Op(OpRef),
     Fd(RawFd),
     All,
 }
@@ -264,6 +266,11 @@ pub(crate) trait Driver: Send + Sync {
     /// Submits pushed operations from the calling thread, which dequeues
     /// from this port and so may enter the ring.
     fn submit_now(&self);
+    /// A mark for everything pushed so far, for [`wait_submitted`](Self::wait_submitted).
+    fn submit_mark(&self) -> u64;
+    /// Whether everything pushed before `mark` is in the kernel, waiting up
+    /// to `limit` for a submission by another thread (the leader's).
+    fn wait_submitted(&self, mark: u64, limit: Duration) -> bool;
     /// Waits until at least one completion is ready or the deadline passes, and
     /// appends every ready completion to `out`. One caller at a time.
     fn wait(&self, out: &mut Vec<Completion>, deadline: Option<Instant>) -> io::Result<()>;
@@ -282,6 +289,30 @@ pub(crate) trait Driver: Send + Sync {
     /// At port drop: cancels everything and waits (bounded) until the kernel
     /// is done with every op's memory, dropping their completions.
     fn drain(&self);
+}
+
+/// The port's queue limit: operations in flight plus completions queued.
+/// Shared with the backend, which counts the deliveries of multishot
+/// operations where it makes them (nobody issued those, so nothing
+/// reserved room for them).
+#[derive(Debug)]
+pub(crate) struct QueueCount {
+    pub(crate) n: std::sync::atomic::AtomicUsize,
+    pub(crate) limit: usize,
+}
+
+impl QueueCount {
+    pub(crate) fn new(limit: usize) -> Self {
+        QueueCount {
+            n: std::sync::atomic::AtomicUsize::new(0),
+            limit,
+        }
+    }
+    /// Counts one multishot delivery. `false` when it filled the queue: the
+    /// op must stop (its final completion, already counted, says ENOBUFS).
+    pub(crate) fn delivered(&self) -> bool {
+        self.n.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1 < self.limit
+    }
 }
 
 /// A process-unique id for a new driver.

@@ -35,9 +35,9 @@ use slab::Slab;
 use self::io::{Attempt, Aux, Flags};
 use self::timers::Timers;
 use super::bufpool::{FreeStack, PoolInner, Provider};
-use super::{errno, syscall, BufPool, CancelTarget, Driver, Op, GEN_MASK};
+use super::{errno, syscall, BufPool, CancelTarget, Driver, Op, QueueCount, GEN_MASK};
 use crate::buf::Payload;
-use crate::completion::{Completion, Issued, Meta, OpId};
+use crate::completion::{Completion, Issued, Meta, OpRef};
 use crate::error::{BuildError, SubmitErrorKind};
 use crate::port::Backend;
 
@@ -51,8 +51,8 @@ const POLL_EVERY: Duration = Duration::from_micros(200);
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Sets up the epoll backend.
-pub(crate) fn new_driver(entries: u32) -> Result<Box<dyn Driver>, BuildError> {
-    Ok(Box::new(Epoll::new(entries).map_err(BuildError::Epoll)?))
+pub(crate) fn new_driver(entries: u32, queue: Arc<QueueCount>) -> Result<Box<dyn Driver>, BuildError> {
+    Ok(Box::new(Epoll::new(entries, queue).map_err(BuildError::Epoll)?))
 }
 
 /// Counts system calls. Written only under the driver's state lock, so a
@@ -172,6 +172,8 @@ struct Inner {
     kernel_calls: Calls,
     /// System calls made by file-pool threads (outside `state`).
     file_calls: AtomicU64,
+    /// The port's queue limit, which multishot deliveries count against.
+    queue: Arc<QueueCount>,
 }
 
 pub(crate) struct Epoll {
@@ -180,7 +182,7 @@ pub(crate) struct Epoll {
 }
 
 impl Epoll {
-    fn new(entries: u32) -> stdio::Result<Epoll> {
+    fn new(entries: u32, queue: Arc<QueueCount>) -> stdio::Result<Epoll> {
         let ep = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: epoll_create1 just returned this fd; nothing else owns it.
         let epfd = unsafe { OwnedFd::from_raw_fd(ep) };
@@ -223,14 +225,15 @@ impl Epoll {
                 events: Mutex::new(vec![libc::epoll_event { events: 0, u64: 0 }; batch]),
                 kernel_calls: Calls::default(),
                 file_calls: AtomicU64::new(0),
+                queue,
             }),
         })
     }
 }
 
-/// Whether timer heap entry `id` (an `OpId`) still belongs to a pending timeout.
+/// Whether timer heap entry `id` (an `OpRef`) still belongs to a pending timeout.
 fn timer_live(ops: &Slab<Entry>, id: u64) -> bool {
-    let id = OpId(id);
+    let id = OpRef(id);
     ops.get(id.idx())
         .is_some_and(|e| e.gen == id.gen() && e.place == Place::Timer)
 }
@@ -321,10 +324,19 @@ impl Inner {
             match io::attempt(&mut e.op, &mut e.progress, &mut f.flags, &self.kernel_calls) {
                 Attempt::Again => break,
                 Attempt::Step => {}
-                Attempt::Emit(res, payload) => ready.push(Completion::new(e.meta, res, payload, true)),
+                Attempt::Emit(res, payload) => {
+                    ready.push(Completion::new(e.meta, res, payload, true));
+                    if !self.queue.delivered() {
+                        self.stop_front(f, ops, ready, dir);
+                    }
+                }
                 Attempt::EmitTwo((n1, p1), (n2, p2)) => {
                     ready.push(Completion::new(e.meta, Ok(n1), p1, true));
                     ready.push(Completion::new(e.meta, Ok(n2), p2, true));
+                    let (first, second) = (self.queue.delivered(), self.queue.delivered());
+                    if !(first && second) {
+                        self.stop_front(f, ops, ready, dir);
+                    }
                 }
                 Attempt::Done(res, aux) => {
                     f.queue(dir).pop_front();
@@ -338,6 +350,17 @@ impl Inner {
                 let code = e.raw_os_error().unwrap_or(libc::EIO);
                 self.fail_fd(st, fd, code);
             }
+        }
+    }
+
+    /// Ends the multishot op at the front of `f`'s queue: its deliveries
+    /// filled the port's queue to the limit. Its final completion carries
+    /// ENOBUFS (re-arm when there is room), as a pooled receive's does when
+    /// the pool runs dry.
+    fn stop_front(&self, f: &mut FdState, ops: &mut Slab<Entry>, ready: &mut Vec<Completion>, dir: Dir) {
+        if let Some(idx) = f.queue(dir).pop_front() {
+            let e = ops.remove(idx as usize);
+            ready.push(io::finish(e.meta, e.op, Err(errno(libc::ENOBUFS)), Aux::None));
         }
     }
 
@@ -400,7 +423,7 @@ impl Inner {
     fn expire_timers(&self, st: &mut State, now: Instant) {
         while let Some(id) = st.timers.pop_due(now) {
             if timer_live(&st.ops, id) {
-                let e = st.ops.remove(OpId(id).idx());
+                let e = st.ops.remove(OpRef(id).idx());
                 st.ready.push(Completion::new(e.meta, Ok(0), Payload::None, false));
             } else {
                 st.timers.forget_stale();
@@ -410,6 +433,7 @@ impl Inner {
 
     /// Cancels one op (not one that a pool thread is running).
     fn cancel_idx(&self, st: &mut State, idx: usize) {
+        let code = libc::ECANCELED;
         let place = st.ops[idx].place;
         match place {
             Place::Running => return,
@@ -419,8 +443,7 @@ impl Inner {
                 let was_head = q.front() == Some(&(idx as u32));
                 q.retain(|&i| i as usize != idx);
                 let e = st.ops.remove(idx);
-                st.ready
-                    .push(io::finish(e.meta, e.op, Err(errno(libc::ECANCELED)), Aux::None));
+                st.ready.push(io::finish(e.meta, e.op, Err(errno(code)), Aux::None));
                 if was_head {
                     // The next op in line may be able to run now.
                     self.run_queue(st, fd, dir);
@@ -431,8 +454,7 @@ impl Inner {
             Place::Job => st.pool.jobs.retain(|&i| i as usize != idx),
         }
         let e = st.ops.remove(idx);
-        st.ready
-            .push(io::finish(e.meta, e.op, Err(errno(libc::ECANCELED)), Aux::None));
+        st.ready.push(io::finish(e.meta, e.op, Err(errno(code)), Aux::None));
         if place == Place::Timer {
             let ops = &st.ops;
             st.timers.compact(|id| timer_live(ops, id));
@@ -545,14 +567,15 @@ impl Driver for Epoll {
             return Err((SubmitErrorKind::QueueFull, op));
         }
         let gen = super::next_gen(&mut st.next_gen);
-        let id = OpId::new(gen, idx);
+        let id = OpRef::new(gen, idx);
         meta.id = id;
+        let op_id = meta.op_id();
         let done = |st: &mut State, c: Completion| {
             if inline {
                 Ok(Issued::Done(c))
             } else {
                 st.ready.push(c);
-                Ok(Issued::Pending(id))
+                Ok(Issued::Pending(op_id))
             }
         };
         if st.cancelled_all {
@@ -578,7 +601,7 @@ impl Driver for Epoll {
                 if !matches!(st.wake_at, Some(w) if w <= at) {
                     inner.notify(st);
                 }
-                return Ok(Issued::Pending(id));
+                return Ok(Issued::Pending(op_id));
             }
             Op::ReadAt { .. } | Op::WriteAt { .. } | Op::Fsync { .. } => Place::Job,
             other => {
@@ -620,11 +643,19 @@ impl Driver for Epoll {
             }
             _ => files::queue_job(&self.inner, st, idx as u32),
         }
-        Ok(Issued::Pending(id))
+        Ok(Issued::Pending(op_id))
     }
 
     fn submit_now(&self) {
         // Operations are attempted as they are pushed: nothing waits to be submitted.
+    }
+
+    fn submit_mark(&self) -> u64 {
+        0
+    }
+
+    fn wait_submitted(&self, _mark: u64, _limit: Duration) -> bool {
+        true // registered with epoll (or done) as they are pushed
     }
 
     fn flush(&self) {

@@ -9,25 +9,25 @@
 mod bufring;
 mod sqe;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use slab::Slab;
 use socket2::SockAddr;
 
 pub(crate) use bufring::BufRing;
 
 use super::bufpool::{PoolInner, Provider};
-use super::{errno_result, syscall, BufPool, CancelTarget, Driver, Op};
+use super::{errno_result, syscall, BufPool, CancelTarget, Driver, Op, QueueCount};
 use crate::buf::{Buf, Payload};
-use crate::completion::{Completion, Issued, Meta, OpId};
+use crate::completion::{Completion, Issued, Meta, OpRef};
 use crate::error::{BuildError, SubmitErrorKind};
 use crate::port::Backend;
 
@@ -45,6 +45,12 @@ pub(crate) struct Core {
     /// would interrupt their own blocking calls with EINTR.
     wake_fd: OwnedFd,
     state: Mutex<State>,
+    /// Signalled after each submission, for `Port::flush` waiting on the leader's.
+    submitted: Condvar,
+    /// Threads waiting on `submitted` (so a submission signals only when needed).
+    flushers: AtomicUsize,
+    /// The port's queue limit, which multishot deliveries count against.
+    queue: Arc<QueueCount>,
     kernel_calls: AtomicU64,
     next_bgid: AtomicU16,
     pipes: Mutex<Vec<Pipe>>,
@@ -52,6 +58,14 @@ pub(crate) struct Core {
 
 struct State {
     ops: Slab<InFlight>,
+    /// SQEs that found the submission queue full, oldest first. Pushing never
+    /// enters the kernel (the pushing thread may be one that never dequeues:
+    /// see `Core::wake_fd`); the next submission moves these into the queue.
+    /// Bounded by the ops in flight (one SQE each at a time) plus cancels.
+    backlog: VecDeque<squeue::Entry>,
+    /// SQEs ever pushed (into the queue or the backlog): with what is still
+    /// unsubmitted, tells `Port::flush` when everything before it is in.
+    pushed: u64,
     next_gen: u32,
     /// Fds the port asked to cancel, with the push sequence number at that
     /// moment: ops pushed before it are cancelled, later ones are not.
@@ -78,6 +92,8 @@ pub(super) struct InFlight {
     due: Option<Instant>,
     /// Push order, for cancels by fd.
     seq: u64,
+    /// The queue limit stopped this multishot op: its cancel ends it with ENOBUFS.
+    stopped: bool,
 }
 
 // SAFETY: the raw pointers in `Extra` point into heap memory owned by this
@@ -180,6 +196,8 @@ pub(super) struct SpliceState {
     remaining: u64,
     sent: u64,
     in_pipe: u32,
+    /// Waiting for the socket to take more (a drain met a full socket).
+    polling: bool,
 }
 
 pub(crate) struct Uring {
@@ -214,7 +232,7 @@ fn kernel_version() -> Option<(u32, u32)> {
 impl Uring {
     /// Sets up a ring with `entries` submission slots, checking that the
     /// kernel has every operation cport uses.
-    pub(crate) fn new(entries: u32) -> Result<Uring, BuildError> {
+    pub(crate) fn new(entries: u32, queue: Arc<QueueCount>) -> Result<Uring, BuildError> {
         let cq = entries.saturating_mul(4).max(1024);
         // COOP_TASKRUN: completion work runs when the submitting thread next
         // enters the kernel instead of interrupting it (sleeping threads are
@@ -281,6 +299,8 @@ impl Uring {
                 wake_fd,
                 state: Mutex::new(State {
                     ops: Slab::with_capacity(1024),
+                    backlog: VecDeque::new(),
+                    pushed: 0,
                     next_gen: 0,
                     cancelled_fds: HashMap::new(),
                     next_seq: 0,
@@ -288,6 +308,9 @@ impl Uring {
                     cancelled_all: false,
                     wake_armed: false,
                 }),
+                submitted: Condvar::new(),
+                flushers: AtomicUsize::new(0),
+                queue,
                 kernel_calls: AtomicU64::new(0),
                 next_bgid: AtomicU16::new(0),
                 pipes: Mutex::new(Vec::new()),
@@ -297,28 +320,71 @@ impl Uring {
 }
 
 impl Core {
-    /// Pushes an SQE, submitting first if the queue is full. Caller holds `state`.
-    fn push_sqe(&self, _st: &mut State, e: &squeue::Entry) {
-        loop {
-            // SAFETY: `state` is locked by the caller, so this is the only
-            // SubmissionQueue view alive; and every pointer in `e` targets
-            // memory owned by an in-flight entry until its final completion.
-            let pushed = unsafe { self.ring.submission_shared().push(e) };
-            if pushed.is_ok() {
-                return;
-            }
-            self.kernel_calls.fetch_add(1, Relaxed);
-            if let Err(err) = self.ring.submitter().submit() {
-                if err.raw_os_error() == Some(libc::EBUSY) {
-                    std::thread::yield_now();
-                }
-            }
+    /// Queues an SQE: into the submission queue, or behind it in the backlog
+    /// when it is full. Never enters the kernel. Caller holds `state`.
+    fn push_sqe(&self, st: &mut State, e: &squeue::Entry) {
+        st.pushed += 1;
+        // SAFETY: `state` is locked by the caller, so this is the only
+        // SubmissionQueue view alive; and every pointer in `e` targets
+        // memory owned by an in-flight entry until its final completion.
+        if !st.backlog.is_empty() || unsafe { self.ring.submission_shared().push(e) }.is_err() {
+            st.backlog.push_back(e.clone());
         }
+    }
+
+    /// Moves backlogged SQEs into the submission queue while it has room.
+    fn fill_sq(&self, st: &mut State) {
+        if st.backlog.is_empty() {
+            return;
+        }
+        // SAFETY: as in `push_sqe`; the entries' memory is owned as there.
+        let mut sq = unsafe { self.ring.submission_shared() };
+        while let Some(e) = st.backlog.front() {
+            // SAFETY: as above.
+            if unsafe { sq.push(e) }.is_err() {
+                break;
+            }
+            st.backlog.pop_front();
+        }
+    }
+
+    /// SQEs not yet handed to the kernel: in the queue or the backlog.
+    fn unsubmitted(&self, st: &State) -> usize {
+        self.sq_len(st) + st.backlog.len()
     }
 
     fn sq_len(&self, _st: &State) -> usize {
         // SAFETY: `state` is locked by the caller (see `push_sqe`).
         unsafe { self.ring.submission_shared().len() }
+    }
+
+    /// Whether the kernel holds completion work for a thread of this ring
+    /// (COOP_TASKRUN defers it until that thread enters the kernel).
+    fn taskrun(&self, _st: &State) -> bool {
+        // SAFETY: `state` is locked by the caller (see `push_sqe`).
+        unsafe { self.ring.submission_shared().taskrun() }
+    }
+
+    /// Hands every queued and backlogged SQE to the kernel and runs pending
+    /// completion work, without waiting. Only dequeuing threads call this.
+    fn submit_pending(&self) -> io::Result<()> {
+        loop {
+            let (queued, backlog, taskrun) = {
+                let mut st = self.state.lock();
+                self.fill_sq(&mut st);
+                (self.sq_len(&st), st.backlog.len(), self.taskrun(&st))
+            };
+            if queued == 0 && !taskrun {
+                return Ok(());
+            }
+            self.submit(0, None)?;
+            let left = self.unsubmitted(&self.state.lock());
+            // Done, or the kernel took nothing (it would refuse again: leave
+            // it to the next wait rather than spin).
+            if backlog == 0 || left >= queued + backlog {
+                return Ok(());
+            }
+        }
     }
 
     fn submit(&self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
@@ -331,6 +397,10 @@ impl Core {
                 self.ring.submitter().submit_with_args(want, &args)
             }
         };
+        if self.flushers.load(SeqCst) > 0 {
+            let _g = self.state.lock();
+            self.submitted.notify_all();
+        }
         match res {
             Ok(_) => Ok(()),
             Err(e)
@@ -376,7 +446,7 @@ impl Core {
         if ud == UD_CANCEL {
             return;
         }
-        let id = OpId(ud);
+        let id = OpRef(ud);
         let (idx, gen) = (id.idx(), id.gen());
         let Some(f) = st.ops.get_mut(idx) else { return };
         if f.gen != gen {
@@ -398,22 +468,41 @@ impl Core {
                 return;
             }
         }
+        // A multishot accept is one accept armed at a time, re-armed here
+        // while the port's queue has room: the kernel's own multishot accept
+        // takes a whole backlog in one go, past any limit.
+        if let (Op::Accept { multishot: true, .. }, true) = (&f.op, res >= 0 && f.failed.is_none()) {
+            // SAFETY: the kernel created this fd for us; nobody else owns it.
+            let s = unsafe { TcpStream::from_raw_fd(res) };
+            out.push(Completion::new(f.meta, Ok(0), Payload::Accepted(s), true));
+            let room = self.queue.delivered();
+            if room && !asked_to_cancel(st.cancelled_all, &st.cancelled_fds, f) {
+                if let Ok(entry) = sqe::build(f, || Err(io::ErrorKind::Unsupported.into())) {
+                    self.push_sqe(st, &entry.user_data(ud));
+                    return;
+                }
+            }
+            let errno = if room { libc::ECANCELED } else { libc::ENOBUFS };
+            let f = st.ops.remove(idx);
+            self.finish(f, Err(io::Error::from_raw_os_error(errno)), 0, out);
+            return;
+        }
         let more = cqueue::more(flags);
-        // Multishot completions that keep the op armed.
+        // Multishot receives that keep the op armed.
         if more {
-            match &f.op {
-                Op::Accept { .. } if res >= 0 => {
-                    // SAFETY: the kernel created this fd for us; nobody else owns it.
-                    let s = unsafe { TcpStream::from_raw_fd(res) };
-                    out.push(Completion::new(f.meta, Ok(0), Payload::Accepted(s), true));
-                    return;
+            if let Op::RecvPooled { pool, .. } = &f.op {
+                let payload = pooled_payload(pool, res, flags);
+                out.push(Completion::new(f.meta, errno_result(res), payload, true));
+                if !self.queue.delivered() && !f.stopped {
+                    // The queue is full: end the receive (its final
+                    // completion says ENOBUFS). Deliveries the kernel made
+                    // before the cancel lands still come, each holding one
+                    // of the pool's buffers.
+                    f.cancelled = true;
+                    f.stopped = true;
+                    self.push_sqe(st, &opcode::AsyncCancel::new(ud).build().user_data(UD_CANCEL));
                 }
-                Op::RecvPooled { pool, .. } => {
-                    let payload = pooled_payload(pool, res, flags);
-                    out.push(Completion::new(f.meta, errno_result(res), payload, true));
-                    return;
-                }
-                _ => {}
+                return;
             }
         }
         // send_file: advance the splice state machine.
@@ -449,6 +538,7 @@ impl Core {
         let f = st.ops.remove(idx);
         let result = match (&f.op, res, f.failed) {
             (_, _, Some(errno)) => Err(io::Error::from_raw_os_error(errno)),
+            (_, r, None) if r == -libc::ECANCELED && f.stopped => Err(io::Error::from_raw_os_error(libc::ENOBUFS)),
             (Op::Timeout { .. }, r, None) if r == -libc::ETIME => Ok(0),
             _ => errno_result(res),
         };
@@ -491,7 +581,9 @@ fn resubmission(f: &mut InFlight) -> Option<squeue::Entry> {
     match (&mut f.op, &mut f.extra) {
         (Op::SendFile { fd, file, .. }, Extra::Splice(s)) => {
             let (sock, file) = (*fd, file.as_raw_fd());
-            Some(if s.in_pipe > 0 {
+            Some(if s.polling {
+                sqe::poll_writable(sock)
+            } else if s.in_pipe > 0 {
                 sqe::splice_drain(s, sock)
             } else {
                 sqe::splice_fill(s, file)
@@ -518,8 +610,22 @@ fn pooled_payload(pool: &BufPool, res: i32, flags: u32) -> Payload {
 }
 
 /// One step of the file → pipe → socket loop: the next SQE, `None` when done,
-/// or the errno that ends it.
+/// or the errno that ends it. A drain that meets a full socket (EAGAIN: the
+/// socket is non-blocking) waits for room with a poll, which holds no kernel
+/// thread, and drains again.
 fn splice_step(s: &mut SpliceState, res: i32, sock: RawFd, file: RawFd) -> Result<Option<squeue::Entry>, i32> {
+    if s.polling {
+        s.polling = false;
+        if res < 0 {
+            return Err(-res);
+        }
+        // Writable, or hung up / in error: the drain says which.
+        return Ok(Some(sqe::splice_drain(s, sock)));
+    }
+    if res == -libc::EAGAIN && s.in_pipe > 0 {
+        s.polling = true;
+        return Ok(Some(sqe::poll_writable(sock)));
+    }
     if res < 0 {
         return Err(-res);
     }
@@ -576,8 +682,9 @@ impl Driver for Uring {
         if idx >= u32::MAX as usize {
             return Err((SubmitErrorKind::QueueFull, op));
         }
-        let id = OpId::new(gen, idx);
+        let id = OpRef::new(gen, idx);
         meta.id = id;
+        let op_id = meta.op_id();
         let mut f = InFlight {
             gen,
             meta,
@@ -587,6 +694,7 @@ impl Driver for Uring {
             failed: None,
             due: None,
             seq,
+            stopped: false,
         };
         if let Op::Timeout { dur } = &f.op {
             f.due = Some(super::deadline(*dur));
@@ -596,7 +704,21 @@ impl Driver for Uring {
             f.failed = Some(libc::ECANCELED);
             entry.insert(f);
             core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(id.0));
-            return Ok(Issued::Pending(id));
+            return Ok(Issued::Pending(op_id));
+        }
+        if let Op::SendFile { fd, .. } = &f.op {
+            // The drain splice must meet a full socket with EAGAIN (then the
+            // ring polls for room) instead of parking a kernel worker thread
+            // until the peer reads. io_uring still polls a non-blocking
+            // socket's receives and sends itself.
+            // SAFETY: the port holds this fd open while the op is counted on its handle.
+            let sock = unsafe { BorrowedFd::borrow_raw(*fd) };
+            if let Err(e) = super::set_nonblocking(sock, true) {
+                f.failed = Some(e.raw_os_error().unwrap_or(libc::EIO));
+                entry.insert(f);
+                core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(id.0));
+                return Ok(Issued::Pending(op_id));
+            }
         }
         let pipe = || core.pipes.lock().pop().map_or_else(Pipe::new, Ok);
         let sqe = match sqe::build(&mut f, pipe) {
@@ -607,36 +729,53 @@ impl Driver for Uring {
                 f.failed = Some(e.raw_os_error().unwrap_or(libc::EIO));
                 entry.insert(f);
                 core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(id.0));
-                return Ok(Issued::Pending(id));
+                return Ok(Issued::Pending(op_id));
             }
         };
         entry.insert(f);
         core.push_sqe(&mut st, &sqe.user_data(id.0));
-        Ok(Issued::Pending(id))
+        Ok(Issued::Pending(op_id))
     }
 
     fn flush(&self) {
         // The leader submits: this thread must not enter the ring (see `Core::wake_fd`).
         let core = &self.core;
-        let pending = core.sq_len(&core.state.lock());
+        let pending = core.unsubmitted(&core.state.lock());
         if pending > 0 {
             core.wake();
         }
     }
 
     fn submit_now(&self) {
+        let _ = self.core.submit_pending();
+    }
+
+    fn submit_mark(&self) -> u64 {
+        self.core.state.lock().pushed
+    }
+
+    fn wait_submitted(&self, mark: u64, limit: Duration) -> bool {
         let core = &self.core;
-        let pending = core.sq_len(&core.state.lock());
-        if pending > 0 {
-            let _ = core.submit(0, None);
+        let mut st = core.state.lock();
+        let done = |st: &State| st.pushed - core.unsubmitted(st) as u64 >= mark;
+        if done(&st) || limit.is_zero() {
+            return done(&st);
         }
+        core.flushers.fetch_add(1, SeqCst);
+        if !done(&st) {
+            core.submitted.wait_for(&mut st, limit);
+        }
+        core.flushers.fetch_sub(1, SeqCst);
+        done(&st)
     }
 
     fn wait(&self, out: &mut Vec<Completion>, deadline: Option<Instant>) -> io::Result<()> {
         let core = &self.core;
-        let (pending, more_ready) = {
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let more_ready = {
             let mut st = core.state.lock();
-            if !st.wake_armed {
+            // Only a wait that may block needs the wake-up armed.
+            if !st.wake_armed && timeout != Some(Duration::ZERO) {
                 let poll = opcode::PollAdd::new(types::Fd(core.wake_fd.as_raw_fd()), libc::POLLIN as u32).multi(true);
                 core.push_sqe(&mut st, &poll.build().user_data(UD_WAKE));
                 st.wake_armed = true;
@@ -644,15 +783,27 @@ impl Driver for Uring {
             let more = core.reap(&mut st, out);
             // A wake-up reaped here must end this wait, not be slept through.
             let woken = std::mem::take(&mut st.woken);
-            (core.sq_len(&st), more || woken)
+            more || woken
         };
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if !out.is_empty() || more_ready || timeout == Some(Duration::ZERO) {
-            // Ready already (or no time to wait): just hand pending ops over.
-            if pending > 0 {
-                core.submit(0, None)?;
+            // Ready already (or no time to wait): hand pending ops over and
+            // run deferred completion work, then take what that made ready.
+            // An error here must not lose what was reaped: the caller
+            // settles `out` whatever this returns.
+            let res = core.submit_pending();
+            if out.is_empty() {
+                core.reap(&mut core.state.lock(), out);
             }
-            return Ok(());
+            return res;
+        }
+        // Everything pending goes in; the last of it with the blocking call.
+        let backlog = {
+            let mut st = core.state.lock();
+            core.fill_sq(&mut st);
+            st.backlog.len()
+        };
+        if backlog > 0 {
+            core.submit_pending()?;
         }
         // One blocking call: it returns for a completion, a wake-up, the
         // deadline or a signal. The caller loops; an empty return is fine.
@@ -680,6 +831,7 @@ impl Driver for Uring {
                     }
                     opcode::AsyncCancel::new(id.0).build()
                 }
+
                 CancelTarget::Fd(fd) => {
                     // Every op pushed so far has `seq <= next_seq`.
                     let upto = st.next_seq + 1;
@@ -722,11 +874,12 @@ impl Driver for Uring {
 
     fn drain(&self) {
         let core = &self.core;
+        // The port is gone: the thread dropping it submits and waits itself.
         if core.state.lock().ops.is_empty() {
             return;
         }
         self.cancel(CancelTarget::All);
-        let _ = core.submit(0, None);
+        let _ = core.submit_pending();
         let start = Instant::now();
         let mut sink = Vec::new();
         while start.elapsed() < Duration::from_secs(10) {
@@ -736,6 +889,7 @@ impl Driver for Uring {
                 if st.ops.is_empty() {
                     return;
                 }
+                core.fill_sq(&mut st);
             }
             sink.clear();
             let _ = core.submit(1, Some(Duration::from_millis(50)));

@@ -36,14 +36,10 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
             f.extra = Extra::Ts(ts);
             e
         }
-        Op::Accept { fd, multishot: true } => opcode::AcceptMulti::new(types::Fd(*fd))
+        // Multishot accepts are re-armed one at a time by the driver (see `Core::complete`).
+        Op::Accept { fd, .. } => opcode::Accept::new(types::Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
             .flags(libc::SOCK_CLOEXEC)
             .build(),
-        Op::Accept { fd, multishot: false } => {
-            opcode::Accept::new(types::Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
-                .flags(libc::SOCK_CLOEXEC)
-                .build()
-        }
         Op::Connect { fd, addr } => opcode::Connect::new(types::Fd(*fd), addr.as_ptr().cast(), addr.len()).build(),
         Op::Recv { fd, buf } => {
             let spare = buf.spare_capacity_mut();
@@ -128,6 +124,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
                     remaining: *len,
                     sent: 0,
                     in_pipe: 0,
+                    polling: false,
                 });
                 let e = splice_fill(&mut st, file.as_raw_fd());
                 f.extra = Extra::Splice(st);
@@ -152,9 +149,15 @@ pub(super) fn splice_fill(st: &mut SpliceState, file: i32) -> squeue::Entry {
     .build()
 }
 
-/// Moves what the pipe holds to the socket.
+/// Moves what the pipe holds to the socket (non-blocking: a full socket
+/// answers EAGAIN instead of holding the kernel worker that runs the splice).
 pub(super) fn splice_drain(st: &mut SpliceState, sock: i32) -> squeue::Entry {
     opcode::Splice::new(types::Fd(st.pipe.r.as_raw_fd()), -1, types::Fd(sock), -1, st.in_pipe)
-        .flags(libc::SPLICE_F_MOVE)
+        .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
         .build()
+}
+
+/// Waits until the socket has room (a one-shot poll: no kernel thread waits).
+pub(super) fn poll_writable(sock: i32) -> squeue::Entry {
+    opcode::PollAdd::new(types::Fd(sock), libc::POLLOUT as u32).build()
 }
