@@ -85,8 +85,7 @@ on_both_backends!(
 );
 on_both_backends!(
     stalled_downloads_under_a_pids_limit_cost_others_nothing,
-    downloads::stalled,
-    uring: [#[ignore = "until send_file stops parking an io_uring worker (issue 11)"]]
+    downloads::stalled
 );
 on_both_backends!(file_truncated_while_sent_closes_the_connection, downloads::truncated);
 on_both_backends!(sigterm_under_load_finishes_in_flight_responses, shutdown::case);
