@@ -243,12 +243,30 @@ impl WsConn {
     /// Decodes one received chunk: complete messages, pongs and the close
     /// come out in `events`; pongs for pings and close answers go to the
     /// transmit queue. Bytes after the connection closed are ignored.
+    ///
+    /// The transmit queue and `events` are filled in one go, so their
+    /// relative order is lost; a server that must keep it (an echo: a
+    /// pong after the message before it) uses [`read`](WsConn::read).
     pub fn feed(&mut self, mut data: &[u8], now: Instant, events: &mut Vec<WsEvent>) {
+        while !data.is_empty() {
+            let n = self.read(data, now, events);
+            data = &data[n..];
+        }
+    }
+
+    /// Decodes `data` up to the end of the first frame that completes in it
+    /// and returns how many bytes it used (at least one, or all of them
+    /// once closed). Handle the events and send what
+    /// [`poll_transmit`](WsConn::poll_transmit) gives after each call, and
+    /// every answer leaves in the order of the frames it answers.
+    pub fn read(&mut self, data: &[u8], now: Instant, events: &mut Vec<WsEvent>) -> usize {
         if data.is_empty() || self.phase == Phase::Closed {
-            return;
+            return data.len();
         }
         self.last_rx = now;
         self.ping_deadline = None;
+        let total = data.len();
+        let mut data = data;
         while !data.is_empty() && self.phase != Phase::Closed {
             match &mut self.rx {
                 Rx::Head { buf, have } => {
@@ -261,11 +279,14 @@ impl WsConn {
                     if have == 2 {
                         if let Err((c, why)) = self.check_start(buf[0], buf[1]) {
                             self.end(c, why, CloseCause::Failed, events);
-                            return;
+                            return total;
                         }
                     }
                     if have >= 2 && have == head_len(&buf[..have]) {
                         self.start_payload(&buf[..have], events);
+                        if matches!(self.rx, Rx::Head { .. }) {
+                            break; // an empty payload: the frame is done
+                        }
                     }
                 }
                 Rx::Payload { op, mask, left, at, .. } => {
@@ -285,14 +306,20 @@ impl WsConn {
                         apply_mask(&mut self.message[start..], mask, off);
                         if self.msg_kind == Some(Opcode::Text) && !self.check_utf8(false) {
                             self.end(code::INVALID_DATA, "text is not UTF-8", CloseCause::Failed, events);
-                            return;
+                            return total;
                         }
                     }
                     if let Rx::Payload { left: 0, .. } = self.rx {
                         self.finish_frame(events);
+                        break;
                     }
                 }
             }
+        }
+        if self.phase == Phase::Closed {
+            total
+        } else {
+            total - data.len()
         }
     }
 
