@@ -472,3 +472,28 @@ fn autobahn_case_groups_pass_on_auto_backend() {
 fn autobahn_case_groups_pass_on_epoll() {
     all_groups("epoll");
 }
+
+#[test]
+fn bench_ws_drives_the_websocket_echo() {
+    let cli = server("auto", &[]);
+    let url = format!("ws://{}/", cli.addr("echo"));
+    let r = run_json(&[
+        "bench",
+        "ws",
+        "--target",
+        &url,
+        "--conns",
+        "8",
+        "--size",
+        "100",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "100ms",
+        "--json",
+    ]);
+    assert_eq!(r["kind"], "ws");
+    assert!(r["messages"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["connect_errors"], 0, "{r}");
+}
