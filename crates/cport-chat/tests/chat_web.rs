@@ -77,7 +77,7 @@ impl Running {
 /// A chat client over either transport, reading one line at a time.
 enum Client {
     Tcp(BufReader<TcpStream>),
-    Ws(WebSocket<TcpStream>),
+    Ws(Box<WebSocket<TcpStream>>),
 }
 
 impl Client {
@@ -92,7 +92,7 @@ impl Client {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(LONG)).unwrap();
         let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), s).unwrap();
-        let mut c = Client::Ws(ws);
+        let mut c = Client::Ws(Box::new(ws));
         assert!(c.line().unwrap().starts_with("* welcome"));
         c
     }
