@@ -110,10 +110,12 @@ function onLine(line) {
     }
     notice("room:" + m[2], line.slice(2));
     send("/who");
+    if (m[1] !== state.nick) send("/rooms");
   } else if ((m = RE.left.exec(line))) {
     notice("room:" + m[2], line.slice(2));
     if (m[1] === state.nick && state.room === m[2]) { state.room = null; state.members = []; }
     else send("/who");
+    send("/rooms");
     renderSide();
   } else if ((m = RE.rooms.exec(line))) {
     state.rooms.clear();
