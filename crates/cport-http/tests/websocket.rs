@@ -103,4 +103,39 @@ backend_tests! {
         s2.read_exact(&mut head).unwrap();
         assert_eq!(head, [0x82, 127, 0, 0]);
     }
+
+    fn an_idle_peer_is_pinged_and_dropped_when_it_does_not_answer(backend: Backend) {
+        let site = site();
+        let flood = Arc::new(Flood { opened: AtomicUsize::new(0) });
+        let server = serve_with(backend, site.path(), |c| {
+            c.websocket("/ws", flood.clone()).ws_config(cport_http::WsConfig {
+                ping_interval: Some(Duration::from_millis(300)),
+                ping_timeout: Duration::from_millis(300),
+                ..cport_http::WsConfig::default()
+            })
+        });
+        let (mut s, h) = upgrade(server.local_addr(), "/ws", None);
+        assert!(h.starts_with("HTTP/1.1 101 "), "{h}");
+        let t0 = Instant::now();
+        let mut ping = [0u8; 2];
+        s.read_exact(&mut ping).unwrap();
+        assert_eq!(ping, [0x89, 0], "an empty ping after the idle interval");
+        assert!(t0.elapsed() >= Duration::from_millis(250));
+        // No pong: the connection ends at the deadline.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+
+        // A peer that answers stays.
+        let (mut s, _) = upgrade(server.local_addr(), "/ws", None);
+        for _ in 0..3 {
+            s.read_exact(&mut ping).unwrap();
+            assert_eq!(ping, [0x89, 0]);
+            s.write_all(&encode_client_frame(Opcode::Pong, true, b"", [5; 4])).unwrap();
+        }
+        s.write_all(&encode_client_frame(Opcode::Text, true, b"1", [5; 4])).unwrap();
+        let mut head = [0u8; 4];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(head, [0x82, 127, 0, 0], "still served after three pings");
+    }
 }
