@@ -1,11 +1,14 @@
 //! One WebSocket connection, server side, as a state machine: received
 //! bytes and the time in, messages and frames to send out.
 //!
-//! Call order: [`WsConn::feed`] every received chunk (any split: a frame
-//! cut anywhere decodes the same); after each call send what
-//! [`WsConn::poll_transmit`] hands out; call [`WsConn::handle_timeout`] at
-//! [`WsConn::poll_timeout`]. Once [`WsConn::is_closed`], send what is left
-//! to transmit and close the TCP connection.
+//! Call order: [`WsConn::read`] each received chunk until it is used up
+//! (any split: a frame cut anywhere decodes the same), handling the events
+//! and sending what [`WsConn::poll_transmit`] hands out after each call, so
+//! answers leave in the order of the frames they answer ([`WsConn::feed`]
+//! does the whole chunk at once when that order does not matter); call
+//! [`WsConn::handle_timeout`] at [`WsConn::poll_timeout`]. Once
+//! [`WsConn::is_closed`], send what is left to transmit and close the TCP
+//! connection.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

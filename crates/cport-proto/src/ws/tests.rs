@@ -137,6 +137,26 @@ fn fragments_with_control_frames_between_make_one_message() {
 }
 
 #[test]
+fn read_stops_after_each_frame_so_answers_keep_their_order() {
+    let (mut ws, now) = conn();
+    let mut b = frame(Opcode::Text, true, b"first");
+    let first_len = b.len();
+    b.extend(frame(Opcode::Ping, true, b"then"));
+    let mut ev = Vec::new();
+    let n = ws.read(&b, now, &mut ev);
+    assert_eq!(n, first_len);
+    assert_eq!(ev, vec![WsEvent::Text("first".into())]);
+    assert!(ws.poll_transmit().is_none(), "the pong waits for the message's answer");
+    ev.clear();
+    assert_eq!(ws.read(&b[n..], now, &mut ev), b.len() - n);
+    assert!(ev.is_empty());
+    assert_eq!(
+        ws.poll_transmit().unwrap().to_vec(),
+        encode_frame(Opcode::Pong, b"then").to_vec()
+    );
+}
+
+#[test]
 fn fragmentation_out_of_order_closes_1002() {
     let (mut ws, now) = conn();
     assert_eq!(
