@@ -41,6 +41,10 @@ struct Running {
 
 impl Running {
     fn start(dir: &Temp, max_line: usize) -> Running {
+        Running::start_capped(dir, max_line, 4 << 20)
+    }
+
+    fn start_capped(dir: &Temp, max_line: usize, max_queued: usize) -> Running {
         let cfg = ChatConfig {
             max_line,
             data_dir: Some(dir.0.join("data")),
@@ -50,11 +54,10 @@ impl Running {
         let tcp = cport_chat::tcp_builder("127.0.0.1:0".parse().unwrap(), max_line, None)
             .start(chat.tcp_handler())
             .unwrap();
-        let web = HttpServer::start(cport_chat::web_config(
-            &chat,
-            dir.0.join("page"),
-            "127.0.0.1:0".parse().unwrap(),
-        ))
+        let web = HttpServer::start(
+            cport_chat::web_config(&chat, dir.0.join("page"), "127.0.0.1:0".parse().unwrap())
+                .max_queued_bytes(max_queued),
+        )
         .unwrap();
         Running {
             chat,
@@ -316,5 +319,50 @@ fn bad_websocket_input_is_refused_and_others_go_on() {
     }
     assert_eq!(run.chat.history_dropped(), 0);
     drop(flood);
+    run.stop();
+}
+
+#[test]
+fn a_browser_that_never_reads_is_cut_and_the_room_goes_on() {
+    let dir = Temp::new("slow");
+    let run = Running::start_capped(&dir, 8192, 256 << 10);
+    let mut slow = Client::ws(run.web_addr());
+    slow.send("/nick sleepy");
+    slow.send("/join busy");
+    slow.until(|l| l == "* sleepy joined busy");
+    let mut reader = Client::tcp(run.tcp_addr());
+    reader.send("/join busy");
+    reader.until(|l| l.ends_with(" joined busy"));
+    let mut talker = Client::tcp(run.tcp_addr());
+    talker.send("/nick talker");
+    talker.send("/join busy");
+    reader.until(|l| l == "* talker joined busy");
+    let text = "z".repeat(4000);
+    // 16 MB in batches the readers keep up with, while the browser reads
+    // nothing: it is cut off on the way; the reader gets every line in order.
+    let mut sleepy_left = false;
+    let mut next = 0;
+    for batch in 0..80 {
+        for i in 0..50 {
+            talker.send(&format!("{} {text}", batch * 50 + i));
+        }
+        while next < (batch + 1) * 50 {
+            let l = reader.line().expect("the reader was disturbed");
+            if l == "* sleepy left busy" {
+                sleepy_left = true;
+            } else if let Some(body) = l.strip_prefix("[busy] talker: ") {
+                assert_eq!(body.split(' ').next().unwrap(), next.to_string());
+                next += 1;
+            }
+        }
+        // The talker reads its own lines too (it is in the room).
+        let last = format!("[busy] talker: {} ", batch * 50 + 49);
+        talker.until(|l| l.starts_with(&last));
+    }
+    if !sleepy_left {
+        reader.until(|l| l == "* sleepy left busy");
+    }
+    assert_eq!(run.chat.sessions(), 2, "the browser that never read was cut off");
+    drop(slow);
     run.stop();
 }
