@@ -74,13 +74,14 @@ struct Inner {
 /// each member uses.
 pub struct Chat {
     inner: Mutex<Inner>,
-    history: Option<History>,
+    /// `None` without a data directory, and after [`Chat::close_history`].
+    history: Mutex<Option<History>>,
     max_line: usize,
 }
 
 impl std::fmt::Debug for Chat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chat").field("history", &self.history).finish()
+        f.debug_struct("Chat").field("history", &*self.history.lock()).finish()
     }
 }
 
@@ -105,7 +106,7 @@ impl Chat {
                 peers: HashMap::new(),
                 out: Output::new(),
             }),
-            history,
+            history: Mutex::new(history),
             max_line: cfg.max_line.max(1),
         }))
     }
@@ -117,7 +118,15 @@ impl Chat {
 
     /// Messages the history writer could not keep up with.
     pub fn history_dropped(&self) -> u64 {
-        self.history.as_ref().map_or(0, History::dropped)
+        self.history.lock().as_ref().map_or(0, History::dropped)
+    }
+
+    /// Writes out what is queued for the database and stops its thread;
+    /// messages said afterwards are not stored. Call it after the servers
+    /// have shut down, before the process exits.
+    pub fn close_history(&self) {
+        let h = self.history.lock().take();
+        drop(h); // joins the writer after it wrote the queue
     }
 
     fn connect(&self, id: u64, peer: Peer) {
@@ -135,8 +144,10 @@ impl Chat {
         let extra = messenger.line(id, line, now, out);
         g.flush(&extra);
         drop(g);
-        if let (Some(h), Some(e)) = (&self.history, extra.store) {
-            h.store(e);
+        if let Some(e) = extra.store {
+            if let Some(h) = &*self.history.lock() {
+                h.store(e);
+            }
         }
     }
 

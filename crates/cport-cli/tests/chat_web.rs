@@ -74,3 +74,32 @@ fn serve_has_the_chat_page_and_socket_on_its_web_port() {
     assert!(page.contains("<title>cport chat</title>"));
     web_and_tcp_share_a_room(&format!("ws://{}/chat/ws", cli.addr("http")), cli.addr("chat"));
 }
+
+#[test]
+fn chat_history_survives_a_sigterm_restart() {
+    let dir = std::env::temp_dir().join(format!("cport-cli-chat-history-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.to_str().unwrap();
+    let mut cli = Cli::spawn(&["chat", "--listen", "127.0.0.1:0", "--data", data], &["chat"]);
+    let mut a = LineClient::connect(cli.addr("chat"));
+    a.send("/nick keeper\n/join vault\n");
+    for i in 0..3 {
+        a.send(&format!("entry {i}\n"));
+    }
+    a.until(|l| l == "[vault] keeper: entry 2");
+    cli.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(cli.wait_exit(LONG).is_some_and(|s| s.success()));
+    assert!(dir.join("chat.sqlite3").is_file());
+
+    let cli = Cli::spawn(&["chat", "--listen", "127.0.0.1:0", "--data", data], &["chat"]);
+    let mut b = LineClient::connect(cli.addr("chat"));
+    b.send("/join vault\n");
+    b.until(|l| l.ends_with(" joined vault"));
+    for i in 0..3 {
+        let l = b.line().unwrap();
+        assert!(l.starts_with("[history vault "), "{l}");
+        assert!(l.ends_with(&format!("] keeper: entry {i}")), "{l}");
+    }
+    drop(cli);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -113,6 +113,6 @@ pub fn run(args: ChatArgs) -> io::Result<()> {
         servers.push(("chat-web", web));
     }
     run_until_signal(sig, servers, args.server.shutdown_deadline());
-    drop(chat); // the history is written out when the last handle goes
+    chat.close_history();
     Ok(())
 }

@@ -68,5 +68,6 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         hint.port()
     );
     run_until_signal(sig, servers, args.server.shutdown_deadline());
+    messenger.close_history();
     Ok(())
 }
