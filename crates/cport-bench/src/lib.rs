@@ -11,5 +11,6 @@ pub mod http;
 pub mod idle;
 pub mod lines;
 pub mod report;
+pub mod ws;
 
 pub use report::{LatencyRecorder, Report};

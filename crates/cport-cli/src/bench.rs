@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use cport::Backend;
-use cport_bench::{chat, echo, http, idle, Report};
+use cport_bench::{chat, echo, http, idle, ws, Report};
 
 use crate::args::{parse_backend, parse_duration};
 
@@ -30,6 +30,24 @@ enum Kind {
     Chat(ChatArgs),
     /// Opens and holds many idle connections; checks each still answers.
     Idle(IdleArgs),
+    /// WebSocket echo load: each connection upgrades, then sends a binary
+    /// message and waits for its echo (point it at `cport echo --ws`).
+    Ws(WsArgs),
+}
+
+#[derive(Args, Debug)]
+struct WsArgs {
+    /// WebSocket echo URL, e.g. ws://127.0.0.1:7000/
+    #[arg(long, default_value = "ws://127.0.0.1:7000/")]
+    target: String,
+    /// Connections.
+    #[arg(long, default_value_t = 50)]
+    conns: usize,
+    /// Message payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -168,6 +186,20 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
                 backend: a.common.client.backend,
             };
             run_timed(&a.common, || chat::run(&cfg))
+        }
+        Kind::Ws(a) => {
+            let (target, host, path) = ws::parse_url(&a.target)?;
+            let cfg = ws::WsLoadConfig {
+                target,
+                host,
+                path,
+                conns: a.conns,
+                size: a.size,
+                duration: a.common.duration,
+                warmup: a.common.warmup,
+                backend: a.common.client.backend,
+            };
+            run_timed(&a.common, || ws::run(&cfg))
         }
         Kind::Idle(a) => {
             let cfg = idle::IdleConfig {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use cport::Backend;
 use cport_proto::http::Limits;
 
+use crate::ws::{WsHandler, WsRoutes};
+
 /// Settings of an HTTP server. Build it with [`HttpConfig::new`] and the
 /// setters, or fill the public fields directly.
 ///
@@ -64,6 +66,9 @@ pub struct HttpConfig {
     /// bodies; file ranges do not count). A client that does not read its
     /// responses is cut off past it (default 4 MiB).
     pub max_queued_bytes: usize,
+    /// WebSocket endpoints, allowed origins and the codec's limits (default:
+    /// none; see [`websocket`](Self::websocket)).
+    pub ws: WsRoutes,
 }
 
 impl Default for HttpConfig {
@@ -83,6 +88,7 @@ impl Default for HttpConfig {
             cache_max_total: 32 << 20,
             stats_endpoint: true,
             max_queued_bytes: 4 << 20,
+            ws: WsRoutes::default(),
         }
     }
 }
@@ -166,6 +172,25 @@ impl HttpConfig {
     #[must_use]
     pub fn max_queued_bytes(mut self, n: usize) -> Self {
         self.max_queued_bytes = n.max(1);
+        self
+    }
+    /// Accepts WebSocket upgrades on `path` (exact match), handled by `handler`.
+    #[must_use]
+    pub fn websocket(mut self, path: impl Into<String>, handler: std::sync::Arc<dyn WsHandler>) -> Self {
+        self.ws.add(path, handler);
+        self
+    }
+    /// Only browser pages from these origins may open a WebSocket (empty:
+    /// any). Compared without case, e.g. `http://127.0.0.1:8080`.
+    #[must_use]
+    pub fn ws_origins(mut self, origins: Vec<String>) -> Self {
+        self.ws.origins = origins;
+        self
+    }
+    /// Sets the WebSocket codec's limits and timers.
+    #[must_use]
+    pub fn ws_config(mut self, cfg: cport_proto::ws::WsConfig) -> Self {
+        self.ws.config = cfg;
         self
     }
 }

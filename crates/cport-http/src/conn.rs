@@ -20,6 +20,9 @@ pub(crate) enum Flow {
     Continue,
     /// The connection is closing: ignore everything after this.
     Stop,
+    /// The connection switched protocols (WebSocket): the stream ends and
+    /// the bytes after this request are handed back in [`Fed::rest`].
+    Upgrade,
 }
 
 /// What the stream yields.
@@ -30,6 +33,9 @@ pub(crate) enum Event<'a> {
     Request(Request<'a>),
     /// The stream broke a rule: answer with this error and close.
     Refused(HttpError),
+    /// A request that asks for `Upgrade: websocket` (only when the stream
+    /// was told to look for them), with its whole head for the handshake.
+    Upgrade(Request<'a>, &'a [u8]),
 }
 
 /// The request stream of one connection. See the module docs for the call order.
@@ -41,16 +47,29 @@ pub(crate) struct RequestStream {
     discard: u64,
     /// A refusal or a `Stop` ended the stream.
     done: bool,
+    /// Look for WebSocket upgrade requests.
+    upgrades: bool,
 }
 
 /// What one [`RequestStream::feed`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Fed {
     /// Requests (and refusals) handed out.
     pub events: usize,
+    /// After [`Flow::Upgrade`]: the received bytes that followed the
+    /// upgrade request (they belong to the new protocol).
+    pub rest: Option<bytes::Bytes>,
 }
 
 impl RequestStream {
+    /// A stream that reports WebSocket upgrade requests as [`Event::Upgrade`].
+    pub(crate) fn with_upgrades() -> RequestStream {
+        RequestStream {
+            upgrades: true,
+            ..RequestStream::default()
+        }
+    }
+
     /// `true` while part of a request (head or skipped body) has arrived and
     /// the rest has not: the request timer runs.
     pub(crate) fn has_partial(&self) -> bool {
@@ -106,9 +125,23 @@ impl RequestStream {
                     off += here as usize;
                     self.discard = body - here;
                     fed.events += 1;
-                    if on(Event::Request(request)) == Flow::Stop {
-                        self.finish();
-                        return fed;
+                    let head = &data[off - head_len - here as usize..off - here as usize];
+                    let ev = if self.upgrades && cport_proto::ws::wants_upgrade(head) {
+                        Event::Upgrade(request, head)
+                    } else {
+                        Event::Request(request)
+                    };
+                    match on(ev) {
+                        Flow::Continue => {}
+                        Flow::Stop => {
+                            self.finish();
+                            return fed;
+                        }
+                        Flow::Upgrade => {
+                            fed.rest = (off < data.len()).then(|| bytes::Bytes::copy_from_slice(&data[off..]));
+                            self.finish();
+                            return fed;
+                        }
                     }
                 }
                 Err(err) => {
@@ -163,7 +196,7 @@ mod tests {
         for c in chunks {
             stream.feed(c, &Limits::default(), |ev| {
                 match ev {
-                    Event::Request(r) => out.push(Ok(r.target.to_owned())),
+                    Event::Request(r) | Event::Upgrade(r, _) => out.push(Ok(r.target.to_owned())),
                     Event::Refused(e) => out.push(Err(e.status)),
                 }
                 Flow::Continue
@@ -274,5 +307,34 @@ mod tests {
             methods,
             vec![(Method::Other("PUT".into()), "/a".into()), (Method::Get, "/b".into())]
         );
+    }
+
+    #[test]
+    fn upgrade_hands_back_the_bytes_after_it() {
+        let req = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        for cut in 1..req.len() {
+            let mut s = RequestStream::with_upgrades();
+            let mut seen = 0;
+            let mut rest = None;
+            for c in [&req[..cut], &[&req[cut..], &b"\x81\x80"[..]].concat()[..]] {
+                let fed = s.feed(c, &Limits::default(), |ev| {
+                    assert!(matches!(ev, Event::Upgrade(r, head) if r.target == "/ws" && head == req));
+                    seen += 1;
+                    Flow::Upgrade
+                });
+                rest = rest.or(fed.rest);
+            }
+            assert_eq!(seen, 1);
+            assert_eq!(rest.as_deref(), Some(&b"\x81\x80"[..]), "cut {cut}");
+            assert!(s.is_done());
+        }
+        // Without upgrades enabled the same request is a plain request.
+        let mut s = RequestStream::default();
+        let mut plain = false;
+        s.feed(req, &Limits::default(), |ev| {
+            plain = matches!(ev, Event::Request(_));
+            Flow::Continue
+        });
+        assert!(plain);
     }
 }

@@ -24,6 +24,8 @@
 //!   413); other methods get 405 with `Allow`; a request head that does not
 //!   arrive within the request timeout gets 408 and a close; idle
 //!   connections are closed.
+//! - WebSocket (RFC 6455) on configured paths: `Upgrade: websocket`, then
+//!   the session speaks WebSocket on the same port ([`WsHandler`]).
 //! - Live counters as JSON at [`STATS_PATH`], and an optional access log line
 //!   per request through `tracing` (target `cport_http::access`).
 //!
@@ -47,10 +49,13 @@ mod listing;
 mod server;
 mod stats;
 mod watchdog;
+mod ws;
 
 pub use cache::CacheStats;
 pub use config::{bundled_www, HttpConfig};
 pub use cport::Backend;
 pub use cport_proto::http::Limits;
+pub use cport_proto::ws::{Close as WsClose, CloseCause as WsCloseCause, WsConfig};
 pub use server::{HttpServer, STATS_PATH};
 pub use stats::HttpStats;
+pub use ws::{WsHandler, WsMessage, WsRoutes, WsSession};

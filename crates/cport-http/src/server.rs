@@ -24,6 +24,7 @@ use crate::conn::{Event, Flow, RequestStream};
 use crate::files::{Body, Files, Reply};
 use crate::stats::{self, HttpCounters, HttpStats, Snapshot};
 use crate::watchdog::Watchdog;
+use crate::ws::{Upgraded, WsRoutes, WsTimers};
 use crate::HttpConfig;
 
 /// The request path of the JSON stats endpoint.
@@ -56,6 +57,8 @@ struct App {
     counters: HttpCounters,
     watch: Watchdog,
     live: OnceLock<Live>,
+    ws: WsRoutes,
+    ws_timers: WsTimers,
 }
 
 /// A connection's state, owned by the worker handling it.
@@ -65,6 +68,8 @@ pub(crate) struct Conn {
     /// When the pending partial request started; `Some` exactly while a
     /// deadline for this connection is in the watchdog.
     since: Option<Instant>,
+    /// Set once the connection upgraded to WebSocket: every chunk goes there.
+    ws: Option<Upgraded>,
 }
 
 struct HttpHandler(Arc<App>);
@@ -73,16 +78,29 @@ impl Handler for HttpHandler {
     type State = Conn;
 
     fn on_connect(&self, _: &Session) -> Conn {
-        Conn::default()
+        if self.0.ws.is_empty() {
+            Conn::default()
+        } else {
+            Conn {
+                stream: RequestStream::with_upgrades(),
+                ..Conn::default()
+            }
+        }
     }
 
     fn on_message(&self, s: &Session, conn: &mut Conn, msg: Message) {
-        self.0.on_message(s, conn, &msg);
+        match &mut conn.ws {
+            Some(ws) => ws.on_chunk(&msg),
+            None => self.0.on_message(s, conn, &msg),
+        }
     }
 
     fn on_disconnect(&self, s: &Session, conn: Conn, _: &DisconnectReason) {
         if conn.since.is_some() {
             self.0.watch.claim(s.id());
+        }
+        if let Some(ws) = conn.ws {
+            ws.on_disconnect(&self.0.ws_timers);
         }
     }
 }
@@ -95,10 +113,20 @@ impl App {
             return;
         }
         let was_partial = conn.stream.has_partial();
+        let mut upgraded = None;
         let fed = DATE.with_borrow_mut(|dates| {
             let date = dates.get(SystemTime::now());
-            conn.stream.feed(chunk, &self.limits, |ev| self.answer(s, ev, date))
+            conn.stream.feed(chunk, &self.limits, |ev| match ev {
+                Event::Upgrade(req, head) => self.upgrade(s, &req, head, date, &mut upgraded),
+                ev => self.answer(s, ev, date),
+            })
         });
+        if let Some(mut ws) = upgraded {
+            if let Some(rest) = &fed.rest {
+                ws.on_chunk(rest);
+            }
+            conn.ws = Some(ws);
+        }
         if conn.stream.has_partial() {
             let since = match conn.since {
                 Some(t) if was_partial && fed.events == 0 => t,
@@ -111,10 +139,43 @@ impl App {
         }
     }
 
+    /// A request asking for `Upgrade: websocket`: on a WebSocket path,
+    /// the handshake (101, or 400/426/403 and a close); elsewhere an
+    /// ordinary request.
+    fn upgrade(
+        &self,
+        s: &Session,
+        req: &Request<'_>,
+        head: &[u8],
+        date: &str,
+        upgraded: &mut Option<Upgraded>,
+    ) -> Flow {
+        let Some(handler) = self.ws.find(req.target) else {
+            return self.answer(s, Event::Request(req.clone()), date);
+        };
+        match cport_proto::ws::upgrade(head, &self.ws.origins) {
+            Ok(up) => {
+                self.counters.answered(101, 0, false);
+                if s.send(up.response).is_err() {
+                    return Flow::Stop;
+                }
+                *upgraded = Some(Upgraded::open(s, handler.clone(), &self.ws.config, &self.ws_timers));
+                Flow::Upgrade
+            }
+            Err(e) => {
+                self.counters.answered(e.status(), 0, false);
+                tracing::debug!(session = s.id(), status = e.status(), error = ?e, "websocket handshake refused");
+                let _ = s.send(e.response());
+                s.close();
+                Flow::Stop
+            }
+        }
+    }
+
     /// Answers one event of the request stream.
     fn answer(&self, s: &Session, ev: Event<'_>, date: &str) -> Flow {
         match ev {
-            Event::Request(req) => {
+            Event::Request(req) | Event::Upgrade(req, _) => {
                 let reply = self.reply(&req, date);
                 if self.access_log {
                     access_log(s, method_name(&req.method), req.target, req.version_minor, &reply);
@@ -249,6 +310,7 @@ pub struct HttpServer {
     app: Arc<App>,
     server: Option<Server>,
     timer: Option<JoinHandle<()>>,
+    ws_timer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -291,6 +353,8 @@ impl HttpServer {
             counters: HttpCounters::default(),
             watch: Watchdog::default(),
             live: OnceLock::new(),
+            ws: cfg.ws.clone(),
+            ws_timers: WsTimers::default(),
         });
         let tick = (cfg.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
         let mut builder = Server::builder();
@@ -322,6 +386,19 @@ impl HttpServer {
                 let done = || a.live.get().is_some_and(|l| l.port.is_shut_down());
                 a.watch.run(timer_tick, done, |s| a.expire(&s));
             })?;
+        let mut ws_timer = None;
+        if !app.ws.is_empty() {
+            let a = app.clone();
+            let tick = Duration::from_millis(250);
+            ws_timer = Some(
+                std::thread::Builder::new()
+                    .name("cport-ws-timer".into())
+                    .spawn(move || {
+                        let done = || a.live.get().is_some_and(|l| l.port.is_shut_down());
+                        a.ws_timers.run(tick, done);
+                    })?,
+            );
+        }
         tracing::info!(
             root = %app.files.root().display(),
             addr = %server.local_addr(),
@@ -333,6 +410,7 @@ impl HttpServer {
             app,
             server: Some(server),
             timer: Some(timer),
+            ws_timer,
         })
     }
 
@@ -346,6 +424,7 @@ impl HttpServer {
     /// itself once that server has shut down.
     pub fn into_server(mut self) -> Server {
         self.timer.take(); // detached: it ends when the port shuts down
+        self.ws_timer.take(); // the same
         self.server.take().expect("the server runs until shutdown")
     }
 
@@ -406,7 +485,11 @@ impl HttpServer {
             return ShutdownReport::default(); // handed out by `into_server`
         };
         self.app.watch.stop();
+        self.app.ws_timers.stop();
         if let Some(t) = self.timer.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.ws_timer.take() {
             let _ = t.join();
         }
         server.shutdown(deadline)

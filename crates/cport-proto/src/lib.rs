@@ -9,7 +9,9 @@
 //! - [`chat`]: the messenger's line protocol and its room/nickname state.
 //! - [`http`]: HTTP/1.1 request parsing, path and range rules, and response
 //!   heads for a static file server.
+//! - [`ws`]: WebSocket (RFC 6455): the upgrade handshake and the frame codec.
 
 pub mod chat;
 pub mod framing;
 pub mod http;
+pub mod ws;

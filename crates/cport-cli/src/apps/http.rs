@@ -40,15 +40,32 @@ pub fn start(
     access_log: bool,
     args: &ServerArgs,
 ) -> io::Result<Server> {
+    start_with(root, listen, listing, access_log, args, |cfg| cfg)
+}
+
+/// [`start`], with `more` adding to the configuration (WebSocket routes).
+///
+/// # Errors
+/// No web root, or the server cannot start.
+pub fn start_with(
+    root: Option<PathBuf>,
+    listen: SocketAddr,
+    listing: bool,
+    access_log: bool,
+    args: &ServerArgs,
+    more: impl FnOnce(HttpConfig) -> HttpConfig,
+) -> io::Result<Server> {
     let root = match root.or_else(cport_http::bundled_www) {
         Some(r) => r,
         None => return Err(io::Error::new(io::ErrorKind::NotFound, "no web root: pass --root DIR")),
     };
-    let cfg = args.apply_http(
-        HttpConfig::new(root)
-            .listen(listen)
-            .listing(listing)
-            .access_log(access_log),
+    let cfg = more(
+        args.apply_http(
+            HttpConfig::new(root)
+                .listen(listen)
+                .listing(listing)
+                .access_log(access_log),
+        ),
     );
     Ok(HttpServer::start(cfg)?.into_server())
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use clap::Args;
 
-use super::chat::{self, Chat, ChatArgs};
+use super::chat::{self, ChatArgs, HistoryArgs};
 use super::echo::{self, Echo};
 use super::http;
 use super::{announce, run_until_signal, signals, ServerArgs};
@@ -31,6 +31,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub root: Option<std::path::PathBuf>,
     #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
     pub server: ServerArgs,
 }
 
@@ -43,20 +45,29 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         listen: args.chat,
         max_line: args.max_line,
         line_timeout: chat::LINE_TIMEOUT_SECS,
+        web: None,
+        allow_origin: Vec::new(),
+        history: args.history.clone(),
         server: args.server.clone(),
     };
-    let chat = chat::builder(args.chat, &chat_args).start(Chat::default())?;
+    let messenger = cport_chat::Chat::new(&args.history.config(args.max_line))?;
+    let chat = chat::builder(args.chat, &chat_args).start(messenger.tcp_handler())?;
     announce("chat", &chat);
-    let web = http::start(args.root.clone(), args.http, false, false, &args.server)?;
+    // The web client at /chat/ (from the web root), its socket at /chat/ws.
+    let web = http::start_with(args.root.clone(), args.http, false, false, &args.server, |cfg| {
+        cfg.websocket("/chat/ws", messenger.ws_handler())
+            .ws_config(cport_chat::ws_config(args.max_line))
+    })?;
     announce("http", &web);
     let hint = chat.local_addr();
     let page = web.local_addr();
     let servers = vec![("echo", echo), ("chat", chat), ("http", web)];
     println!(
-        "cport serve: ready; Ctrl-C stops (try: nc {} {}, then /help; or open http://{page}/)",
+        "cport serve: ready; Ctrl-C stops (try: nc {} {}, then /help; or open http://{page}/chat/)",
         hint.ip(),
         hint.port()
     );
     run_until_signal(sig, servers, args.server.shutdown_deadline());
+    messenger.close_history();
     Ok(())
 }

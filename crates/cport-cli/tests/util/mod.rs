@@ -22,6 +22,11 @@ pub const LONG: Duration = Duration::from_secs(20);
 pub fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cport"));
     cmd.args(args).env("RUST_LOG", "warn");
+    // Chat history goes to a scratch directory, not the source tree.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data = std::env::temp_dir().join(format!("cport-test-data-{}-{run}", std::process::id()));
+    cmd.env("CPORT_DATA", data);
     cmd
 }
 

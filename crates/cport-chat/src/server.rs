@@ -1,0 +1,331 @@
+//! The messenger on the completion port: TCP line clients on a
+//! `cport_server` server and browsers on WebSocket sessions of the HTTP
+//! server, both feeding one [`Messenger`].
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use cport_http::{HttpConfig, HttpServer, WsClose, WsConfig, WsHandler, WsMessage, WsSession};
+use cport_proto::chat::Output;
+use cport_proto::ws::{encode_frame, Opcode};
+use cport_server::{
+    broadcast, DisconnectReason, FrameAction, FrameError, Framing, Handler, Message, Server, ServerBuilder, Session,
+};
+use parking_lot::Mutex;
+
+use crate::history::{now_ms, History, HistoryLimits};
+use crate::messenger::{Extra, Messenger, RecentLimits};
+
+/// A participant's connection: a TCP line client or a browser.
+#[derive(Clone, Debug)]
+enum Peer {
+    Tcp(Session),
+    Ws(WsSession),
+}
+
+/// Hub ids: TCP and WebSocket sessions come from two servers whose
+/// session ids may coincide; the low bit says which.
+fn tcp_id(s: &Session) -> u64 {
+    s.id() << 1
+}
+fn ws_id(ws: &WsSession) -> u64 {
+    (ws.id() << 1) | 1
+}
+
+/// Settings of the messenger.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// The longest line (TCP) or text message (WebSocket), in bytes.
+    pub max_line: usize,
+    /// Where the history database lives (`None`: no history kept).
+    pub data_dir: Option<PathBuf>,
+    /// Limits on the stored history.
+    pub history: HistoryLimits,
+    /// Messages a joiner is shown, and rooms kept in memory for that.
+    pub recent: RecentLimits,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            max_line: 4096,
+            data_dir: Some(PathBuf::from(".")),
+            history: HistoryLimits::default(),
+            recent: RecentLimits::default(),
+        }
+    }
+}
+
+struct Inner {
+    messenger: Messenger,
+    peers: HashMap<u64, Peer>,
+    out: Output,
+}
+
+/// The messenger shared by the TCP server's and the web server's workers.
+///
+/// One lock orders everything: every member of a room queues the room's
+/// messages in the one order the hub produced them, whichever transport
+/// each member uses.
+pub struct Chat {
+    inner: Mutex<Inner>,
+    /// `None` without a data directory, and after [`Chat::close_history`].
+    history: Mutex<Option<History>>,
+    max_line: usize,
+}
+
+impl std::fmt::Debug for Chat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chat").field("history", &*self.history.lock()).finish()
+    }
+}
+
+impl Chat {
+    /// Opens the history (if any) and builds the messenger with it.
+    ///
+    /// # Errors
+    /// When the history database cannot be opened.
+    pub fn new(cfg: &ChatConfig) -> io::Result<Arc<Chat>> {
+        let (history, recent) = match &cfg.data_dir {
+            Some(dir) => {
+                let (h, recent) = History::open(dir, cfg.history, cfg.recent.per_room, cfg.recent.rooms)
+                    .map_err(|e| io::Error::other(format!("chat history in {}: {e}", dir.display())))?;
+                tracing::info!(db = %h.path().display(), loaded = recent.len(), "chat history opened");
+                (Some(h), recent)
+            }
+            None => (None, Vec::new()),
+        };
+        Ok(Arc::new(Chat {
+            inner: Mutex::new(Inner {
+                messenger: Messenger::new(cfg.recent, recent),
+                peers: HashMap::new(),
+                out: Output::new(),
+            }),
+            history: Mutex::new(history),
+            max_line: cfg.max_line.max(1),
+        }))
+    }
+
+    /// Sessions connected now (both transports).
+    pub fn sessions(&self) -> usize {
+        self.inner.lock().messenger.hub().sessions()
+    }
+
+    /// Messages the history writer could not keep up with.
+    pub fn history_dropped(&self) -> u64 {
+        self.history.lock().as_ref().map_or(0, History::dropped)
+    }
+
+    /// Writes out what is queued for the database and stops its thread;
+    /// messages said afterwards are not stored. Call it after the servers
+    /// have shut down, before the process exits.
+    pub fn close_history(&self) {
+        let h = self.history.lock().take();
+        drop(h); // joins the writer after it wrote the queue
+    }
+
+    fn connect(&self, id: u64, peer: Peer) {
+        let mut g = self.inner.lock();
+        g.peers.insert(id, peer);
+        let Inner { messenger, out, .. } = &mut *g;
+        messenger.connect(id, out);
+        g.flush(&Extra::default());
+    }
+
+    fn line(&self, id: u64, line: &[u8]) {
+        let now = now_ms();
+        let mut g = self.inner.lock();
+        let Inner { messenger, out, .. } = &mut *g;
+        let extra = messenger.line(id, line, now, out);
+        g.flush(&extra);
+        drop(g);
+        if let Some(e) = extra.store {
+            if let Some(h) = &*self.history.lock() {
+                h.store(e);
+            }
+        }
+    }
+
+    fn disconnect(&self, id: u64) {
+        let mut g = self.inner.lock();
+        g.peers.remove(&id);
+        let Inner { messenger, out, .. } = &mut *g;
+        messenger.disconnect(id, out);
+        g.flush(&Extra::default());
+    }
+
+    /// The handler for TCP line clients.
+    pub fn tcp_handler(self: &Arc<Self>) -> TcpChat {
+        TcpChat(self.clone())
+    }
+
+    /// The handler for browsers (register it on a WebSocket path).
+    pub fn ws_handler(self: &Arc<Self>) -> Arc<dyn WsHandler> {
+        Arc::new(WsChat(self.clone()))
+    }
+}
+
+impl Inner {
+    /// Sends what the hub asked for, in order, then the history, then
+    /// closes who quit. Runs under the lock.
+    fn flush(&mut self, extra: &Extra) {
+        let Inner { peers, out, .. } = self;
+        for d in out.deliveries() {
+            let mut tcp = Vec::new();
+            let mut ws = Vec::new();
+            for id in d.to {
+                match peers.get(id) {
+                    Some(Peer::Tcp(s)) => tcp.push(s),
+                    Some(Peer::Ws(w)) => ws.push(w),
+                    None => {}
+                }
+            }
+            broadcast(tcp, d.data);
+            if !ws.is_empty() {
+                let frames = ws_frames(d.data);
+                for w in ws {
+                    w.send_frame(frames.clone());
+                }
+            }
+        }
+        for (id, line) in &extra.history {
+            match peers.get(id) {
+                Some(Peer::Tcp(s)) => {
+                    let _ = s.send(line.clone());
+                }
+                Some(Peer::Ws(w)) => {
+                    w.send_frame(ws_frames(line));
+                }
+                None => {}
+            }
+        }
+        for id in out.closes() {
+            match peers.get(id) {
+                Some(Peer::Tcp(s)) => s.close(),
+                Some(Peer::Ws(w)) => w.close(1000, "bye"),
+                None => {}
+            }
+        }
+        out.clear();
+    }
+}
+
+/// One text frame per line of `data` (lines end with `\n`, dropped), in
+/// one buffer: encoded once, queued on every WebSocket recipient.
+fn ws_frames(data: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(data.len() + 8);
+    for line in data.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+        b.put_slice(&encode_frame(Opcode::Text, line));
+    }
+    b.freeze()
+}
+
+/// TCP line clients.
+pub struct TcpChat(Arc<Chat>);
+
+impl Handler for TcpChat {
+    type State = ();
+
+    fn on_connect(&self, session: &Session) {
+        self.0.connect(tcp_id(session), Peer::Tcp(session.clone()));
+    }
+
+    fn on_message(&self, session: &Session, _: &mut (), msg: Message) {
+        self.0.line(tcp_id(session), &msg);
+    }
+
+    fn on_disconnect(&self, session: &Session, _: (), _: &DisconnectReason) {
+        self.0.disconnect(tcp_id(session));
+    }
+
+    fn on_frame_error(&self, session: &Session, _: &mut (), err: &FrameError) -> FrameAction {
+        match err {
+            FrameError::TooLarge { max, .. } => {
+                let _ = session.send(format!("! line too long (at most {max} bytes); dropped\n"));
+                FrameAction::Skip
+            }
+            FrameError::Malformed(_) => FrameAction::Close,
+        }
+    }
+}
+
+/// Browsers: each text message is one line of the protocol (a message
+/// holding several lines is taken line by line, as TCP would).
+struct WsChat(Arc<Chat>);
+
+impl WsHandler for WsChat {
+    fn on_open(&self, ws: &WsSession) {
+        self.0.connect(ws_id(ws), Peer::Ws(ws.clone()));
+    }
+
+    fn on_message(&self, ws: &WsSession, msg: WsMessage) {
+        let WsMessage::Text(text) = msg else {
+            ws.send_text("! binary messages are not part of the chat protocol; dropped");
+            return;
+        };
+        for line in text.split(|&c| c == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > self.0.max_line {
+                ws.send_text(&format!("! line too long (at most {} bytes); dropped", self.0.max_line));
+                continue;
+            }
+            self.0.line(ws_id(ws), line);
+        }
+    }
+
+    fn on_close(&self, ws: &WsSession, _: Option<&WsClose>) {
+        self.0.disconnect(ws_id(ws));
+    }
+}
+
+/// The WebSocket limits for chat: a message may hold a few lines; much
+/// larger closes with 1009.
+#[must_use]
+pub fn ws_config(max_line: usize) -> WsConfig {
+    WsConfig {
+        max_message: (max_line.saturating_mul(4)).max(16 << 10),
+        ..WsConfig::default()
+    }
+}
+
+/// A builder for the TCP side on `addr`: lines of at most `max_line`
+/// bytes, a line started and not finished within `line_timeout` cut off.
+pub fn tcp_builder(addr: SocketAddr, max_line: usize, line_timeout: Option<Duration>) -> ServerBuilder {
+    Server::builder()
+        .name("chat")
+        .bind(addr)
+        .framing(Framing::Lines {
+            max_line: max_line.max(1),
+        })
+        .frame_timeout(line_timeout)
+}
+
+/// The web side for `cport chat --web`: the page from `root` at `/` and
+/// the socket at `/ws`.
+pub fn web_config(chat: &Arc<Chat>, root: PathBuf, addr: SocketAddr) -> HttpConfig {
+    HttpConfig::new(root)
+        .listen(addr)
+        .websocket("/ws", chat.ws_handler())
+        .ws_config(ws_config(chat.max_line))
+}
+
+/// Starts the web side.
+///
+/// # Errors
+/// When the server cannot start.
+pub fn start_web(cfg: HttpConfig) -> io::Result<HttpServer> {
+    HttpServer::start(cfg)
+}
+
+/// The page's directory: `www/chat` of the bundled web root.
+#[must_use]
+pub fn bundled_page() -> Option<PathBuf> {
+    cport_http::bundled_www()
+        .map(|w| w.join("chat"))
+        .filter(|p| p.join("index.html").is_file())
+}
