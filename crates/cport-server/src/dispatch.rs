@@ -155,7 +155,7 @@ impl<H: Handler> Dispatcher<H> {
                 self.accept_retry[li].store(true, Release);
             }
         }
-        if let Err(e) = sh.port.timeout(sh.cfg.tick, CTX_TICK) {
+        if let Err(e) = sh.port.timeout(sh.until_next_tick(), CTX_TICK) {
             tracing::error!(server = %sh.cfg.name, error = %e, "cannot arm the timer: no timeouts will fire");
         }
     }
@@ -499,7 +499,7 @@ impl<H: Handler> Dispatcher<H> {
             }
         }
         if !sh.finished.load(Acquire) {
-            let _ = sh.port.timeout(sh.cfg.tick, CTX_TICK);
+            let _ = sh.port.timeout(sh.until_next_tick(), CTX_TICK);
         }
     }
 

@@ -94,7 +94,7 @@ impl Default for ServerBuilder {
             idle_timeout: None,
             frame_timeout: Some(Duration::from_secs(30)),
             close_linger: Duration::from_secs(5),
-            tick: Duration::from_millis(500),
+            tick: Duration::from_millis(100),
             recv_buffers: (4096, 4096),
             nodelay: true,
             max_sessions: 1 << 20,
@@ -170,7 +170,8 @@ impl ServerBuilder {
         self.close_linger = t;
         self
     }
-    /// The timer's resolution (default 500 ms): timeouts fire up to one tick late.
+    /// The timer's resolution (default 100 ms): timeouts never fire early
+    /// and fire up to two ticks late.
     pub fn tick(mut self, t: Duration) -> Self {
         self.tick = t.max(Duration::from_millis(1));
         self
@@ -249,8 +250,14 @@ impl ServerBuilder {
             local_addrs.push(l.local_addr()?);
             listeners.push(port.associate(l, Key(u64::MAX - i as u64))?);
         }
+        // A deadline is a session's last stamp plus this many ticks. The
+        // stamp is the coarse clock as of the last tick, which the tick timer
+        // (armed for each tick boundary) keeps at most one tick behind the
+        // real time even when its completion waits behind a batch: so two
+        // ticks more than the timeout itself, and a timeout never fires
+        // early (it fires up to two ticks late).
         let ticks = |d: Duration| -> Tick {
-            let t = d.as_nanos().div_ceil(self.tick.as_nanos().max(1)).max(1);
+            let t = d.as_nanos().div_ceil(self.tick.as_nanos().max(1)) + 2;
             t.min(u32::MAX as u128 / 2) as Tick
         };
         let framed = self.framing != Framing::Raw;

@@ -221,6 +221,16 @@ impl Shared {
         self.now.load(Relaxed)
     }
 
+    /// How long until the next tick boundary: the tick timer is armed for
+    /// it, so the coarse time never drifts behind the real one.
+    pub(crate) fn until_next_tick(&self) -> Duration {
+        let tick = self.cfg.tick.as_nanos().max(1);
+        let into = self.start.elapsed().as_nanos() % tick;
+        // A millisecond past the boundary: a timer that fires a hair early
+        // must not read the tick before.
+        Duration::from_nanos((tick - into) as u64) + Duration::from_millis(1)
+    }
+
     /// Reads the clock and advances the coarse time.
     pub(crate) fn advance_clock(&self) -> Tick {
         let t = (self.start.elapsed().as_nanos() / self.cfg.tick.as_nanos().max(1)) as u64;
