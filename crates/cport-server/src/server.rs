@@ -68,6 +68,8 @@ pub struct ServerBuilder {
     backend: Backend,
     framing: Framing,
     max_queued: usize,
+    water_marks: (usize, usize),
+    slow_consumer_timeout: Duration,
     idle_timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
     close_linger: Duration,
@@ -91,6 +93,8 @@ impl Default for ServerBuilder {
             backend: Backend::Auto,
             framing: Framing::Raw,
             max_queued: 4 << 20,
+            water_marks: (512 << 10, 128 << 10),
+            slow_consumer_timeout: Duration::from_secs(5),
             idle_timeout: None,
             frame_timeout: Some(Duration::from_secs(30)),
             close_linger: Duration::from_secs(5),
@@ -148,10 +152,33 @@ impl ServerBuilder {
     pub fn length_prefixed(self, width: LengthWidth, max_frame: usize) -> Self {
         self.framing(Framing::LengthPrefixed(LengthPrefixed::new(width, max_frame)))
     }
-    /// The cap on bytes queued per session (default 4 MiB). A send that
-    /// would pass it disconnects the session as a slow consumer.
+    /// The cap on bytes queued per session (default 4 MiB): what a session
+    /// that does not read what *others* send it (a broadcast) may pile up.
+    /// A session whose queue stays past the cap for the
+    /// [slow-consumer timeout](Self::slow_consumer_timeout), or would pass
+    /// twice the cap, is cut off as a slow consumer. Output a session
+    /// produces in answer to its own input never gets there: its receiving
+    /// pauses first (see [`water_marks`](Self::water_marks)).
     pub fn max_queued_bytes(mut self, n: usize) -> Self {
         self.max_queued = n.max(1);
+        self
+    }
+    /// Back-pressure (default 512 KiB and 128 KiB): when a session's output
+    /// still to go (queued bytes and file ranges) passes `high`, its
+    /// receiving pauses after the chunk being handled; it resumes once the
+    /// output drains to `low`. A client that sends faster than it reads is
+    /// slowed down by TCP instead of being cut off, and a burst of requests
+    /// never turns into more queued output than `high` plus one chunk's
+    /// answers. `high` is kept at most half the cap.
+    pub fn water_marks(mut self, high: usize, low: usize) -> Self {
+        let high = high.max(1);
+        self.water_marks = (high, low.min(high));
+        self
+    }
+    /// How long a session's queue may stay past the cap before it is cut
+    /// off as a slow consumer (default 5 s).
+    pub fn slow_consumer_timeout(mut self, t: Duration) -> Self {
+        self.slow_consumer_timeout = t;
         self
     }
     /// Close sessions that neither receive nor send for this long (default: never).
@@ -261,10 +288,15 @@ impl ServerBuilder {
             t.min(u32::MAX as u128 / 2) as Tick
         };
         let framed = self.framing != Framing::Raw;
+        let high_water = self.water_marks.0.min(self.max_queued / 2).max(1);
         let cfg = Config {
             name: self.name,
             framing: self.framing,
             max_queued: self.max_queued,
+            high_water,
+            low_water: self.water_marks.1.min(high_water),
+            slow_ticks: ticks(self.slow_consumer_timeout),
+            recv_size: self.recv_buffers.1.max(1),
             idle_ticks: self.idle_timeout.map(ticks),
             frame_ticks: self.frame_timeout.filter(|_| framed).map(ticks),
             linger_ticks: ticks(self.close_linger),
