@@ -421,6 +421,7 @@ impl<H: Handler> Dispatcher<H> {
         }
         st.rx_paused = true;
         rx.paused = true;
+        Counters::add(&self.shared.counters.pauses, 1);
         if let Some(op) = st.recv_op {
             self.shared.port.cancel_op(op);
         }
@@ -449,6 +450,7 @@ impl<H: Handler> Dispatcher<H> {
                 st.rx_paused = false;
                 st.recv_busy = true; // handler code runs: nothing may finalize
             }
+            Counters::add(&sh.counters.resumes, 1);
             rx.paused = false;
             if slot.frame_since.load(Relaxed) != 0 {
                 // The frame clock stood still while the server was not reading.
@@ -494,13 +496,7 @@ impl<H: Handler> Dispatcher<H> {
     }
 
     /// Runs one received chunk through the framing and the handler.
-    fn handle_input(
-        &self,
-        slot: &Slot,
-        rx: &mut RxSlot<H::State>,
-        buf: Buf,
-        shard: Shard,
-    ) -> Option<DisconnectReason> {
+    fn handle_input(&self, slot: &Slot, rx: &mut RxSlot<H::State>, buf: Buf, shard: Shard) -> Option<DisconnectReason> {
         let sh = &*self.shared;
         let now = sh.now();
         let RxSlot {
@@ -672,7 +668,8 @@ impl<H: Handler> Dispatcher<H> {
                     .frame_ticks
                     .filter(|_| since != 0 && !st.rx_paused)
                     .map(|t| (since - 1).saturating_add(t));
-                let over_cap = (st.over_cap_since != NEVER).then(|| st.over_cap_since.saturating_add(sh.cfg.slow_ticks));
+                let over_cap =
+                    (st.over_cap_since != NEVER).then(|| st.over_cap_since.saturating_add(sh.cfg.slow_ticks));
                 if over_cap.is_some_and(|d| d <= now) {
                     sh.cut_slow_consumer(slot, st)
                 } else if idle.is_some_and(|d| d <= now) {

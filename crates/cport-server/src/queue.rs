@@ -57,7 +57,10 @@ enum Flight {
     None,
     /// Buffers holding this many bytes; `rest` when the first one is the
     /// unsent rest of an item that went out in part.
-    Bufs { bytes: usize, rest: bool },
+    Bufs {
+        bytes: usize,
+        rest: bool,
+    },
     /// A file range.
     File {
         offset: u64,
@@ -108,7 +111,8 @@ impl SendQueue {
     /// Output still to go: bytes held plus file range bytes, queued and in
     /// flight (what the water marks compare).
     pub(crate) fn backlog(&self) -> usize {
-        self.held.saturating_add(self.file_bytes.min(usize::MAX as u64) as usize)
+        self.held
+            .saturating_add(self.file_bytes.min(usize::MAX as u64) as usize)
     }
 
     /// `true` while a batch is out.
@@ -339,7 +343,11 @@ impl SendQueue {
     /// from now on a short send finishes only the item it started.
     pub(crate) fn cut(&mut self) {
         self.cut = true;
-        let keep = if self.rest_in_front { self.items.pop_front() } else { None };
+        let keep = if self.rest_in_front {
+            self.items.pop_front()
+        } else {
+            None
+        };
         self.clear_queued();
         if let Some(item) = keep {
             // (Still counted in `held` or `file_bytes`: it was taken out

@@ -421,10 +421,7 @@ impl Shared {
         if slot.backed_up.load(Relaxed) && st.queue.backlog() <= self.cfg.low_water {
             slot.backed_up.store(false, Relaxed);
             if st.rx_paused && !st.resume_posted && st.close.is_none() {
-                st.resume_posted = self
-                    .port
-                    .post(session_key(st.idx, st.gen), 0, CTX_RESUME)
-                    .is_ok();
+                st.resume_posted = self.port.post(session_key(st.idx, st.gen), 0, CTX_RESUME).is_ok();
             }
         }
         if st.over_cap_since != NEVER && st.queue.held() <= self.cfg.max_queued {
@@ -532,11 +529,7 @@ impl Shared {
     /// A paused session may resume now: its queue drained, nothing of its
     /// receive is in flight or being handled, and it is not closing.
     pub(crate) fn resume_ready(&self, slot: &Slot, st: &State) -> bool {
-        st.rx_paused
-            && st.close.is_none()
-            && st.recv_op.is_none()
-            && !st.recv_busy
-            && !slot.backed_up.load(Relaxed)
+        st.rx_paused && st.close.is_none() && st.recv_op.is_none() && !st.recv_busy && !slot.backed_up.load(Relaxed)
     }
 
     /// Arms the session's receive. Returns `true` if that failed and the

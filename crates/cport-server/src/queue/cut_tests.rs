@@ -61,10 +61,14 @@ fn the_backlog_counts_file_ranges_but_the_held_bytes_do_not() {
     assert_eq!((q.held(), q.backlog()), (4, 1004));
     let Some(Batch::One(b)) = q.next_batch() else { panic!() };
     q.complete_one(4, b);
-    let Some(Batch::File { file, .. }) = q.next_batch() else { panic!() };
+    let Some(Batch::File { file, .. }) = q.next_batch() else {
+        panic!()
+    };
     assert!(q.complete_file(600, file));
     assert_eq!(q.backlog(), 400);
-    let Some(Batch::File { .. }) = q.next_batch() else { panic!() };
+    let Some(Batch::File { .. }) = q.next_batch() else {
+        panic!()
+    };
     q.fail();
     assert_eq!(q.backlog(), 0);
 }
