@@ -671,7 +671,7 @@ impl<H: Handler> Dispatcher<H> {
                 let over_cap =
                     (st.over_cap_since != NEVER).then(|| st.over_cap_since.saturating_add(sh.cfg.slow_ticks));
                 if over_cap.is_some_and(|d| d <= now) {
-                    sh.cut_slow_consumer(slot, st)
+                    sh.cut_slow_consumer(slot, st, "its queue stayed past the cap")
                 } else if idle.is_some_and(|d| d <= now) {
                     tracing::info!(server = %sh.cfg.name, session = st.id, "idle timeout");
                     sh.begin_close(slot, st, DisconnectReason::IdleTimeout, false)

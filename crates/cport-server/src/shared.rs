@@ -292,7 +292,12 @@ impl Shared {
             }
             let stale = now >= st.over_cap_since.saturating_add(self.cfg.slow_ticks);
             if stale || queued + len > cap.saturating_mul(2) {
-                let fin = self.cut_slow_consumer(slot, &mut st);
+                let why = if stale {
+                    "its queue stayed past the cap"
+                } else {
+                    "its queue would pass twice the cap"
+                };
+                let fin = self.cut_slow_consumer(slot, &mut st, why);
                 drop(st);
                 if fin {
                     self.post_finalize(idx, gen);
@@ -433,9 +438,9 @@ impl Shared {
     /// what has not started to leave is dropped, a message already started
     /// is finished (never truncated mid-frame), then the session closes.
     /// Returns `true` when the caller must finalize it.
-    pub(crate) fn cut_slow_consumer(&self, slot: &Slot, st: &mut State) -> bool {
+    pub(crate) fn cut_slow_consumer(&self, slot: &Slot, st: &mut State, why: &str) -> bool {
         let (queued, cap) = (st.queue.held(), self.cfg.max_queued);
-        tracing::warn!(server = %self.cfg.name, session = st.id, queued, cap, "slow consumer cut off: its queue stayed past the cap");
+        tracing::warn!(server = %self.cfg.name, session = st.id, queued, cap, "slow consumer cut off: {why}");
         st.queue.cut();
         self.begin_close(slot, st, DisconnectReason::SlowConsumer { queued, cap }, true)
     }
