@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cport_server::{Backend, DisconnectReason, Framing, Handler, Message, ReasonKind, RecvMode, Session};
+use cport_server::{DisconnectReason, Framing, Handler, Message, ReasonKind, RecvMode, Session};
 use parking_lot::Mutex;
 use util::*;
 

@@ -106,8 +106,8 @@ impl ServerArgs {
 
     /// `--slow-consumer-timeout` as a duration.
     fn slow_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.slow_consumer_timeout.max(0.0).min(3600.0))
-        // (NaN-safe)
+        let secs = self.slow_consumer_timeout;
+        Duration::from_secs_f64(if secs.is_nan() { 5.0 } else { secs.clamp(0.0, 3600.0) })
     }
 
     /// The flush deadline for shutdown.
