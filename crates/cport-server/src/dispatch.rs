@@ -151,8 +151,10 @@ impl<H: Handler> Dispatcher<H> {
                 self.on_kick(idx, gen);
             }
             OpKind::Post if c.ctx() == CTX_RESUME => {
+                // Delivers parked input: its answers may settle sends inline.
                 let (idx, gen) = split_key(c.key());
                 self.resume(idx, gen);
+                self.rearm_if_starved();
             }
             OpKind::Post if c.ctx() == CTX_START => self.on_start(),
             _ => {}
