@@ -171,6 +171,16 @@ impl Session {
             .is_some_and(|slot| slot.state.lock().open_for(self.gen))
     }
 
+    /// `true` while the session's receiving is paused because its answers
+    /// wait to be read (back-pressure): input it sent may sit unread in the
+    /// kernel, so a timer on the peer's pace should not count this time.
+    pub fn is_receiving_paused(&self) -> bool {
+        self.shared.slots.get(self.idx).is_some_and(|slot| {
+            let st = slot.state.lock();
+            st.is(self.gen) && st.rx_paused
+        })
+    }
+
     /// Bytes queued and in flight, not yet sent.
     pub fn queued_bytes(&self) -> usize {
         self.shared.slots.get(self.idx).map_or(0, |slot| {
