@@ -112,6 +112,9 @@ fn a_second_signal_exits_at_once() {
         "60",
         "--max-queued",
         "1073741824",
+        // No back-pressure: the server reads all 32 MiB while nothing is read back.
+        "--high-water",
+        "1073741824",
     ];
     let mut cli = Cli::spawn(&args, &["echo"]);
     let mut s = TcpStream::connect(cli.addr("echo")).unwrap();

@@ -52,7 +52,8 @@ pub struct HttpConfig {
     /// download) (default 60 s).
     pub idle_timeout: Duration,
     /// Request-head limits: request line (414), header bytes and count (431),
-    /// body (413). Default: 8 KiB, 16 KiB, 100 fields, no body.
+    /// body (413). Default: 8 KiB, 16 KiB, 100 fields, 64 KiB of body (read
+    /// and ignored).
     pub limits: Limits,
     /// Files up to this size are kept in memory once read (default 64 KiB;
     /// 0 disables the cache). Larger files always go out with `send_file`.
@@ -63,12 +64,21 @@ pub struct HttpConfig {
     /// (default on).
     pub stats_endpoint: bool,
     /// Cap on bytes queued per connection (response heads and in-memory
-    /// bodies; file ranges do not count). A client that does not read its
-    /// responses is cut off past it (default 4 MiB).
+    /// bodies; file ranges do not count). Answers to a connection's own
+    /// requests never reach it: reading its requests pauses first (see
+    /// [`water_marks`](Self::water_marks)) (default 4 MiB).
     pub max_queued_bytes: usize,
     /// WebSocket endpoints, allowed origins and the codec's limits (default:
     /// none; see [`websocket`](Self::websocket)).
     pub ws: WsRoutes,
+    /// Back-pressure: past `.0` bytes of answers still to go (file ranges
+    /// included) the connection's requests are no longer read, until the
+    /// answers drain to `.1` (default 512 KiB and 128 KiB; see
+    /// `cport_server::ServerBuilder::water_marks`).
+    pub water_marks: (usize, usize),
+    /// How long a connection's queue may stay past the cap before it is cut
+    /// off as a slow consumer (default 5 s).
+    pub slow_consumer_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -89,6 +99,8 @@ impl Default for HttpConfig {
             stats_endpoint: true,
             max_queued_bytes: 4 << 20,
             ws: WsRoutes::default(),
+            water_marks: (512 << 10, 128 << 10),
+            slow_consumer_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -191,6 +203,18 @@ impl HttpConfig {
     #[must_use]
     pub fn ws_config(mut self, cfg: cport_proto::ws::WsConfig) -> Self {
         self.ws.config = cfg;
+        self
+    }
+    /// Sets [`water_marks`](Self::water_marks).
+    #[must_use]
+    pub fn water_marks(mut self, high: usize, low: usize) -> Self {
+        self.water_marks = (high, low);
+        self
+    }
+    /// Sets [`slow_consumer_timeout`](Self::slow_consumer_timeout).
+    #[must_use]
+    pub fn slow_consumer_timeout(mut self, t: Duration) -> Self {
+        self.slow_consumer_timeout = t;
         self
     }
 }

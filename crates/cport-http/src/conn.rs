@@ -11,7 +11,7 @@
 //! stream is finished and ignores the rest.
 
 use bytes::{Buf as _, BytesMut};
-use cport_proto::http::{parse_request, HttpError, Limits, Parse, Request};
+use cport_proto::http::{method_refusal, parse_request, HttpError, Limits, Parse, Request};
 
 /// Whether the consumer wants the next request of the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,9 +166,9 @@ impl RequestStream {
     }
 }
 
-/// A body refused (413) on a method other than GET or HEAD is answered 405:
-/// the method is the real problem. Either way the connection closes, as the
-/// body is not read.
+/// A body refused (413) on a method other than GET or HEAD is answered 405
+/// (501 for an unrecognised method): the method is the real problem. Either
+/// way the connection closes, as the body is not read.
 fn refine(err: HttpError, head: &[u8]) -> HttpError {
     if err != HttpError::PAYLOAD_TOO_LARGE {
         return err;
@@ -181,7 +181,10 @@ fn refine(err: HttpError, head: &[u8]) -> HttpError {
     if method == b"GET" || method == b"HEAD" {
         err
     } else {
-        HttpError::new(405, true)
+        HttpError {
+            close: true,
+            ..method_refusal(method)
+        }
     }
 }
 
@@ -274,13 +277,49 @@ mod tests {
     }
 
     #[test]
-    fn body_on_other_methods_is_405_and_on_get_413() {
+    fn body_over_the_limit_on_other_methods_is_405_or_501_and_on_get_413() {
+        let none = Limits {
+            max_body: 0,
+            ..Limits::default()
+        };
+        let refused = |req: &[u8]| {
+            let mut s = RequestStream::default();
+            let mut out = Vec::new();
+            s.feed(req, &none, |ev| {
+                if let Event::Refused(e) = ev {
+                    out.push((e.status, e.close));
+                }
+                Flow::Continue
+            });
+            out
+        };
+        let body = "Host: x\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(
+            refused(format!("POST / HTTP/1.1\r\n{body}").as_bytes()),
+            vec![(405, true)]
+        );
+        assert_eq!(
+            refused(format!("BREW / HTTP/1.1\r\n{body}").as_bytes()),
+            vec![(501, true)]
+        );
+        assert_eq!(
+            refused(format!("GET / HTTP/1.1\r\n{body}").as_bytes()),
+            vec![(413, true)]
+        );
+    }
+
+    #[test]
+    fn a_small_body_on_get_is_read_and_ignored() {
         let mut s = RequestStream::default();
-        let got = collect(&mut s, &[b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"]);
-        assert_eq!(got, vec![Err(405)]);
-        let mut s = RequestStream::default();
-        let got = collect(&mut s, &[b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"]);
-        assert_eq!(got, vec![Err(413)]);
+        let got = collect(
+            &mut s,
+            &[
+                b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nab",
+                b"cGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+            ],
+        );
+        assert_eq!(got, vec![Ok("/a".into()), Ok("/b".into())]);
+        assert!(!s.has_partial());
     }
 
     #[test]

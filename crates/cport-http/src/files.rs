@@ -46,6 +46,19 @@ impl Body {
     }
 }
 
+/// The body written after the head in one buffer (an error's text), as
+/// [`Body::Inline`], so the access log and the counters see its bytes.
+fn inline_body(response: &[u8]) -> Body {
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |p| p + 4);
+    match response.len() - end {
+        0 => Body::None,
+        n => Body::Inline(n as u64),
+    }
+}
+
 /// A complete answer: what to queue, and whether the connection stays open.
 #[derive(Debug)]
 pub(crate) struct Reply {
@@ -59,10 +72,11 @@ pub(crate) struct Reply {
 impl Reply {
     /// An error answer with its one-line text body.
     pub(crate) fn error(err: HttpError, keep_alive: bool, head_only: bool, date: &str) -> Reply {
+        let head = error_response(&err, keep_alive, head_only, date);
         Reply {
             status: err.status,
-            head: error_response(&err, keep_alive, head_only, date),
-            body: Body::None,
+            body: inline_body(&head),
+            head,
             keep_alive: keep_alive && !err.close,
         }
     }
@@ -323,10 +337,11 @@ fn file_reply(req: &Request<'_>, date: &str, info: &FileInfo, src: Source<'_>) -
             (start, end_inclusive - start + 1)
         }
         RangeOutcome::Unsatisfiable => {
+            let head = unsatisfiable_response(len, keep_alive, head_only, date);
             return Reply {
                 status: 416,
-                head: unsatisfiable_response(len, keep_alive, head_only, date),
-                body: Body::None,
+                body: inline_body(&head),
+                head,
                 keep_alive,
             };
         }

@@ -373,6 +373,8 @@ impl HttpServer {
             // the linger is how long it may take.
             .close_linger(cfg.idle_timeout.max(Duration::from_secs(300)))
             .max_queued_bytes(cfg.max_queued_bytes)
+            .water_marks(cfg.water_marks.0, cfg.water_marks.1)
+            .slow_consumer_timeout(cfg.slow_consumer_timeout)
             .start(HttpHandler(app.clone()))?;
         let _ = app.live.set(Live {
             handle: server.handle(),

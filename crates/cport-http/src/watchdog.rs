@@ -5,6 +5,9 @@
 //! small thread of its own. Only connections with a partial request are in
 //! it: a chunk that holds whole requests (the common case) never touches it.
 //!
+//! A deadline does not expire while the server has paused reading the
+//! connection (back-pressure): the rest of the head may be waiting unread.
+//!
 //! Exactly one side acts on a deadline: the worker that receives more bytes
 //! [`claims`](Watchdog::claim) the entry back before parsing them; the timer
 //! thread removes expired entries under the same lock before answering. Who
@@ -86,7 +89,10 @@ impl Watchdog {
                 }
                 let now = Instant::now();
                 g.pending.retain(|_, (s, at)| {
-                    if *at <= now {
+                    // A connection whose reading the server paused (its
+                    // answers wait to be read) may have the rest of the head
+                    // sitting unread in the kernel: not the client's delay.
+                    if *at <= now && !s.is_receiving_paused() {
                         due.push(s.clone());
                         false
                     } else {

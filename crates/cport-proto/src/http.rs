@@ -8,7 +8,7 @@
 //!
 //! A typical request, in order:
 //! 1. [`parse_request`] (400, 413, 414, 431, 505 refuse the stream);
-//! 2. [`check_method`] (405);
+//! 2. [`check_method`] (405, or 501 for an unrecognised method);
 //! 3. [`decode_path`] then [`resolve_under_root`] (400, 404);
 //! 4. [`not_modified`] (304), then [`if_range_allows`] and [`parse_range`]
 //!    (206, 416);
@@ -25,7 +25,9 @@ pub use conditional::{etag, if_range_allows, not_modified};
 pub use error::{reason_phrase, HttpError};
 pub use path::{decode_path, resolve_under_root, CanonicalRoot, DecodedPath, PathError};
 pub use range::{parse_range, RangeOutcome};
-pub use request::{check_method, parse_request, Limits, Method, Parse, Request, HEADER_SLOTS};
+pub use request::{
+    check_method, method_refusal, parse_request, Limits, Method, Parse, Request, HEADER_SLOTS, KNOWN_METHODS,
+};
 pub use response::{
     content_type, error_response, http_date, unsatisfiable_response, ContentRange, DateCache, ResponseHead, ALLOW,
 };

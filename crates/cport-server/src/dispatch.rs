@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cport::{Buf, Completion, Ctx, OpKind, Payload};
 use cport_proto::framing::FrameError;
 use parking_lot::Mutex;
@@ -27,6 +27,13 @@ struct RxSlot<S> {
     session: Option<Session>,
     user: Option<S>,
     reasm: Option<Reassembly>,
+    /// Receiving is paused (mirrors `State::rx_paused`, readable here
+    /// without the session lock): input still arriving is parked.
+    paused: bool,
+    /// Input that arrived after a pause (a multishot receive's last chunks
+    /// before its cancel took effect), copied out of the shared pool; it is
+    /// delivered first when receiving resumes.
+    parked: Option<BytesMut>,
 }
 
 impl<S> Default for RxSlot<S> {
@@ -35,6 +42,8 @@ impl<S> Default for RxSlot<S> {
             session: None,
             user: None,
             reasm: None,
+            paused: false,
+            parked: None,
         }
     }
 }
@@ -141,6 +150,12 @@ impl<H: Handler> Dispatcher<H> {
                 let (idx, gen) = split_key(c.key());
                 self.on_kick(idx, gen);
             }
+            OpKind::Post if c.ctx() == CTX_RESUME => {
+                // Delivers parked input: its answers may settle sends inline.
+                let (idx, gen) = split_key(c.key());
+                self.resume(idx, gen);
+                self.rearm_if_starved();
+            }
             OpKind::Post if c.ctx() == CTX_START => self.on_start(),
             _ => {}
         }
@@ -155,7 +170,7 @@ impl<H: Handler> Dispatcher<H> {
                 self.accept_retry[li].store(true, Release);
             }
         }
-        if let Err(e) = sh.port.timeout(sh.cfg.tick, CTX_TICK) {
+        if let Err(e) = sh.port.timeout(sh.until_next_tick(), CTX_TICK) {
             tracing::error!(server = %sh.cfg.name, error = %e, "cannot arm the timer: no timeouts will fire");
         }
     }
@@ -254,6 +269,7 @@ impl<H: Handler> Dispatcher<H> {
         let id = sh.next_id.fetch_add(1, Relaxed);
         let now = sh.now();
         slot.closing.store(false, Release);
+        slot.backed_up.store(false, Relaxed);
         slot.last_active.store(now, Relaxed);
         slot.frame_since.store(0, Relaxed);
         {
@@ -275,6 +291,8 @@ impl<H: Handler> Dispatcher<H> {
         {
             let mut rx = cell.lock();
             rx.reasm = Reassembly::new(&sh.cfg.framing);
+            rx.paused = false;
+            rx.parked = None;
             rx.user = guarded(&sh.cfg.name, "on_connect", || self.handler.on_connect(&session));
             connected = rx.user.is_some();
             rx.session = Some(session);
@@ -341,10 +359,17 @@ impl<H: Handler> Dispatcher<H> {
                 let graceful = graceful(&reason);
                 sh.begin_close(slot, &mut st, reason, graceful)
             }
+            (None, Ok(0)) if !got_data && st.rx_paused && st.close.is_none() => {
+                // Input parked before the end is delivered first (`resume`).
+                st.rx_eof = true;
+                false
+            }
             (None, Ok(0)) if !got_data => sh.begin_close(slot, &mut st, DisconnectReason::PeerClosed, true),
-            (None, Ok(_)) if st.close.is_none() => sh.arm_recv(slot, &mut st),
+            (None, Ok(_)) if st.close.is_none() => !st.rx_paused && sh.arm_recv(slot, &mut st),
             (None, Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) && st.close.is_none() => {
-                sh.starve(&mut st);
+                if !st.rx_paused {
+                    sh.starve(&mut st);
+                }
                 false
             }
             (None, Err(e)) if !cancelled && st.close.is_none() => {
@@ -353,26 +378,133 @@ impl<H: Handler> Dispatcher<H> {
             }
             _ => sh.check_finalize(&mut st),
         };
+        let resume = !fin && sh.resume_ready(slot, &st);
         drop(st);
         if fin {
             self.finalize(idx, gen);
+        } else if resume {
+            self.resume(idx, gen);
         }
     }
 
-    /// Hands received bytes to the handler (as they are, or as frames).
+    /// Hands received bytes to the handler (as they are, or as frames), or
+    /// parks them while receiving is paused; pauses receiving when the
+    /// handler's answers backed the send queue up past the high-water mark.
     /// Returns a reason when the bytes broke the framing or the handler panicked.
     fn deliver(&self, idx: u32, slot: &Slot, buf: Buf) -> Option<DisconnectReason> {
         let sh = &*self.shared;
         let shard = sh.shard();
         sh.counters.traffic(shard, |t| &t.bytes_in, buf.len() as u64);
-        let now = sh.now();
-        slot.last_active.store(now, Relaxed);
+        slot.last_active.store(sh.now(), Relaxed);
         if slot.closing.load(Acquire) {
             return None;
         }
         let cell = self.rx.get(idx)?;
         let mut rx = cell.lock();
-        let RxSlot { session, user, reasm } = &mut *rx;
+        if rx.paused {
+            rx.parked.get_or_insert_with(BytesMut::new).extend_from_slice(&buf);
+            return None;
+        }
+        let fatal = self.handle_input(slot, &mut rx, buf, shard);
+        if fatal.is_none() && slot.backed_up.load(Relaxed) {
+            self.pause(slot, &mut rx);
+        }
+        fatal
+    }
+
+    /// Pauses a session's receiving (back-pressure): its answers wait to be
+    /// read. A multishot receive is cancelled; what it still delivers is
+    /// parked. Nothing is re-armed until `resume`.
+    fn pause(&self, slot: &Slot, rx: &mut RxSlot<H::State>) {
+        let mut st = slot.state.lock();
+        // Drained meanwhile (another worker settled a send): nothing to do.
+        if !st.live || st.close.is_some() || st.rx_paused || !slot.backed_up.load(Relaxed) {
+            return;
+        }
+        st.rx_paused = true;
+        rx.paused = true;
+        Counters::add(&self.shared.counters.pauses, 1);
+        if let Some(op) = st.recv_op {
+            // The op is this port's own: cancel_op refuses only foreign ids.
+            let _ = self.shared.port.cancel_op(op);
+        }
+    }
+
+    /// Resumes a paused session whose queue drained to the low-water mark:
+    /// delivers the parked input (pausing again if its answers back the
+    /// queue up once more), then re-arms the receive exactly once, or ends
+    /// the session if the peer had closed its side.
+    fn resume(&self, idx: u32, gen: u32) {
+        let sh = &*self.shared;
+        let (Some(slot), Some(cell)) = (sh.slots.get(idx), self.rx.get(idx)) else {
+            return;
+        };
+        loop {
+            let mut rx = cell.lock();
+            {
+                let mut st = slot.state.lock();
+                if !st.is(gen) {
+                    return;
+                }
+                st.resume_posted = false;
+                if !sh.resume_ready(slot, &st) {
+                    return;
+                }
+                st.rx_paused = false;
+                st.recv_busy = true; // handler code runs: nothing may finalize
+            }
+            Counters::add(&sh.counters.resumes, 1);
+            rx.paused = false;
+            if slot.frame_since.load(Relaxed) != 0 {
+                // The frame clock stood still while the server was not reading.
+                slot.frame_since.store(sh.now() + 1, Relaxed);
+            }
+            let shard = sh.shard();
+            let mut fatal = None;
+            while fatal.is_none() && !rx.paused {
+                let Some(parked) = rx.parked.as_mut() else { break };
+                let piece = parked.split_to(parked.len().min(sh.cfg.recv_size)).freeze();
+                if parked.is_empty() {
+                    rx.parked = None;
+                }
+                fatal = self.handle_input(slot, &mut rx, Buf::Bytes(piece), shard);
+                if fatal.is_none() && slot.backed_up.load(Relaxed) {
+                    self.pause(slot, &mut rx);
+                }
+            }
+            drop(rx);
+            let mut st = slot.state.lock();
+            st.recv_busy = false;
+            let fin = if let Some(reason) = fatal {
+                let graceful = graceful(&reason);
+                sh.begin_close(slot, &mut st, reason, graceful)
+            } else if st.close.is_some() || st.rx_paused {
+                sh.check_finalize(&mut st)
+            } else if std::mem::take(&mut st.rx_eof) {
+                sh.begin_close(slot, &mut st, DisconnectReason::PeerClosed, true)
+            } else {
+                sh.arm_recv(slot, &mut st)
+            };
+            // Paused again and drained at once by another worker, whose
+            // resume found this one busy: go round again.
+            let again = !fin && sh.resume_ready(slot, &st);
+            drop(st);
+            if fin {
+                self.finalize(idx, gen);
+            }
+            if !again {
+                return;
+            }
+        }
+    }
+
+    /// Runs one received chunk through the framing and the handler.
+    fn handle_input(&self, slot: &Slot, rx: &mut RxSlot<H::State>, buf: Buf, shard: Shard) -> Option<DisconnectReason> {
+        let sh = &*self.shared;
+        let now = sh.now();
+        let RxSlot {
+            session, user, reasm, ..
+        } = rx;
         let (Some(session), Some(user)) = (session.as_ref(), user.as_mut()) else {
             return None;
         };
@@ -402,7 +534,6 @@ impl<H: Handler> Dispatcher<H> {
             return Some(DisconnectReason::HandlerPanicked);
         }
         let has = r.has_partial();
-        drop(rx);
         if has != had {
             self.frame_timer(slot, has, now);
         }
@@ -445,7 +576,7 @@ impl<H: Handler> Dispatcher<H> {
                 }
                 st.starved = false;
                 if st.close.is_none() {
-                    sh.arm_recv(slot, st)
+                    !st.rx_paused && sh.arm_recv(slot, st)
                 } else {
                     sh.check_finalize(st)
                 }
@@ -499,7 +630,7 @@ impl<H: Handler> Dispatcher<H> {
             }
         }
         if !sh.finished.load(Acquire) {
-            let _ = sh.port.timeout(sh.cfg.tick, CTX_TICK);
+            let _ = sh.port.timeout(sh.until_next_tick(), CTX_TICK);
         }
     }
 
@@ -534,19 +665,27 @@ impl<H: Handler> Dispatcher<H> {
                     .idle_ticks
                     .map(|t| slot.last_active.load(Relaxed).saturating_add(t));
                 let since = slot.frame_since.load(Relaxed);
+                // A paused session is not read by the server: no frame clock.
                 let frame = sh
                     .cfg
                     .frame_ticks
-                    .filter(|_| since != 0)
+                    .filter(|_| since != 0 && !st.rx_paused)
                     .map(|t| (since - 1).saturating_add(t));
-                if idle.is_some_and(|d| d <= now) {
+                let over_cap =
+                    (st.over_cap_since != NEVER).then(|| st.over_cap_since.saturating_add(sh.cfg.slow_ticks));
+                if over_cap.is_some_and(|d| d <= now) {
+                    sh.cut_slow_consumer(slot, st, "its queue stayed past the cap")
+                } else if idle.is_some_and(|d| d <= now) {
                     tracing::info!(server = %sh.cfg.name, session = st.id, "idle timeout");
                     sh.begin_close(slot, st, DisconnectReason::IdleTimeout, false)
                 } else if frame.is_some_and(|d| d <= now) {
                     tracing::info!(server = %sh.cfg.name, session = st.id, "frame not completed in time");
                     sh.begin_close(slot, st, DisconnectReason::FrameTimeout, false)
                 } else {
-                    let next = idle.unwrap_or(NEVER).min(frame.unwrap_or(NEVER));
+                    let next = idle
+                        .unwrap_or(NEVER)
+                        .min(frame.unwrap_or(NEVER))
+                        .min(over_cap.unwrap_or(NEVER));
                     sh.schedule(st, next);
                     false
                 }
@@ -576,6 +715,8 @@ impl<H: Handler> Dispatcher<H> {
             Some(cell) => {
                 let mut rx = cell.lock();
                 rx.reasm = None;
+                rx.paused = false;
+                rx.parked = None;
                 (rx.session.take(), rx.user.take())
             }
             None => (None, None),

@@ -93,9 +93,10 @@ pub enum DisconnectReason {
     Aborted,
     /// A receive or send failed (reset by the peer, broken pipe, ...).
     Io(io::Error),
-    /// The peer did not read: its queued bytes would have passed the cap.
+    /// The peer did not read what it was sent: its queue stayed past the cap
+    /// for the slow-consumer timeout (or would have passed twice the cap).
     SlowConsumer {
-        /// Bytes queued when the send that would pass the cap came.
+        /// Bytes queued when the session was cut.
         queued: usize,
         /// The cap.
         cap: usize,

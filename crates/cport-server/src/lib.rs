@@ -14,12 +14,17 @@
 //!   time, see [`Framing`]) and `on_disconnect` with a [`DisconnectReason`];
 //! - [`Session::send`] from any thread queues a buffer; everything queued
 //!   while a send is in flight leaves in one gathering send, one send in
-//!   flight per session, short sends resumed; a per-session cap on queued
-//!   bytes cuts slow consumers off; [`Session::send_file`] puts a zero-copy
-//!   file range in the same queue, in order;
+//!   flight per session, short sends resumed; [`Session::send_file`] puts a
+//!   zero-copy file range in the same queue, in order;
+//! - flow control, never loss: when the answers to a session's own input
+//!   back its queue up past a high-water mark, its receiving pauses until
+//!   they drain to a low-water mark ([`ServerBuilder::water_marks`]); the
+//!   per-session cap on queued bytes only cuts a session that does not read
+//!   what others send it, after a deadline, and never mid-message;
 //! - [`broadcast`] queues one reference-counted buffer on many sessions;
 //! - idle and frame-completion (slow-loris) timeouts run on one coarse
-//!   timer and a timing wheel: each tick costs what can expire then;
+//!   timer and a timing wheel: each tick costs what can expire then, and no
+//!   timeout fires before its time;
 //! - [`Server::shutdown`] (or [`ShutdownSignals`] for SIGINT/SIGTERM) stops
 //!   accepting, flushes within a deadline, closes every session, cancels
 //!   what is in flight and joins the workers.

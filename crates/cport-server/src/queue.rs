@@ -7,6 +7,10 @@
 //! one gathering send), and exactly one of the `complete_*`/[`fail`](SendQueue::fail)
 //! calls must follow before the next batch. A short send puts the unsent rest
 //! back at the front, so bytes leave in the order they were queued.
+//!
+//! A queue can be [`cut`](SendQueue::cut) (a slow consumer): what has not
+//! started to leave is dropped, but an item that went out in part is
+//! finished, so the peer never gets a message truncated mid-frame.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -51,8 +55,12 @@ pub(crate) enum Batch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flight {
     None,
-    /// Buffers holding this many bytes.
-    Bufs(usize),
+    /// Buffers holding this many bytes; `rest` when the first one is the
+    /// unsent rest of an item that went out in part.
+    Bufs {
+        bytes: usize,
+        rest: bool,
+    },
     /// A file range.
     File {
         offset: u64,
@@ -68,6 +76,13 @@ pub(crate) struct SendQueue {
     held: usize,
     /// Pool buffers among `items`.
     waiting_pooled: usize,
+    /// Bytes of file ranges queued and in flight (they hold no memory, but
+    /// they are output still to go: they count toward the water marks).
+    file_bytes: u64,
+    /// The front item is the unsent rest of an item that went out in part.
+    rest_in_front: bool,
+    /// The queue was cut: only the rest of an item already started goes out.
+    cut: bool,
     flight: Flight,
     spare: Vec<Buf>,
 }
@@ -78,6 +93,9 @@ impl Default for SendQueue {
             items: VecDeque::new(),
             held: 0,
             waiting_pooled: 0,
+            file_bytes: 0,
+            rest_in_front: false,
+            cut: false,
             flight: Flight::None,
             spare: Vec::new(),
         }
@@ -88,6 +106,13 @@ impl SendQueue {
     /// Bytes of memory the queue holds (queued plus in flight).
     pub(crate) fn held(&self) -> usize {
         self.held
+    }
+
+    /// Output still to go: bytes held plus file range bytes, queued and in
+    /// flight (what the water marks compare).
+    pub(crate) fn backlog(&self) -> usize {
+        self.held
+            .saturating_add(self.file_bytes.min(usize::MAX as u64) as usize)
     }
 
     /// `true` while a batch is out.
@@ -118,7 +143,10 @@ impl SendQueue {
                 }
             }
             Item::File { len: 0, .. } => {}
-            f @ Item::File { .. } => self.items.push_back(f),
+            Item::File { file, offset, len } => {
+                self.file_bytes += len;
+                self.items.push_back(Item::File { file, offset, len });
+            }
         }
     }
 
@@ -142,6 +170,7 @@ impl SendQueue {
         if self.in_flight() {
             return None;
         }
+        let rest = std::mem::take(&mut self.rest_in_front);
         match self.items.front()? {
             Item::File { .. } => {
                 let Some(Item::File { file, offset, len }) = self.items.pop_front() else {
@@ -176,7 +205,7 @@ impl SendQueue {
                         (_, Some(v)) => v.push(b),
                     }
                 }
-                self.flight = Flight::Bufs(bytes);
+                self.flight = Flight::Bufs { bytes, rest };
                 match (first, many) {
                     (_, Some(v)) => Some(Batch::Many(v)),
                     (Some(b), None) => Some(Batch::One(b)),
@@ -189,7 +218,7 @@ impl SendQueue {
     /// A one-buffer batch finished with `sent` bytes; an unsent rest goes
     /// back to the front of the queue.
     pub(crate) fn complete_one(&mut self, sent: usize, buf: Buf) {
-        let Flight::Bufs(total) = self.flight else {
+        let Flight::Bufs { bytes: total, rest } = self.flight else {
             debug_assert!(false, "complete_one without a buffer batch in flight");
             return;
         };
@@ -197,7 +226,13 @@ impl SendQueue {
         let sent = sent.min(total);
         self.held -= sent;
         if sent < buf.len() {
-            self.items.push_front(Item::Buf(trim_front(buf, sent)));
+            let started = sent > 0 || rest;
+            if self.cut && !started {
+                self.held -= buf.len(); // never started: dropped whole
+            } else {
+                self.items.push_front(Item::Buf(trim_front(buf, sent)));
+                self.rest_in_front = started;
+            }
         }
         self.shrink_if_idle();
     }
@@ -205,7 +240,7 @@ impl SendQueue {
     /// A gathering batch finished with `sent` bytes out of the buffers handed
     /// back; the unsent rest goes back to the front of the queue, in order.
     pub(crate) fn complete_many(&mut self, sent: usize, mut bufs: Vec<Buf>) {
-        let Flight::Bufs(total) = self.flight else {
+        let Flight::Bufs { bytes: total, rest } = self.flight else {
             debug_assert!(false, "complete_many without a buffer batch in flight");
             return;
         };
@@ -222,12 +257,26 @@ impl SendQueue {
                 }
                 skip -= b.len();
             }
-            for (i, b) in bufs.drain(split..).enumerate().rev() {
-                let b = if i == 0 && skip > 0 { trim_front(b, skip) } else { b };
-                if matches!(b, Buf::Pooled(_)) {
-                    self.waiting_pooled += 1; // waiting again, as when it was queued
+            let started = skip > 0 || (split == 0 && rest);
+            if self.cut {
+                // Only the item that went out in part is finished.
+                for (i, b) in bufs.drain(split..).enumerate().rev() {
+                    if i == 0 && started {
+                        self.items.push_front(Item::Buf(trim_front(b, skip)));
+                        self.rest_in_front = true;
+                    } else {
+                        self.held -= b.len();
+                    }
                 }
-                self.items.push_front(Item::Buf(b));
+            } else {
+                for (i, b) in bufs.drain(split..).enumerate().rev() {
+                    let b = if i == 0 && skip > 0 { trim_front(b, skip) } else { b };
+                    if matches!(b, Buf::Pooled(_)) {
+                        self.waiting_pooled += 1; // waiting again, as when it was queued
+                    }
+                    self.items.push_front(Item::Buf(b));
+                }
+                self.rest_in_front = started;
             }
         }
         bufs.clear();
@@ -248,11 +297,13 @@ impl SendQueue {
             return true;
         };
         self.flight = Flight::None;
+        self.file_bytes -= sent.min(len);
         if sent >= len {
             self.shrink_if_idle();
             return true;
         }
         if sent == 0 {
+            self.file_bytes -= len;
             return false;
         }
         self.items.push_front(Item::File {
@@ -260,13 +311,16 @@ impl SendQueue {
             offset: offset + sent,
             len: len - sent,
         });
+        self.rest_in_front = true;
         true
     }
 
     /// The batch in flight failed: its buffers are dropped by the caller.
     pub(crate) fn fail(&mut self) {
-        if let Flight::Bufs(n) = self.flight {
-            self.held -= n;
+        match self.flight {
+            Flight::Bufs { bytes, .. } => self.held -= bytes,
+            Flight::File { len, .. } => self.file_bytes -= len,
+            Flight::None => {}
         }
         self.flight = Flight::None;
     }
@@ -274,12 +328,36 @@ impl SendQueue {
     /// Drops everything queued but not in flight (an aborted session).
     pub(crate) fn clear_queued(&mut self) {
         for item in self.items.drain(..) {
-            if let Item::Buf(b) = item {
-                self.held -= b.len();
+            match item {
+                Item::Buf(b) => self.held -= b.len(),
+                Item::File { len, .. } => self.file_bytes -= len,
             }
         }
         self.waiting_pooled = 0;
+        self.rest_in_front = false;
         self.shrink_if_idle();
+    }
+
+    /// Cuts the queue (a slow consumer): drops every item that has not
+    /// started to leave, keeps the rest of one that went out in part, and
+    /// from now on a short send finishes only the item it started.
+    pub(crate) fn cut(&mut self) {
+        self.cut = true;
+        let keep = if self.rest_in_front {
+            self.items.pop_front()
+        } else {
+            None
+        };
+        self.clear_queued();
+        if let Some(item) = keep {
+            // (Still counted in `held` or `file_bytes`: it was taken out
+            // before the clearing.)
+            if matches!(item, Item::Buf(Buf::Pooled(_))) {
+                self.waiting_pooled += 1;
+            }
+            self.items.push_front(item);
+            self.rest_in_front = true;
+        }
     }
 
     /// An idle session keeps no queue memory.
@@ -301,3 +379,6 @@ fn trim_front(b: Buf, n: usize) -> Buf {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cut_tests;

@@ -68,6 +68,8 @@ pub struct ServerBuilder {
     backend: Backend,
     framing: Framing,
     max_queued: usize,
+    water_marks: (usize, usize),
+    slow_consumer_timeout: Duration,
     idle_timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
     close_linger: Duration,
@@ -91,10 +93,12 @@ impl Default for ServerBuilder {
             backend: Backend::Auto,
             framing: Framing::Raw,
             max_queued: 4 << 20,
+            water_marks: (512 << 10, 128 << 10),
+            slow_consumer_timeout: Duration::from_secs(5),
             idle_timeout: None,
             frame_timeout: Some(Duration::from_secs(30)),
             close_linger: Duration::from_secs(5),
-            tick: Duration::from_millis(500),
+            tick: Duration::from_millis(100),
             recv_buffers: (4096, 4096),
             nodelay: true,
             max_sessions: 1 << 20,
@@ -148,10 +152,33 @@ impl ServerBuilder {
     pub fn length_prefixed(self, width: LengthWidth, max_frame: usize) -> Self {
         self.framing(Framing::LengthPrefixed(LengthPrefixed::new(width, max_frame)))
     }
-    /// The cap on bytes queued per session (default 4 MiB). A send that
-    /// would pass it disconnects the session as a slow consumer.
+    /// The cap on bytes queued per session (default 4 MiB): what a session
+    /// that does not read what *others* send it (a broadcast) may pile up.
+    /// A session whose queue stays past the cap for the
+    /// [slow-consumer timeout](Self::slow_consumer_timeout), or would pass
+    /// twice the cap, is cut off as a slow consumer. Output a session
+    /// produces in answer to its own input never gets there: its receiving
+    /// pauses first (see [`water_marks`](Self::water_marks)).
     pub fn max_queued_bytes(mut self, n: usize) -> Self {
         self.max_queued = n.max(1);
+        self
+    }
+    /// Back-pressure (default 512 KiB and 128 KiB): when a session's output
+    /// still to go (queued bytes and file ranges) passes `high`, its
+    /// receiving pauses after the chunk being handled; it resumes once the
+    /// output drains to `low`. A client that sends faster than it reads is
+    /// slowed down by TCP instead of being cut off, and a burst of requests
+    /// never turns into more queued output than `high` plus one chunk's
+    /// answers. `high` is kept at most half the cap.
+    pub fn water_marks(mut self, high: usize, low: usize) -> Self {
+        let high = high.max(1);
+        self.water_marks = (high, low.min(high));
+        self
+    }
+    /// How long a session's queue may stay past the cap before it is cut
+    /// off as a slow consumer (default 5 s).
+    pub fn slow_consumer_timeout(mut self, t: Duration) -> Self {
+        self.slow_consumer_timeout = t;
         self
     }
     /// Close sessions that neither receive nor send for this long (default: never).
@@ -170,7 +197,8 @@ impl ServerBuilder {
         self.close_linger = t;
         self
     }
-    /// The timer's resolution (default 500 ms): timeouts fire up to one tick late.
+    /// The timer's resolution (default 100 ms): timeouts never fire early
+    /// and fire up to two ticks late.
     pub fn tick(mut self, t: Duration) -> Self {
         self.tick = t.max(Duration::from_millis(1));
         self
@@ -249,15 +277,26 @@ impl ServerBuilder {
             local_addrs.push(l.local_addr()?);
             listeners.push(port.associate(l, Key(u64::MAX - i as u64))?);
         }
+        // A deadline is a session's last stamp plus this many ticks. The
+        // stamp is the coarse clock as of the last tick, which the tick timer
+        // (armed for each tick boundary) keeps at most one tick behind the
+        // real time even when its completion waits behind a batch: so two
+        // ticks more than the timeout itself, and a timeout never fires
+        // early (it fires up to two ticks late).
         let ticks = |d: Duration| -> Tick {
-            let t = d.as_nanos().div_ceil(self.tick.as_nanos().max(1)).max(1);
+            let t = d.as_nanos().div_ceil(self.tick.as_nanos().max(1)) + 2;
             t.min(u32::MAX as u128 / 2) as Tick
         };
         let framed = self.framing != Framing::Raw;
+        let high_water = self.water_marks.0.min(self.max_queued / 2).max(1);
         let cfg = Config {
             name: self.name,
             framing: self.framing,
             max_queued: self.max_queued,
+            high_water,
+            low_water: self.water_marks.1.min(high_water),
+            slow_ticks: ticks(self.slow_consumer_timeout),
+            recv_size: self.recv_buffers.1.max(1),
             idle_ticks: self.idle_timeout.map(ticks),
             frame_ticks: self.frame_timeout.filter(|_| framed).map(ticks),
             linger_ticks: ticks(self.close_linger),

@@ -42,8 +42,9 @@ impl fmt::Debug for Session {
 pub enum SendErrorKind {
     /// The session has ended or is closing.
     Closed,
-    /// The queued bytes would have passed the session's cap: the session is
-    /// being disconnected as a slow consumer.
+    /// The session's queue stayed past its cap for the slow-consumer
+    /// timeout, or would have passed twice the cap: the session is being
+    /// disconnected as a slow consumer.
     Overflow {
         /// Bytes queued when the send came.
         queued: usize,
@@ -105,9 +106,13 @@ impl Session {
     ///
     /// # Errors
     /// [`SendErrorKind::Closed`] when the session is closing or gone;
-    /// [`SendErrorKind::Overflow`] when this message would push the queued
-    /// bytes past the server's cap: the session is then cut off (reason
-    /// [`DisconnectReason::SlowConsumer`], logged).
+    /// [`SendErrorKind::Overflow`] when the session does not read what it is
+    /// sent: its queue stayed past the server's cap for the slow-consumer
+    /// timeout, or this message would take it past twice the cap. The
+    /// session is then cut off (reason [`DisconnectReason::SlowConsumer`],
+    /// logged): what has not started to leave is dropped, a message already
+    /// started is finished, so the peer never gets half a message (as long as
+    /// it reads within the server's close linger).
     pub fn send(&self, msg: impl Into<Buf>) -> Result<(), SendError<Buf>> {
         match self.shared.enqueue(self.idx, self.gen, Item::Buf(msg.into())) {
             Ok(()) => Ok(()),
@@ -164,6 +169,16 @@ impl Session {
             .slots
             .get(self.idx)
             .is_some_and(|slot| slot.state.lock().open_for(self.gen))
+    }
+
+    /// `true` while the session's receiving is paused because its answers
+    /// wait to be read (back-pressure): input it sent may sit unread in the
+    /// kernel, so a timer on the peer's pace should not count this time.
+    pub fn is_receiving_paused(&self) -> bool {
+        self.shared.slots.get(self.idx).is_some_and(|slot| {
+            let st = slot.state.lock();
+            st.is(self.gen) && st.rx_paused
+        })
     }
 
     /// Bytes queued and in flight, not yet sent.

@@ -31,6 +31,9 @@ pub(crate) const CTX_FINALIZE: u64 = 5;
 pub(crate) const CTX_KICK: u64 = 6;
 /// Posted once at start: a worker arms the accepts and the timer.
 pub(crate) const CTX_START: u64 = 7;
+/// A paused session's queue drained to the low-water mark: a worker resumes
+/// its receiving.
+pub(crate) const CTX_RESUME: u64 = 8;
 /// Accepts carry `CTX_ACCEPT + listener index`.
 pub(crate) const CTX_ACCEPT: u64 = 1 << 32;
 
@@ -59,6 +62,14 @@ pub(crate) struct Config {
     pub name: String,
     pub framing: Framing,
     pub max_queued: usize,
+    /// Output backlog at which a session's receiving pauses.
+    pub high_water: usize,
+    /// Output backlog at which a paused session's receiving resumes.
+    pub low_water: usize,
+    /// How long a session's queue may stay past the cap before it is cut.
+    pub slow_ticks: Tick,
+    /// The size of one pool buffer: parked input is delivered in pieces of it.
+    pub recv_size: usize,
     pub idle_ticks: Option<Tick>,
     pub frame_ticks: Option<Tick>,
     pub linger_ticks: Tick,
@@ -77,6 +88,10 @@ pub(crate) struct Slot {
     pub last_active: AtomicU32,
     /// Tick + 1 at which the pending partial frame started, 0 when none.
     pub frame_since: AtomicU32,
+    /// The send queue's backlog passed the high-water mark and has not yet
+    /// drained to the low one. Written under `state`; read without it on the
+    /// receive path, after each delivered chunk.
+    pub backed_up: AtomicBool,
     pub state: Mutex<State>,
 }
 
@@ -107,6 +122,16 @@ pub(crate) struct State {
     pub recv_busy: bool,
     /// Waiting for pool buffers before re-arming the receive.
     pub starved: bool,
+    /// Receiving is paused until the queue drains (back-pressure); no
+    /// receive is re-armed while set.
+    pub rx_paused: bool,
+    /// The peer ended its stream while receiving was paused: once the
+    /// input parked before it is delivered, the session closes.
+    pub rx_eof: bool,
+    /// A resume packet is on its way to a worker.
+    pub resume_posted: bool,
+    /// Tick since which the queue holds more than the cap (`NEVER`: it does not).
+    pub over_cap_since: Tick,
     pub close: Option<Closing>,
     pub handle_closed: bool,
     /// Finalization is decided (exactly one party runs it).
@@ -123,6 +148,7 @@ impl State {
             gen,
             wheel_due: NEVER,
             linger_due: NEVER,
+            over_cap_since: NEVER,
             ..State::default()
         }
     }
@@ -221,6 +247,16 @@ impl Shared {
         self.now.load(Relaxed)
     }
 
+    /// How long until the next tick boundary: the tick timer is armed for
+    /// it, so the coarse time never drifts behind the real one.
+    pub(crate) fn until_next_tick(&self) -> Duration {
+        let tick = self.cfg.tick.as_nanos().max(1);
+        let into = self.start.elapsed().as_nanos() % tick;
+        // A millisecond past the boundary: a timer that fires a hair early
+        // must not read the tick before.
+        Duration::from_nanos((tick - into) as u64) + Duration::from_millis(1)
+    }
+
     /// Reads the clock and advances the coarse time.
     pub(crate) fn advance_clock(&self) -> Tick {
         let t = (self.start.elapsed().as_nanos() / self.cfg.tick.as_nanos().max(1)) as u64;
@@ -245,18 +281,34 @@ impl Shared {
         let queued = st.queue.held();
         // One message larger than the cap may go out on an empty queue: the
         // cap bounds what piles up, not what the application sends at once.
-        if queued > 0 && queued + len > self.cfg.max_queued {
-            let cap = self.cfg.max_queued;
-            let id = st.id;
-            let fin = self.begin_close(slot, &mut st, DisconnectReason::SlowConsumer { queued, cap }, false);
-            drop(st);
-            tracing::warn!(server = %self.cfg.name, session = id, queued, cap, "slow consumer cut off: send queue cap reached");
-            if fin {
-                self.post_finalize(idx, gen);
+        // Past the cap a session has the slow-consumer timeout to drain
+        // below it again, and may never hold twice the cap.
+        let cap = self.cfg.max_queued;
+        if queued > 0 && queued + len > cap {
+            let now = self.now();
+            if st.over_cap_since == NEVER {
+                st.over_cap_since = now;
+                self.schedule(&mut st, now.saturating_add(self.cfg.slow_ticks));
             }
-            return Err((SendErrorKind::Overflow { queued, cap }, item));
+            let stale = now >= st.over_cap_since.saturating_add(self.cfg.slow_ticks);
+            if stale || queued + len > cap.saturating_mul(2) {
+                let why = if stale {
+                    "its queue stayed past the cap"
+                } else {
+                    "its queue would pass twice the cap"
+                };
+                let fin = self.cut_slow_consumer(slot, &mut st, why);
+                drop(st);
+                if fin {
+                    self.post_finalize(idx, gen);
+                }
+                return Err((SendErrorKind::Overflow { queued, cap }, item));
+            }
         }
         st.queue.push(item);
+        if st.queue.backlog() > self.cfg.high_water && !slot.backed_up.load(Relaxed) {
+            slot.backed_up.store(true, Relaxed);
+        }
         let worker = self.worker();
         self.counters
             .traffic(worker.unwrap_or(Shard::SHARED), |t| &t.messages_out, 1);
@@ -349,6 +401,7 @@ impl Shared {
                         true
                     }
                 };
+                self.drained(slot, st);
                 if whole {
                     false
                 } else {
@@ -364,6 +417,32 @@ impl Shared {
                 self.begin_close(slot, st, DisconnectReason::Io(e), false)
             }
         }
+    }
+
+    /// After a send made progress: clears the back-up at the low-water mark
+    /// (and has a worker resume a paused session's receiving), and stops
+    /// the slow-consumer clock once the queue is back under the cap.
+    fn drained(&self, slot: &Slot, st: &mut State) {
+        if slot.backed_up.load(Relaxed) && st.queue.backlog() <= self.cfg.low_water {
+            slot.backed_up.store(false, Relaxed);
+            if st.rx_paused && !st.resume_posted && st.close.is_none() {
+                st.resume_posted = self.port.post(session_key(st.idx, st.gen), 0, CTX_RESUME).is_ok();
+            }
+        }
+        if st.over_cap_since != NEVER && st.queue.held() <= self.cfg.max_queued {
+            st.over_cap_since = NEVER;
+        }
+    }
+
+    /// Cuts off a session that has not read what it was sent for too long:
+    /// what has not started to leave is dropped, a message already started
+    /// is finished (never truncated mid-frame), then the session closes.
+    /// Returns `true` when the caller must finalize it.
+    pub(crate) fn cut_slow_consumer(&self, slot: &Slot, st: &mut State, why: &str) -> bool {
+        let (queued, cap) = (st.queue.held(), self.cfg.max_queued);
+        tracing::warn!(server = %self.cfg.name, session = st.id, queued, cap, "slow consumer cut off: {why}");
+        st.queue.cut();
+        self.begin_close(slot, st, DisconnectReason::SlowConsumer { queued, cap }, true)
     }
 
     /// Starts closing a session (or makes a graceful close abortive). Returns
@@ -450,6 +529,12 @@ impl Shared {
         if !self.retry_armed.swap(true, AcqRel) && self.port.timeout(Duration::from_millis(2), CTX_RETRY).is_err() {
             self.retry_armed.store(false, Release);
         }
+    }
+
+    /// A paused session may resume now: its queue drained, nothing of its
+    /// receive is in flight or being handled, and it is not closing.
+    pub(crate) fn resume_ready(&self, slot: &Slot, st: &State) -> bool {
+        st.rx_paused && st.close.is_none() && st.recv_op.is_none() && !st.recv_busy && !slot.backed_up.load(Relaxed)
     }
 
     /// Arms the session's receive. Returns `true` if that failed and the

@@ -23,6 +23,12 @@ pub struct ServerStats {
     pub bytes_out: u64,
     /// Sessions ended, by reason.
     pub disconnects: Vec<(ReasonKind, u64)>,
+    /// Times a session's receiving paused because its queued answers passed
+    /// the high-water mark (back-pressure).
+    pub receive_pauses: u64,
+    /// Times a paused session's receiving resumed (its queue drained to the
+    /// low-water mark).
+    pub receive_resumes: u64,
 }
 
 impl ServerStats {
@@ -58,6 +64,8 @@ pub(crate) struct Counters {
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub disconnects: [AtomicU64; ReasonKind::ALL.len()],
+    pub pauses: AtomicU64,
+    pub resumes: AtomicU64,
     /// One shard per worker, written only by that worker (a plain load and
     /// store: no atomic read-modify-write on a shared cache line for every
     /// message), then the shared shard, for every other thread.
@@ -72,6 +80,8 @@ impl Counters {
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             disconnects: Default::default(),
+            pauses: AtomicU64::new(0),
+            resumes: AtomicU64::new(0),
             traffic: (0..=workers).map(|_| Traffic::default()).collect(),
         }
     }
@@ -119,6 +129,8 @@ impl Counters {
                 .zip(&self.disconnects)
                 .map(|(k, n)| (*k, n.load(Relaxed)))
                 .collect(),
+            receive_pauses: self.pauses.load(Relaxed),
+            receive_resumes: self.resumes.load(Relaxed),
         }
     }
 }

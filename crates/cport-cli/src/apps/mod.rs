@@ -35,10 +35,24 @@ pub struct ServerArgs {
     /// is unavailable. epoll: readiness turned into completions.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     pub backend: Backend,
-    /// Bytes that may be queued for one client; a client that does not
-    /// read is disconnected past this (slow consumer).
+    /// Bytes that may be queued for one client by what others send it (a
+    /// chat room's messages); a client whose queue stays past this for
+    /// --slow-consumer-timeout, or reaches twice it, is disconnected (slow
+    /// consumer).
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     pub max_queued: usize,
+    /// Back-pressure: when a client's answers still to go pass this many
+    /// bytes, the server stops reading from it until they drain to
+    /// --low-water (TCP then slows the client down; nothing is lost).
+    #[arg(long, default_value_t = 512 << 10, value_name = "BYTES")]
+    pub high_water: usize,
+    /// Where a paused client's reading resumes (see --high-water).
+    #[arg(long, default_value_t = 128 << 10, value_name = "BYTES")]
+    pub low_water: usize,
+    /// How long a client's queue may stay past --max-queued before it is
+    /// disconnected as a slow consumer.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub slow_consumer_timeout: f64,
     /// Close connections idle for this many seconds (0: never).
     #[arg(long, default_value_t = 0, value_name = "SECS")]
     pub idle_timeout: u64,
@@ -55,6 +69,8 @@ impl ServerArgs {
             .threads(self.threads as usize)
             .backend(self.backend)
             .max_queued_bytes(self.max_queued)
+            .water_marks(self.high_water, self.low_water)
+            .slow_consumer_timeout(self.slow_timeout())
             .idle_timeout(self.idle());
         match self.concurrency {
             Some(c) => b.concurrency(c as usize),
@@ -71,7 +87,9 @@ impl ServerArgs {
         let mut cfg = cfg
             .threads(self.threads as usize)
             .backend(self.backend)
-            .max_queued_bytes(self.max_queued);
+            .max_queued_bytes(self.max_queued)
+            .water_marks(self.high_water, self.low_water)
+            .slow_consumer_timeout(self.slow_timeout());
         if let Some(c) = self.concurrency {
             cfg = cfg.concurrency(c as usize);
         }
@@ -84,6 +102,12 @@ impl ServerArgs {
     /// `--idle-timeout` as a limit; `None` (never) for 0.
     fn idle(&self) -> Option<Duration> {
         (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout))
+    }
+
+    /// `--slow-consumer-timeout` as a duration.
+    fn slow_timeout(&self) -> Duration {
+        let secs = self.slow_consumer_timeout;
+        Duration::from_secs_f64(if secs.is_nan() { 5.0 } else { secs.clamp(0.0, 3600.0) })
     }
 
     /// The flush deadline for shutdown.

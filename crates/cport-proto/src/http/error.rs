@@ -39,6 +39,8 @@ impl HttpError {
     pub const HEADERS_TOO_LARGE: Self = Self::new(431, true);
     /// 500: the server failed (for example an I/O error other than not found).
     pub const INTERNAL: Self = Self::new(500, false);
+    /// 501: a method the server does not recognise (methods are case-sensitive).
+    pub const NOT_IMPLEMENTED: Self = Self::new(501, false);
     /// 505: an HTTP version other than 1.0 or 1.1; closes.
     pub const VERSION_NOT_SUPPORTED: Self = Self::new(505, true);
 

@@ -38,8 +38,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most header fields (at most [`HEADER_SLOTS`]). More is 431. Default 100.
     pub max_headers: usize,
-    /// Largest accepted request body. Larger is 413. Default 0: a static
-    /// server refuses every body.
+    /// Largest accepted request body. Larger is 413. Default 64 KiB: a
+    /// static server reads a small body (a `GET` some clients send with
+    /// one) and ignores it; 0 refuses every body.
     pub max_body: u64,
 }
 
@@ -49,7 +50,7 @@ impl Default for Limits {
             max_request_line: 8 * 1024,
             max_header_bytes: 16 * 1024,
             max_headers: 100,
-            max_body: 0,
+            max_body: 64 * 1024,
         }
     }
 }
@@ -124,7 +125,9 @@ pub enum Parse<'a> {
 ///   with `Content-Length`, in HTTP/1.0, or not ending in `chunked`;
 /// - 413 for a body over `max_body` (any body by default), 411 for a chunked
 ///   body when bodies are allowed;
-/// - 505 for a version other than HTTP/1.0 or HTTP/1.1.
+/// - 505 for a version other than HTTP/1.0 or HTTP/1.1 (a request line of
+///   exactly three parts whose last one reads `HTTP/<digit>...`; a raw space
+///   in the target is a malformed line, 400).
 ///
 /// All of these set [`HttpError::close`]: the stream is out of sync.
 ///
@@ -169,30 +172,52 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parse<'a>, Ht
     }
 }
 
-/// Refuses every method but GET and HEAD with 405 (its response carries
-/// `Allow: GET, HEAD`).
+/// The methods RFC 9110 defines, plus PATCH: a server that does not allow
+/// one answers 405; any other token is not implemented (501).
+pub const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// Refuses every method but GET and HEAD: 405 for a standard method (its
+/// response carries `Allow: GET, HEAD`), 501 for a token the server does
+/// not recognise. Methods are case-sensitive: `get` is not `GET`.
 ///
 /// Kept out of [`parse_request`] because a method is not a framing problem:
 /// the connection stays usable, and an app with more methods can skip this.
 ///
 /// # Errors
 ///
-/// [`HttpError::METHOD_NOT_ALLOWED`] for any other method.
+/// [`HttpError::METHOD_NOT_ALLOWED`] or [`HttpError::NOT_IMPLEMENTED`].
 pub fn check_method(request: &Request<'_>) -> Result<(), HttpError> {
-    match request.method {
+    match &request.method {
         Method::Get | Method::Head => Ok(()),
-        Method::Other(_) => Err(HttpError::METHOD_NOT_ALLOWED),
+        Method::Other(m) => Err(method_refusal(m.as_bytes())),
     }
 }
 
-/// Whether the request line's version token is `HTTP/<digit>...`: a
-/// well-formed version we do not support, rather than garbage.
+/// The refusal of a method other than GET and HEAD: 405 for a standard
+/// one, 501 for anything else.
+#[must_use]
+pub fn method_refusal(method: &[u8]) -> HttpError {
+    if KNOWN_METHODS.iter().any(|m| m.as_bytes() == method) {
+        HttpError::METHOD_NOT_ALLOWED
+    } else {
+        HttpError::NOT_IMPLEMENTED
+    }
+}
+
+/// Whether the request line is three parts whose version token is
+/// `HTTP/<digit>...`: a well-formed version we do not support, rather than
+/// garbage (a raw space in the target makes more parts: malformed).
 fn names_other_version(line_start: &[u8]) -> bool {
     let end = line_start
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
         .unwrap_or(line_start.len());
     let line = &line_start[..end];
+    if line.iter().filter(|&&b| b == b' ').count() != 2 {
+        return false;
+    }
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
     version.len() > 5 && version[..5].eq_ignore_ascii_case(b"HTTP/") && version[5].is_ascii_digit()
 }

@@ -152,23 +152,31 @@ fn transfer_encoding_framing_rules() {
         status(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
         400
     );
-    // Chunked: refused as a body (413), or as unsupported framing (411).
+    // Chunked: refused as a body (413) when no body is allowed, or as
+    // unsupported framing (411).
     let chunked = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n";
-    assert_eq!(status(chunked), 413);
+    assert_eq!(status(chunked), 411);
     let limits = Limits {
-        max_body: 100,
+        max_body: 0,
         ..Limits::default()
     };
-    assert_eq!(parse_request(chunked, &limits), Err(HttpError::LENGTH_REQUIRED));
+    assert_eq!(parse_request(chunked, &limits), Err(HttpError::PAYLOAD_TOO_LARGE));
 }
 
 #[test]
-fn any_body_on_a_static_server_is_413_and_closes() {
+fn a_body_past_the_limit_is_413_and_closes() {
+    let none = Limits {
+        max_body: 0,
+        ..Limits::default()
+    };
     for method in ["GET", "HEAD", "POST"] {
         let buf = format!("{method} / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
-        let err = parse(buf.as_bytes()).unwrap_err();
+        let err = parse_request(buf.as_bytes(), &none).unwrap_err();
         assert_eq!(err, HttpError::PAYLOAD_TOO_LARGE);
         assert!(err.close);
+        // Under the default limit the small body is framed, to be read and ignored.
+        let (r, head_len) = complete(buf.as_bytes());
+        assert_eq!((r.content_length, &buf.as_bytes()[head_len..]), (5, &b"hello"[..]));
     }
     let (r, _) = complete(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
     assert!(!r.has_body());
@@ -279,4 +287,28 @@ fn pipelined_requests_parse_in_order() {
         ]
     );
     assert_eq!(&buf[at..], b"GET /4");
+}
+
+#[test]
+fn a_raw_space_in_the_target_is_400_not_505() {
+    assert_eq!(status(b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+    assert_eq!(status(b"GET /a b c HTTP/1.1\r\nHost: h\r\n\r\n"), 400);
+    assert_eq!(status(b"GET /a HTTP/3.0\r\nHost: h\r\n\r\n"), 505);
+}
+
+#[test]
+fn unrecognised_methods_are_501_and_standard_ones_405() {
+    for (m, want) in [
+        ("BREW", 501),
+        ("get", 501),
+        ("Post", 501),
+        ("DELETE", 405),
+        ("PATCH", 405),
+    ] {
+        let buf = format!("{m} / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let (r, _) = complete(buf.as_bytes());
+        let err = check_method(&r).unwrap_err();
+        assert_eq!(err.status, want, "{m}");
+        assert!(!err.close, "{m}: no body, the stream is intact");
+    }
 }
