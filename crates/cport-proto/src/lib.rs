@@ -13,3 +13,6 @@
 pub mod chat;
 pub mod framing;
 pub mod http;
+
+#[cfg(test)]
+mod coverage;

@@ -427,3 +427,73 @@ proptest! {
         }
     }
 }
+
+/// The members of `id`'s room among the sessions a proptest uses (0..6).
+fn room_members(hub: &Hub, id: u64) -> Vec<u64> {
+    match hub.room_of(id) {
+        Some(room) => (0..6).filter(|i| hub.room_of(*i) == Some(room)).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Room isolation: every delivery an event of session X causes goes only to
+/// X itself or to members of X's room, as it was before the event or is
+/// after it (a join tells the old room and the new one); the one exception
+/// is a private message, which reaches its target and nothing else. Every
+/// notice (join, leave, quit, nick change) is covered, for any sequence.
+#[test]
+fn every_delivery_stays_in_the_senders_room() {
+    crate::coverage::run_with_coverage(
+        prop::collection::vec(op(), 0..120),
+        256,
+        &[("isolation at stake", 128)],
+        |ops| {
+            let mut hub = Hub::new();
+            let mut out = Output::new();
+            let mut at_stake = false;
+            for op in ops {
+                out.clear();
+                let id = match &op {
+                    Op::Connect(id) | Op::Disconnect(id) | Op::Line(id, _) => *id,
+                };
+                let before = room_members(&hub, id);
+                let pm_target = match &op {
+                    Op::Line(_, line) => match parse_line(line) {
+                        Ok(Command::Msg { to, .. }) => (0..6).find(|i| hub.nick(*i) == Some(to)),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                match &op {
+                    Op::Connect(id) => hub.connect(*id, &mut out),
+                    Op::Disconnect(id) => hub.disconnect(*id, &mut out),
+                    Op::Line(id, line) => hub.line(*id, line, &mut out),
+                }
+                let after = room_members(&hub, id);
+                let allowed = |to: u64| to == id || before.contains(&to) || after.contains(&to);
+                let outsiders = (0..6).any(|i| hub.nick(i).is_some() && !allowed(i));
+                for d in out.deliveries() {
+                    let pm = d.data.starts_with(b"[pm from ");
+                    at_stake |= outsiders && d.data.starts_with(b"* ");
+                    for &to in d.to {
+                        prop_assert!(
+                            allowed(to) || (pm && Some(to) == pm_target),
+                            "{:?} by session {} reached session {} (room before {:?}, after {:?}): {:?}",
+                            op,
+                            id,
+                            to,
+                            before,
+                            after,
+                            String::from_utf8_lossy(d.data)
+                        );
+                    }
+                }
+            }
+            Ok(if at_stake {
+                "isolation at stake"
+            } else {
+                "no notice with outsiders"
+            })
+        },
+    );
+}
