@@ -468,6 +468,104 @@ mod tests {
         assert_eq!(batches, vec![vec![1, 2], vec![100], vec![3], vec![101], vec![102]]);
     }
 
+    /// With no leader, a slot given back makes the *most recent* waiter lead
+    /// (LIFO, as IOCP releases threads); the older one leads only after it.
+    #[cfg(not(cport_loom))]
+    #[test]
+    fn a_freed_slot_makes_the_most_recent_waiter_lead() {
+        let s = Arc::new(Sched::new(1));
+        s.push(P(1, false));
+        let me = Waiter::for_current_thread();
+        take(&s, false, &me, None).unwrap();
+        let led = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for t in 1..=2u32 {
+            let (s2, led) = (s.clone(), led.clone());
+            threads.push(std::thread::spawn(move || {
+                let me = Waiter::for_current_thread();
+                let mut lead = |_: Option<Instant>, _: &mut Vec<P>| {
+                    led.lock().unwrap().push(t);
+                    Err(GetError::Timeout)
+                };
+                let deadline = Some(Instant::now() + std::time::Duration::from_secs(10));
+                s2.get(
+                    false,
+                    deadline,
+                    &me,
+                    &mut vec![],
+                    &mut lead,
+                    &mut || {},
+                    &mut |_| {},
+                    None,
+                )
+            }));
+            let start = Instant::now();
+            while s.counts().waiting < t as usize {
+                assert!(start.elapsed().as_secs() < 10, "thread {t} never waited");
+                std::thread::yield_now();
+            }
+        }
+        // The only slot comes back with nothing queued: someone must lead.
+        let _ = s.release();
+        for t in threads {
+            assert!(matches!(t.join().unwrap(), Err(GetError::Timeout)));
+        }
+        assert_eq!(*led.lock().unwrap(), vec![2, 1], "the most recent waiter leads first");
+        assert_eq!(s.counts().waiting, 0);
+    }
+
+    /// Packets go to the most recent waiters first, one per freed slot.
+    #[cfg(not(cport_loom))]
+    #[test]
+    fn packets_go_to_the_most_recent_waiters_first() {
+        let s = Arc::new(Sched::new(2));
+        s.push(P(1, false));
+        s.push(P(2, false));
+        let me = Waiter::for_current_thread();
+        take(&s, false, &me, None).unwrap();
+        take(&s, false, &me, None).unwrap();
+        // Both slots are taken: the threads below wait on the stack.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::new();
+        for t in 1..=3u32 {
+            let (s2, tx) = (s.clone(), tx.clone());
+            threads.push(std::thread::spawn(move || {
+                let me = Waiter::for_current_thread();
+                let deadline = Some(Instant::now() + std::time::Duration::from_secs(10));
+                let got = s2.get(
+                    false,
+                    deadline,
+                    &me,
+                    &mut vec![],
+                    &mut no_lead,
+                    &mut || {},
+                    &mut |_| {},
+                    None,
+                );
+                tx.send((t, got.ok().map(|p| p.0))).unwrap();
+            }));
+            let start = Instant::now();
+            while s.counts().waiting < t as usize {
+                assert!(start.elapsed().as_secs() < 10, "thread {t} never waited");
+                std::thread::yield_now();
+            }
+        }
+        s.push(P(7, false));
+        s.push(P(8, false));
+        assert_eq!(s.counts().queued, 2, "no slot free: both packets wait");
+        let _ = s.release();
+        assert_eq!(rx.recv().unwrap(), (3, Some(7)), "the most recent waiter first");
+        let _ = s.release();
+        assert_eq!(rx.recv().unwrap(), (2, Some(8)), "then the next most recent");
+        assert_eq!((s.counts().running, s.counts().waiting), (2, 1));
+        // A slot freed with nothing queued: the last waiter goes to lead.
+        let _ = s.release();
+        assert_eq!(rx.recv().unwrap(), (1, None));
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
     /// A stand-in for the kernel: completions appear in `ready`; the leader
     /// blocks on `notify` until one does or it is woken (as by a NOP).
     #[cfg(cport_loom)]
