@@ -13,14 +13,16 @@
 #   range   HTTP Range parsing                          cport-proto unit tests
 #   hub     chat hub routing                            cport-proto unit tests
 #   proto   the whole of cport-proto                    cport-proto unit tests
-#   sched   the port's scheduler (dispatch, promotion)  cport unit tests, threads, workers
+#   sched   the scheduler's dispatch and promotion      cport unit tests, threads, workers
+#   sched-all  the whole scheduler (sched.rs)           the same
 #   handle  the port's handle table                     cport unit tests, ops, errors, fd_leaks
 #   port    the port                                    every cport test
 #   queue   the server core's send queue                cport-server unit tests, sessions, echo
 #   broadcast  Session::broadcast and its wrappers      cport-server sessions test
 #   files   the HTTP server's file resolution           cport-http unit tests, http, refusals
-#   ci      a bounded slice: mutants in lines changed since the previous
-#           commit (in the scopes above), else range+path; fails on any survivor
+#   ci      a bounded slice (CI_MAX, default 8 mutants) of the path, range
+#           and hub mutants, those in lines the last commit changed first;
+#           fails on any survivor
 #
 # Environment: MUTANTS_OUT (default target/mutants) holds one mutants.out per
 # scope; MUTANTS_JOBS (default 1: the machine is shared); MUTANTS_IN_PLACE=1
@@ -69,11 +71,12 @@ scope() {
     range) run range -p cport-proto -f crates/cport-proto/src/http/range.rs "${proto_tests[@]}" ;;
     hub) run hub -p cport-proto -f crates/cport-proto/src/chat/hub.rs "${proto_tests[@]}" ;;
     proto) run proto -p cport-proto "${proto_tests[@]}" ;;
-    sched) run sched -p cport -f crates/cport/src/sched.rs -- --lib --test threads --test workers ;;
+    sched) run sched -p cport -f crates/cport/src/sched.rs -F 'dispatch|promote' -- --lib --test threads --test workers ;;
+    sched-all) run sched-all -p cport -f crates/cport/src/sched.rs -- --lib --test threads --test workers ;;
     handle) run handle -p cport -f crates/cport/src/handle.rs -- --lib --test ops --test errors --test fd_leaks ;;
     port) run port -p cport -f crates/cport/src/port.rs ;;
     queue) run queue -p cport-server -f 'crates/cport-server/src/queue.rs' -- --lib --test sessions --test echo ;;
-    broadcast) run broadcast -p cport-server -f crates/cport-server/src/session.rs -F broadcast -- --test sessions ;;
+    broadcast) run broadcast -p cport-server -f crates/cport-server/src/session.rs -f crates/cport-server/src/server.rs -F broadcast -- --test sessions ;;
     files) run files -p cport-http -f crates/cport-http/src/files.rs -- --lib --test http --test refusals ;;
     ci) ci ;;
     *)
@@ -83,28 +86,42 @@ scope() {
     esac
 }
 
-# The CI slice: mutants in the lines the last commit changed, within the
-# scoped files; when it changed none of them, the range and path rules (a
-# minute or two). Any surviving mutant fails the run.
+# The CI slice, bounded by construction: the mutants in the lines the last
+# commit changed in the invariant files (path, range, hub); when it changed
+# none, all of their mutants. Either way at most CI_MAX of them run: a shard
+# picked by the commit hash, so successive commits cover different ones.
+# Any surviving mutant fails the run.
 ci() {
     local files=(
         crates/cport-proto/src/http/path.rs
         crates/cport-proto/src/http/range.rs
         crates/cport-proto/src/chat/hub.rs
     )
-    local diff
+    local max="${CI_MAX:-8}" diff sel=() n shards k
     diff="$(mktemp)"
     git diff HEAD~1 -- "${files[@]}" >"$diff" 2>/dev/null || true
     if [[ -s "$diff" ]]; then
-        run ci -p cport-proto --in-diff "$diff" "${proto_tests[@]}"
+        sel=(--in-diff "$diff")
     else
-        run ci -p cport-proto -f "${files[0]}" -f "${files[1]}" "${proto_tests[@]}"
+        for f in "${files[@]}"; do
+            sel+=(-f "$f")
+        done
     fi
+    n="$(cargo mutants --list -p cport-proto "${sel[@]}" | wc -l)"
+    if ((n == 0)); then
+        echo "mutants: nothing to mutate in the slice" >&2
+        rm -f "$diff"
+        return
+    fi
+    shards=$(((n + max - 1) / max))
+    k=$((16#$(git rev-parse --short=7 HEAD) % shards))
+    echo "mutants: shard $k/$shards of $n mutants" >&2
+    run ci -p cport-proto "${sel[@]}" --shard "$k/$shards" -- --lib
     rm -f "$diff"
 }
 
 if (($# == 0)); then
-    set -- path range hub sched broadcast queue files handle proto port
+    set -- path range hub sched broadcast queue files sched-all handle proto port
 fi
 for s in "$@"; do
     scope "$s"

@@ -181,3 +181,19 @@ fn symlink_into_a_sibling_sharing_the_roots_prefix_is_refused() {
         "relative symlink to <root>-private/secret"
     );
 }
+
+/// Each refusal names the rule it broke (the text ends up in logs).
+#[test]
+fn path_errors_name_the_rule_broken() {
+    let all = [
+        (PathError::NotOriginForm, "request target is not a path"),
+        (PathError::BadEscape, "invalid percent-escape in path"),
+        (PathError::NotUtf8, "path is not UTF-8"),
+        (PathError::Nul, "path contains NUL"),
+        (PathError::Backslash, "path contains a backslash"),
+        (PathError::DotDot, "path contains a '..' segment"),
+    ];
+    for (err, text) in all {
+        assert_eq!(err.to_string(), text);
+    }
+}
