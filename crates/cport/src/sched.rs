@@ -566,6 +566,69 @@ mod tests {
         }
     }
 
+    /// A leader that gives up while every slot is taken must not wake a
+    /// waiter to lead: it could not run anyway (a wake-up for nothing).
+    #[cfg(not(cport_loom))]
+    #[test]
+    fn no_waiter_is_woken_to_lead_without_a_free_slot() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::mpsc;
+        let s = Arc::new(Sched::new(1));
+        // A leads; its turn in the "kernel" ends when told, with nothing.
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let s2 = s.clone();
+        let a = std::thread::spawn(move || {
+            let me = Waiter::for_current_thread();
+            let mut lead = |_: Option<Instant>, _: &mut Vec<P>| {
+                let _ = end_rx.recv();
+                Err(GetError::Timeout)
+            };
+            s2.get(false, None, &me, &mut vec![], &mut lead, &mut || {}, &mut |_| {}, None)
+        });
+        let start = Instant::now();
+        while !s.has_leader() {
+            assert!(start.elapsed().as_secs() < 10, "A never led");
+            std::thread::yield_now();
+        }
+        // This thread takes the only slot with a posted packet.
+        s.push(P(1, false));
+        let me = Waiter::for_current_thread();
+        take(&s, false, &me, None).unwrap();
+        // W waits on the stack, counting how often it parks.
+        let parks = Arc::new(AtomicUsize::new(0));
+        let (s3, parks2) = (s.clone(), parks.clone());
+        let w = std::thread::spawn(move || {
+            let me = Waiter::for_current_thread();
+            let mut parked = |start: bool| {
+                if start {
+                    parks2.fetch_add(1, Ordering::SeqCst);
+                }
+            };
+            s3.get(
+                false,
+                None,
+                &me,
+                &mut vec![],
+                &mut no_lead,
+                &mut || {},
+                &mut parked,
+                None,
+            )
+        });
+        while s.counts().waiting < 1 {
+            assert!(start.elapsed().as_secs() < 10, "W never waited");
+            std::thread::yield_now();
+        }
+        end_tx.send(()).unwrap();
+        assert!(matches!(a.join().unwrap(), Err(GetError::Timeout)));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(parks.load(Ordering::SeqCst), 1, "W was woken with no slot to run in");
+        // The slot comes back: now W leads (and, with no backend, times out).
+        let _ = s.release();
+        assert!(matches!(w.join().unwrap(), Err(GetError::Timeout)));
+        assert_eq!(parks.load(Ordering::SeqCst), 1);
+    }
+
     /// A stand-in for the kernel: completions appear in `ready`; the leader
     /// blocks on `notify` until one does or it is woken (as by a NOP).
     #[cfg(cport_loom)]
