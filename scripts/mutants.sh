@@ -20,6 +20,7 @@
 #   queue   the server core's send queue                cport-server unit tests, sessions, echo
 #   broadcast  Session::broadcast and its wrappers      cport-server sessions test
 #   files   the HTTP server's file resolution           cport-http unit tests, http, refusals
+#   files-all  the whole of files.rs (replies too)      the same
 #   ci      a bounded slice (CI_MAX, default 5 mutants) of the path, range
 #           and hub mutants, those in lines the last commit changed first;
 #           fails on any survivor
@@ -82,7 +83,8 @@ scope() {
     port) run port -p cport -f crates/cport/src/port.rs ;;
     queue) run queue -p cport-server -f 'crates/cport-server/src/queue.rs' -- --lib --test sessions --test echo ;;
     broadcast) run broadcast -p cport-server -f crates/cport-server/src/session.rs -f crates/cport-server/src/server.rs -F broadcast -- --test sessions ;;
-    files) run files -p cport-http -f crates/cport-http/src/files.rs -- --lib --test http --test refusals ;;
+    files) run files -p cport-http -f crates/cport-http/src/files.rs -F 'find|resolve|open_any|open_file|io_status' -- --lib --test http --test refusals ;;
+    files-all) run files-all -p cport-http -f crates/cport-http/src/files.rs -- --lib --test http --test refusals ;;
     ci) ci ;;
     *)
         echo "unknown scope $1" >&2
@@ -126,7 +128,7 @@ ci() {
 }
 
 if (($# == 0)); then
-    set -- path range hub sched broadcast queue files sched-all handle proto port
+    set -- path range hub sched broadcast files queue sched-all files-all handle proto port
 fi
 for s in "$@"; do
     scope "$s"
