@@ -130,6 +130,10 @@ ci() {
 if (($# == 0)); then
     set -- path range hub sched broadcast files queue sched-all files-all handle proto port
 fi
+# Every scope runs even when one has survivors; the exit status is the
+# worst: 0 all caught, else cargo-mutants' own (2: a mutant survived).
+status=0
 for s in "$@"; do
-    scope "$s"
+    scope "$s" || status=$?
 done
+exit "$status"
