@@ -84,6 +84,19 @@ fn events_for_unknown_sessions_produce_nothing() {
 }
 
 #[test]
+fn output_is_empty_only_with_nothing_to_send_or_close() {
+    let mut f = Fixture::new();
+    assert!(f.out.is_empty());
+    f.hub.connect(1, &mut f.out);
+    assert!(!f.out.is_empty(), "a welcome to send");
+    f.out.clear();
+    assert!(f.out.is_empty());
+    f.hub.line(1, b"/quit", &mut f.out);
+    assert_eq!(f.out.closes(), &[1]);
+    assert!(!f.out.is_empty(), "a bye to send and a session to close");
+}
+
+#[test]
 fn message_without_room_is_an_error() {
     let mut f = Fixture::with(&[1]);
     assert_eq!(
