@@ -314,9 +314,11 @@ backend_tests! {
         let mut clients: Vec<_> = (0..20).map(|_| connect(server.local_addr())).collect();
         assert!(eventually(LONG, || keep.sessions.lock().len() == 20));
         let msg = Bytes::from_static(b"to everyone\n");
-        for _ in 0..3 {
+        // Through the server and through a handle to it (as a handler would).
+        let handle = server.handle();
+        for round in 0..3 {
             let all = server.sessions();
-            let b = server.broadcast(&all, &msg);
+            let b = if round == 1 { handle.broadcast(&all, &msg) } else { server.broadcast(&all, &msg) };
             assert_eq!((b.queued, b.refused), (20, 0));
         }
         // Then one last line to each session alone: a fourth copy of the
