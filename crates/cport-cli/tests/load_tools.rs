@@ -149,7 +149,10 @@ fn bench_chat_measures_fan_out_to_every_room_member() {
     // deliveries. Those still in flight when the window closes are not
     // counted; more than 2,010 would mean a message reached another room.
     let deliveries = r["messages"].as_u64().unwrap();
-    assert!((1_600..=2_010).contains(&deliveries), "{deliveries} deliveries, want about 2,000: {r}");
+    assert!(
+        (1_600..=2_010).contains(&deliveries),
+        "{deliveries} deliveries, want about 2,000: {r}"
+    );
     assert_eq!(r["errors"], 0, "{r}");
 }
 

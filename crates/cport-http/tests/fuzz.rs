@@ -74,7 +74,11 @@ fn throw(addr: SocketAddr, chunks: &[Vec<u8>]) -> Result<Outcome, TestCaseError>
         Ok(_) => {}
         // A reset after an answer to a refused request is a close too.
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => return Err(TestCaseError::fail(format!("the server neither answered nor closed: {e}"))),
+        Err(e) => {
+            return Err(TestCaseError::fail(format!(
+                "the server neither answered nor closed: {e}"
+            )))
+        }
     }
     if got.is_empty() {
         let parsed = cport_proto::http::parse_request(&written, &cport_proto::http::Limits::default());

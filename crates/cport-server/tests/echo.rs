@@ -76,12 +76,10 @@ backend_tests! {
 
     /// Two workers could run two chunks of one session out of order.
     fn multishot_with_two_workers_is_refused(backend: Backend) {
-        let err = builder(backend)
-            .threads(2)
-            .recv_mode(RecvMode::Multishot)
-            .start(Echo::default())
-            .err()
-            .expect("multishot with two workers must be refused");
+        let started = builder(backend).threads(2).recv_mode(RecvMode::Multishot).start(Echo::default());
+        let Err(err) = started else {
+            panic!("multishot with two workers must be refused");
+        };
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     }
 

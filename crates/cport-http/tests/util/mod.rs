@@ -267,7 +267,10 @@ pub fn require_curl() {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(ok, "curl is not on PATH: install it (.ci/run does) to run the curl tests");
+    assert!(
+        ok,
+        "curl is not on PATH: install it (.ci/run does) to run the curl tests"
+    );
 }
 
 /// Whether `curl` can be run; prints a note when it cannot.
