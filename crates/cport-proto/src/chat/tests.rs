@@ -97,6 +97,20 @@ fn output_is_empty_only_with_nothing_to_send_or_close() {
 }
 
 #[test]
+fn sessions_and_rooms_are_counted() {
+    let mut f = Fixture::with(&[1, 2, 3]);
+    assert_eq!((f.hub.sessions(), f.hub.rooms()), (3, 0));
+    f.send(1, "/join a");
+    f.send(2, "/join b");
+    f.send(3, "/join b");
+    assert_eq!(f.hub.rooms(), 2);
+    f.hub.disconnect(2, &mut f.out);
+    assert_eq!((f.hub.sessions(), f.hub.rooms()), (2, 2));
+    f.send(1, "/quit");
+    assert_eq!((f.hub.sessions(), f.hub.rooms()), (1, 1));
+}
+
+#[test]
 fn message_without_room_is_an_error() {
     let mut f = Fixture::with(&[1]);
     assert_eq!(
