@@ -123,8 +123,10 @@ ci() {
     shards=$(((n + max - 1) / max))
     k=$((16#$(git rev-parse --short=7 HEAD) % shards))
     echo "mutants: shard $k/$shards of $n mutants" >&2
-    run ci -p cport-proto "${sel[@]}" --shard "$k/$shards" -- --lib
+    local rc=0
+    run ci -p cport-proto "${sel[@]}" --shard "$k/$shards" -- --lib || rc=$?
     rm -f "$diff"
+    return "$rc"
 }
 
 if (($# == 0)); then
