@@ -283,6 +283,22 @@ fn long_lists_are_truncated() {
 }
 
 #[test]
+fn a_list_of_exactly_the_limit_is_not_summarised() {
+    let ids: Vec<u64> = (0..LIST_LIMIT as u64).collect();
+    let mut f = Fixture::with(&ids);
+    for &id in &ids {
+        f.send(id, &format!("/join r{id}"));
+    }
+    let got = f.send(0, "/rooms");
+    assert!(!got[0].1.contains("more"), "{}", got[0].1);
+    for &id in &ids {
+        f.send(id, "/join big");
+    }
+    let got = f.send(0, "/who");
+    assert!(!got[0].1.contains("more"), "{}", got[0].1);
+}
+
+#[test]
 fn private_message_goes_to_target_with_echo_to_sender() {
     let mut f = Fixture::with(&[1, 2]);
     f.send(1, "/nick alice");
