@@ -26,7 +26,7 @@
 #           fails on any survivor
 #
 # Environment: MUTANTS_OUT (default target/mutants) holds one mutants.out per
-# scope; MUTANTS_JOBS (default 1: the machine is shared); MUTANTS_IN_PLACE=1
+# scope; MUTANTS_ARGS adds cargo-mutants options (`--iterate`); MUTANTS_JOBS (default 1: the machine is shared); MUTANTS_IN_PLACE=1
 # mutates this tree instead of a copy (faster: reuses target/; CI only, do
 # not edit the tree meanwhile).
 set -euo pipefail
@@ -44,6 +44,10 @@ if [[ "${1:-}" == "--list" ]]; then
 fi
 
 common=(--no-shuffle)
+# MUTANTS_ARGS: more cargo-mutants options, e.g. `--iterate` to retest only
+# what the last run of a scope did not catch.
+read -r -a extra <<<"${MUTANTS_ARGS:-}"
+common+=("${extra[@]}")
 if [[ "${MUTANTS_IN_PLACE:-0}" == 1 ]]; then
     common+=(--in-place)
 else
