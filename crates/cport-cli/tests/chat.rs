@@ -100,11 +100,21 @@ struct Joins {
 }
 
 fn on_join_line(st: &mut Joins, i: usize, line: &[u8]) {
-    let want = format!("* c{i} joined r{}", i % ROOMS);
-    if !st.joined[i] && line == want.as_bytes() {
-        st.joined[i] = true;
-        st.left -= 1;
+    let line = std::str::from_utf8(line).unwrap();
+    // Joins into this client's room (its own among them); nothing else of
+    // any room reaches it.
+    let room_join = format!(" joined r{}", i % ROOMS);
+    if let Some(joiner) = line.strip_prefix("* c").and_then(|r| r.strip_suffix(&room_join)) {
+        if joiner == i.to_string() && !st.joined[i] {
+            st.joined[i] = true;
+            st.left -= 1;
+        }
+        return;
     }
+    assert!(
+        line.starts_with("* welcome, you are guest-") || line.ends_with(&format!(" is now known as c{i}")),
+        "client {i}: unexpected line {line:?}"
+    );
 }
 
 struct Deliveries {
@@ -116,8 +126,18 @@ struct Deliveries {
 
 fn on_message_line(st: &mut Deliveries, i: usize, line: &[u8]) {
     let line = std::str::from_utf8(line).unwrap();
-    if line.starts_with("* ") {
-        return; // a notice (a later member joining)
+    if let Some(notice) = line.strip_prefix("* ") {
+        // Only a later member of this client's own room joining: a notice
+        // from another room (or any other notice) is a leak.
+        let joiner = notice
+            .strip_prefix('c')
+            .and_then(|r| r.strip_suffix(&format!(" joined r{}", i % ROOMS)))
+            .and_then(|n| n.parse::<usize>().ok());
+        assert!(
+            joiner.is_some_and(|j| j % ROOMS == i % ROOMS),
+            "client {i}: unexpected notice {line:?}"
+        );
+        return;
     }
     // "[r3] c13: m 13 7"
     let (room, rest) = line

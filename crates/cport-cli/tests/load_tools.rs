@@ -56,10 +56,25 @@ fn select_model_reports_fd_setsize_instead_of_crashing() {
     assert!(r["note"].as_str().unwrap().contains("FD_SETSIZE"), "{r}");
 }
 
+/// The echo server of `cport echo`, in this process so its counters can be read.
+struct Echo;
+
+impl cport_server::Handler for Echo {
+    type State = ();
+    fn on_connect(&self, _: &cport_server::Session) {}
+    fn on_message(&self, session: &cport_server::Session, _: &mut (), msg: cport_server::Message) {
+        let _ = session.send(msg);
+    }
+}
+
 #[test]
 fn bench_echo_counts_what_the_server_echoed() {
-    let server = Cli::spawn(&["echo", "--listen", "127.0.0.1:0"], &["echo"]);
-    let target = server.addr("echo").to_string();
+    let server = cport_server::Server::builder()
+        .name("echo")
+        .bind("127.0.0.1:0".parse().unwrap())
+        .start(Echo)
+        .unwrap();
+    let target = server.local_addr().to_string();
     let r = run_json(&[
         "bench",
         "echo",
@@ -72,7 +87,7 @@ fn bench_echo_counts_what_the_server_echoed() {
         "--duration",
         "300ms",
         "--warmup",
-        "100ms",
+        "0ms",
         "--json",
     ]);
     let msgs = r["messages"].as_u64().unwrap();
@@ -81,6 +96,31 @@ fn bench_echo_counts_what_the_server_echoed() {
     assert_eq!(r["errors"], 0);
     assert!(r["p50_us"].as_u64().unwrap() <= r["p99_us"].as_u64().unwrap());
     assert!(r["p99_us"].as_u64().unwrap() <= r["max_us"].as_u64().unwrap());
+    // With no warm-up every echo counts, so the server's own count agrees:
+    // the client counted each echo it received, and at the end each of the
+    // 4 closed-loop connections has at most one message the server echoed
+    // (or received) that the client did not count.
+    let start = std::time::Instant::now();
+    let stats = loop {
+        let s = server.stats();
+        if s.bytes_in == s.bytes_out || start.elapsed() > std::time::Duration::from_secs(5) {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let counted = msgs * 100;
+    assert!(
+        (counted..=counted + 4 * 100).contains(&stats.bytes_out),
+        "the client counted {counted} bytes, the server echoed {}: {r}",
+        stats.bytes_out
+    );
+    assert!(
+        (stats.bytes_out..=stats.bytes_out + 4 * 100).contains(&stats.bytes_in),
+        "the server received {} bytes and echoed {}",
+        stats.bytes_in,
+        stats.bytes_out
+    );
+    server.shutdown(std::time::Duration::from_secs(1));
 }
 
 #[test]
@@ -104,9 +144,15 @@ fn bench_chat_measures_fan_out_to_every_room_member() {
         "300ms",
         "--json",
     ]);
-    // 20 clients x 20 msg/s x 0.5 s, each delivered to the 10 members of its room.
+    // 20 clients x 20 msg/s x 0.5 s = 200 messages (one more at most, at
+    // the window's edge), each delivered to the 10 members of its room: 2,000
+    // deliveries. Those still in flight when the window closes are not
+    // counted; more than 2,010 would mean a message reached another room.
     let deliveries = r["messages"].as_u64().unwrap();
-    assert!(deliveries > 500, "{r}");
+    assert!(
+        (1_600..=2_010).contains(&deliveries),
+        "{deliveries} deliveries, want about 2,000: {r}"
+    );
     assert_eq!(r["errors"], 0, "{r}");
 }
 

@@ -380,3 +380,23 @@ fn file_reply(req: &Request<'_>, date: &str, info: &FileInfo, src: Source<'_>) -
         keep_alive,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each file system error maps to the status a client should see; the
+    /// ones a root user cannot provoke through the server (EACCES) too.
+    #[test]
+    fn file_system_errors_map_to_statuses() {
+        let status = |e: io::Error| io_status(e).status;
+        assert_eq!(status(io::ErrorKind::NotFound.into()), 404);
+        assert_eq!(status(io::Error::from_raw_os_error(libc::ENOENT)), 404);
+        assert_eq!(status(io::ErrorKind::PermissionDenied.into()), 403);
+        assert_eq!(status(io::Error::from_raw_os_error(libc::EACCES)), 403);
+        assert_eq!(status(io::Error::from_raw_os_error(libc::ENOTDIR)), 404);
+        assert_eq!(status(io::Error::from_raw_os_error(libc::ENAMETOOLONG)), 404);
+        assert_eq!(status(io::Error::from_raw_os_error(libc::ELOOP)), 403);
+        assert_eq!(status(io::Error::from_raw_os_error(libc::EIO)), 500);
+    }
+}

@@ -170,6 +170,30 @@ backend_tests! {
         assert_eq!(exchange(addr, b"GET /subalias/ HTTP/1.1\r\nHost: x\r\n\r\n").body, b"<p>sub</p>\n");
     }
 
+    /// A directory whose `index.html` leads out of the root is refused (403),
+    /// not listed or called missing; so is a symlink into a sibling directory
+    /// whose name starts with the root's (`<root>-private`).
+    fn an_index_or_sibling_symlink_out_of_the_root_is_refused(backend: Backend) {
+        let (site, outside) = jail();
+        std::fs::create_dir(site.path().join("box")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.txt"), site.path().join("box/index.html")).unwrap();
+        let mut sibling = site.path().as_os_str().to_owned();
+        sibling.push("-private");
+        let sibling = std::path::PathBuf::from(sibling);
+        std::fs::create_dir_all(&sibling).unwrap();
+        std::fs::write(sibling.join("secret.txt"), "TOP SECRET\n").unwrap();
+        std::os::unix::fs::symlink(sibling.join("secret.txt"), site.path().join("sib.txt")).unwrap();
+        let server = serve_with(backend, site.path(), |c| c.listing(true));
+        let addr = server.local_addr();
+        for target in ["/box/", "/sib.txt"] {
+            let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let r = exchange(addr, req.as_bytes());
+            assert_eq!(r.status, 403, "{target}: {}", r.text());
+            assert!(!r.text().contains("TOP SECRET"), "{target} leaked");
+        }
+        let _ = std::fs::remove_dir_all(&sibling);
+    }
+
     fn a_path_turned_into_an_escaping_symlink_is_refused_even_when_cached(backend: Backend) {
         let (site, outside) = jail();
         std::fs::write(outside.path().join("secret.txt"), "TOP SECRET X\n").unwrap(); // same length as hello.txt

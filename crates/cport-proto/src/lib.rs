@@ -15,3 +15,6 @@ pub mod chat;
 pub mod framing;
 pub mod http;
 pub mod ws;
+
+#[cfg(test)]
+mod coverage;

@@ -57,11 +57,30 @@ fn echo_integrity(backend: Backend, threads: usize, mode: RecvMode, conns: usize
 
 backend_tests! {
     fn echo_integrity_one_worker_multishot(backend: Backend) {
-        echo_integrity(backend, 1, RecvMode::Auto, 24, 4);
+        echo_integrity(backend, 1, RecvMode::Multishot, 24, 4);
     }
 
     fn echo_integrity_two_workers_single_shot(backend: Backend) {
-        echo_integrity(backend, 2, RecvMode::Auto, 24, 4);
+        echo_integrity(backend, 2, RecvMode::Single, 24, 4);
+    }
+
+    fn echo_integrity_one_worker_single_shot(backend: Backend) {
+        echo_integrity(backend, 1, RecvMode::Single, 8, 4);
+    }
+
+    /// `Auto` picks multishot for one worker and single-shot for more.
+    fn echo_integrity_auto_mode(backend: Backend) {
+        echo_integrity(backend, 1, RecvMode::Auto, 8, 2);
+        echo_integrity(backend, 2, RecvMode::Auto, 8, 2);
+    }
+
+    /// Two workers could run two chunks of one session out of order.
+    fn multishot_with_two_workers_is_refused(backend: Backend) {
+        let started = builder(backend).threads(2).recv_mode(RecvMode::Multishot).start(Echo::default());
+        let Err(err) = started else {
+            panic!("multishot with two workers must be refused");
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     }
 
     fn many_small_echoes_keep_their_order(backend: Backend) {

@@ -97,9 +97,15 @@ backend_tests! {
         });
         let mut sent = 0;
         let mut slow_cut_at = None;
+        let deadline = Instant::now() + 3 * LONG;
         while sent < total {
             // Pace on the fast session only: it reads, so it must never pass the cap.
             while fast_s.queued_bytes() > cap / 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the fast session's queue stopped draining after {sent} bytes ({} queued)",
+                    fast_s.queued_bytes()
+                );
                 thread::sleep(Duration::from_micros(200));
             }
             let b = server.broadcast([&fast_s, &slow_s], &chunk);
@@ -308,16 +314,31 @@ backend_tests! {
         let mut clients: Vec<_> = (0..20).map(|_| connect(server.local_addr())).collect();
         assert!(eventually(LONG, || keep.sessions.lock().len() == 20));
         let msg = Bytes::from_static(b"to everyone\n");
-        for _ in 0..3 {
+        // Through the server and through a handle to it (as a handler would).
+        let handle = server.handle();
+        for round in 0..3 {
             let all = server.sessions();
-            let b = server.broadcast(&all, &msg);
+            let b = if round == 1 { handle.broadcast(&all, &msg) } else { server.broadcast(&all, &msg) };
             assert_eq!((b.queued, b.refused), (20, 0));
         }
-        for c in &mut clients {
-            let mut got = vec![0u8; msg.len() * 3];
-            c.read_exact(&mut got).unwrap();
-            assert_eq!(got, msg.repeat(3));
+        // Then one last line to each session alone: a fourth copy of the
+        // broadcast would arrive before it.
+        let end = Bytes::from_static(b"end\n");
+        for s in server.sessions() {
+            s.send(end.clone()).unwrap();
         }
+        let mut want = msg.repeat(3);
+        want.extend_from_slice(&end);
+        for c in &mut clients {
+            let mut got = vec![0u8; want.len()];
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want), "three copies, then the end line");
+        }
+        // The server's own counts: four messages queued per session, and
+        // exactly their bytes sent.
+        assert_eq!(server.stats().messages_out, 20 * 4);
+        let bytes = (20 * want.len()) as u64;
+        assert!(eventually(LONG, || server.stats().bytes_out == bytes), "{} bytes sent, want {bytes}", server.stats().bytes_out);
     }
 
     fn a_panicking_handler_ends_only_its_session(backend: Backend) {

@@ -611,6 +611,167 @@ mod tests {
         }
     }
 
+    /// With no leader, a slot given back makes the *most recent* waiter lead
+    /// (LIFO, as IOCP releases threads); the older one leads only after it.
+    #[cfg(not(cport_loom))]
+    #[test]
+    fn a_freed_slot_makes_the_most_recent_waiter_lead() {
+        let s = Arc::new(Sched::new(1));
+        s.push(P(1, false));
+        let me = Waiter::for_current_thread();
+        take(&s, false, &me, None).unwrap();
+        let led = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for t in 1..=2u32 {
+            let (s2, led) = (s.clone(), led.clone());
+            threads.push(std::thread::spawn(move || {
+                let me = Waiter::for_current_thread();
+                let mut lead = |_: Option<Instant>, _: &mut Vec<P>| {
+                    led.lock().unwrap().push(t);
+                    Err(GetError::Timeout)
+                };
+                let deadline = Some(Instant::now() + std::time::Duration::from_secs(10));
+                s2.get(
+                    false,
+                    deadline,
+                    &me,
+                    &mut vec![],
+                    &mut lead,
+                    &mut || {},
+                    &mut |_| {},
+                    None,
+                )
+            }));
+            let start = Instant::now();
+            while s.counts().waiting < t as usize {
+                assert!(start.elapsed().as_secs() < 10, "thread {t} never waited");
+                std::thread::yield_now();
+            }
+        }
+        // The only slot comes back with nothing queued: someone must lead.
+        let _ = s.release();
+        for t in threads {
+            assert!(matches!(t.join().unwrap(), Err(GetError::Timeout)));
+        }
+        assert_eq!(*led.lock().unwrap(), vec![2, 1], "the most recent waiter leads first");
+        assert_eq!(s.counts().waiting, 0);
+    }
+
+    /// Packets go to the most recent waiters first, one per freed slot.
+    #[cfg(not(cport_loom))]
+    #[test]
+    fn packets_go_to_the_most_recent_waiters_first() {
+        let s = Arc::new(Sched::new(2));
+        s.push(P(1, false));
+        s.push(P(2, false));
+        let me = Waiter::for_current_thread();
+        take(&s, false, &me, None).unwrap();
+        take(&s, false, &me, None).unwrap();
+        // Both slots are taken: the threads below wait on the stack.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::new();
+        for t in 1..=3u32 {
+            let (s2, tx) = (s.clone(), tx.clone());
+            threads.push(std::thread::spawn(move || {
+                let me = Waiter::for_current_thread();
+                let deadline = Some(Instant::now() + std::time::Duration::from_secs(10));
+                let got = s2.get(
+                    false,
+                    deadline,
+                    &me,
+                    &mut vec![],
+                    &mut no_lead,
+                    &mut || {},
+                    &mut |_| {},
+                    None,
+                );
+                tx.send((t, got.ok().map(|p| p.0))).unwrap();
+            }));
+            let start = Instant::now();
+            while s.counts().waiting < t as usize {
+                assert!(start.elapsed().as_secs() < 10, "thread {t} never waited");
+                std::thread::yield_now();
+            }
+        }
+        s.push(P(7, false));
+        s.push(P(8, false));
+        assert_eq!(s.counts().queued, 2, "no slot free: both packets wait");
+        let _ = s.release();
+        assert_eq!(rx.recv().unwrap(), (3, Some(7)), "the most recent waiter first");
+        let _ = s.release();
+        assert_eq!(rx.recv().unwrap(), (2, Some(8)), "then the next most recent");
+        assert_eq!((s.counts().running, s.counts().waiting), (2, 1));
+        // A slot freed with nothing queued: the last waiter goes to lead.
+        let _ = s.release();
+        assert_eq!(rx.recv().unwrap(), (1, None));
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    /// A leader that gives up while every slot is taken must not wake a
+    /// waiter to lead: it could not run anyway (a wake-up for nothing).
+    #[cfg(not(cport_loom))]
+    #[test]
+    fn no_waiter_is_woken_to_lead_without_a_free_slot() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::mpsc;
+        let s = Arc::new(Sched::new(1));
+        // A leads; its turn in the "kernel" ends when told, with nothing.
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let s2 = s.clone();
+        let a = std::thread::spawn(move || {
+            let me = Waiter::for_current_thread();
+            let mut lead = |_: Option<Instant>, _: &mut Vec<P>| {
+                let _ = end_rx.recv();
+                Err(GetError::Timeout)
+            };
+            s2.get(false, None, &me, &mut vec![], &mut lead, &mut || {}, &mut |_| {}, None)
+        });
+        let start = Instant::now();
+        while !s.has_leader() {
+            assert!(start.elapsed().as_secs() < 10, "A never led");
+            std::thread::yield_now();
+        }
+        // This thread takes the only slot with a posted packet.
+        s.push(P(1, false));
+        let me = Waiter::for_current_thread();
+        take(&s, false, &me, None).unwrap();
+        // W waits on the stack, counting how often it parks.
+        let parks = Arc::new(AtomicUsize::new(0));
+        let (s3, parks2) = (s.clone(), parks.clone());
+        let w = std::thread::spawn(move || {
+            let me = Waiter::for_current_thread();
+            let mut parked = |start: bool| {
+                if start {
+                    parks2.fetch_add(1, Ordering::SeqCst);
+                }
+            };
+            s3.get(
+                false,
+                None,
+                &me,
+                &mut vec![],
+                &mut no_lead,
+                &mut || {},
+                &mut parked,
+                None,
+            )
+        });
+        while s.counts().waiting < 1 {
+            assert!(start.elapsed().as_secs() < 10, "W never waited");
+            std::thread::yield_now();
+        }
+        end_tx.send(()).unwrap();
+        assert!(matches!(a.join().unwrap(), Err(GetError::Timeout)));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(parks.load(Ordering::SeqCst), 1, "W was woken with no slot to run in");
+        // The slot comes back: now W leads (and, with no backend, times out).
+        let _ = s.release();
+        assert!(matches!(w.join().unwrap(), Err(GetError::Timeout)));
+        assert_eq!(parks.load(Ordering::SeqCst), 1);
+    }
+
     /// A stand-in for the kernel: completions appear in `ready`; the leader
     /// blocks on `notify` until one does or it is woken (as by a NOP).
     #[cfg(cport_loom)]

@@ -266,32 +266,47 @@ backend_tests! {
         );
     }
 
+    /// Eight threads share two slots. Every third packet, the handler gives
+    /// its slot back (`release_slot`), so its next `get` comes in without a
+    /// slot while the others run: the fast path of `get` must then wait like
+    /// anyone else. The handlers' own count of threads inside a handler
+    /// (long enough, 20 µs, for an overlap to show) must never pass the cap.
     fn running_threads_never_exceed_the_concurrency_cap(backend: Backend) {
-        const PACKETS: u64 = 50_000;
+        const PACKETS: u64 = 20_000;
+        const THREADS: usize = 8;
         let port = port_with(backend, |b| b.concurrency(2));
-        // Our own count of threads between `get` returning and their next
-        // `get`: inside the slot window, so it can only under-count.
+        // Threads between `get` returning and their next `get` or
+        // `release_slot`: inside the slot window, so it can only under-count.
         let running = Arc::new(AtomicUsize::new(0));
         let max_seen = Arc::new(AtomicUsize::new(0));
         let handled = Arc::new(AtomicU64::new(0));
-        let workers = {
-            let (running, max_seen, handled) = (running.clone(), max_seen.clone(), handled.clone());
-            spawn_workers(&port, 8, move |_c| {
-                let now = running.fetch_add(1, SeqCst) + 1;
-                max_seen.fetch_max(now, SeqCst);
-                let spin = Instant::now();
-                while spin.elapsed() < Duration::from_micros(3) {
-                    std::hint::spin_loop();
-                }
-                handled.fetch_add(1, SeqCst);
-                running.fetch_sub(1, SeqCst);
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (port, running, max_seen, handled) = (port.clone(), running.clone(), max_seen.clone(), handled.clone());
+                thread::spawn(move || loop {
+                    let c = port.get(Some(LONG)).expect("a packet");
+                    if c.kind() == OpKind::Quit {
+                        return;
+                    }
+                    let now = running.fetch_add(1, SeqCst) + 1;
+                    max_seen.fetch_max(now, SeqCst);
+                    let spin = Instant::now();
+                    while spin.elapsed() < Duration::from_micros(20) {
+                        std::hint::spin_loop();
+                    }
+                    running.fetch_sub(1, SeqCst);
+                    if c.ctx() % 3 == 0 {
+                        port.release_slot();
+                    }
+                    handled.fetch_add(1, SeqCst);
+                })
             })
-        };
-        wait_until("the workers are parked", || port.stats().waiting >= 6);
+            .collect();
+        wait_until("the workers are parked", || port.stats().waiting >= THREADS - 2);
         let mut sampled_max = 0;
         for i in 0..PACKETS {
             port.post(Key(1), 0, i).unwrap();
-            if i % 1000 == 0 {
+            if i % 100 == 0 {
                 sampled_max = sampled_max.max(port.stats().running);
             }
         }
@@ -299,14 +314,14 @@ backend_tests! {
             sampled_max = sampled_max.max(port.stats().running);
             handled.load(SeqCst) == PACKETS
         });
-        port.post_quit(8).unwrap();
+        port.post_quit(THREADS).unwrap();
         for w in workers {
             w.join().expect("worker panicked");
         }
         let stats = port.stats();
         assert_eq!(stats.completed_of(OpKind::Post), PACKETS);
-        assert!(sampled_max <= 2, "running was {sampled_max}");
         assert!(max_seen.load(SeqCst) <= 2, "handlers saw {} at once", max_seen.load(SeqCst));
+        assert!(sampled_max <= 2, "running was {sampled_max}");
         assert_eq!(stats.max_running, 2, "the cap was reached and never passed");
     }
 

@@ -260,6 +260,19 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Fails the test unless `curl` can be run: a test that needs it must not
+/// report *ok* having checked nothing.
+pub fn require_curl() {
+    let ok = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "curl is not on PATH: install it (.ci/run does) to run the curl tests"
+    );
+}
+
 /// Whether `curl` can be run; prints a note when it cannot.
 pub fn curl_available() -> bool {
     let ok = std::process::Command::new("curl")

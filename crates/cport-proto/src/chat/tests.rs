@@ -84,6 +84,33 @@ fn events_for_unknown_sessions_produce_nothing() {
 }
 
 #[test]
+fn output_is_empty_only_with_nothing_to_send_or_close() {
+    let mut f = Fixture::new();
+    assert!(f.out.is_empty());
+    f.hub.connect(1, &mut f.out);
+    assert!(!f.out.is_empty(), "a welcome to send");
+    f.out.clear();
+    assert!(f.out.is_empty());
+    f.hub.line(1, b"/quit", &mut f.out);
+    assert_eq!(f.out.closes(), &[1]);
+    assert!(!f.out.is_empty(), "a bye to send and a session to close");
+}
+
+#[test]
+fn sessions_and_rooms_are_counted() {
+    let mut f = Fixture::with(&[1, 2, 3]);
+    assert_eq!((f.hub.sessions(), f.hub.rooms()), (3, 0));
+    f.send(1, "/join a");
+    f.send(2, "/join b");
+    f.send(3, "/join b");
+    assert_eq!(f.hub.rooms(), 2);
+    f.hub.disconnect(2, &mut f.out);
+    assert_eq!((f.hub.sessions(), f.hub.rooms()), (2, 2));
+    f.send(1, "/quit");
+    assert_eq!((f.hub.sessions(), f.hub.rooms()), (1, 1));
+}
+
+#[test]
 fn message_without_room_is_an_error() {
     let mut f = Fixture::with(&[1]);
     assert_eq!(
@@ -253,6 +280,22 @@ fn long_lists_are_truncated() {
     }
     let got = f.send(0, "/who");
     assert!(got[0].1.ends_with(", and 5 more\n"), "{}", got[0].1);
+}
+
+#[test]
+fn a_list_of_exactly_the_limit_is_not_summarised() {
+    let ids: Vec<u64> = (0..LIST_LIMIT as u64).collect();
+    let mut f = Fixture::with(&ids);
+    for &id in &ids {
+        f.send(id, &format!("/join r{id}"));
+    }
+    let got = f.send(0, "/rooms");
+    assert!(!got[0].1.contains("more"), "{}", got[0].1);
+    for &id in &ids {
+        f.send(id, "/join big");
+    }
+    let got = f.send(0, "/who");
+    assert!(!got[0].1.contains("more"), "{}", got[0].1);
 }
 
 #[test]
@@ -426,4 +469,74 @@ proptest! {
             }
         }
     }
+}
+
+/// The members of `id`'s room among the sessions a proptest uses (0..6).
+fn room_members(hub: &Hub, id: u64) -> Vec<u64> {
+    match hub.room_of(id) {
+        Some(room) => (0..6).filter(|i| hub.room_of(*i) == Some(room)).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Room isolation: every delivery an event of session X causes goes only to
+/// X itself or to members of X's room, as it was before the event or is
+/// after it (a join tells the old room and the new one); the one exception
+/// is a private message, which reaches its target and nothing else. Every
+/// notice (join, leave, quit, nick change) is covered, for any sequence.
+#[test]
+fn every_delivery_stays_in_the_senders_room() {
+    crate::coverage::run_with_coverage(
+        prop::collection::vec(op(), 0..120),
+        256,
+        &[("isolation at stake", 128)],
+        |ops| {
+            let mut hub = Hub::new();
+            let mut out = Output::new();
+            let mut at_stake = false;
+            for op in ops {
+                out.clear();
+                let id = match &op {
+                    Op::Connect(id) | Op::Disconnect(id) | Op::Line(id, _) => *id,
+                };
+                let before = room_members(&hub, id);
+                let pm_target = match &op {
+                    Op::Line(_, line) => match parse_line(line) {
+                        Ok(Command::Msg { to, .. }) => (0..6).find(|i| hub.nick(*i) == Some(to)),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                match &op {
+                    Op::Connect(id) => hub.connect(*id, &mut out),
+                    Op::Disconnect(id) => hub.disconnect(*id, &mut out),
+                    Op::Line(id, line) => hub.line(*id, line, &mut out),
+                }
+                let after = room_members(&hub, id);
+                let allowed = |to: u64| to == id || before.contains(&to) || after.contains(&to);
+                let outsiders = (0..6).any(|i| hub.nick(i).is_some() && !allowed(i));
+                for d in out.deliveries() {
+                    let pm = d.data.starts_with(b"[pm from ");
+                    at_stake |= outsiders && d.data.starts_with(b"* ");
+                    for &to in d.to {
+                        prop_assert!(
+                            allowed(to) || (pm && Some(to) == pm_target),
+                            "{:?} by session {} reached session {} (room before {:?}, after {:?}): {:?}",
+                            op,
+                            id,
+                            to,
+                            before,
+                            after,
+                            String::from_utf8_lossy(d.data)
+                        );
+                    }
+                }
+            }
+            Ok(if at_stake {
+                "isolation at stake"
+            } else {
+                "no notice with outsiders"
+            })
+        },
+    );
 }

@@ -171,6 +171,15 @@ mod tests {
         }
     }
 
+    /// `b < a` is invalid syntax, so the header is ignored even when the
+    /// start is past the end (checking the start first would answer 416).
+    #[test]
+    fn inverted_range_past_the_end_is_ignored() {
+        assert_eq!(parse_range("bytes=20-5", 10), Full);
+        assert_eq!(parse_range("bytes=10-9", 10), Full);
+        assert_eq!(parse_range("bytes=1-0", 0), Full);
+    }
+
     #[test]
     fn unit_is_case_insensitive_and_whitespace_trimmed() {
         assert_eq!(parse_range(" Bytes=1-2 ", 10), part(1, 2));

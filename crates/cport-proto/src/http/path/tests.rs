@@ -154,3 +154,46 @@ fn resolve_keeps_paths_and_symlinks_inside_the_root() {
     assert_eq!(resolve("/etc/passwd").unwrap(), None, "absolute path");
     assert_eq!(resolve("missing").unwrap_err().kind(), io::ErrorKind::NotFound);
 }
+
+/// `<root>-private` starts with the root's name as a string but is not
+/// inside it: containment is by path components, never by string prefix.
+#[test]
+fn symlink_into_a_sibling_sharing_the_roots_prefix_is_refused() {
+    let scratch = Scratch::new("sibling");
+    let root_dir = scratch.0.join("www");
+    let sibling = scratch.0.join("www-private");
+    fs::create_dir_all(&root_dir).unwrap();
+    fs::create_dir_all(&sibling).unwrap();
+    fs::write(sibling.join("secret"), "s").unwrap();
+    fs::write(root_dir.join("public"), "p").unwrap();
+    std::os::unix::fs::symlink(sibling.join("secret"), root_dir.join("file-link")).unwrap();
+    std::os::unix::fs::symlink(&sibling, root_dir.join("dir-link")).unwrap();
+    std::os::unix::fs::symlink("../www-private/secret", root_dir.join("relative-link")).unwrap();
+
+    let root = CanonicalRoot::new(&root_dir).unwrap();
+    let resolve = |p: &str| resolve_under_root(&root, Path::new(p)).unwrap();
+    assert_eq!(resolve("public"), Some(root.as_path().join("public")));
+    assert_eq!(resolve("file-link"), None, "symlink to <root>-private/secret");
+    assert_eq!(resolve("dir-link/secret"), None, "through a symlink to <root>-private");
+    assert_eq!(
+        resolve("relative-link"),
+        None,
+        "relative symlink to <root>-private/secret"
+    );
+}
+
+/// Each refusal names the rule it broke (the text ends up in logs).
+#[test]
+fn path_errors_name_the_rule_broken() {
+    let all = [
+        (PathError::NotOriginForm, "request target is not a path"),
+        (PathError::BadEscape, "invalid percent-escape in path"),
+        (PathError::NotUtf8, "path is not UTF-8"),
+        (PathError::Nul, "path contains NUL"),
+        (PathError::Backslash, "path contains a backslash"),
+        (PathError::DotDot, "path contains a '..' segment"),
+    ];
+    for (err, text) in all {
+        assert_eq!(err.to_string(), text);
+    }
+}
