@@ -442,7 +442,17 @@ impl Shared {
         let (queued, cap) = (st.queue.held(), self.cfg.max_queued);
         tracing::warn!(server = %self.cfg.name, session = st.id, queued, cap, "slow consumer cut off: {why}");
         st.queue.cut();
-        self.begin_close(slot, st, DisconnectReason::SlowConsumer { queued, cap }, true)
+        let fin = self.begin_close(slot, st, DisconnectReason::SlowConsumer { queued, cap }, true);
+        // The message already started gets the slow-consumer timeout to
+        // finish, not the server's whole close linger (300 s for HTTP): a
+        // peer that stopped reading would otherwise hold its place (and a
+        // chat room's "left" notice) for minutes.
+        let due = self.now().saturating_add(self.cfg.slow_ticks);
+        if st.linger_due != NEVER && due < st.linger_due {
+            st.linger_due = due;
+            self.schedule(st, due);
+        }
+        fin
     }
 
     /// Starts closing a session (or makes a graceful close abortive). Returns
