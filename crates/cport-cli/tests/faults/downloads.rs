@@ -64,7 +64,11 @@ pub fn stalled(b: Backend) {
     let t0 = Instant::now();
     let got = http_get(addr, "/big.bin");
     let took = t0.elapsed();
-    assert_eq!(got.as_ref().ok(), Some(&(200, BIG)), "{b:?}: a normal download amid stalled ones: {got:?}");
+    assert_eq!(
+        got.as_ref().ok(),
+        Some(&(200, BIG)),
+        "{b:?}: a normal download amid stalled ones: {got:?}"
+    );
     assert!(took < Duration::from_secs(10), "{b:?}: a normal download took {took:?}");
     assert!(server.usage().threads <= before.threads + EXTRA_THREADS);
 

@@ -70,10 +70,7 @@ on_both_backends!(emfile_at_accept_neither_spins_nor_stops_serving, emfile::case
 on_both_backends!(http_slowloris_is_cut_at_the_header_deadline, slowloris::http);
 on_both_backends!(chat_slowloris_is_cut_at_the_line_deadline, slowloris::chat);
 on_both_backends!(echo_silent_connections_are_cut_at_the_idle_deadline, slowloris::echo);
-on_both_backends!(
-    idle_deadline_never_fires_early,
-    slowloris::never_early
-);
+on_both_backends!(idle_deadline_never_fires_early, slowloris::never_early);
 on_both_backends!(
     chat_slow_consumer_is_cut_while_fast_talkers_get_everything,
     chat::slow_consumer
@@ -81,10 +78,7 @@ on_both_backends!(
 on_both_backends!(ten_thousand_reset_closes_leave_nothing_behind, churn::resets);
 on_both_backends!(fifty_thousand_connections_churned_with_flat_fds_and_rss, churn::churn);
 on_both_backends!(half_close_both_ways_delivers_everything, halfclose::case);
-on_both_backends!(
-    full_speed_reader_gets_all_of_a_64_mib_echo,
-    pipelines::echo_64_mib
-);
+on_both_backends!(full_speed_reader_gets_all_of_a_64_mib_echo, pipelines::echo_64_mib);
 on_both_backends!(
     full_speed_reader_gets_all_of_20000_pipelined_responses,
     pipelines::http_20000
