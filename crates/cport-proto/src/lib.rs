@@ -7,9 +7,11 @@
 //! - [`framing`]: codecs that cut a receive buffer into frames (length-prefixed
 //!   binary packets, text lines) and frame outgoing messages.
 //! - [`chat`]: the messenger's line protocol and its room/nickname state.
+//! - [`game`]: the game server's binary packets and the spectator snapshot.
 //! - [`http`]: HTTP/1.1 request parsing, path and range rules, and response
 //!   heads for a static file server.
 
 pub mod chat;
 pub mod framing;
+pub mod game;
 pub mod http;
