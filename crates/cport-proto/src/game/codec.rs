@@ -500,7 +500,6 @@ impl Update {
             full(&mut cur, &mut used);
             cur.leaves.push(l);
         }
-        drop(full);
         out.push(cur);
         out
     }
