@@ -142,7 +142,7 @@ backend_tests! {
             }
             // The talker keeps reading (its own lines and updates come back).
             let until = Instant::now() + Duration::from_millis(50);
-            while let Ok(_) = talker.recv(until.saturating_duration_since(Instant::now())) {}
+            while talker.recv(until.saturating_duration_since(Instant::now())).is_ok() {}
             if g.server().stats().disconnects_of(ReasonKind::SlowConsumer) >= 1 {
                 cut = true;
                 break;
