@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use cport::Backend;
-use cport_bench::{chat, echo, http, idle, Report};
+use cport_bench::{chat, echo, game, http, idle, Report};
 
 use crate::args::{parse_backend, parse_duration};
 
@@ -30,6 +30,26 @@ enum Kind {
     Chat(ChatArgs),
     /// Opens and holds many idle connections; checks each still answers.
     Idle(IdleArgs),
+    /// Game load: bots log in, random-walk across zones, chat, reconcile.
+    Game(GameArgs),
+}
+
+#[derive(Args, Debug)]
+struct GameArgs {
+    /// Game server address.
+    #[arg(long, default_value = "127.0.0.1:7002")]
+    target: SocketAddr,
+    /// Bots.
+    #[arg(long, default_value_t = 100)]
+    bots: usize,
+    /// Inputs per second per bot.
+    #[arg(long, default_value_t = 10.0)]
+    input_rate: f64,
+    /// Chance that an input is followed by a chat line.
+    #[arg(long, default_value_t = 0.01)]
+    chat_chance: f64,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -168,6 +188,24 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
                 backend: a.common.client.backend,
             };
             run_timed(&a.common, || chat::run(&cfg))
+        }
+        Kind::Game(a) => {
+            let cfg = game::GameConfig {
+                target: a.target,
+                bots: a.bots,
+                input_rate: a.input_rate.max(0.01),
+                duration: a.common.duration,
+                warmup: a.common.warmup,
+                backend: a.common.client.backend,
+                chat_chance: a.chat_chance.clamp(0.0, 1.0),
+            };
+            let r = with_progress(&a.common, || game::run(&cfg))?;
+            if a.common.client.json {
+                println!("{}", serde_json::to_string(&r).map_err(io::Error::other)?);
+            } else {
+                println!("{r}");
+            }
+            Ok(())
         }
         Kind::Idle(a) => {
             let cfg = idle::IdleConfig {
