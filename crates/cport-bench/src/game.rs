@@ -40,6 +40,10 @@ pub struct GameConfig {
     pub backend: Backend,
     /// Chance that an input is followed by a chat line.
     pub chat_chance: f64,
+    /// Share of the bots that also ask for the whole world each tick
+    /// (what a server without area of interest sends everyone): their
+    /// bytes are reported apart, so one run shows what the filter saves.
+    pub whole_world_share: f64,
 }
 
 /// What a game load measured.
@@ -77,6 +81,11 @@ pub struct GameReport {
     pub down_bytes_per_bot: f64,
     /// Bytes per second per bot, bot to server.
     pub up_bytes_per_bot: f64,
+    /// Bots that also received the whole world each tick.
+    pub whole_world_bots: usize,
+    /// Bytes per second per bot, server to bot, for those bots (the area
+    /// of interest's updates plus the whole world).
+    pub down_bytes_per_whole_world_bot: f64,
     /// Inputs sent in the window.
     pub inputs: u64,
     /// Acknowledged inputs whose predicted position differed from the server's.
@@ -115,6 +124,13 @@ impl std::fmt::Display for GameReport {
             "  per bot: {:.0} B/s down, {:.0} B/s up  ({} inputs, {} zone changes, {} chat lines heard)",
             self.down_bytes_per_bot, self.up_bytes_per_bot, self.inputs, self.zone_changes, self.chats_received
         )?;
+        if self.whole_world_bots > 0 {
+            writeln!(
+                f,
+                "  {} bots also took the whole world each tick: {:.0} B/s down each (area of interest alone: {:.0})",
+                self.whole_world_bots, self.down_bytes_per_whole_world_bot, self.down_bytes_per_bot
+            )?;
+        }
         write!(
             f,
             "  desyncs={} disconnects={} kicks={}  client CPU {:.0}%",
@@ -148,6 +164,8 @@ struct Bot {
     pending: VecDeque<Pending>,
     dir: (i8, i8),
     rng: u64,
+    /// Asks for the whole world each tick.
+    whole: bool,
 }
 
 impl Bot {
@@ -182,6 +200,7 @@ struct Shared {
     neighbour: LatencyRecorder,
     rep: GameReport,
     down: u64,
+    down_whole: u64,
     up: u64,
     measuring: bool,
     stats: Vec<Stats>,
@@ -208,6 +227,7 @@ pub fn run(cfg: &GameConfig) -> io::Result<GameReport> {
             pending: VecDeque::new(),
             dir: (0, 0),
             rng: (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            whole: ((i as f64 + 0.5) / cfg.bots as f64) < cfg.whole_world_share,
         });
     }
     let mut sh = Shared {
@@ -221,6 +241,7 @@ pub fn run(cfg: &GameConfig) -> io::Result<GameReport> {
             ..GameReport::default()
         },
         down: 0,
+        down_whole: 0,
         up: 0,
         measuring: false,
         stats: Vec::new(),
@@ -298,12 +319,16 @@ pub fn run(cfg: &GameConfig) -> io::Result<GameReport> {
             OpKind::Recv => match c.into_parts() {
                 (Ok(n), Payload::Buf(buf)) if n > 0 => {
                     let mut v = buf.into_vec();
-                    if sh.measuring {
-                        sh.down += n as u64;
-                    }
                     let b = &mut bots[i];
+                    if sh.measuring {
+                        *(if b.whole { &mut sh.down_whole } else { &mut sh.down }) += n as u64;
+                    }
                     b.rx.extend_from_slice(&v);
+                    let was_out = b.world.is_none();
                     on_bytes(b, &mut sh, Instant::now());
+                    if was_out && b.whole && b.world.is_some() {
+                        send(&port, b, &Packet::WholeWorld { on: true }, &mut sh);
+                    }
                     v.clear();
                     if b.live {
                         port.recv(&b.h, v, 0)?;
@@ -322,7 +347,10 @@ pub fn run(cfg: &GameConfig) -> io::Result<GameReport> {
     let rep = &mut sh.rep;
     rep.logged_in = bots.iter().filter(|b| b.world.is_some()).count();
     let secs = rep.seconds.max(1e-9);
-    rep.down_bytes_per_bot = sh.down as f64 / secs / cfg.bots.max(1) as f64;
+    rep.whole_world_bots = bots.iter().filter(|b| b.whole).count();
+    let aoi_bots = cfg.bots - rep.whole_world_bots;
+    rep.down_bytes_per_bot = sh.down as f64 / secs / aoi_bots.max(1) as f64;
+    rep.down_bytes_per_whole_world_bot = sh.down_whole as f64 / secs / rep.whole_world_bots.max(1) as f64;
     rep.up_bytes_per_bot = sh.up as f64 / secs / cfg.bots.max(1) as f64;
     rep.own_p50_us = sh.own.quantile_us(0.5);
     rep.own_p99_us = sh.own.quantile_us(0.99);

@@ -48,6 +48,11 @@ struct GameArgs {
     /// Chance that an input is followed by a chat line.
     #[arg(long, default_value_t = 0.01)]
     chat_chance: f64,
+    /// Share of the bots (0 to 1) that also take the whole world each tick,
+    /// as a server without area of interest would send: their bytes per
+    /// second are reported apart, showing what the filter saves in one run.
+    #[arg(long, default_value_t = 0.0)]
+    whole_world_share: f64,
     #[command(flatten)]
     common: Common,
 }
@@ -198,6 +203,7 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
                 warmup: a.common.warmup,
                 backend: a.common.client.backend,
                 chat_chance: a.chat_chance.clamp(0.0, 1.0),
+                whole_world_share: a.whole_world_share.clamp(0.0, 1.0),
             };
             let r = with_progress(&a.common, || game::run(&cfg))?;
             if a.common.client.json {

@@ -80,6 +80,7 @@ impl Handler for GameHandler {
             (Packet::StatsRequest, _) => {
                 let _ = s.send(encode_to_bytes(&Packet::Stats(self.engine.stats.snapshot())));
             }
+            (Packet::WholeWorld { on }, _) => self.engine.watch(s, on),
             (Packet::Input(i), Some(link)) => self.queue(s, &link, Cmd::Move(i)),
             (Packet::Chat { text }, Some(link)) => self.queue(s, &link, Cmd::Chat(text)),
             (Packet::Logout, Some(link)) => link.logout.store(true, std::sync::atomic::Ordering::Release),
@@ -89,6 +90,7 @@ impl Handler for GameHandler {
 
     fn on_disconnect(&self, s: &Session, st: ConnState, reason: &DisconnectReason) {
         tracing::debug!(session = s.id(), %reason, "game connection ended");
+        self.engine.watch(s, false);
         let link = st.conn.link.lock().take();
         if let Some(link) = link {
             self.engine.detach(&link, s);

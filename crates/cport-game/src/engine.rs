@@ -101,6 +101,9 @@ pub(crate) struct Engine {
     stopping: AtomicBool,
     pub stats: TickStats,
     pub store: Mutex<Option<Store<PendingLogin>>>,
+    /// Sessions that asked for the whole world each tick (spectators, and
+    /// players comparing it with their area of interest), by session id.
+    watchers: Mutex<HashMap<u64, Session>>,
     loaded: Mutex<Vec<(PendingLogin, Option<Saved>)>>,
 }
 
@@ -132,6 +135,7 @@ impl Engine {
             stopping: AtomicBool::new(false),
             stats: TickStats::default(),
             store: Mutex::new(None),
+            watchers: Mutex::new(HashMap::new()),
             loaded: Mutex::new(Vec::new()),
         }
     }
@@ -306,8 +310,16 @@ impl Engine {
         let players = self.players();
         let took = self.tick_start.lock().elapsed();
         self.stats.tick(took, players);
-        if !self.opts.interest {
-            let (entries, sessions) = self.everyone();
+        let watchers: Vec<Session> = self.watchers.lock().values().cloned().collect();
+        if !self.opts.interest || !watchers.is_empty() {
+            let (entries, mut sessions) = self.everyone();
+            if self.opts.interest {
+                sessions = watchers;
+            } else {
+                // Everyone gets it already; watchers without a player too.
+                let ids: std::collections::HashSet<u64> = sessions.iter().map(|s| s.id()).collect();
+                sessions.extend(watchers.into_iter().filter(|w| !ids.contains(&w.id())));
+            }
             let b = spectator_snapshot(tick, &entries);
             cport_server::broadcast(&sessions, &b);
         }
@@ -521,6 +533,16 @@ impl Engine {
         *link.detached.lock() = Some(Instant::now());
         let z = link.zone.load(Acquire);
         self.zones[usize::from(z)].lock().zone.set_attached(link.id, false);
+    }
+
+    /// Starts or stops sending `session` the whole world each tick.
+    pub fn watch(&self, session: &Session, on: bool) {
+        let mut w = self.watchers.lock();
+        if on {
+            w.insert(session.id(), session.clone());
+        } else {
+            w.remove(&session.id());
+        }
     }
 
     /// Sends every attached player the shutdown kick.

@@ -231,6 +231,54 @@ backend_tests! {
     }
 }
 
+backend_tests! {
+    fn a_spectator_receives_the_whole_world(backend: Backend) {
+        let mut rules = small_world();
+        rules.world.zones_x = 3;
+        rules.world.zone_size = 100;
+        let g = start(config(backend, rules));
+        let mut players = Vec::new();
+        let mut ids = BTreeSet::new();
+        for i in 0..5 {
+            let mut c = Client::connect(g.local_addr());
+            ids.insert(c.login(&format!("p{i}")).player);
+            players.push(c);
+        }
+        let mut watcher = Client::connect(g.local_addr());
+        watcher.send(&Packet::WholeWorld { on: true });
+        let seen = watcher.until(|p| match p {
+            Packet::Snapshot(s) if s.players == 5 => Some(s.entries.iter().map(|e| e.id).collect::<BTreeSet<_>>()),
+            _ => None,
+        });
+        assert_eq!(seen, ids);
+        // Off again: the snapshots stop.
+        watcher.send(&Packet::WholeWorld { on: false });
+        std::thread::sleep(Duration::from_millis(200));
+        while watcher.recv(Duration::from_millis(10)).is_ok() {}
+        assert!(watcher.recv(Duration::from_millis(300)).is_err(), "no snapshot after turning it off");
+    }
+
+    fn players_are_saved_periodically_while_they_play(backend: Backend) {
+        let dir = TempDir::new("periodic");
+        let mut cfg = config(backend, small_world());
+        cfg.data = Some(dir.0.clone());
+        cfg.save_every = Duration::from_millis(200);
+        let g = start(cfg);
+        let mut a = Client::connect(g.local_addr());
+        a.login("carol");
+        for _ in 0..3 {
+            a.step(-4, 6);
+        }
+        let u = a.acked(3);
+        let db = rusqlite::Connection::open(dir.0.join(cport_game::store::DB_FILE)).unwrap();
+        eventually("the periodic save wrote carol's position", || {
+            db.query_row("SELECT x, y FROM players WHERE name = 'carol'", [], |r| Ok((r.get::<_, i32>(0)?, r.get::<_, i32>(1)?)))
+                .is_ok_and(|p| p == (u.x, u.y))
+        });
+        drop(g);
+    }
+}
+
 #[test]
 fn the_stats_packet_reports_the_tick() {
     let g = start(config(cport::Backend::Auto, small_world()));

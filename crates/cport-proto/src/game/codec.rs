@@ -214,6 +214,7 @@ fn read_body(ty: PacketType, r: &mut Reader<'_>) -> Result<Packet, DecodeError> 
         PacketType::Ping => Packet::Ping { nonce: r.u64()? },
         PacketType::Logout => Packet::Logout,
         PacketType::StatsRequest => Packet::StatsRequest,
+        PacketType::WholeWorld => Packet::WholeWorld { on: r.bool()? },
         PacketType::LoginOk => Packet::LoginOk(LoginOk {
             player: r.u32()?,
             token: r.u64()?,
@@ -360,6 +361,7 @@ pub fn encode(p: &Packet, out: &mut BytesMut) {
         Packet::Chat { text } => put_str(out, text, MAX_CHAT),
         Packet::Ping { nonce } => out.put_u64_le(*nonce),
         Packet::Logout | Packet::StatsRequest => {}
+        Packet::WholeWorld { on } => out.put_u8(u8::from(*on)),
         Packet::LoginOk(l) => {
             out.put_u32_le(l.player);
             out.put_u64_le(l.token);

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! len: u16   bytes after this field (type + version + body), 2..=65535
-//! type: u8   the packet type (client -> server 0x01..=0x07, server -> client 0x81..=0x89)
+//! type: u8   the packet type (client -> server 0x01..=0x08, server -> client 0x81..=0x88)
 //! ver: u8    VERSION (1)
 //! body       the type's fields in order; strings are a u8 length then bytes
 //! ```

@@ -26,6 +26,7 @@ pub enum PacketType {
     Ping = 0x05,
     Logout = 0x06,
     StatsRequest = 0x07,
+    WholeWorld = 0x08,
     LoginOk = 0x81,
     Update = 0x82,
     ZoneChange = 0x83,
@@ -49,6 +50,7 @@ impl PacketType {
             0x05 => Ping,
             0x06 => Logout,
             0x07 => StatsRequest,
+            0x08 => WholeWorld,
             0x81 => LoginOk,
             0x82 => Update,
             0x83 => ZoneChange,
@@ -308,6 +310,13 @@ pub enum Packet {
     Logout,
     /// Client: ask for the server's counters ([`Packet::Stats`]).
     StatsRequest,
+    /// Client: receive (or stop receiving) the whole world each tick as
+    /// [`Packet::Snapshot`] parts: a spectator's view, with or without a
+    /// player of its own.
+    WholeWorld {
+        /// On or off.
+        on: bool,
+    },
     /// Server: login accepted.
     LoginOk(LoginOk),
     /// Server: this tick's changes within the receiver's area of interest.
@@ -353,6 +362,7 @@ impl Packet {
             Packet::Ping { .. } => PacketType::Ping,
             Packet::Logout => PacketType::Logout,
             Packet::StatsRequest => PacketType::StatsRequest,
+            Packet::WholeWorld { .. } => PacketType::WholeWorld,
             Packet::LoginOk(_) => PacketType::LoginOk,
             Packet::Update(_) => PacketType::Update,
             Packet::ZoneChange { .. } => PacketType::ZoneChange,

@@ -62,6 +62,7 @@ fn packet() -> impl Strategy<Value = Packet> {
         any::<u64>().prop_map(|nonce| Packet::Ping { nonce }),
         Just(Packet::Logout),
         Just(Packet::StatsRequest),
+        any::<bool>().prop_map(|on| Packet::WholeWorld { on }),
         (
             any::<u32>(),
             any::<u64>(),
