@@ -74,11 +74,12 @@ impl Handler for GameHandler {
             (Packet::Login { name }, None) => self.engine.login(s, &st.conn, name),
             (Packet::Resume { name, token }, None) => self.engine.resume(s, &st.conn, &name, token),
             (Packet::Ping { nonce }, _) => {
-                let tick = self.engine.stats.snapshot().ticks as u32;
+                let tick = self.engine.stats.ticks() as u32;
                 let _ = s.send(encode_to_bytes(&Packet::Pong { nonce, tick }));
             }
-            (Packet::StatsRequest, _) => {
-                let _ = s.send(encode_to_bytes(&Packet::Stats(self.engine.stats.snapshot())));
+            (Packet::StatsRequest { last_ticks }, _) => {
+                let stats = self.engine.stats.snapshot(last_ticks as usize);
+                let _ = s.send(encode_to_bytes(&Packet::Stats(stats)));
             }
             (Packet::WholeWorld { on }, _) => self.engine.watch(s, on),
             (Packet::Input(i), Some(link)) => self.queue(s, &link, Cmd::Move(i)),

@@ -277,7 +277,8 @@ impl Engine {
                     lobby.players.remove(&link.name);
                 }
                 if link.logout.load(Acquire) {
-                    if let Some(s) = link.session.lock().take() {
+                    let s = link.session.lock().take();
+                    if let Some(s) = s {
                         s.close();
                     }
                 }

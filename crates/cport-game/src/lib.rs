@@ -173,9 +173,9 @@ impl GameServer {
         self.server().local_addr()
     }
 
-    /// The tick counters (what a stats request answers).
+    /// The tick counters (what a stats request for all kept ticks answers).
     pub fn stats(&self) -> Stats {
-        self.engine.stats.snapshot()
+        self.engine.stats.snapshot(0)
     }
 
     /// Players in the world.

@@ -14,7 +14,6 @@ const WINDOW: usize = 2048;
 #[derive(Debug, Default)]
 pub struct TickStats {
     recent: Mutex<VecDeque<u32>>,
-    max_us: AtomicU64,
     ticks: AtomicU64,
     player_ticks: AtomicU64,
     handoffs: AtomicU64,
@@ -32,7 +31,6 @@ impl TickStats {
         }
         r.push_back(us);
         drop(r);
-        self.max_us.fetch_max(u64::from(us), Relaxed);
         self.ticks.fetch_add(1, Relaxed);
         self.player_ticks.fetch_add(players as u64, Relaxed);
         self.players.store(players as u64, Relaxed);
@@ -48,9 +46,19 @@ impl TickStats {
         self.corrections.fetch_add(n, Relaxed);
     }
 
-    /// The counters now, with the process's CPU time.
-    pub fn snapshot(&self) -> Stats {
-        let mut recent: Vec<u32> = self.recent.lock().iter().copied().collect();
+    /// Ticks run.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Relaxed)
+    }
+
+    /// The counters now, with the process's CPU time; the tick figures
+    /// cover the `last` latest ticks (0 or more than kept: all kept).
+    pub fn snapshot(&self, last: usize) -> Stats {
+        let mut recent: Vec<u32> = {
+            let r = self.recent.lock();
+            let skip = if last == 0 { 0 } else { r.len().saturating_sub(last) };
+            r.iter().skip(skip).copied().collect()
+        };
         recent.sort_unstable();
         let q = |f: f64| -> u32 {
             if recent.is_empty() {
@@ -63,7 +71,7 @@ impl TickStats {
             ticks: self.ticks.load(Relaxed),
             tick_p50_us: q(0.5),
             tick_p99_us: q(0.99),
-            tick_max_us: self.max_us.load(Relaxed).min(u64::from(u32::MAX)) as u32,
+            tick_max_us: recent.last().copied().unwrap_or(0),
             players: self.players.load(Relaxed).min(u64::from(u32::MAX)) as u32,
             player_ticks: self.player_ticks.load(Relaxed),
             cpu_us: process_cpu_us(),

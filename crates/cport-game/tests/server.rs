@@ -83,6 +83,24 @@ backend_tests! {
         assert_eq!(b.kicked(), KickReason::NAME_IN_USE);
     }
 
+    fn a_full_server_and_a_flooding_client_are_refused(backend: Backend) {
+        let mut cfg = config(backend, small_world());
+        cfg.rules.max_players = 1;
+        cfg.packet_rate = 20;
+        let g = start(cfg);
+        let mut a = Client::connect(g.local_addr());
+        a.login("alice");
+        let mut b = Client::connect(g.local_addr());
+        b.send(&Packet::Login { name: "bob".into() });
+        assert_eq!(b.kicked(), KickReason::SERVER_FULL);
+        // Alice floods: more packets in a burst than a second's allowance.
+        for n in 0..100 {
+            a.try_send(&Packet::Ping { nonce: n });
+        }
+        assert_eq!(a.kicked(), KickReason::RATE_LIMITED);
+        eventually("alice's connection is gone", || g.server().stats().sessions == 0);
+    }
+
     fn a_reconnect_within_the_grace_period_resumes_the_player(backend: Backend) {
         let mut rules = small_world();
         rules.grace = Duration::from_millis(600);
@@ -120,7 +138,7 @@ backend_tests! {
 
     fn a_client_that_does_not_read_is_cut_and_the_tick_goes_on(backend: Backend) {
         let mut cfg = config(backend, small_world());
-        cfg.max_queued = 64 << 10;
+        cfg.max_queued = 128 << 10;
         cfg.packet_rate = 5000;
         cfg.rules.max_pending = 512;
         let g = start(cfg);
@@ -136,8 +154,8 @@ backend_tests! {
         let t0 = Instant::now();
         let text = "x".repeat(200);
         let mut cut = false;
-        while t0.elapsed() < Duration::from_secs(20) {
-            for _ in 0..20 {
+        while t0.elapsed() < Duration::from_secs(40) {
+            for _ in 0..60 {
                 talker.send(&Packet::Chat { text: text.clone() });
             }
             // The talker keeps reading (its own lines and updates come back).
@@ -284,7 +302,7 @@ fn the_stats_packet_reports_the_tick() {
     let g = start(config(cport::Backend::Auto, small_world()));
     let mut c = Client::connect(g.local_addr());
     eventually("ticks ran", || g.stats().ticks >= 5);
-    c.send(&Packet::StatsRequest);
+    c.send(&Packet::StatsRequest { last_ticks: 3 });
     let s = c.until(|p| match p {
         Packet::Stats(s) => Some(*s),
         _ => None,

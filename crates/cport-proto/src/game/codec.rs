@@ -213,7 +213,7 @@ fn read_body(ty: PacketType, r: &mut Reader<'_>) -> Result<Packet, DecodeError> 
         PacketType::Chat => Packet::Chat { text: r.text()? },
         PacketType::Ping => Packet::Ping { nonce: r.u64()? },
         PacketType::Logout => Packet::Logout,
-        PacketType::StatsRequest => Packet::StatsRequest,
+        PacketType::StatsRequest => Packet::StatsRequest { last_ticks: r.u32()? },
         PacketType::WholeWorld => Packet::WholeWorld { on: r.bool()? },
         PacketType::LoginOk => Packet::LoginOk(LoginOk {
             player: r.u32()?,
@@ -360,7 +360,8 @@ pub fn encode(p: &Packet, out: &mut BytesMut) {
         }
         Packet::Chat { text } => put_str(out, text, MAX_CHAT),
         Packet::Ping { nonce } => out.put_u64_le(*nonce),
-        Packet::Logout | Packet::StatsRequest => {}
+        Packet::Logout => {}
+        Packet::StatsRequest { last_ticks } => out.put_u32_le(*last_ticks),
         Packet::WholeWorld { on } => out.put_u8(u8::from(*on)),
         Packet::LoginOk(l) => {
             out.put_u32_le(l.player);

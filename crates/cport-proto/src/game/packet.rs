@@ -231,11 +231,11 @@ impl KickReason {
 pub struct Stats {
     /// Ticks run.
     pub ticks: u64,
-    /// Tick duration, median over the recent window, µs.
+    /// Tick duration, median over the ticks asked for, µs.
     pub tick_p50_us: u32,
-    /// Tick duration, 99th percentile over the recent window, µs.
+    /// Tick duration, 99th percentile over the ticks asked for, µs.
     pub tick_p99_us: u32,
-    /// Longest tick since start, µs.
+    /// Longest of the ticks asked for, µs.
     pub tick_max_us: u32,
     /// Players in the world.
     pub players: u32,
@@ -309,7 +309,11 @@ pub enum Packet {
     /// Client: leave the world (saved at once, no grace period).
     Logout,
     /// Client: ask for the server's counters ([`Packet::Stats`]).
-    StatsRequest,
+    StatsRequest {
+        /// The tick percentiles cover this many of the latest ticks (at
+        /// most the 2,048 the server keeps; 0: all it keeps).
+        last_ticks: u32,
+    },
     /// Client: receive (or stop receiving) the whole world each tick as
     /// [`Packet::Snapshot`] parts: a spectator's view, with or without a
     /// player of its own.
@@ -361,7 +365,7 @@ impl Packet {
             Packet::Chat { .. } => PacketType::Chat,
             Packet::Ping { .. } => PacketType::Ping,
             Packet::Logout => PacketType::Logout,
-            Packet::StatsRequest => PacketType::StatsRequest,
+            Packet::StatsRequest { .. } => PacketType::StatsRequest,
             Packet::WholeWorld { .. } => PacketType::WholeWorld,
             Packet::LoginOk(_) => PacketType::LoginOk,
             Packet::Update(_) => PacketType::Update,

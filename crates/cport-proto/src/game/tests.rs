@@ -61,7 +61,7 @@ fn packet() -> impl Strategy<Value = Packet> {
         text().prop_map(|text| Packet::Chat { text }),
         any::<u64>().prop_map(|nonce| Packet::Ping { nonce }),
         Just(Packet::Logout),
-        Just(Packet::StatsRequest),
+        any::<u32>().prop_map(|last_ticks| Packet::StatsRequest { last_ticks }),
         any::<bool>().prop_map(|on| Packet::WholeWorld { on }),
         (
             any::<u32>(),
