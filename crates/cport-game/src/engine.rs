@@ -96,6 +96,8 @@ pub(crate) struct Engine {
     transit: Mutex<Vec<(Player, Arc<Link>)>>,
     remaining: AtomicUsize,
     tick: AtomicU32,
+    /// The zones' clock starts here.
+    epoch: Instant,
     tick_start: Mutex<Instant>,
     next_tick: Mutex<Instant>,
     stopping: AtomicBool,
@@ -130,6 +132,7 @@ impl Engine {
             transit: Mutex::new(Vec::new()),
             remaining: AtomicUsize::new(0),
             tick: AtomicU32::new(0),
+            epoch: now,
             tick_start: Mutex::new(now),
             next_tick: Mutex::new(now),
             stopping: AtomicBool::new(false),
@@ -215,7 +218,7 @@ impl Engine {
             for (id, link) in links.iter() {
                 cmds.extend(link.inbox.lock().drain(..).map(|c| (*id, c)));
             }
-            let step = zone.step(tick, cmds);
+            let step = zone.step(tick, self.epoch.elapsed().as_millis() as u64, cmds);
             corrections = step.corrections;
             for (id, u) in step.updates {
                 let Some(s) = links.get(&id).and_then(|l| l.session()) else {

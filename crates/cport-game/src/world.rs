@@ -63,9 +63,9 @@ impl World {
         self.zones.iter().find_map(|z| z.get(id))
     }
 
-    /// One tick: commands go to the zone each player is in; then zones hand
-    /// over who walked out.
-    pub fn step(&mut self, cmds: impl IntoIterator<Item = (PlayerId, Cmd)>) -> WorldStep {
+    /// One tick at `now_ms`: commands go to the zone each player is in;
+    /// then zones hand over who walked out.
+    pub fn step(&mut self, now_ms: u64, cmds: impl IntoIterator<Item = (PlayerId, Cmd)>) -> WorldStep {
         self.tick += 1;
         let mut per_zone: Vec<Vec<(PlayerId, Cmd)>> = vec![Vec::new(); self.zones.len()];
         for (id, c) in cmds {
@@ -76,7 +76,7 @@ impl World {
         let mut out = WorldStep::default();
         let mut moving = Vec::new();
         for (z, cmds) in self.zones.iter_mut().zip(per_zone) {
-            let s = z.step(self.tick, cmds);
+            let s = z.step(self.tick, now_ms, cmds);
             out.updates.extend(s.updates);
             out.chats.extend(s.chats);
             out.kicks.extend(s.kicks.into_iter().map(|(p, r)| (p.id, r)));

@@ -51,6 +51,8 @@ pub struct Player {
     fresh: bool,
     /// Input tokens, in thousandths.
     tokens: i64,
+    /// When the tokens were last topped up (ms on the caller's clock).
+    topped_ms: Option<u64>,
     /// Corrected impossible moves, forgiven one per second.
     cheats: u32,
     /// Inputs dropped past the rate, forgiven one per second.
@@ -74,6 +76,7 @@ impl Player {
             changed: false,
             fresh: true,
             tokens: i64::from(rules.world.max_input_rate) * 1000,
+            topped_ms: None,
             cheats: 0,
             floods: 0,
         }
@@ -198,18 +201,22 @@ impl Zone {
         }));
     }
 
-    /// Runs one tick: applies `cmds` in order (each checked against the
-    /// rules), hands off who walked out, kicks who broke the rules, and
-    /// works out what each player sees.
-    pub fn step(&mut self, tick: u32, cmds: impl IntoIterator<Item = (PlayerId, Cmd)>) -> ZoneStep {
+    /// Runs one tick at `now_ms` (milliseconds on any steady clock):
+    /// applies `cmds` in order (each checked against the rules), hands off
+    /// who walked out, kicks who broke the rules, and works out what each
+    /// player sees. Input tokens refill by the time passed, not by ticks, so
+    /// a late tick does not turn an honest client's inputs into floods.
+    pub fn step(&mut self, tick: u32, now_ms: u64, cmds: impl IntoIterator<Item = (PlayerId, Cmd)>) -> ZoneStep {
         let mut out = ZoneStep::default();
         let rules = self.rules;
-        let refill = i64::from(rules.world.max_input_rate) * 1000 / i64::from(rules.world.tick_hz.max(1));
-        let cap = i64::from(rules.world.max_input_rate) * 1000;
+        let rate = i64::from(rules.world.max_input_rate);
+        let cap = rate * 1000;
         let forgive = tick.is_multiple_of(u32::from(rules.world.tick_hz.max(1)));
         for p in self.players.values_mut() {
             p.changed = false;
-            p.tokens = (p.tokens + refill).min(cap);
+            let since = p.topped_ms.map_or(0, |t| now_ms.saturating_sub(t)).min(60_000) as i64;
+            p.topped_ms = Some(now_ms);
+            p.tokens = (p.tokens + since * rate).min(cap);
             if forgive {
                 p.cheats = p.cheats.saturating_sub(1);
                 p.floods = p.floods.saturating_sub(1);

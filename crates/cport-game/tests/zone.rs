@@ -29,7 +29,7 @@ fn a_valid_move_is_applied_and_acknowledged() {
     let r = rules();
     let mut z = Zone::new(0, r);
     z.insert(player(&r, 1, 500, 500));
-    let s = z.step(1, [(1, mv(1, 5, -3))]);
+    let s = z.step(1, 50, [(1, mv(1, 5, -3))]);
     assert_eq!(s.corrections, 0);
     let u = &s.updates.iter().find(|(id, _)| *id == 1).unwrap().1;
     assert_eq!((u.x, u.y, u.last_seq), (505, 497, 1));
@@ -40,7 +40,7 @@ fn a_step_past_the_speed_limit_is_clamped_and_counted() {
     let r = rules();
     let mut z = Zone::new(0, r);
     z.insert(player(&r, 1, 500, 500));
-    let s = z.step(1, [(1, mv(1, 100, -100))]);
+    let s = z.step(1, 50, [(1, mv(1, 100, -100))]);
     assert_eq!(s.corrections, 1);
     let p = z.get(1).unwrap();
     let m = i32::from(r.world.max_step);
@@ -52,7 +52,7 @@ fn the_world_edge_stops_a_move_as_the_client_predicts() {
     let r = rules();
     let mut z = Zone::new(0, r);
     z.insert(player(&r, 1, 2, 3));
-    let _ = z.step(1, [(1, mv(1, -10, -10))]);
+    let _ = z.step(1, 50, [(1, mv(1, -10, -10))]);
     let p = z.get(1).unwrap();
     assert_eq!((p.x, p.y), (0, 0));
     assert_eq!(r.predict(2, 3, -10, -10), (0, 0));
@@ -63,7 +63,7 @@ fn stale_and_repeated_inputs_are_ignored() {
     let r = rules();
     let mut z = Zone::new(0, r);
     z.insert(player(&r, 1, 500, 500));
-    let _ = z.step(1, [(1, mv(5, 1, 0)), (1, mv(5, 1, 0)), (1, mv(3, 1, 0))]);
+    let _ = z.step(1, 50, [(1, mv(5, 1, 0)), (1, mv(5, 1, 0)), (1, mv(3, 1, 0))]);
     let p = z.get(1).unwrap();
     assert_eq!((p.x, p.last_seq), (501, 5));
 }
@@ -75,7 +75,7 @@ fn inputs_past_the_rate_are_acknowledged_without_moving() {
     let mut z = Zone::new(0, r);
     z.insert(player(&r, 1, 500, 500));
     let cmds: Vec<_> = (1..=burst + 10).map(|s| (1, mv(s, 1, 0))).collect();
-    let s = z.step(1, cmds);
+    let s = z.step(1, 50, cmds);
     let p = z.get(1).unwrap();
     // The bucket held `burst` tokens plus one tick's refill.
     let refill = burst / u32::from(r.world.tick_hz);
@@ -93,7 +93,7 @@ fn a_cheater_is_corrected_then_kicked() {
     z.insert(player(&r, 2, 510, 500));
     let mut kicked = None;
     for t in 1..=(r.cheat_limit + 2) {
-        let s = z.step(t, [(1, mv(t, 120, 0))]);
+        let s = z.step(t, u64::from(t) * 50, [(1, mv(t, 120, 0))]);
         if let Some((p, why)) = s.kicks.into_iter().next() {
             kicked = Some((t, p.id, why));
             break;
@@ -141,7 +141,7 @@ fn each_player_is_told_about_exactly_the_players_in_its_cells() {
                 (p, mv(t, dx, dy))
             })
             .collect();
-        let s = z.step(t, cmds);
+        let s = z.step(t, u64::from(t) * 50, cmds);
         let mut changed = BTreeSet::new();
         for (p, u) in &s.updates {
             let view = told.entry(*p).or_default();
@@ -179,7 +179,7 @@ fn chat_reaches_the_zone_and_no_other() {
     w.insert(player(&r, 1, 100, 100)); // zone 0
     w.insert(player(&r, 2, 900, 900)); // zone 0, far away
     w.insert(player(&r, 3, 1500, 100)); // zone 1
-    let s = w.step([(1, Cmd::Chat("hello".into()))]);
+    let s = w.step(50, [(1, Cmd::Chat("hello".into()))]);
     assert_eq!(s.chats.len(), 1);
     let mut to = s.chats[0].to.clone();
     to.sort_unstable();
@@ -209,7 +209,7 @@ fn many_crossing_players_are_handed_over_exactly_once() {
                 (id, mv(t, dx, dy))
             })
             .collect();
-        let s = w.step(cmds);
+        let s = w.step(u64::from(t) * 50, cmds);
         handoffs += s.handoffs.len();
         for (id, from, to) in &s.handoffs {
             assert_ne!(from, to, "player {id} handed to its own zone");
@@ -227,4 +227,26 @@ fn many_crossing_players_are_handed_over_exactly_once() {
         handoffs > 1000,
         "the walk crossed zone boundaries ({handoffs} hand-offs)"
     );
+}
+
+#[test]
+fn a_late_tick_does_not_count_an_honest_client_as_flooding() {
+    let r = rules();
+    let rate = u32::from(r.world.max_input_rate);
+    let mut z = Zone::new(0, r);
+    z.insert(player(&r, 1, 500, 500));
+    // The burst is spent at once...
+    let s = z.step(1, 0, (1..=rate).map(|s| (1, mv(s, 1, 0))).collect::<Vec<_>>());
+    assert_eq!(s.corrections, 0);
+    // ...and the next tick comes a whole second late with a second's inputs.
+    let s = z.step(
+        2,
+        1000,
+        (rate + 1..=2 * rate).map(|s| (1, mv(s, 1, 0))).collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        s.corrections, 0,
+        "a second's worth of inputs after a second is within the rate"
+    );
+    assert_eq!(z.get(1).unwrap().x, 500 + 2 * rate as i32);
 }
