@@ -11,6 +11,9 @@ p99 latency; medians over the rounds.
     scripts/bench-echo.py [--conns 1,50,500] [--sizes 64,4096] [--duration 10]
                           [--rounds 3] [--servers cport-uring,cport-epoll,tokio,c-uring]
                           [--json FILE]
+
+`cport-base` runs another build of cport (the path in CPORT_BASE) on
+io_uring, for a before/after of a change in the same run.
 """
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, time
 
@@ -36,6 +39,11 @@ def server_cmd(name, port):
     cport = os.path.join(REL, "cport")
     return {
         "cport-uring": ([cport, "echo", "--listen", addr, "--threads", "1", "--backend", "uring"], {}),
+        # A/B across commits: another build of cport (CPORT_BASE=path/to/cport), io_uring.
+        "cport-base": ([os.environ.get("CPORT_BASE", cport), "echo", "--listen", addr, "--threads", "1",
+                        "--backend", "uring"], {}),
+        "cport-base-epoll": ([os.environ.get("CPORT_BASE", cport), "echo", "--listen", addr, "--threads", "1"],
+                             {"CPORT_BACKEND": "epoll"}),
         # As issue 3 asks: the same program, steered to epoll by the environment.
         "cport-epoll": ([cport, "echo", "--listen", addr, "--threads", "1"], {"CPORT_BACKEND": "epoll"}),
         "cport-example": ([os.path.join(REL, "examples", "echo"), addr, "1"], {}),

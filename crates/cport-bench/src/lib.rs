@@ -7,6 +7,7 @@
 pub mod chat;
 pub mod conn;
 pub mod echo;
+pub mod game;
 pub mod http;
 pub mod idle;
 pub mod lines;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use cport::Backend;
-use cport_bench::{chat, echo, http, idle, ws, Report};
+use cport_bench::{chat, echo, game, http, idle, ws, Report};
 
 use crate::args::{parse_backend, parse_duration};
 
@@ -33,6 +33,8 @@ enum Kind {
     /// WebSocket echo load: each connection upgrades, then sends a binary
     /// message and waits for its echo (point it at `cport echo --ws`).
     Ws(WsArgs),
+    /// Game load: bots log in, random-walk across zones, chat, reconcile.
+    Game(GameArgs),
 }
 
 #[derive(Args, Debug)]
@@ -46,6 +48,29 @@ struct WsArgs {
     /// Message payload size in bytes.
     #[arg(long, default_value_t = 64)]
     size: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct GameArgs {
+    /// Game server address.
+    #[arg(long, default_value = "127.0.0.1:7002")]
+    target: SocketAddr,
+    /// Bots.
+    #[arg(long, default_value_t = 100)]
+    bots: usize,
+    /// Inputs per second per bot.
+    #[arg(long, default_value_t = 10.0)]
+    input_rate: f64,
+    /// Chance that an input is followed by a chat line.
+    #[arg(long, default_value_t = 0.01)]
+    chat_chance: f64,
+    /// Share of the bots (0 to 1) that also take the whole world each tick,
+    /// as a server without area of interest would send: their bytes per
+    /// second are reported apart, showing what the filter saves in one run.
+    #[arg(long, default_value_t = 0.0)]
+    whole_world_share: f64,
     #[command(flatten)]
     common: Common,
 }
@@ -200,6 +225,25 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
                 backend: a.common.client.backend,
             };
             run_timed(&a.common, || ws::run(&cfg))
+        }
+        Kind::Game(a) => {
+            let cfg = game::GameConfig {
+                target: a.target,
+                bots: a.bots,
+                input_rate: a.input_rate.max(0.01),
+                duration: a.common.duration,
+                warmup: a.common.warmup,
+                backend: a.common.client.backend,
+                chat_chance: a.chat_chance.clamp(0.0, 1.0),
+                whole_world_share: a.whole_world_share.clamp(0.0, 1.0),
+            };
+            let r = with_progress(&a.common, || game::run(&cfg))?;
+            if a.common.client.json {
+                println!("{}", serde_json::to_string(&r).map_err(io::Error::other)?);
+            } else {
+                println!("{r}");
+            }
+            Ok(())
         }
         Kind::Idle(a) => {
             let cfg = idle::IdleConfig {

@@ -29,7 +29,9 @@ enum Command {
     Chat(apps::chat::ChatArgs),
     /// Web and file-transfer server: HTTP/1.1 static files, zero-copy bodies.
     Http(apps::http::HttpArgs),
-    /// Everything cport serves, on default ports (echo 7000, chat 7001, web 8080).
+    /// Game server: zones on a grid, a fixed tick on the port's workers, area of interest.
+    Game(apps::game::GameArgs),
+    /// Everything cport serves, on default ports (echo 7000, chat 7001, game 7002, web 8080).
     Serve(apps::serve::ServeArgs),
     /// Load generator (echo, http, chat, idle), on cport's own port.
     Bench(bench::BenchArgs),
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Echo(a) => apps::echo::run(a),
         Command::Chat(a) => apps::chat::run(a),
         Command::Http(a) => apps::http::run(a),
+        Command::Game(a) => apps::game::run(a),
         Command::Serve(a) => apps::serve::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Models(a) => models::shootout::main(a),

@@ -74,8 +74,10 @@ fn serve_runs_echo_chat_and_web_and_says_where() {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--game",
+            "127.0.0.1:0",
         ],
-        &["echo", "chat", "http"],
+        &["echo", "chat", "http", "game"],
     );
     let mut e = LineClient::connect(cli.addr("echo"));
     e.send("ping\n");

@@ -7,12 +7,14 @@
 //! - [`framing`]: codecs that cut a receive buffer into frames (length-prefixed
 //!   binary packets, text lines) and frame outgoing messages.
 //! - [`chat`]: the messenger's line protocol and its room/nickname state.
+//! - [`game`]: the game server's binary packets and the spectator snapshot.
 //! - [`http`]: HTTP/1.1 request parsing, path and range rules, and response
 //!   heads for a static file server.
 //! - [`ws`]: WebSocket (RFC 6455): the upgrade handshake and the frame codec.
 
 pub mod chat;
 pub mod framing;
+pub mod game;
 pub mod http;
 pub mod ws;
 

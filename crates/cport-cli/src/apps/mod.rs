@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod echo;
+pub mod game;
 pub mod http;
 pub mod serve;
 

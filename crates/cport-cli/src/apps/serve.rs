@@ -1,4 +1,4 @@
-//! `cport serve`: everything cport serves (echo, chat, web), on default
+//! `cport serve`: everything cport serves (echo, chat, game, web), on default
 //! ports, each on its own completion port and worker thread. The README's
 //! first command.
 
@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::chat::{self, ChatArgs, HistoryArgs};
 use super::echo::{self, Echo};
+use super::game::{self, GameArgs};
 use super::http;
 use super::{announce, run_until_signal, signals, ServerArgs};
 
@@ -24,6 +25,9 @@ pub struct ServeArgs {
     /// The longest chat line, in bytes.
     #[arg(long, default_value_t = 4096, value_name = "BYTES")]
     pub max_line: usize,
+    /// Where the game server listens.
+    #[arg(long, default_value = "127.0.0.1:7002")]
+    pub game: SocketAddr,
     /// Where the web server listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
@@ -53,6 +57,18 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
     let messenger = cport_chat::Chat::new(&args.history.config(args.max_line))?;
     let chat = chat::builder(args.chat, &chat_args).start(messenger.tcp_handler())?;
     announce("chat", &chat);
+    let game_args = GameArgs {
+        listen: args.game,
+        data: None,
+        tick_hz: 20,
+        zones: 4,
+        zone_threads: 0,
+        max_players: 10_000,
+        grace: 10,
+        no_interest: false,
+        server: args.server.clone(),
+    };
+    let game = game::start(args.game, &game_args)?;
     // The web client at /chat/ (from the web root), its socket at /chat/ws.
     let web = http::start_with(args.root.clone(), args.http, false, false, &args.server, |cfg| {
         cfg.websocket("/chat/ws", messenger.ws_handler())
@@ -68,6 +84,11 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         hint.port()
     );
     run_until_signal(sig, servers, args.server.shutdown_deadline());
+    let r = game.shutdown(args.server.shutdown_deadline());
+    println!(
+        "cport game: shut down in {:.0?} ({} sessions open)",
+        r.elapsed, r.sessions
+    );
     messenger.close_history();
     Ok(())
 }

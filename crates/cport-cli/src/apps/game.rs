@@ -1,0 +1,94 @@
+//! `cport game`: the authoritative game server (`cport-game`): zones on a
+//! grid stepped at a fixed tick on the completion port's worker threads,
+//! area of interest, server-side movement checks, SQLite persistence.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use cport_game::{GameConfig, GameServer, Rules};
+use cport_server::{Server, ShutdownSignals};
+
+use super::{announce, signals, ServerArgs};
+
+/// `cport game` flags.
+#[derive(Args, Clone, Debug)]
+pub struct GameArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7002")]
+    pub listen: SocketAddr,
+    /// Directory for the player database (game.sqlite3); default: in memory.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Ticks per second.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub tick_hz: u16,
+    /// Zones across and down (the world is ZONES x ZONES zones).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub zones: u16,
+    /// Worker threads stepping zones (0: one per processor).
+    #[arg(long, default_value_t = 0)]
+    pub zone_threads: usize,
+    /// The most players at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_players: usize,
+    /// Seconds a dropped player stays in the world, waiting for a resume.
+    #[arg(long, default_value_t = 10)]
+    pub grace: u64,
+    /// Send every player the whole world each tick instead of its area of
+    /// interest (to compare the bytes the filter saves).
+    #[arg(long)]
+    pub no_interest: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+impl GameArgs {
+    /// The game configuration these flags describe.
+    pub fn config(&self) -> GameConfig {
+        let mut rules = Rules::default();
+        rules.world.tick_hz = self.tick_hz;
+        rules.world.zones_x = self.zones;
+        rules.world.zones_y = self.zones;
+        rules.max_players = self.max_players.max(1);
+        rules.grace = Duration::from_secs(self.grace);
+        GameConfig {
+            rules,
+            data: self.data.clone(),
+            zone_threads: self.zone_threads,
+            interest: !self.no_interest,
+            max_queued: self.server.max_queued,
+            backend: self.server.backend,
+            ..GameConfig::default()
+        }
+    }
+}
+
+/// Starts the game server on `addr`.
+pub fn start(addr: SocketAddr, args: &GameArgs) -> io::Result<GameServer> {
+    let b = args.server.apply(Server::builder().name("game"));
+    let g = GameServer::start(b, addr, args.config())?;
+    announce("game", g.server());
+    Ok(g)
+}
+
+/// Runs `cport game` until SIGINT/SIGTERM.
+pub fn run(args: GameArgs) -> io::Result<()> {
+    let sig = signals()?;
+    let g = start(args.listen, &args)?;
+    wait_and_stop(sig, g, args.server.shutdown_deadline());
+    Ok(())
+}
+
+/// Waits for SIGINT/SIGTERM, then stops the game (players saved).
+fn wait_and_stop(mut sig: ShutdownSignals, g: GameServer, deadline: Duration) {
+    let s = sig.wait();
+    tracing::info!(signal = ShutdownSignals::name(s), "shutting down");
+    let r = g.shutdown(deadline);
+    println!(
+        "cport game: shut down in {:.0?} ({} sessions open)",
+        r.elapsed, r.sessions
+    );
+}

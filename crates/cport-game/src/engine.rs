@@ -1,0 +1,590 @@
+//! The engine: zones stepped on a completion port's worker threads.
+//!
+//! A timer on the engine's port fires each tick. The worker that takes it
+//! posts one packet per zone; the workers step zones in parallel, each under
+//! that zone's own lock, and queue what the zone produced on the sessions
+//! only after the lock is released (no lock is held across I/O). The last
+//! zone to finish runs the barrier: players that walked out of a zone are
+//! inserted into their new one (exactly once: between the two they sit in
+//! the engine's transit list, never in two zones, never lost), the tick is
+//! timed, and the next timer is armed on a fixed schedule.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cport::{Completion, Ctx, Key, OpKind, Port};
+use cport_proto::game::{encode_to_bytes, spectator_snapshot, KickReason, LoginOk, Packet, SnapEntry};
+use cport_server::Session;
+use parking_lot::Mutex;
+
+use crate::rules::{PlayerId, Rules};
+use crate::stats::TickStats;
+use crate::store::{Saved, Store};
+use crate::zone::{Cmd, Player, Zone};
+
+/// The engine port's completion contexts.
+const CTX_TICK: u64 = 1;
+const CTX_STEP: u64 = 2;
+const CTX_LOADED: u64 = 3;
+
+/// A player's link between its session (which changes on resume) and its
+/// zone (which changes on hand-off).
+pub(crate) struct Link {
+    pub id: PlayerId,
+    pub name: String,
+    pub token: u64,
+    /// The connection, while attached.
+    pub session: Mutex<Option<Session>>,
+    /// Commands waiting for the next tick.
+    pub inbox: Mutex<Vec<Cmd>>,
+    /// The zone the player is in (or is being handed to).
+    pub zone: AtomicU16,
+    /// When the connection went away (grace period), if it did.
+    pub detached: Mutex<Option<Instant>>,
+    /// The player asked to leave: removed and saved at the next tick.
+    pub logout: AtomicBool,
+}
+
+impl Link {
+    fn session(&self) -> Option<Session> {
+        self.session.lock().clone()
+    }
+}
+
+/// A connection's game state: the player it plays, once logged in.
+#[derive(Default)]
+pub(crate) struct Conn {
+    pub link: Mutex<Option<Arc<Link>>>,
+}
+
+/// A login waiting for the database.
+pub(crate) struct PendingLogin {
+    name: String,
+    session: Session,
+    conn: Arc<Conn>,
+}
+
+struct ZoneCell {
+    zone: Zone,
+    links: HashMap<PlayerId, Arc<Link>>,
+}
+
+/// Players in the world by name, and names being loaded.
+#[derive(Default)]
+struct Lobby {
+    players: HashMap<String, Arc<Link>>,
+    loading: HashMap<String, ()>,
+    next_id: PlayerId,
+}
+
+/// Engine options beyond the rules.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineOptions {
+    pub interest: bool,
+    pub save_every: Duration,
+}
+
+pub(crate) struct Engine {
+    pub port: Port,
+    pub rules: Rules,
+    opts: EngineOptions,
+    zones: Vec<Mutex<ZoneCell>>,
+    lobby: Mutex<Lobby>,
+    transit: Mutex<Vec<(Player, Arc<Link>)>>,
+    remaining: AtomicUsize,
+    tick: AtomicU32,
+    /// The zones' clock starts here.
+    epoch: Instant,
+    tick_start: Mutex<Instant>,
+    next_tick: Mutex<Instant>,
+    stopping: AtomicBool,
+    pub stats: TickStats,
+    pub store: Mutex<Option<Store<PendingLogin>>>,
+    /// Sessions that asked for the whole world each tick (spectators, and
+    /// players comparing it with their area of interest), by session id.
+    watchers: Mutex<HashMap<u64, Session>>,
+    loaded: Mutex<Vec<(PendingLogin, Option<Saved>)>>,
+}
+
+impl Engine {
+    pub fn new(port: Port, rules: Rules, opts: EngineOptions) -> Engine {
+        let zones = (0..rules.zones())
+            .map(|z| {
+                Mutex::new(ZoneCell {
+                    zone: Zone::new(z as u16, rules),
+                    links: HashMap::new(),
+                })
+            })
+            .collect();
+        let now = Instant::now();
+        Engine {
+            port,
+            rules,
+            opts,
+            zones,
+            lobby: Mutex::new(Lobby {
+                next_id: 1,
+                ..Lobby::default()
+            }),
+            transit: Mutex::new(Vec::new()),
+            remaining: AtomicUsize::new(0),
+            tick: AtomicU32::new(0),
+            epoch: now,
+            tick_start: Mutex::new(now),
+            next_tick: Mutex::new(now),
+            stopping: AtomicBool::new(false),
+            stats: TickStats::default(),
+            store: Mutex::new(None),
+            watchers: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The store thread's answer to a load: queued, and a packet posted so
+    /// that a worker finishes the login.
+    pub fn on_store_answer(&self, p: PendingLogin, saved: Option<Saved>) {
+        self.loaded.lock().push((p, saved));
+        if self.port.post(Key(0), 0, Ctx::new(CTX_LOADED)).is_err() {
+            tracing::warn!("game engine port refused a login completion");
+        }
+    }
+
+    /// Arms the first tick.
+    pub fn start(&self) -> std::io::Result<()> {
+        *self.next_tick.lock() = Instant::now() + self.rules.period();
+        self.port.timeout(self.rules.period(), Ctx::new(CTX_TICK))?;
+        Ok(())
+    }
+
+    /// Stops ticking (the tick in progress finishes).
+    pub fn stop_ticking(&self) {
+        self.stopping.store(true, SeqCst);
+    }
+
+    /// Runs one completion of the engine's port (a worker's whole job).
+    pub fn handle(&self, c: Completion) {
+        match (c.kind(), c.ctx()) {
+            (OpKind::Timeout, CTX_TICK) => self.begin_tick(),
+            (OpKind::Post, CTX_STEP) => self.step_zone(c.key().0 as usize),
+            (OpKind::Post, CTX_LOADED) => self.finish_logins(),
+            _ => {}
+        }
+    }
+
+    fn begin_tick(&self) {
+        if self.stopping.load(SeqCst) {
+            return;
+        }
+        self.tick.fetch_add(1, SeqCst);
+        *self.tick_start.lock() = Instant::now();
+        let n = self.zones.len();
+        self.remaining.store(n, SeqCst);
+        for z in 0..n {
+            if self.port.post(Key(z as u64), 0, Ctx::new(CTX_STEP)).is_err() {
+                self.step_zone(z); // the port is full: step it here
+            }
+        }
+    }
+
+    /// Steps zone `z`, then delivers what it produced (outside its lock).
+    fn step_zone(&self, z: usize) {
+        let Some(cell) = self.zones.get(z) else { return };
+        let tick = self.tick.load(SeqCst);
+        let now = Instant::now();
+        let grace = self.rules.grace;
+        let mut sends: Vec<(Session, Bytes)> = Vec::new();
+        let mut chats: Vec<(Vec<Session>, Bytes)> = Vec::new();
+        let mut kicks: Vec<(Option<Session>, KickReason)> = Vec::new();
+        let mut departed: Vec<(Arc<Link>, Saved)> = Vec::new();
+        let corrections;
+        {
+            let mut g = cell.lock();
+            let ZoneCell { zone, links } = &mut *g;
+            let leaving: Vec<PlayerId> = links
+                .values()
+                .filter(|l| l.logout.load(Acquire) || l.detached.lock().is_some_and(|t| now.duration_since(t) >= grace))
+                .map(|l| l.id)
+                .collect();
+            for id in leaving {
+                let link = links.remove(&id);
+                if let (Some(p), Some(link)) = (zone.remove(id), link) {
+                    departed.push((link, saved(&p)));
+                }
+            }
+            let mut cmds = Vec::new();
+            for (id, link) in links.iter() {
+                cmds.extend(link.inbox.lock().drain(..).map(|c| (*id, c)));
+            }
+            let step = zone.step(tick, self.epoch.elapsed().as_millis() as u64, cmds);
+            corrections = step.corrections;
+            for (id, u) in step.updates {
+                let Some(s) = links.get(&id).and_then(|l| l.session()) else {
+                    continue;
+                };
+                for part in u.split() {
+                    sends.push((s.clone(), encode_to_bytes(&Packet::Update(part))));
+                }
+            }
+            for c in step.chats {
+                let to = c.to.iter().filter_map(|id| links.get(id)?.session()).collect();
+                chats.push((to, encode_to_bytes(&Packet::ChatMsg(c.msg))));
+            }
+            for (p, why) in step.kicks {
+                if let Some(link) = links.remove(&p.id) {
+                    kicks.push((link.session(), why));
+                    departed.push((link, saved(&p)));
+                }
+            }
+            if !step.handoffs.is_empty() {
+                let mut t = self.transit.lock();
+                for p in step.handoffs {
+                    if let Some(link) = links.remove(&p.id) {
+                        t.push((p, link));
+                    }
+                }
+            }
+        }
+        // I/O and the lobby only after the zone's lock is released.
+        self.stats.corrections(corrections);
+        for (s, b) in sends {
+            let _ = s.send(b);
+        }
+        for (to, b) in chats {
+            cport_server::broadcast(&to, &b);
+        }
+        for (s, why) in kicks {
+            if let Some(s) = s {
+                tracing::info!(session = s.id(), reason = why.name(), "player kicked");
+                kick(&s, why);
+            }
+        }
+        self.depart(departed);
+        if self.remaining.fetch_sub(1, AcqRel) == 1 {
+            self.end_tick(tick);
+        }
+    }
+
+    /// Players out of the world: forgotten by name and saved.
+    fn depart(&self, departed: Vec<(Arc<Link>, Saved)>) {
+        if departed.is_empty() {
+            return;
+        }
+        let mut saves = Vec::with_capacity(departed.len());
+        {
+            let mut lobby = self.lobby.lock();
+            for (link, s) in departed {
+                if lobby.players.get(&link.name).is_some_and(|l| Arc::ptr_eq(l, &link)) {
+                    lobby.players.remove(&link.name);
+                }
+                if link.logout.load(Acquire) {
+                    let s = link.session.lock().take();
+                    if let Some(s) = s {
+                        s.close();
+                    }
+                }
+                saves.push(s);
+            }
+        }
+        if let Some(store) = &*self.store.lock() {
+            store.save(saves);
+        }
+    }
+
+    /// The barrier after every zone stepped: hand-offs, counters, the
+    /// broadcast-everything mode, periodic saves, the next timer.
+    fn end_tick(&self, tick: u32) {
+        let moved: Vec<(Player, Arc<Link>)> = std::mem::take(&mut *self.transit.lock());
+        self.stats.handoffs(moved.len() as u64);
+        for (p, link) in moved {
+            let z = self.rules.zone_of(p.x, p.y);
+            link.zone.store(z, Release);
+            let (x, y) = (p.x, p.y);
+            {
+                let mut g = self.zones[usize::from(z)].lock();
+                g.links.insert(p.id, link.clone());
+                g.zone.insert(p);
+            }
+            if let Some(s) = link.session() {
+                let _ = s.send(encode_to_bytes(&Packet::ZoneChange { zone: z, x, y }));
+            }
+        }
+        let players = self.players();
+        let took = self.tick_start.lock().elapsed();
+        self.stats.tick(took, players);
+        let watchers: Vec<Session> = self.watchers.lock().values().cloned().collect();
+        if !self.opts.interest || !watchers.is_empty() {
+            let (entries, mut sessions) = self.everyone();
+            if self.opts.interest {
+                sessions = watchers;
+            } else {
+                // Everyone gets it already; watchers without a player too.
+                let ids: std::collections::HashSet<u64> = sessions.iter().map(|s| s.id()).collect();
+                sessions.extend(watchers.into_iter().filter(|w| !ids.contains(&w.id())));
+            }
+            let b = spectator_snapshot(tick, &entries);
+            cport_server::broadcast(&sessions, &b);
+        }
+        let save_ticks = (self.opts.save_every.as_millis() / self.rules.period().as_millis().max(1)).max(1) as u32;
+        if tick.is_multiple_of(save_ticks) {
+            let batch = self.saved_all();
+            if let Some(store) = &*self.store.lock() {
+                store.save(batch);
+            }
+        }
+        if self.stopping.load(SeqCst) {
+            return;
+        }
+        let now = Instant::now();
+        let mut next = self.next_tick.lock();
+        *next += self.rules.period();
+        if *next < now {
+            *next = now; // behind: run the next tick at once rather than a burst
+        }
+        let wait = next.saturating_duration_since(now);
+        drop(next);
+        if let Err(e) = self.port.timeout(wait, Ctx::new(CTX_TICK)) {
+            tracing::error!(error = %e, "cannot arm the game tick");
+        }
+    }
+
+    /// Players in the world (in zones and in transit).
+    pub fn players(&self) -> usize {
+        self.zones.iter().map(|z| z.lock().zone.len()).sum::<usize>() + self.transit.lock().len()
+    }
+
+    /// Every player (as a spectator sees it) and every attached session.
+    fn everyone(&self) -> (Vec<SnapEntry>, Vec<Session>) {
+        let mut entries = Vec::new();
+        let mut sessions = Vec::new();
+        for z in &self.zones {
+            let g = z.lock();
+            g.zone.snapshot_into(&mut entries);
+            sessions.extend(g.links.values().filter_map(|l| l.session()));
+        }
+        (entries, sessions)
+    }
+
+    /// The spectator snapshot of the world now.
+    pub fn spectator(&self) -> Bytes {
+        let (entries, _) = self.everyone();
+        spectator_snapshot(self.tick.load(SeqCst), &entries)
+    }
+
+    /// Where every player is: per zone the ids in it, and the ids in transit.
+    pub fn census(&self) -> (Vec<Vec<PlayerId>>, Vec<PlayerId>) {
+        let zones = self
+            .zones
+            .iter()
+            .map(|z| z.lock().zone.players().map(|p| p.id).collect())
+            .collect();
+        let transit = self.transit.lock().iter().map(|(p, _)| p.id).collect();
+        (zones, transit)
+    }
+
+    /// The saved form of every player in the world.
+    pub fn saved_all(&self) -> Vec<Saved> {
+        let mut out: Vec<Saved> = Vec::new();
+        for z in &self.zones {
+            out.extend(z.lock().zone.players().map(saved));
+        }
+        out.extend(self.transit.lock().iter().map(|(p, _)| saved(p)));
+        out
+    }
+
+    /// Every attached session.
+    pub fn sessions(&self) -> Vec<Session> {
+        self.everyone().1
+    }
+
+    // ----- logins ----------------------------------------------------------
+
+    /// A login: refused at once, or sent to the database for the player's
+    /// saved state.
+    pub fn login(&self, session: &Session, conn: &Arc<Conn>, name: String) {
+        {
+            let mut lobby = self.lobby.lock();
+            if lobby.players.contains_key(&name) || lobby.loading.contains_key(&name) {
+                drop(lobby);
+                return kick(session, KickReason::NAME_IN_USE);
+            }
+            if lobby.players.len() + lobby.loading.len() >= self.rules.max_players {
+                drop(lobby);
+                return kick(session, KickReason::SERVER_FULL);
+            }
+            lobby.loading.insert(name.clone(), ());
+        }
+        let p = PendingLogin {
+            name,
+            session: session.clone(),
+            conn: conn.clone(),
+        };
+        let refused = match &*self.store.lock() {
+            Some(store) => store.load(p.name.clone(), p).err(),
+            None => Some(p),
+        };
+        if let Some(p) = refused {
+            self.lobby.lock().loading.remove(&p.name);
+            kick(&p.session, KickReason::SERVER_FULL);
+        }
+    }
+
+    /// Logins whose saved state came back: the player enters the world.
+    fn finish_logins(&self) {
+        let done: Vec<_> = std::mem::take(&mut *self.loaded.lock());
+        for (p, saved) in done {
+            let id = {
+                let mut lobby = self.lobby.lock();
+                lobby.loading.remove(&p.name);
+                if !p.session.is_open() {
+                    continue;
+                }
+                let id = lobby.next_id;
+                lobby.next_id = lobby.next_id.wrapping_add(1).max(1);
+                id
+            };
+            let (x, y) = saved
+                .as_ref()
+                .map_or_else(|| self.rules.spawn(id), |s| self.rules.clamp(s.x, s.y));
+            let mut player = Player::new(id, p.name.clone(), x, y, &self.rules);
+            if let Some(s) = &saved {
+                player.distance = s.distance;
+                player.chats = s.chats;
+                player.logins = s.logins;
+            }
+            player.logins += 1;
+            let zone = self.rules.zone_of(x, y);
+            let link = Arc::new(Link {
+                id,
+                name: p.name.clone(),
+                token: new_token(id),
+                session: Mutex::new(Some(p.session.clone())),
+                inbox: Mutex::new(Vec::new()),
+                zone: AtomicU16::new(zone),
+                detached: Mutex::new(None),
+                logout: AtomicBool::new(false),
+            });
+            self.lobby.lock().players.insert(p.name.clone(), link.clone());
+            *p.conn.link.lock() = Some(link.clone());
+            let ok = self.login_ok(&link, &player, false);
+            {
+                let mut g = self.zones[usize::from(zone)].lock();
+                g.links.insert(id, link.clone());
+                g.zone.insert(player);
+            }
+            let _ = p.session.send(ok);
+            tracing::debug!(player = id, name = %p.name, restored = saved.is_some(), "player entered");
+        }
+    }
+
+    fn login_ok(&self, link: &Link, p: &Player, resumed: bool) -> Bytes {
+        encode_to_bytes(&Packet::LoginOk(LoginOk {
+            player: link.id,
+            token: link.token,
+            resumed,
+            zone: self.rules.zone_of(p.x, p.y),
+            x: p.x,
+            y: p.y,
+            last_seq: p.last_seq,
+            world: self.rules.world,
+        }))
+    }
+
+    /// A resume: the player still in the world (within its grace period)
+    /// is attached to this session, and told about its surroundings afresh.
+    pub fn resume(&self, session: &Session, conn: &Arc<Conn>, name: &str, token: u64) {
+        let link = self.lobby.lock().players.get(name).cloned();
+        let Some(link) = link.filter(|l| l.token == token && !l.logout.load(Acquire)) else {
+            return kick(session, KickReason::BAD_TOKEN);
+        };
+        // The zone may change under us only at the barrier; retry once.
+        for _ in 0..2 {
+            let z = link.zone.load(Acquire);
+            let mut g = self.zones[usize::from(z)].lock();
+            if !g.links.contains_key(&link.id) {
+                drop(g);
+                std::thread::yield_now();
+                continue;
+            }
+            let old = link.session.lock().replace(session.clone());
+            *link.detached.lock() = None;
+            g.zone.set_attached(link.id, true);
+            let ok = g.zone.get(link.id).map(|p| self.login_ok(&link, p, true));
+            drop(g);
+            *conn.link.lock() = Some(link.clone());
+            if let Some(old) = old.filter(|o| o.id() != session.id()) {
+                kick(&old, KickReason::REPLACED);
+            }
+            if let Some(ok) = ok {
+                let _ = session.send(ok);
+            }
+            return;
+        }
+        kick(session, KickReason::BAD_TOKEN);
+    }
+
+    /// The connection of `link` went away: the player waits out the grace period.
+    pub fn detach(&self, link: &Arc<Link>, session: &Session) {
+        {
+            let mut s = link.session.lock();
+            if s.as_ref().is_none_or(|s| s.id() != session.id()) {
+                return; // replaced by a resume already
+            }
+            *s = None;
+        }
+        *link.detached.lock() = Some(Instant::now());
+        let z = link.zone.load(Acquire);
+        self.zones[usize::from(z)].lock().zone.set_attached(link.id, false);
+    }
+
+    /// Starts or stops sending `session` the whole world each tick.
+    pub fn watch(&self, session: &Session, on: bool) {
+        let mut w = self.watchers.lock();
+        if on {
+            w.insert(session.id(), session.clone());
+        } else {
+            w.remove(&session.id());
+        }
+    }
+
+    /// Sends every attached player the shutdown kick.
+    pub fn kick_all(&self, why: KickReason) {
+        for s in self.sessions() {
+            kick(&s, why);
+        }
+    }
+}
+
+/// Tells the peer why, then closes (the kick packet is flushed first).
+pub(crate) fn kick(s: &Session, why: KickReason) {
+    let _ = s.send(encode_to_bytes(&Packet::Kick { reason: why }));
+    s.close();
+}
+
+fn saved(p: &Player) -> Saved {
+    Saved {
+        name: p.name.clone(),
+        x: p.x,
+        y: p.y,
+        distance: p.distance,
+        chats: p.chats,
+        logins: p.logins,
+    }
+}
+
+/// A resume token nobody can guess from the id or the time: SipHash under
+/// the process's random keys.
+fn new_token(id: PlayerId) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(id);
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish().max(1)
+}

@@ -1,0 +1,91 @@
+//! The server's tick counters: what `cport bench game` reads back.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use cport_proto::game::Stats;
+use parking_lot::Mutex;
+
+/// Tick durations kept for the percentiles (about 100 s at 20 Hz).
+const WINDOW: usize = 2048;
+
+/// Counters written by the tick, read by a stats request.
+#[derive(Debug, Default)]
+pub struct TickStats {
+    recent: Mutex<VecDeque<u32>>,
+    ticks: AtomicU64,
+    player_ticks: AtomicU64,
+    handoffs: AtomicU64,
+    corrections: AtomicU64,
+    players: AtomicU64,
+}
+
+impl TickStats {
+    /// One tick ended: it took `took` with `players` in the world.
+    pub fn tick(&self, took: Duration, players: usize) {
+        let us = took.as_micros().min(u128::from(u32::MAX)) as u32;
+        let mut r = self.recent.lock();
+        if r.len() == WINDOW {
+            r.pop_front();
+        }
+        r.push_back(us);
+        drop(r);
+        self.ticks.fetch_add(1, Relaxed);
+        self.player_ticks.fetch_add(players as u64, Relaxed);
+        self.players.store(players as u64, Relaxed);
+    }
+
+    /// Hand-offs done.
+    pub fn handoffs(&self, n: u64) {
+        self.handoffs.fetch_add(n, Relaxed);
+    }
+
+    /// Inputs corrected or dropped.
+    pub fn corrections(&self, n: u64) {
+        self.corrections.fetch_add(n, Relaxed);
+    }
+
+    /// Ticks run.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Relaxed)
+    }
+
+    /// The counters now, with the process's CPU time; the tick figures
+    /// cover the `last` latest ticks (0 or more than kept: all kept).
+    pub fn snapshot(&self, last: usize) -> Stats {
+        let mut recent: Vec<u32> = {
+            let r = self.recent.lock();
+            let skip = if last == 0 { 0 } else { r.len().saturating_sub(last) };
+            r.iter().skip(skip).copied().collect()
+        };
+        recent.sort_unstable();
+        let q = |f: f64| -> u32 {
+            if recent.is_empty() {
+                0
+            } else {
+                recent[((recent.len() - 1) as f64 * f).round() as usize]
+            }
+        };
+        Stats {
+            ticks: self.ticks.load(Relaxed),
+            tick_p50_us: q(0.5),
+            tick_p99_us: q(0.99),
+            tick_max_us: recent.last().copied().unwrap_or(0),
+            players: self.players.load(Relaxed).min(u64::from(u32::MAX)) as u32,
+            player_ticks: self.player_ticks.load(Relaxed),
+            cpu_us: process_cpu_us(),
+            handoffs: self.handoffs.load(Relaxed),
+            corrections: self.corrections.load(Relaxed),
+        }
+    }
+}
+
+/// The process's user + system CPU time, µs.
+fn process_cpu_us() -> u64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as u64 * 1_000_000 + tv.tv_usec() as u64;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
