@@ -193,6 +193,26 @@ impl Server {
         Usage::of(self.pid()).expect("the server is running")
     }
 
+    /// The server's threads as "name state wchan", to tell what stayed.
+    pub fn threads(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .map(|t| {
+                let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+                let stat = read("stat");
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                    .unwrap_or("?")
+                    .to_owned();
+                format!("{} {state} {}", read("comm").trim(), read("wchan").trim())
+            })
+            .collect()
+    }
+
     /// What the server printed on stderr so far.
     pub fn stderr(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
@@ -244,7 +264,7 @@ impl Server {
         last
     }
 
-    /// Waits (up to 15 s: io_uring's idle kernel workers leave after 5 s)
+    /// Waits (up to 15 s: io_uring's kernel workers finish what they run)
     /// until the server is back within `tol` of `before`, then asserts it.
     pub fn assert_flat(&self, before: &Usage, tol: Tolerance) -> Usage {
         let end = Instant::now() + Duration::from_secs(15);
@@ -255,8 +275,9 @@ impl Server {
             }
             if Instant::now() >= end {
                 panic!(
-                    "{:?}: resources not back to flat (tolerance {tol:?}):\n before {before:?}\n after  {now:?}",
-                    self.backend
+                    "{:?}: resources not back to flat (tolerance {tol:?}):\n before {before:?}\n after  {now:?}\n threads (name state wchan) {:?}",
+                    self.backend,
+                    self.threads()
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -278,7 +299,8 @@ impl Drop for Server {
 pub struct Usage {
     /// Open file descriptors (/proc/PID/fd).
     pub fds: usize,
-    /// Threads, io_uring's kernel workers included (/proc/PID/task).
+    /// Threads, io_uring kernel workers that are in an operation included
+    /// (/proc/PID/task; idle ones waiting for work are not counted).
     pub threads: usize,
     /// Resident memory in KiB (`VmRSS` of /proc/PID/status).
     pub rss_kib: u64,
@@ -291,7 +313,18 @@ impl Usage {
     pub fn of(pid: u32) -> Option<Usage> {
         let count = |dir: &str| std::fs::read_dir(format!("/proc/{pid}/{dir}")).map(|d| d.count());
         let fds = count("fd").ok()?;
-        let threads = count("task").ok()?;
+        // An io_uring worker waiting for work (wchan `io_wq_worker`) holds
+        // no I/O: the kernel keeps the last one of its pool past the 5 s
+        // idle timeout. One parked in an operation (a splice into a full
+        // socket, say) is counted.
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+            .filter(|t| {
+                let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+                !(read("comm").starts_with("iou-wrk") && read("wchan").trim() == "io_wq_worker")
+            })
+            .count();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let rss_kib = status
             .lines()
