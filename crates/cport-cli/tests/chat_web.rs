@@ -66,6 +66,8 @@ fn serve_has_the_chat_page_and_socket_on_its_web_port() {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--game",
+            "127.0.0.1:0",
         ],
         &["echo", "chat", "http"],
     );

@@ -87,6 +87,8 @@ fn sigint_stops_every_server_of_serve() {
             "127.0.0.1:0",
             "--game",
             "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
         ],
         &["echo", "chat"],
     );

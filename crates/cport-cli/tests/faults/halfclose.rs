@@ -23,6 +23,8 @@ pub fn case(b: Backend) {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--game",
+            "127.0.0.1:0",
             "--root",
             root.as_str(),
         ],
