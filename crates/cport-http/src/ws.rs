@@ -109,6 +109,11 @@ impl WsRoutes {
     }
 }
 
+/// Payloads up to this size are copied behind their frame head into one
+/// buffer when sent: a copy of a few KiB costs less than a second queued
+/// item and the send it may take on its own.
+const COPY_MAX: usize = 16 << 10;
+
 /// One WebSocket session: a handle any thread may use to send and close.
 ///
 /// Cheap to clone. Sends never block; they go to the server core's send
@@ -149,8 +154,9 @@ impl WsSession {
         self.send_frame(encode_frame(Opcode::Text, text.as_bytes()))
     }
 
-    /// Sends a message without copying its payload: the frame head and the
-    /// payload go out as two buffers of one gathering send.
+    /// Sends a message. Up to `COPY_MAX` (16 KiB) the frame head and the
+    /// payload are written into one buffer: one queued item, one send. A
+    /// larger payload is not copied: head and payload go out as two buffers.
     pub fn send(&self, msg: WsMessage) -> bool {
         let (op, payload) = match msg {
             WsMessage::Text(b) => (Opcode::Text, b),
@@ -158,9 +164,16 @@ impl WsSession {
         };
         let head = FrameHead::new(op, true, payload.len() as u64, None);
         let conn = self.conn.lock();
-        conn.is_open()
-            && self.session.send(Bytes::copy_from_slice(head.as_bytes())).is_ok()
-            && self.session.send(payload).is_ok()
+        if !conn.is_open() {
+            return false;
+        }
+        if payload.len() <= COPY_MAX {
+            let mut frame = Vec::with_capacity(head.as_bytes().len() + payload.len());
+            frame.extend_from_slice(head.as_bytes());
+            frame.extend_from_slice(&payload);
+            return self.session.send(frame).is_ok();
+        }
+        self.session.send(Bytes::copy_from_slice(head.as_bytes())).is_ok() && self.session.send(payload).is_ok()
     }
 
     /// Sends a frame already encoded with [`encode_frame`]: encode a
@@ -203,6 +216,9 @@ pub(crate) struct Upgraded {
     ws: WsSession,
     /// How it ended, once it did (for `on_close`).
     close: Option<Close>,
+    /// The codec's events, kept between chunks so a message costs no
+    /// allocation here.
+    events: Vec<WsEvent>,
 }
 
 impl fmt::Debug for Upgraded {
@@ -226,6 +242,7 @@ impl Upgraded {
             handler,
             ws,
             close: None,
+            events: Vec::new(),
         }
     }
 
@@ -235,7 +252,7 @@ impl Upgraded {
             return;
         }
         let now = Instant::now();
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.events);
         let mut data = chunk;
         // Frame by frame, so a pong or close leaves after the answers to
         // the messages before it.
@@ -248,6 +265,7 @@ impl Upgraded {
             }
             self.dispatch(&mut events);
         }
+        self.events = events;
     }
 
     fn dispatch(&mut self, events: &mut Vec<WsEvent>) {
