@@ -4,7 +4,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use cport::{Handle, Key, Port};
+use cport::{Buf, Completion, Handle, Key, Payload, Port};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Creates a TCP socket for `target`, bound to `source` if given, associates
@@ -33,6 +33,20 @@ pub fn source_for(target: SocketAddr, i: usize, spread: usize) -> Option<IpAddr>
             Some(IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0001 + n)))
         }
         _ => None,
+    }
+}
+
+/// Settles a send's completion: a short send is finished with the rest of
+/// the same bytes (issued again with `ctx`). `false` when the send failed.
+pub fn finish_send(port: &Port, h: &Handle, c: Completion, ctx: u64) -> bool {
+    match c.into_parts() {
+        (Ok(n), Payload::Buf(Buf::Bytes(b))) => {
+            if n < b.len() {
+                let _ = port.send(h, b.slice(n..), ctx);
+            }
+            true
+        }
+        _ => false,
     }
 }
 

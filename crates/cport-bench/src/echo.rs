@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cport::{Backend, Buf, Handle, OpKind, Payload, Port};
+use cport::{Backend, Handle, OpKind, Port};
 
 use crate::conn;
 use crate::report::{LatencyRecorder, Report, Window};
@@ -180,12 +180,8 @@ pub fn run(cfg: &EchoConfig) -> io::Result<Report> {
                 }
             }
             OpKind::Send => {
-                if let (Ok(n), Payload::Buf(Buf::Bytes(b))) = c.into_parts() {
-                    if n < b.len() {
-                        // Finish a short send with the rest of the same bytes.
-                        let _ = port.send(&conn.h, b.slice(n..), CTX_SEND);
-                    }
-                } else {
+                let sent = conn::finish_send(&port, &conn.h, c, CTX_SEND);
+                if !sent {
                     report.errors += 1;
                 }
             }

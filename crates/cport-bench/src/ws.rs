@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cport::{Backend, Buf, Handle, OpKind, Payload, Port};
+use cport::{Backend, Handle, OpKind, Payload, Port};
 use cport_proto::ws::{encode_client_frame, FrameHead, Opcode};
 
 use crate::conn;
@@ -178,11 +178,8 @@ pub fn run(cfg: &WsLoadConfig) -> io::Result<Report> {
                 }
             }
             OpKind::Send => {
-                if let (Ok(n), Payload::Buf(Buf::Bytes(b))) = c.into_parts() {
-                    if n < b.len() {
-                        let _ = port.send(&conn.h, b.slice(n..), CTX_SEND);
-                    }
-                } else {
+                let sent = conn::finish_send(&port, &conn.h, c, CTX_SEND);
+                if !sent {
                     report.errors += 1;
                 }
             }
