@@ -16,8 +16,15 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const ws = new WebSocket(browserUrl);
 let nextId = 1;
 const pending = new Map();
+// Script errors and console.error calls on any page: the run fails on any.
+const pageErrors = [];
 ws.onmessage = (ev) => {
   const msg = JSON.parse(ev.data);
+  if (msg.method === "Runtime.exceptionThrown") {
+    pageErrors.push(JSON.stringify(msg.params.exceptionDetails));
+  } else if (msg.method === "Runtime.consoleAPICalled" && msg.params.type === "error") {
+    pageErrors.push(msg.params.args.map((a) => a.value ?? a.description).join(" "));
+  }
   if (msg.id && pending.has(msg.id)) {
     const { resolve, reject } = pending.get(msg.id);
     pending.delete(msg.id);
@@ -35,6 +42,7 @@ async function openPage(name) {
   const { targetId } = await cdp("Target.createTarget", { url: "about:blank" });
   const { sessionId } = await cdp("Target.attachToTarget", { targetId, flatten: true });
   await cdp("Page.enable", {}, sessionId);
+  await cdp("Runtime.enable", {}, sessionId);
   await cdp("Emulation.setDeviceMetricsOverride", { width: 1100, height: 620, deviceScaleFactor: 1, mobile: false }, sessionId);
   await cdp("Page.navigate", { url: `http://${webAddr}/` }, sessionId);
   const page = {
@@ -114,10 +122,11 @@ function tcpClient() {
   await until(bob, "document.getElementById('members').innerText.includes('terminal')", "members list");
   await until(bob, "document.getElementById('rooms').innerText.includes('lobby (3)')", "room list");
 
+  if (pageErrors.length) throw new Error("errors on the pages: " + pageErrors.join("; "));
   const { data } = await cdp("Page.captureScreenshot", { format: "png" }, bob.sessionId);
   fs.writeFileSync(shot, Buffer.from(data, "base64"));
   nc.end();
-  console.log("browser-chat: both pages saw each other's messages (and the TCP client's); screenshot in " + shot);
+  console.log("browser-chat: both pages saw each other's messages (and the TCP client's), no script or console errors; screenshot in " + shot);
   ws.close();
   process.exit(0);
 })().catch((e) => {
