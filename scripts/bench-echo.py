@@ -146,6 +146,8 @@ def main():
     ap.add_argument("--servers", default="cport-uring,cport-epoll,tokio")
     ap.add_argument("--json", help="also write the table as JSON here")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--base-port", type=int, default=7400,
+                    help="first loopback port; each run takes the next one (give concurrent runs distinct ranges)")
     a = ap.parse_args()
     servers = a.servers.split(",")
     if not a.no_build:
@@ -154,7 +156,7 @@ def main():
     if not use_perf:
         print("note: perf cannot count raw_syscalls here; system calls per message are not shown", file=sys.stderr)
     results = []
-    port = 7400
+    port = a.base_port
     for conns in map(int, a.conns.split(",")):
         for size in map(int, a.sizes.split(",")):
             runs = {s: [] for s in servers}
