@@ -58,6 +58,7 @@ impl Handler for GameHandler {
         if !s.is_open() {
             return;
         }
+        self.engine.stats.received(msg.len() + 2);
         if !self.admit(st, Instant::now()) {
             tracing::info!(session = s.id(), "game client past its packet rate");
             return kick(s, KickReason::RATE_LIMITED);

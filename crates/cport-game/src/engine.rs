@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cport::{Completion, Ctx, Key, OpKind, Port};
+use cport_http::WsSession;
 use cport_proto::game::{encode_to_bytes, spectator_snapshot, KickReason, LoginOk, Packet, SnapEntry};
+use cport_proto::ws::{encode_frame, Opcode};
 use cport_server::Session;
 use parking_lot::Mutex;
 
@@ -106,6 +108,8 @@ pub(crate) struct Engine {
     /// Sessions that asked for the whole world each tick (spectators, and
     /// players comparing it with their area of interest), by session id.
     watchers: Mutex<HashMap<u64, Session>>,
+    /// Browser viewers (WebSocket sessions of the HTTP server), by id.
+    viewers: Mutex<HashMap<u64, WsSession>>,
     loaded: Mutex<Vec<(PendingLogin, Option<Saved>)>>,
 }
 
@@ -139,6 +143,7 @@ impl Engine {
             stats: TickStats::default(),
             store: Mutex::new(None),
             watchers: Mutex::new(HashMap::new()),
+            viewers: Mutex::new(HashMap::new()),
             loaded: Mutex::new(Vec::new()),
         }
     }
@@ -249,12 +254,16 @@ impl Engine {
         }
         // I/O and the lobby only after the zone's lock is released.
         self.stats.corrections(corrections);
+        let mut bytes = 0;
         for (s, b) in sends {
+            bytes += b.len();
             let _ = s.send(b);
         }
         for (to, b) in chats {
+            bytes += b.len() * to.len();
             cport_server::broadcast(&to, &b);
         }
+        self.stats.sent(bytes);
         for (s, why) in kicks {
             if let Some(s) = s {
                 tracing::info!(session = s.id(), reason = why.name(), "player kicked");
@@ -308,14 +317,17 @@ impl Engine {
                 g.zone.insert(p);
             }
             if let Some(s) = link.session() {
-                let _ = s.send(encode_to_bytes(&Packet::ZoneChange { zone: z, x, y }));
+                let b = encode_to_bytes(&Packet::ZoneChange { zone: z, x, y });
+                self.stats.sent(b.len());
+                let _ = s.send(b);
             }
         }
         let players = self.players();
         let took = self.tick_start.lock().elapsed();
         self.stats.tick(took, players);
         let watchers: Vec<Session> = self.watchers.lock().values().cloned().collect();
-        if !self.opts.interest || !watchers.is_empty() {
+        let viewers: Vec<WsSession> = self.viewers.lock().values().cloned().collect();
+        if !self.opts.interest || !watchers.is_empty() || !viewers.is_empty() {
             let (entries, mut sessions) = self.everyone();
             if self.opts.interest {
                 sessions = watchers;
@@ -325,7 +337,21 @@ impl Engine {
                 sessions.extend(watchers.into_iter().filter(|w| !ids.contains(&w.id())));
             }
             let b = spectator_snapshot(tick, &entries);
+            self.stats.sent(b.len() * sessions.len());
             cport_server::broadcast(&sessions, &b);
+            if !viewers.is_empty() {
+                let frame = encode_frame(Opcode::Binary, &b);
+                for v in &viewers {
+                    v.send_frame(frame.clone());
+                }
+                if tick.is_multiple_of(u32::from(self.rules.world.tick_hz.max(1))) {
+                    let (bin, bout) = self.stats.bytes();
+                    let text = crate::web::stats_json(&self.stats.snapshot(0), viewers.len(), bin, bout);
+                    for v in &viewers {
+                        v.send_text(&text);
+                    }
+                }
+            }
         }
         let save_ticks = (self.opts.save_every.as_millis() / self.rules.period().as_millis().max(1)).max(1) as u32;
         if tick.is_multiple_of(save_ticks) {
@@ -547,6 +573,16 @@ impl Engine {
         } else {
             w.remove(&session.id());
         }
+    }
+
+    /// A browser viewer opened its socket: it gets the world each tick.
+    pub fn add_viewer(&self, ws: WsSession) {
+        self.viewers.lock().insert(ws.id(), ws);
+    }
+
+    /// A browser viewer went away.
+    pub fn remove_viewer(&self, id: u64) {
+        self.viewers.lock().remove(&id);
     }
 
     /// Sends every attached player the shutdown kick.

@@ -18,6 +18,9 @@
 //! - [`store`]: player state in SQLite on a thread of its own; loads answer
 //!   through a packet posted to the port, so the tick never waits for disk.
 //!
+//! - the viewer: a WebSocket endpoint ([`GameServer::viewer`]) for the
+//!   browser page in `www/game/`, fed the whole world each tick.
+//!
 //! The wire protocol is `cport_proto::game`, documented in `docs/GAME.md`.
 
 mod conn;
@@ -25,6 +28,7 @@ mod engine;
 pub mod rules;
 mod stats;
 pub mod store;
+mod web;
 mod world;
 pub mod zone;
 
@@ -40,6 +44,7 @@ use cport_proto::game::{KickReason, Stats};
 use cport_server::{Backend, LengthWidth, Server, ServerBuilder, ShutdownReport};
 
 pub use rules::{PlayerId, Rules};
+pub use web::{bundled_page, web_config};
 pub use world::World;
 
 use conn::GameHandler;
@@ -187,6 +192,15 @@ impl GameServer {
     /// over. A player is in exactly one of these lists.
     pub fn census(&self) -> (Vec<Vec<PlayerId>>, Vec<PlayerId>) {
         self.engine.census()
+    }
+
+    /// The browser viewer's WebSocket handler: mount it on an HTTP server
+    /// (`/ws` beside the page from [`bundled_page`], or `/game/ws` in
+    /// `cport serve`).
+    pub fn viewer(&self) -> Arc<dyn cport_http::WsHandler> {
+        Arc::new(web::Viewer {
+            engine: self.engine.clone(),
+        })
     }
 
     /// The whole world as a spectator sees it (`Snapshot` packets).

@@ -19,6 +19,8 @@ pub struct TickStats {
     handoffs: AtomicU64,
     corrections: AtomicU64,
     players: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
 }
 
 impl TickStats {
@@ -44,6 +46,21 @@ impl TickStats {
     /// Inputs corrected or dropped.
     pub fn corrections(&self, n: u64) {
         self.corrections.fetch_add(n, Relaxed);
+    }
+
+    /// Bytes received from game clients.
+    pub fn received(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Bytes queued to game clients (updates, chat, snapshots, kicks).
+    pub fn sent(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Bytes (received, sent) so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.bytes_in.load(Relaxed), self.bytes_out.load(Relaxed))
     }
 
     /// Ticks run.

@@ -19,6 +19,10 @@ pub struct GameArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7002")]
     pub listen: SocketAddr,
+    /// Also serve the browser viewer: the page at http://ADDR/ and its
+    /// WebSocket at ws://ADDR/ws.
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<SocketAddr>,
     /// Directory for the player database (game.sqlite3); default: in memory.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
@@ -78,14 +82,28 @@ pub fn start(addr: SocketAddr, args: &GameArgs) -> io::Result<GameServer> {
 pub fn run(args: GameArgs) -> io::Result<()> {
     let sig = signals()?;
     let g = start(args.listen, &args)?;
-    wait_and_stop(sig, g, args.server.shutdown_deadline());
+    let web = match args.web {
+        Some(addr) => {
+            let page = cport_game::bundled_page()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the viewer page (www/game) was not found"))?;
+            let cfg = cport_game::web_config(g.viewer(), page).listen(addr);
+            let web = cport_http::HttpServer::start(args.server.apply_http(cfg))?.into_server();
+            announce("game-web", &web);
+            Some(web)
+        }
+        None => None,
+    };
+    wait_and_stop(sig, g, web, args.server.shutdown_deadline());
     Ok(())
 }
 
 /// Waits for SIGINT/SIGTERM, then stops the game (players saved).
-fn wait_and_stop(mut sig: ShutdownSignals, g: GameServer, deadline: Duration) {
+fn wait_and_stop(mut sig: ShutdownSignals, g: GameServer, web: Option<Server>, deadline: Duration) {
     let s = sig.wait();
     tracing::info!(signal = ShutdownSignals::name(s), "shutting down");
+    if let Some(web) = web {
+        web.shutdown(deadline);
+    }
     let r = g.shutdown(deadline);
     println!(
         "cport game: shut down in {:.0?} ({} sessions open)",

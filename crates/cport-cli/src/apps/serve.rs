@@ -59,6 +59,7 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
     announce("chat", &chat);
     let game_args = GameArgs {
         listen: args.game,
+        web: None,
         data: None,
         tick_hz: 20,
         zones: 4,
@@ -69,9 +70,11 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         server: args.server.clone(),
     };
     let game = game::start(args.game, &game_args)?;
-    // The web client at /chat/ (from the web root), its socket at /chat/ws.
+    // The web clients at /chat/ and /game/ (from the web root), their
+    // sockets at /chat/ws and /game/ws.
     let web = http::start_with(args.root.clone(), args.http, false, false, &args.server, |cfg| {
         cfg.websocket("/chat/ws", messenger.ws_handler())
+            .websocket("/game/ws", game.viewer())
             .ws_config(cport_chat::ws_config(args.max_line))
     })?;
     announce("http", &web);
@@ -79,7 +82,7 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
     let page = web.local_addr();
     let servers = vec![("echo", echo), ("chat", chat), ("http", web)];
     println!(
-        "cport serve: ready; Ctrl-C stops (try: nc {} {}, then /help; or open http://{page}/chat/)",
+        "cport serve: ready; Ctrl-C stops (try: nc {} {}, then /help; or open http://{page}/chat/ and http://{page}/game/)",
         hint.ip(),
         hint.port()
     );
