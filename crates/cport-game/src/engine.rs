@@ -1,13 +1,17 @@
 //! The engine: zones stepped on a completion port's worker threads.
 //!
 //! A timer on the engine's port fires each tick. The worker that takes it
-//! posts one packet per zone; the workers step zones in parallel, each under
-//! that zone's own lock, and queue what the zone produced on the sessions
-//! only after the lock is released (no lock is held across I/O). The last
-//! zone to finish runs the barrier: players that walked out of a zone are
-//! inserted into their new one (exactly once: between the two they sit in
-//! the engine's transit list, never in two zones, never lost), the tick is
-//! timed, and the next timer is armed on a fixed schedule.
+//! posts one packet per zone; the workers apply the zones' inputs in
+//! parallel, each under that zone's own lock, and queue what the zone
+//! produced on the sessions only after the lock is released (no lock is
+//! held across I/O). The last zone to finish runs the barrier: players that
+//! walked out of a zone are inserted into their new one (exactly once:
+//! between the two they sit in the engine's transit list, never in two
+//! zones, never lost) and each zone's rim (its edge cells) is taken. Then a
+//! second packet per zone: the workers work out what each player sees, its
+//! zone's players and those of the rims around, read-only and shared; the
+//! last to finish times the tick and arms the next timer on a fixed
+//! schedule.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicUsize, Ordering::*};
@@ -25,12 +29,13 @@ use parking_lot::Mutex;
 use crate::rules::{PlayerId, Rules};
 use crate::stats::TickStats;
 use crate::store::{Saved, Store};
-use crate::zone::{Cmd, Player, Zone};
+use crate::zone::{Cmd, Player, Seen, Zone};
 
 /// The engine port's completion contexts.
 const CTX_TICK: u64 = 1;
 const CTX_STEP: u64 = 2;
 const CTX_LOADED: u64 = 3;
+const CTX_VIEW: u64 = 4;
 
 /// A player's link between its session (which changes on resume) and its
 /// zone (which changes on hand-off).
@@ -96,6 +101,10 @@ pub(crate) struct Engine {
     zones: Vec<Mutex<ZoneCell>>,
     lobby: Mutex<Lobby>,
     transit: Mutex<Vec<(Player, Arc<Link>)>>,
+    /// Each zone's rim this tick (taken after the hand-offs).
+    rims: Mutex<Vec<Arc<Vec<Seen>>>>,
+    /// The zones around each zone.
+    neighbours: Vec<Vec<u16>>,
     remaining: AtomicUsize,
     tick: AtomicU32,
     /// The zones' clock starts here.
@@ -134,6 +143,8 @@ impl Engine {
                 ..Lobby::default()
             }),
             transit: Mutex::new(Vec::new()),
+            rims: Mutex::new(Vec::new()),
+            neighbours: (0..rules.zones()).map(|z| rules.neighbours(z as u16)).collect(),
             remaining: AtomicUsize::new(0),
             tick: AtomicU32::new(0),
             epoch: now,
@@ -173,7 +184,8 @@ impl Engine {
     pub fn handle(&self, c: Completion) {
         match (c.kind(), c.ctx()) {
             (OpKind::Timeout, CTX_TICK) => self.begin_tick(),
-            (OpKind::Post, CTX_STEP) => self.step_zone(c.key().0 as usize),
+            (OpKind::Post, CTX_STEP) => self.apply_zone(c.key().0 as usize),
+            (OpKind::Post, CTX_VIEW) => self.view_zone(c.key().0 as usize),
             (OpKind::Post, CTX_LOADED) => self.finish_logins(),
             _ => {}
         }
@@ -189,18 +201,20 @@ impl Engine {
         self.remaining.store(n, SeqCst);
         for z in 0..n {
             if self.port.post(Key(z as u64), 0, Ctx::new(CTX_STEP)).is_err() {
-                self.step_zone(z); // the port is full: step it here
+                self.apply_zone(z); // the port is full: step it here
             }
         }
     }
 
-    /// Steps zone `z`, then delivers what it produced (outside its lock).
-    fn step_zone(&self, z: usize) {
+    /// The first half of a tick for zone `z`: its inputs applied, its
+    /// leavers, kicks and walkers taken out; chat and kicks delivered
+    /// after its lock is released. The last zone to finish runs the
+    /// hand-offs and starts the second half.
+    fn apply_zone(&self, z: usize) {
         let Some(cell) = self.zones.get(z) else { return };
         let tick = self.tick.load(SeqCst);
         let now = Instant::now();
         let grace = self.rules.grace;
-        let mut sends: Vec<(Session, Bytes)> = Vec::new();
         let mut chats: Vec<(Vec<Session>, Bytes)> = Vec::new();
         let mut kicks: Vec<(Option<Session>, KickReason)> = Vec::new();
         let mut departed: Vec<(Arc<Link>, Saved)> = Vec::new();
@@ -223,16 +237,8 @@ impl Engine {
             for (id, link) in links.iter() {
                 cmds.extend(link.inbox.lock().drain(..).map(|c| (*id, c)));
             }
-            let step = zone.step(tick, self.epoch.elapsed().as_millis() as u64, cmds);
+            let step = zone.apply(tick, self.epoch.elapsed().as_millis() as u64, cmds);
             corrections = step.corrections;
-            for (id, u) in step.updates {
-                let Some(s) = links.get(&id).and_then(|l| l.session()) else {
-                    continue;
-                };
-                for part in u.split() {
-                    sends.push((s.clone(), encode_to_bytes(&Packet::Update(part))));
-                }
-            }
             for c in step.chats {
                 let to = c.to.iter().filter_map(|id| links.get(id)?.session()).collect();
                 chats.push((to, encode_to_bytes(&Packet::ChatMsg(c.msg))));
@@ -255,10 +261,6 @@ impl Engine {
         // I/O and the lobby only after the zone's lock is released.
         self.stats.corrections(corrections);
         let mut bytes = 0;
-        for (s, b) in sends {
-            bytes += b.len();
-            let _ = s.send(b);
-        }
         for (to, b) in chats {
             bytes += b.len() * to.len();
             cport_server::broadcast(&to, &b);
@@ -271,6 +273,77 @@ impl Engine {
             }
         }
         self.depart(departed);
+        if self.remaining.fetch_sub(1, AcqRel) == 1 {
+            self.hand_over();
+        }
+    }
+
+    /// The barrier between the halves: players that walked out of a zone
+    /// go into their new one (exactly once: between the two they sit in the
+    /// transit list, never in two zones, never lost), every zone's rim is
+    /// taken, and the zones are posted for their views.
+    fn hand_over(&self) {
+        let moved: Vec<(Player, Arc<Link>)> = std::mem::take(&mut *self.transit.lock());
+        self.stats.handoffs(moved.len() as u64);
+        for (p, link) in moved {
+            let z = self.rules.zone_of(p.x, p.y);
+            link.zone.store(z, Release);
+            let (x, y) = (p.x, p.y);
+            {
+                let mut g = self.zones[usize::from(z)].lock();
+                g.links.insert(p.id, link.clone());
+                g.zone.insert(p);
+            }
+            if let Some(s) = link.session() {
+                let b = encode_to_bytes(&Packet::ZoneChange { zone: z, x, y });
+                self.stats.sent(b.len());
+                let _ = s.send(b);
+            }
+        }
+        let rims: Vec<Arc<Vec<Seen>>> = self.zones.iter().map(|z| Arc::new(z.lock().zone.rim())).collect();
+        *self.rims.lock() = rims;
+        let n = self.zones.len();
+        self.remaining.store(n, SeqCst);
+        for z in 0..n {
+            if self.port.post(Key(z as u64), 0, Ctx::new(CTX_VIEW)).is_err() {
+                self.view_zone(z); // the port is full: do it here
+            }
+        }
+    }
+
+    /// The second half for zone `z`: what each of its players sees (its
+    /// zone and the rims of the zones around), sent after its lock is
+    /// released. The last zone to finish ends the tick.
+    fn view_zone(&self, z: usize) {
+        let Some(cell) = self.zones.get(z) else { return };
+        let tick = self.tick.load(SeqCst);
+        let rims: Vec<Arc<Vec<Seen>>> = {
+            let all = self.rims.lock();
+            self.neighbours[z]
+                .iter()
+                .filter_map(|&n| all.get(usize::from(n)).cloned())
+                .collect()
+        };
+        let near: Vec<&[Seen]> = rims.iter().map(|r| r.as_slice()).collect();
+        let mut sends: Vec<(Session, cport_proto::game::Update)> = Vec::new();
+        {
+            let mut g = cell.lock();
+            let ZoneCell { zone, links } = &mut *g;
+            for (id, u) in zone.view(tick, &near) {
+                if let Some(s) = links.get(&id).and_then(|l| l.session()) {
+                    sends.push((s, u));
+                }
+            }
+        }
+        let mut bytes = 0;
+        for (s, u) in sends {
+            for part in u.split() {
+                let b = encode_to_bytes(&Packet::Update(part));
+                bytes += b.len();
+                let _ = s.send(b);
+            }
+        }
+        self.stats.sent(bytes);
         if self.remaining.fetch_sub(1, AcqRel) == 1 {
             self.end_tick(tick);
         }
@@ -302,26 +375,10 @@ impl Engine {
         }
     }
 
-    /// The barrier after every zone stepped: hand-offs, counters, the
-    /// broadcast-everything mode, periodic saves, the next timer.
+    /// The end of the tick, once every zone has sent its views: counters,
+    /// the whole world to spectators (and to everyone without the
+    /// area-of-interest filter), periodic saves, the next timer.
     fn end_tick(&self, tick: u32) {
-        let moved: Vec<(Player, Arc<Link>)> = std::mem::take(&mut *self.transit.lock());
-        self.stats.handoffs(moved.len() as u64);
-        for (p, link) in moved {
-            let z = self.rules.zone_of(p.x, p.y);
-            link.zone.store(z, Release);
-            let (x, y) = (p.x, p.y);
-            {
-                let mut g = self.zones[usize::from(z)].lock();
-                g.links.insert(p.id, link.clone());
-                g.zone.insert(p);
-            }
-            if let Some(s) = link.session() {
-                let b = encode_to_bytes(&Packet::ZoneChange { zone: z, x, y });
-                self.stats.sent(b.len());
-                let _ = s.send(b);
-            }
-        }
         let players = self.players();
         let took = self.tick_start.lock().elapsed();
         self.stats.tick(took, players);
@@ -601,7 +658,7 @@ pub(crate) fn kick(s: &Session, why: KickReason) {
 
 fn saved(p: &Player) -> Saved {
     Saved {
-        name: p.name.clone(),
+        name: p.name.to_string(),
         x: p.x,
         y: p.y,
         distance: p.distance,

@@ -45,7 +45,7 @@ use cport_server::{Backend, LengthWidth, Server, ServerBuilder, ShutdownReport};
 
 pub use rules::{PlayerId, Rules};
 pub use web::{bundled_page, web_config};
-pub use world::World;
+pub use world::{World, WorldStep};
 
 use conn::GameHandler;
 use engine::{Engine, EngineOptions};

@@ -73,6 +73,22 @@ impl Rules {
         zy * self.world.zones_x + zx
     }
 
+    /// The zones around zone `z` (up to eight): whose edge cells its
+    /// players near an edge can see.
+    pub fn neighbours(&self, z: u16) -> Vec<u16> {
+        let (w, h) = (i32::from(self.world.zones_x), i32::from(self.world.zones_y));
+        let (zx, zy) = (i32::from(z) % w.max(1), i32::from(z) / w.max(1));
+        let mut out = Vec::with_capacity(8);
+        for y in zy - 1..=zy + 1 {
+            for x in zx - 1..=zx + 1 {
+                if (x, y) != (zx, zy) && (0..w).contains(&x) && (0..h).contains(&y) {
+                    out.push((y * w + x) as u16);
+                }
+            }
+        }
+        out
+    }
+
     /// The point moved inside the world.
     pub fn clamp(&self, x: i32, y: i32) -> (i32, i32) {
         (x.clamp(0, self.width() - 1), y.clamp(0, self.height() - 1))

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use cport_proto::game::{KickReason, Update};
 
 use crate::rules::{PlayerId, Rules};
-use crate::zone::{ChatOut, Cmd, Player, Zone};
+use crate::zone::{ChatOut, Cmd, Player, Seen, Zone};
 
 /// Every zone of a world, and the tick.
 #[derive(Debug)]
@@ -64,7 +64,8 @@ impl World {
     }
 
     /// One tick at `now_ms`: commands go to the zone each player is in;
-    /// then zones hand over who walked out.
+    /// zones hand over who walked out; then each zone works out what its
+    /// players see, across zone edges (the engine's order, on one thread).
     pub fn step(&mut self, now_ms: u64, cmds: impl IntoIterator<Item = (PlayerId, Cmd)>) -> WorldStep {
         self.tick += 1;
         let mut per_zone: Vec<Vec<(PlayerId, Cmd)>> = vec![Vec::new(); self.zones.len()];
@@ -76,8 +77,7 @@ impl World {
         let mut out = WorldStep::default();
         let mut moving = Vec::new();
         for (z, cmds) in self.zones.iter_mut().zip(per_zone) {
-            let s = z.step(self.tick, now_ms, cmds);
-            out.updates.extend(s.updates);
+            let s = z.apply(self.tick, now_ms, cmds);
             out.chats.extend(s.chats);
             out.kicks.extend(s.kicks.into_iter().map(|(p, r)| (p.id, r)));
             moving.extend(s.handoffs.into_iter().map(|p| (z.id(), p)));
@@ -86,6 +86,12 @@ impl World {
             let to = self.rules.zone_of(p.x, p.y);
             out.handoffs.push((p.id, from, to));
             self.zones[usize::from(to)].insert(p);
+        }
+        let rims: Vec<Vec<Seen>> = self.zones.iter().map(Zone::rim).collect();
+        for z in 0..self.zones.len() {
+            let around = self.rules.neighbours(z as u16);
+            let near: Vec<&[Seen]> = around.iter().map(|&n| rims[usize::from(n)].as_slice()).collect();
+            out.updates.extend(self.zones[z].view(self.tick, &near));
         }
         out
     }

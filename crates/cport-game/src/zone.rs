@@ -3,10 +3,16 @@
 //! zone and who is kicked. No socket, no clock, no lock: the engine steps
 //! zones in parallel, each under its own lock, and does the I/O after.
 //!
-//! Call order per tick: [`Zone::step`] once; between steps, [`Zone::insert`],
-//! [`Zone::remove`] and [`Zone::reattach`] as players arrive and go.
+//! Call order per tick: [`Zone::apply`] (inputs, kicks, who walked out);
+//! then, once every zone has applied and the walkers are inserted in their
+//! new zones, [`Zone::rim`] of each zone and [`Zone::view`] with the rims of
+//! its neighbours: a player near an edge sees the players in the cells of
+//! the zone next door. [`Zone::step`] is both for a zone on its own. Between
+//! ticks, [`Zone::insert`], [`Zone::remove`] and [`Zone::set_attached`] as
+//! players arrive and go.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use cport_proto::game::{ChatMsg, Entity, EntityMove, Input, KickReason, SnapEntry, Update};
 
@@ -27,7 +33,7 @@ pub struct Player {
     /// Its id.
     pub id: PlayerId,
     /// Its name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Position.
     pub x: i32,
     /// Position.
@@ -64,7 +70,7 @@ impl Player {
     pub fn new(id: PlayerId, name: String, x: i32, y: i32, rules: &Rules) -> Player {
         Player {
             id,
-            name,
+            name: name.into(),
             x,
             y,
             last_seq: 0,
@@ -114,28 +120,71 @@ pub struct ZoneStep {
     pub corrections: u64,
 }
 
+/// A player as the zones next door see it: what an enter or a move says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// Its id.
+    pub id: PlayerId,
+    /// Position.
+    pub x: i32,
+    /// Position.
+    pub y: i32,
+    /// Its last applied input sequence.
+    pub last_seq: u32,
+    /// It moved or had an input acknowledged this tick.
+    pub changed: bool,
+    /// Its name.
+    pub name: Arc<str>,
+}
+
+impl Seen {
+    fn of(p: &Player) -> Seen {
+        Seen {
+            id: p.id,
+            x: p.x,
+            y: p.y,
+            last_seq: p.last_seq,
+            changed: p.changed,
+            name: p.name.clone(),
+        }
+    }
+}
+
 /// One zone: its players, and the area-of-interest grid over its area.
+///
+/// Cells are the world's (`x / cell_size`, `y / cell_size`): the grid kept
+/// here covers the zone's cells and a ring of one cell around them, where
+/// the neighbours' rim players are placed.
 #[derive(Debug)]
 pub struct Zone {
     id: u16,
     rules: Rules,
     players: BTreeMap<PlayerId, Player>,
-    /// Cells across (and down) the zone.
-    side: usize,
-    /// Scratch: ids per cell, rebuilt each step.
-    cells: Vec<Vec<PlayerId>>,
+    /// The zone's first and last cell, across and down (world cells).
+    cells_x: (i64, i64),
+    cells_y: (i64, i64),
+    /// Scratch: indexes into the tick's viewable players, per cell of the
+    /// grid with its ring; rebuilt each view.
+    cells: Vec<Vec<u32>>,
 }
 
 impl Zone {
     /// Zone `id` under `rules`.
     pub fn new(id: u16, rules: Rules) -> Zone {
-        let side = rules.world.zone_size.div_ceil(rules.world.cell_size.max(1)).max(1) as usize;
+        let w = rules.world;
+        let (zs, cs) = (i64::from(w.zone_size.max(1)), i64::from(w.cell_size.max(1)));
+        let x0 = i64::from(id % w.zones_x.max(1)) * zs;
+        let y0 = i64::from(id / w.zones_x.max(1)) * zs;
+        let cells_x = (x0 / cs, (x0 + zs - 1) / cs);
+        let cells_y = (y0 / cs, (y0 + zs - 1) / cs);
+        let n = (cells_x.1 - cells_x.0 + 3) * (cells_y.1 - cells_y.0 + 3);
         Zone {
             id,
             rules,
             players: BTreeMap::new(),
-            side,
-            cells: vec![Vec::new(); side * side],
+            cells_x,
+            cells_y,
+            cells: vec![Vec::new(); n as usize],
         }
     }
 
@@ -201,12 +250,22 @@ impl Zone {
         }));
     }
 
-    /// Runs one tick at `now_ms` (milliseconds on any steady clock):
-    /// applies `cmds` in order (each checked against the rules), hands off
-    /// who walked out, kicks who broke the rules, and works out what each
-    /// player sees. Input tokens refill by the time passed, not by ticks, so
-    /// a late tick does not turn an honest client's inputs into floods.
+    /// One tick of a zone on its own (no neighbours): [`apply`](Self::apply)
+    /// then [`view`](Self::view).
     pub fn step(&mut self, tick: u32, now_ms: u64, cmds: impl IntoIterator<Item = (PlayerId, Cmd)>) -> ZoneStep {
+        let mut out = self.apply(tick, now_ms, cmds);
+        out.updates = self.view(tick, &[]);
+        out
+    }
+
+    /// The first half of a tick at `now_ms` (milliseconds on any steady
+    /// clock): applies `cmds` in order (each checked against the rules),
+    /// takes out who walked out of the zone (hand-offs) and who broke the
+    /// rules (kicks). `updates` is left empty: [`view`](Self::view) makes
+    /// them once every zone has applied. Input tokens refill by the time
+    /// passed, not by ticks, so a late tick does not turn an honest client's
+    /// inputs into floods.
+    pub fn apply(&mut self, tick: u32, now_ms: u64, cmds: impl IntoIterator<Item = (PlayerId, Cmd)>) -> ZoneStep {
         let mut out = ZoneStep::default();
         let rules = self.rules;
         let rate = i64::from(rules.world.max_input_rate);
@@ -230,7 +289,7 @@ impl Zone {
                     p.chats += 1;
                     let msg = ChatMsg {
                         from: id,
-                        name: p.name.clone(),
+                        name: p.name.to_string(),
                         text,
                     };
                     let to = self.players.values().filter(|q| q.attached).map(|q| q.id).collect();
@@ -256,30 +315,67 @@ impl Zone {
                 }
             }
         }
-        self.interest(tick, &mut out);
         out
     }
 
-    /// The area of interest: each player sees the players in its own grid
-    /// cell and the eight around it (within this zone). Compares that set
-    /// with what the player was last told and emits enters, moves, leaves.
-    fn interest(&mut self, tick: u32, out: &mut ZoneStep) {
+    /// The players in the zone's edge cells: what the zones next door need
+    /// for the players near their side of the edge.
+    pub fn rim(&self) -> Vec<Seen> {
+        self.players
+            .values()
+            .filter(|p| {
+                let (cx, cy) = self.world_cell(p.x, p.y);
+                cx == self.cells_x.0 || cx == self.cells_x.1 || cy == self.cells_y.0 || cy == self.cells_y.1
+            })
+            .map(Seen::of)
+            .collect()
+    }
+
+    /// The second half of a tick, the area of interest: each player sees
+    /// the players in its own grid cell and the eight around it, its zone's
+    /// and, near an edge, those of `neighbours` (the [`rim`](Self::rim)s of
+    /// the zones around, taken after every hand-off of the tick). Compares
+    /// that set with what the player was last told and returns an update
+    /// (enters, moves, leaves) for each attached player with news.
+    pub fn view(&mut self, tick: u32, neighbours: &[&[Seen]]) -> Vec<(PlayerId, Update)> {
         for c in &mut self.cells {
             c.clear();
         }
-        for p in self.players.values() {
-            let (cx, cy) = self.cell_of(p.x, p.y);
-            self.cells[cy * self.side + cx].push(p.id);
+        let mut all: Vec<Seen> = self.players.values().map(Seen::of).collect();
+        let own = all.len();
+        for rim in neighbours {
+            all.extend(rim.iter().filter(|q| self.grid_index(q.x, q.y).is_some()).cloned());
         }
-        let mut seen = Vec::new();
-        let ids: Vec<PlayerId> = self.players.keys().copied().collect();
-        for id in ids {
-            let p = &self.players[&id];
-            let (cx, cy) = self.cell_of(p.x, p.y);
+        for (i, q) in all.iter().enumerate() {
+            if let Some(c) = self.grid_index(q.x, q.y) {
+                self.cells[c].push(i as u32);
+            }
+        }
+        let gw = (self.cells_x.1 - self.cells_x.0 + 3) as usize;
+        let mut updates = Vec::new();
+        let mut seen: Vec<(PlayerId, u32)> = Vec::new();
+        // A player's 3 x 3 block lies in the grid when its cell is the zone's
+        // (always, once hand-offs are done; anything else sees nobody).
+        let inner = |c: usize| {
+            let (gx, gy) = (c % gw, c / gw);
+            (1..gw - 1).contains(&gx) && (1..self.cells.len() / gw - 1).contains(&gy)
+        };
+        let own_cells: Vec<Option<usize>> = all[..own]
+            .iter()
+            .map(|q| self.grid_index(q.x, q.y).filter(|&c| inner(c)))
+            .collect();
+        for ((me, p), c) in all[..own].iter().zip(self.players.values_mut()).zip(own_cells) {
+            debug_assert_eq!(me.id, p.id);
             seen.clear();
-            for y in cy.saturating_sub(1)..=(cy + 1).min(self.side - 1) {
-                for x in cx.saturating_sub(1)..=(cx + 1).min(self.side - 1) {
-                    seen.extend(self.cells[y * self.side + x].iter().copied().filter(|&o| o != id));
+            if let Some(c) = c {
+                for row in [c - gw, c, c + gw] {
+                    for cell in &self.cells[row - 1..=row + 1] {
+                        seen.extend(
+                            cell.iter()
+                                .map(|&i| (all[i as usize].id, i))
+                                .filter(|&(id, _)| id != me.id),
+                        );
+                    }
                 }
             }
             seen.sort_unstable();
@@ -290,13 +386,13 @@ impl Zone {
                 y: p.y,
                 ..Update::default()
             };
-            let (old, new) = (&p.visible, &seen);
+            let old = &p.visible;
             let (mut i, mut j) = (0, 0);
-            while i < old.len() || j < new.len() {
-                let (a, b) = (old.get(i).copied(), new.get(j).copied());
+            while i < old.len() || j < seen.len() {
+                let a = old.get(i).copied();
+                let b = seen.get(j).map(|&(id, k)| (id, &all[k as usize]));
                 match (a, b) {
-                    (Some(a), Some(b)) if a == b => {
-                        let q = &self.players[&b];
+                    (Some(a), Some((b, q))) if a == b => {
                         if q.changed {
                             u.moves.push(EntityMove {
                                 id: q.id,
@@ -308,18 +404,17 @@ impl Zone {
                         i += 1;
                         j += 1;
                     }
-                    (Some(a), b) if b.is_none_or(|b| a < b) => {
+                    (Some(a), b) if b.is_none_or(|(b, _)| a < b) => {
                         u.leaves.push(a);
                         i += 1;
                     }
-                    (_, Some(b)) => {
-                        let q = &self.players[&b];
+                    (_, Some((_, q))) => {
                         u.enters.push(Entity {
                             id: q.id,
                             x: q.x,
                             y: q.y,
                             last_seq: q.last_seq,
-                            name: q.name.clone(),
+                            name: q.name.to_string(),
                         });
                         j += 1;
                     }
@@ -328,27 +423,33 @@ impl Zone {
             }
             let tell = p.attached
                 && (p.fresh || p.changed || !u.enters.is_empty() || !u.moves.is_empty() || !u.leaves.is_empty());
-            let p = self.players.get_mut(&id).expect("ids were taken from the map");
             if p.attached {
-                std::mem::swap(&mut p.visible, &mut seen);
+                p.visible.clear();
+                p.visible.extend(seen.iter().map(|&(id, _)| id));
                 p.fresh = false;
             }
             if tell {
-                out.updates.push((id, u));
+                updates.push((p.id, u));
             }
         }
+        updates
     }
 
-    /// The cell of a point of this zone (points outside are clamped).
-    fn cell_of(&self, x: i32, y: i32) -> (usize, usize) {
-        let w = self.rules.world;
-        let zx = i64::from(self.id % w.zones_x.max(1)) * i64::from(w.zone_size);
-        let zy = i64::from(self.id / w.zones_x.max(1)) * i64::from(w.zone_size);
-        let cs = i64::from(w.cell_size.max(1));
-        let last = self.side as i64 - 1;
-        let cx = ((i64::from(x) - zx) / cs).clamp(0, last) as usize;
-        let cy = ((i64::from(y) - zy) / cs).clamp(0, last) as usize;
-        (cx, cy)
+    /// The world cell of a point.
+    fn world_cell(&self, x: i32, y: i32) -> (i64, i64) {
+        let cs = i64::from(self.rules.world.cell_size.max(1));
+        (i64::from(x) / cs, i64::from(y) / cs)
+    }
+
+    /// Where a point's cell is in the grid (the zone's cells and the ring
+    /// around them); `None` beyond the ring.
+    fn grid_index(&self, x: i32, y: i32) -> Option<usize> {
+        let (cx, cy) = self.world_cell(x, y);
+        let gx = cx - self.cells_x.0 + 1;
+        let gy = cy - self.cells_y.0 + 1;
+        let gw = self.cells_x.1 - self.cells_x.0 + 3;
+        let gh = self.cells_y.1 - self.cells_y.0 + 3;
+        ((0..gw).contains(&gx) && (0..gh).contains(&gy)).then(|| (gy * gw + gx) as usize)
     }
 }
 

@@ -250,3 +250,121 @@ fn a_late_tick_does_not_count_an_honest_client_as_flooding() {
     );
     assert_eq!(z.get(1).unwrap().x, 500 + 2 * rate as i32);
 }
+
+#[test]
+fn a_player_near_an_edge_sees_across_it_with_enter_move_and_leave() {
+    let r = rules();
+    let mut w = World::new(r);
+    w.insert(player(&r, 1, 995, 500)); // zone 0, at its right edge
+    w.insert(player(&r, 2, 1005, 500)); // zone 1, across the edge
+    let s = w.step(50, []);
+    let enters = |s: &cport_game::WorldStep, p: u32| -> Vec<u32> {
+        s.updates
+            .get(&p)
+            .map(|u| u.enters.iter().map(|e| e.id).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(enters(&s, 1), vec![2], "1 is told 2 entered, from the zone next door");
+    assert_eq!(enters(&s, 2), vec![1]);
+    // 2 steps along its side of the edge: 1 hears it move, with its sequence.
+    let s = w.step(100, [(2, mv(1, 0, 5))]);
+    let m = &s.updates[&1].moves;
+    assert_eq!((m.len(), m[0].id, m[0].y, m[0].last_seq), (1, 2, 505, 1));
+    // 2 walks off, two cells away from 1: a leave, across the edge.
+    let mut seq = 1;
+    let mut left = false;
+    for t in 0..30 {
+        seq += 1;
+        let s = w.step(150 + t * 50, [(2, mv(seq, 10, 0))]);
+        if let Some(u) = s.updates.get(&1) {
+            if u.leaves == vec![2] {
+                left = true;
+                break;
+            }
+            assert!(u.enters.is_empty());
+        }
+    }
+    assert!(left, "1 was told 2 left its area");
+    assert_eq!(
+        w.get(2).map(|p| p.x / 100),
+        Some(11),
+        "it left on reaching the second cell away"
+    );
+}
+
+/// What `id` should see in a whole world: every other player in its world
+/// cell or the eight around it, whatever its zone.
+fn expected_world_view(w: &World, id: u32) -> BTreeSet<u32> {
+    let cs = w.rules().world.cell_size as i32;
+    let me = w.get(id).unwrap();
+    w.zones()
+        .iter()
+        .flat_map(|z| z.players())
+        .filter(|q| q.id != id)
+        .filter(|q| (q.x / cs - me.x / cs).abs() <= 1 && (q.y / cs - me.y / cs).abs() <= 1)
+        .map(|q| q.id)
+        .collect()
+}
+
+#[test]
+fn across_zone_edges_each_player_is_told_about_exactly_the_players_in_its_cells() {
+    let r = rules();
+    let mut w = World::new(r);
+    // Players crowd the point where the four zones meet and wander across
+    // the edges, so that views, hand-offs and rims all change every tick.
+    let n = 120u32;
+    for id in 1..=n {
+        w.insert(player(
+            &r,
+            id,
+            850 + (id * 37 % 300) as i32,
+            850 + (id * 53 % 300) as i32,
+        ));
+    }
+    let mut told: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
+    let mut seed = 11u64;
+    let mut across = 0;
+    for t in 1..=120u32 {
+        let cmds: Vec<_> = (1..=n)
+            .map(|p| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let dx = ((seed >> 33) % 21) as i8 - 10;
+                let dy = ((seed >> 45) % 21) as i8 - 10;
+                (p, mv(t, dx, dy))
+            })
+            .collect();
+        let s = w.step(u64::from(t) * 50, cmds);
+        for (p, u) in &s.updates {
+            let view = told.entry(*p).or_default();
+            for e in &u.enters {
+                assert!(view.insert(e.id), "player {p} told twice that {} entered", e.id);
+            }
+            for l in &u.leaves {
+                assert!(view.remove(l), "player {p} told that {l} left, but it was not in view");
+            }
+            for m in &u.moves {
+                assert!(view.contains(&m.id), "player {p} told that {} moved out of view", m.id);
+                let q = w.get(m.id).unwrap();
+                assert_eq!(
+                    (m.x, m.y, m.last_seq),
+                    (q.x, q.y, q.last_seq),
+                    "a move says where it is now"
+                );
+            }
+        }
+        for id in 1..=n {
+            let want = expected_world_view(&w, id);
+            let zone = r.zone_of(w.get(id).unwrap().x, w.get(id).unwrap().y);
+            across += want
+                .iter()
+                .filter(|&&o| r.zone_of(w.get(o).unwrap().x, w.get(o).unwrap().y) != zone)
+                .count();
+            assert_eq!(
+                told.get(&id).cloned().unwrap_or_default(),
+                want,
+                "tick {t}, player {id}"
+            );
+        }
+    }
+    assert!(across > 1000, "players saw across zone edges ({across} player-ticks)");
+}
