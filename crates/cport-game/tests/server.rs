@@ -35,6 +35,51 @@ backend_tests! {
         drop(g);
     }
 
+    fn players_in_two_zones_see_each_other_across_the_edge(backend: Backend) {
+        // Two zones of one cell each, side by side: a player in either sees
+        // the other's cell, so everyone sees everyone, in both zones.
+        let mut rules = small_world();
+        rules.world.zones_x = 2;
+        rules.world.zone_size = 100;
+        let g = start(config(backend, rules));
+        let mut clients: Vec<(Client, cport_proto::game::LoginOk)> = Vec::new();
+        for i in 0..8 {
+            let mut c = Client::connect(g.local_addr());
+            let ok = c.login(&format!("p{i}"));
+            clients.push((c, ok));
+        }
+        let zones: BTreeSet<u16> = clients.iter().map(|(_, ok)| ok.zone).collect();
+        assert_eq!(zones.len(), 2, "the spawns fill both zones");
+        let ids: BTreeSet<u32> = clients.iter().map(|(_, ok)| ok.player).collect();
+        for (c, ok) in &mut clients {
+            let mut view = BTreeSet::new();
+            let want: BTreeSet<u32> = ids.iter().copied().filter(|&id| id != ok.player).collect();
+            c.until(|p| {
+                if let Packet::Update(u) = p {
+                    view.extend(u.enters.iter().map(|e| e.id));
+                    for l in &u.leaves {
+                        view.remove(l);
+                    }
+                }
+                (view == want).then_some(())
+            });
+        }
+        // A move in one zone is seen in the other.
+        let (a, b) = {
+            let i = clients.iter().position(|(_, ok)| ok.zone == 0).unwrap();
+            let j = clients.iter().position(|(_, ok)| ok.zone == 1).unwrap();
+            (i, j)
+        };
+        let mover = clients[a].1.player;
+        let dy = if clients[a].1.y < 50 { 1 } else { -1 };
+        let seq = clients[a].0.step(0, dy);
+        let m = clients[b].0.until(|p| match p {
+            Packet::Update(u) => u.moves.iter().find(|m| m.id == mover && m.last_seq >= seq).copied(),
+            _ => None,
+        });
+        assert_eq!(m.y, clients[a].1.y + i32::from(dy));
+    }
+
     fn chat_reaches_everyone_in_the_zone(backend: Backend) {
         let g = start(config(backend, small_world()));
         let mut a = Client::connect(g.local_addr());
