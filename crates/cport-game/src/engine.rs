@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicUsize, Ordering:
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cport::{Completion, Ctx, Key, OpKind, Port};
 use cport_http::WsSession;
-use cport_proto::game::{encode_to_bytes, spectator_snapshot, KickReason, LoginOk, Packet, SnapEntry};
+use cport_proto::game::{encode, encode_to_bytes, spectator_snapshot, KickReason, LoginOk, Packet, SnapEntry, Update};
 use cport_proto::ws::{encode_frame, Opcode};
 use cport_server::Session;
 use parking_lot::Mutex;
@@ -47,6 +47,9 @@ pub(crate) struct Link {
     pub session: Mutex<Option<Session>>,
     /// Commands waiting for the next tick.
     pub inbox: Mutex<Vec<Cmd>>,
+    /// Chat lines heard this tick, sent with the player's update in one
+    /// buffer (one queued send per player per tick, not one per line).
+    pub outbox: Mutex<BytesMut>,
     /// The zone the player is in (or is being handed to).
     pub zone: AtomicU16,
     /// When the connection went away (grace period), if it did.
@@ -215,7 +218,6 @@ impl Engine {
         let tick = self.tick.load(SeqCst);
         let now = Instant::now();
         let grace = self.rules.grace;
-        let mut chats: Vec<(Vec<Session>, Bytes)> = Vec::new();
         let mut kicks: Vec<(Option<Session>, KickReason)> = Vec::new();
         let mut departed: Vec<(Arc<Link>, Saved)> = Vec::new();
         let corrections;
@@ -240,8 +242,10 @@ impl Engine {
             let step = zone.apply(tick, self.epoch.elapsed().as_millis() as u64, cmds);
             corrections = step.corrections;
             for c in step.chats {
-                let to = c.to.iter().filter_map(|id| links.get(id)?.session()).collect();
-                chats.push((to, encode_to_bytes(&Packet::ChatMsg(c.msg))));
+                let b = encode_to_bytes(&Packet::ChatMsg(c.msg));
+                for l in c.to.iter().filter_map(|id| links.get(id)) {
+                    l.outbox.lock().extend_from_slice(&b);
+                }
             }
             for (p, why) in step.kicks {
                 if let Some(link) = links.remove(&p.id) {
@@ -260,12 +264,6 @@ impl Engine {
         }
         // I/O and the lobby only after the zone's lock is released.
         self.stats.corrections(corrections);
-        let mut bytes = 0;
-        for (to, b) in chats {
-            bytes += b.len() * to.len();
-            cport_server::broadcast(&to, &b);
-        }
-        self.stats.sent(bytes);
         for (s, why) in kicks {
             if let Some(s) = s {
                 tracing::info!(session = s.id(), reason = why.name(), "player kicked");
@@ -325,23 +323,33 @@ impl Engine {
                 .collect()
         };
         let near: Vec<&[Seen]> = rims.iter().map(|r| r.as_slice()).collect();
-        let mut sends: Vec<(Session, cport_proto::game::Update)> = Vec::new();
+        // Per player: the chat it heard and its update, one buffer.
+        let mut sends: Vec<(Session, BytesMut, Option<Update>)> = Vec::new();
         {
             let mut g = cell.lock();
             let ZoneCell { zone, links } = &mut *g;
-            for (id, u) in zone.view(tick, &near) {
-                if let Some(s) = links.get(&id).and_then(|l| l.session()) {
-                    sends.push((s, u));
+            let mut updates: HashMap<PlayerId, Update> = zone.view(tick, &near).into_iter().collect();
+            for (id, l) in links.iter() {
+                let u = updates.remove(id);
+                let heard = {
+                    let mut o = l.outbox.lock();
+                    if o.is_empty() && u.is_none() {
+                        continue;
+                    }
+                    std::mem::take(&mut *o)
+                };
+                if let Some(s) = l.session() {
+                    sends.push((s, heard, u));
                 }
             }
         }
         let mut bytes = 0;
-        for (s, u) in sends {
-            for part in u.split() {
-                let b = encode_to_bytes(&Packet::Update(part));
-                bytes += b.len();
-                let _ = s.send(b);
+        for (s, mut buf, u) in sends {
+            for part in u.into_iter().flat_map(Update::split) {
+                encode(&Packet::Update(part), &mut buf);
             }
+            bytes += buf.len();
+            let _ = s.send(buf.freeze());
         }
         self.stats.sent(bytes);
         if self.remaining.fetch_sub(1, AcqRel) == 1 {
@@ -545,6 +553,7 @@ impl Engine {
                 token: new_token(id),
                 session: Mutex::new(Some(p.session.clone())),
                 inbox: Mutex::new(Vec::new()),
+                outbox: Mutex::new(BytesMut::new()),
                 zone: AtomicU16::new(zone),
                 detached: Mutex::new(None),
                 logout: AtomicBool::new(false),
