@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use cport::{Completion, Ctx, Key, OpKind, Port};
 use cport_http::WsSession;
-use cport_proto::game::{encode, encode_to_bytes, spectator_snapshot, KickReason, LoginOk, Packet, SnapEntry, Update};
+use cport_proto::game::{encode_to_bytes, encode_update, spectator_snapshot, KickReason, LoginOk, Packet, SnapEntry};
 use cport_proto::ws::{encode_frame, Opcode};
 use cport_server::Session;
 use parking_lot::Mutex;
@@ -80,6 +80,8 @@ pub(crate) struct PendingLogin {
 struct ZoneCell {
     zone: Zone,
     links: HashMap<PlayerId, Arc<Link>>,
+    /// Where the zone's updates are encoded, each player's cut off in turn.
+    out: BytesMut,
 }
 
 /// Players in the world by name, and names being loaded.
@@ -132,6 +134,7 @@ impl Engine {
                 Mutex::new(ZoneCell {
                     zone: Zone::new(z as u16, rules),
                     links: HashMap::new(),
+                    out: BytesMut::new(),
                 })
             })
             .collect();
@@ -223,7 +226,7 @@ impl Engine {
         let corrections;
         {
             let mut g = cell.lock();
-            let ZoneCell { zone, links } = &mut *g;
+            let ZoneCell { zone, links, .. } = &mut *g;
             let leaving: Vec<PlayerId> = links
                 .values()
                 .filter(|l| l.logout.load(Acquire) || l.detached.lock().is_some_and(|t| now.duration_since(t) >= grace))
@@ -323,33 +326,39 @@ impl Engine {
                 .collect()
         };
         let near: Vec<&[Seen]> = rims.iter().map(|r| r.as_slice()).collect();
-        // Per player: the chat it heard and its update, one buffer.
-        let mut sends: Vec<(Session, BytesMut, Option<Update>)> = Vec::new();
+        // Per player: the chat it heard and its update, one buffer cut
+        // from the zone's (one allocation per zone, not per player).
+        let mut sends: Vec<(Session, Bytes)> = Vec::new();
         {
             let mut g = cell.lock();
-            let ZoneCell { zone, links } = &mut *g;
-            let mut updates: HashMap<PlayerId, Update> = zone.view(tick, &near).into_iter().collect();
-            for (id, l) in links.iter() {
-                let u = updates.remove(id);
-                let heard = {
-                    let mut o = l.outbox.lock();
-                    if o.is_empty() && u.is_none() {
-                        continue;
-                    }
-                    std::mem::take(&mut *o)
-                };
+            let ZoneCell { zone, links, out } = &mut *g;
+            out.reserve(64 * zone.len());
+            zone.view_each(tick, &near, |id, u| {
+                let Some(l) = links.get(&id) else { return };
+                let mut heard = l.outbox.lock();
                 if let Some(s) = l.session() {
-                    sends.push((s, heard, u));
+                    out.extend_from_slice(&heard);
+                    encode_update(u, out);
+                    sends.push((s, out.split().freeze()));
                 }
+                heard.clear();
+            });
+            // Those with chat heard and no update.
+            for l in links.values() {
+                let mut heard = l.outbox.lock();
+                if heard.is_empty() {
+                    continue;
+                }
+                if let Some(s) = l.session() {
+                    sends.push((s, Bytes::copy_from_slice(&heard)));
+                }
+                heard.clear();
             }
         }
         let mut bytes = 0;
-        for (s, mut buf, u) in sends {
-            for part in u.into_iter().flat_map(Update::split) {
-                encode(&Packet::Update(part), &mut buf);
-            }
-            bytes += buf.len();
-            let _ = s.send(buf.freeze());
+        for (s, b) in sends {
+            bytes += b.len();
+            let _ = s.send(b);
         }
         self.stats.sent(bytes);
         if self.remaining.fetch_sub(1, AcqRel) == 1 {

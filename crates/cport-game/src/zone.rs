@@ -166,6 +166,21 @@ pub struct Zone {
     /// Scratch: indexes into the tick's viewable players, per cell of the
     /// grid with its ring; rebuilt each view.
     cells: Vec<Vec<u32>>,
+    /// Scratch kept from view to view (no allocation per player-tick).
+    scratch: ViewScratch,
+}
+
+/// What [`Zone::view_each`] reuses from tick to tick.
+#[derive(Debug, Default)]
+struct ViewScratch {
+    /// The zone's players, then the neighbours' rim players in the ring.
+    all: Vec<Seen>,
+    /// Each own player's grid cell.
+    own_cells: Vec<Option<usize>>,
+    /// One player's view: (id, index into `all`), sorted.
+    seen: Vec<(PlayerId, u32)>,
+    /// The update being made.
+    update: Update,
 }
 
 impl Zone {
@@ -185,6 +200,7 @@ impl Zone {
             cells_x,
             cells_y,
             cells: vec![Vec::new(); n as usize],
+            scratch: ViewScratch::default(),
         }
     }
 
@@ -338,36 +354,54 @@ impl Zone {
     /// that set with what the player was last told and returns an update
     /// (enters, moves, leaves) for each attached player with news.
     pub fn view(&mut self, tick: u32, neighbours: &[&[Seen]]) -> Vec<(PlayerId, Update)> {
+        let mut out = Vec::new();
+        self.view_each(tick, neighbours, |id, u| out.push((id, u.clone())));
+        out
+    }
+
+    /// [`view`](Self::view), handing each update to `tell` as it is made
+    /// instead of collecting them: the engine encodes it straight into the
+    /// player's send buffer, and nothing is allocated per player.
+    pub fn view_each(&mut self, tick: u32, neighbours: &[&[Seen]], mut tell: impl FnMut(PlayerId, &Update)) {
         for c in &mut self.cells {
             c.clear();
         }
-        let mut all: Vec<Seen> = self.players.values().map(Seen::of).collect();
-        let own = all.len();
+        let mut sc = std::mem::take(&mut self.scratch);
+        sc.all.clear();
+        sc.all.extend(self.players.values().map(Seen::of));
+        let own = sc.all.len();
         for rim in neighbours {
-            all.extend(rim.iter().filter(|q| self.grid_index(q.x, q.y).is_some()).cloned());
+            sc.all
+                .extend(rim.iter().filter(|q| self.grid_index(q.x, q.y).is_some()).cloned());
         }
-        for (i, q) in all.iter().enumerate() {
+        for (i, q) in sc.all.iter().enumerate() {
             if let Some(c) = self.grid_index(q.x, q.y) {
                 self.cells[c].push(i as u32);
             }
         }
         let gw = (self.cells_x.1 - self.cells_x.0 + 3) as usize;
-        let mut updates = Vec::new();
-        let mut seen: Vec<(PlayerId, u32)> = Vec::new();
         // A player's 3 x 3 block lies in the grid when its cell is the zone's
         // (always, once hand-offs are done; anything else sees nobody).
         let inner = |c: usize| {
             let (gx, gy) = (c % gw, c / gw);
             (1..gw - 1).contains(&gx) && (1..self.cells.len() / gw - 1).contains(&gy)
         };
-        let own_cells: Vec<Option<usize>> = all[..own]
-            .iter()
-            .map(|q| self.grid_index(q.x, q.y).filter(|&c| inner(c)))
-            .collect();
-        for ((me, p), c) in all[..own].iter().zip(self.players.values_mut()).zip(own_cells) {
+        sc.own_cells.clear();
+        sc.own_cells.extend(
+            sc.all[..own]
+                .iter()
+                .map(|q| self.grid_index(q.x, q.y).filter(|&c| inner(c))),
+        );
+        let ViewScratch {
+            all,
+            own_cells,
+            seen,
+            update: u,
+        } = &mut sc;
+        for ((me, p), c) in all[..own].iter().zip(self.players.values_mut()).zip(own_cells.iter()) {
             debug_assert_eq!(me.id, p.id);
             seen.clear();
-            if let Some(c) = c {
+            if let Some(c) = *c {
                 for row in [c - gw, c, c + gw] {
                     for cell in &self.cells[row - 1..=row + 1] {
                         seen.extend(
@@ -379,13 +413,13 @@ impl Zone {
                 }
             }
             seen.sort_unstable();
-            let mut u = Update {
-                tick,
-                last_seq: p.last_seq,
-                x: p.x,
-                y: p.y,
-                ..Update::default()
-            };
+            u.tick = tick;
+            u.last_seq = p.last_seq;
+            u.x = p.x;
+            u.y = p.y;
+            u.enters.clear();
+            u.moves.clear();
+            u.leaves.clear();
             let old = &p.visible;
             let (mut i, mut j) = (0, 0);
             while i < old.len() || j < seen.len() {
@@ -421,18 +455,18 @@ impl Zone {
                     (_, None) => unreachable!("the loop runs while either list has entries"),
                 }
             }
-            let tell = p.attached
-                && (p.fresh || p.changed || !u.enters.is_empty() || !u.moves.is_empty() || !u.leaves.is_empty());
+            let news = !u.enters.is_empty() || !u.moves.is_empty() || !u.leaves.is_empty();
+            let told = p.attached && (p.fresh || p.changed || news);
             if p.attached {
                 p.visible.clear();
                 p.visible.extend(seen.iter().map(|&(id, _)| id));
                 p.fresh = false;
             }
-            if tell {
-                updates.push((p.id, u));
+            if told {
+                tell(p.id, u);
             }
         }
-        updates
+        self.scratch = sc;
     }
 
     /// The world cell of a point.

@@ -380,37 +380,7 @@ pub fn encode(p: &Packet, out: &mut BytesMut) {
             out.put_u8(w.max_step);
             out.put_u16_le(w.max_input_rate);
         }
-        Packet::Update(u) => {
-            out.put_u32_le(u.tick);
-            out.put_u32_le(u.last_seq);
-            out.put_i32_le(u.x);
-            out.put_i32_le(u.y);
-            let mut room = UPDATE_MAX_ENTRIES;
-            let n = u.enters.len().min(room);
-            room -= n;
-            out.put_u16_le(n as u16);
-            for e in &u.enters[..n] {
-                out.put_u32_le(e.id);
-                out.put_i32_le(e.x);
-                out.put_i32_le(e.y);
-                out.put_u32_le(e.last_seq);
-                put_str(out, &e.name, MAX_NAME);
-            }
-            let n = u.moves.len().min(room);
-            room -= n;
-            out.put_u16_le(n as u16);
-            for m in &u.moves[..n] {
-                out.put_u32_le(m.id);
-                out.put_i32_le(m.x);
-                out.put_i32_le(m.y);
-                out.put_u32_le(m.last_seq);
-            }
-            let n = u.leaves.len().min(room);
-            out.put_u16_le(n as u16);
-            for id in &u.leaves[..n] {
-                out.put_u32_le(*id);
-            }
-        }
+        Packet::Update(u) => put_update(out, u),
         Packet::ZoneChange { zone, x, y } => {
             out.put_u16_le(*zone);
             out.put_i32_le(*x);
@@ -455,6 +425,59 @@ pub fn encode(p: &Packet, out: &mut BytesMut) {
     let len = out.len() - start - 2;
     debug_assert!(len <= MAX_PACKET);
     out[start..start + 2].copy_from_slice(&(len as u16).to_le_bytes());
+}
+
+/// Appends `u` as one `Update` packet, or as the packets of
+/// [`Update::split`] when it has more than [`UPDATE_MAX_ENTRIES`] entries:
+/// what [`encode`] of each part does, without copying the update in the
+/// usual one-packet case (the server encodes one per player per tick).
+pub fn encode_update(u: &Update, out: &mut BytesMut) {
+    if u.enters.len() + u.moves.len() + u.leaves.len() > UPDATE_MAX_ENTRIES {
+        for part in u.clone().split() {
+            encode(&Packet::Update(part), out);
+        }
+        return;
+    }
+    let start = out.len();
+    out.put_u16_le(0);
+    out.put_u8(PacketType::Update as u8);
+    out.put_u8(VERSION);
+    put_update(out, u);
+    let len = out.len() - start - 2;
+    out[start..start + 2].copy_from_slice(&(len as u16).to_le_bytes());
+}
+
+/// An update's body (at most [`UPDATE_MAX_ENTRIES`] entries).
+fn put_update(out: &mut BytesMut, u: &Update) {
+    out.put_u32_le(u.tick);
+    out.put_u32_le(u.last_seq);
+    out.put_i32_le(u.x);
+    out.put_i32_le(u.y);
+    let mut room = UPDATE_MAX_ENTRIES;
+    let n = u.enters.len().min(room);
+    room -= n;
+    out.put_u16_le(n as u16);
+    for e in &u.enters[..n] {
+        out.put_u32_le(e.id);
+        out.put_i32_le(e.x);
+        out.put_i32_le(e.y);
+        out.put_u32_le(e.last_seq);
+        put_str(out, &e.name, MAX_NAME);
+    }
+    let n = u.moves.len().min(room);
+    room -= n;
+    out.put_u16_le(n as u16);
+    for m in &u.moves[..n] {
+        out.put_u32_le(m.id);
+        out.put_i32_le(m.x);
+        out.put_i32_le(m.y);
+        out.put_u32_le(m.last_seq);
+    }
+    let n = u.leaves.len().min(room);
+    out.put_u16_le(n as u16);
+    for id in &u.leaves[..n] {
+        out.put_u32_le(*id);
+    }
 }
 
 /// [`encode`] into a buffer of its own, ready to queue on sessions.

@@ -36,7 +36,8 @@ mod snapshot;
 mod tests;
 
 pub use codec::{
-    decode, encode, encode_to_bytes, fuzz_stream, parse_client_frame, parse_frame, DecodeError, UPDATE_MAX_ENTRIES,
+    decode, encode, encode_to_bytes, encode_update, fuzz_stream, parse_client_frame, parse_frame, DecodeError,
+    UPDATE_MAX_ENTRIES,
 };
 pub use packet::{
     valid_name, ChatMsg, Entity, EntityMove, Input, KickReason, LoginOk, Packet, PacketType, SnapEntry, Snapshot,

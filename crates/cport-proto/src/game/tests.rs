@@ -142,6 +142,11 @@ proptest! {
     #[test]
     fn every_packet_round_trips(p in packet()) {
         let wire = encode_to_bytes(&p);
+        if let Packet::Update(u) = &p {
+            let mut direct = BytesMut::new();
+            encode_update(u, &mut direct);
+            prop_assert_eq!(&direct[..], &wire[..], "encode_update is encode of the packet");
+        }
         let (back, used) = decode(&wire, MAX_PACKET).unwrap().unwrap();
         prop_assert_eq!(used, wire.len());
         prop_assert_eq!(&back, &p);
@@ -298,6 +303,13 @@ fn big_updates_split_and_every_part_encodes_whole() {
     let leaves: Vec<_> = parts.iter().flat_map(|p| p.leaves.clone()).collect();
     assert_eq!(moves, u.moves);
     assert_eq!(leaves, u.leaves);
+    let mut whole = BytesMut::new();
+    encode_update(&u, &mut whole);
+    let mut each = BytesMut::new();
+    for p in &parts {
+        encode(&Packet::Update(p.clone()), &mut each);
+    }
+    assert_eq!(whole, each, "encode_update writes the parts of split");
     for p in parts {
         assert_eq!((p.tick, p.last_seq, p.x, p.y), (9, 3, 1, 2));
         let wire = encode_to_bytes(&Packet::Update(p.clone()));
