@@ -402,7 +402,7 @@ impl Engine {
         let watchers: Vec<Session> = self.watchers.lock().values().cloned().collect();
         let viewers: Vec<WsSession> = self.viewers.lock().values().cloned().collect();
         if !self.opts.interest || !watchers.is_empty() || !viewers.is_empty() {
-            let (entries, mut sessions) = self.everyone();
+            let (entries, mut sessions) = self.everyone(!self.opts.interest);
             if self.opts.interest {
                 sessions = watchers;
             } else {
@@ -455,21 +455,24 @@ impl Engine {
         self.zones.iter().map(|z| z.lock().zone.len()).sum::<usize>() + self.transit.lock().len()
     }
 
-    /// Every player (as a spectator sees it) and every attached session.
-    fn everyone(&self) -> (Vec<SnapEntry>, Vec<Session>) {
+    /// Every player (as a spectator sees it) and, if asked for, every
+    /// attached session.
+    fn everyone(&self, with_sessions: bool) -> (Vec<SnapEntry>, Vec<Session>) {
         let mut entries = Vec::new();
         let mut sessions = Vec::new();
         for z in &self.zones {
             let g = z.lock();
             g.zone.snapshot_into(&mut entries);
-            sessions.extend(g.links.values().filter_map(|l| l.session()));
+            if with_sessions {
+                sessions.extend(g.links.values().filter_map(|l| l.session()));
+            }
         }
         (entries, sessions)
     }
 
     /// The spectator snapshot of the world now.
     pub fn spectator(&self) -> Bytes {
-        let (entries, _) = self.everyone();
+        let (entries, _) = self.everyone(false);
         spectator_snapshot(self.tick.load(SeqCst), &entries)
     }
 
@@ -496,7 +499,7 @@ impl Engine {
 
     /// Every attached session.
     pub fn sessions(&self) -> Vec<Session> {
-        self.everyone().1
+        self.everyone(true).1
     }
 
     // ----- logins ----------------------------------------------------------
