@@ -233,6 +233,7 @@ function showCounters() {
   $("tick").textContent = s.ticks.toLocaleString() + (view.world ? ` (${view.world.tick_hz} Hz)` : "");
   $("ticktime").textContent = `${ms(s.tick_p50_us)} / ${ms(s.tick_p99_us)}`;
   $("tickmax").textContent = ms(s.tick_max_us);
+  $("flush").textContent = ms(s.flush_p99_us);
   const now = performance.now();
   const last = view.lastStats;
   if (last) {

@@ -106,6 +106,8 @@ pub(crate) struct Engine {
     zones: Vec<Mutex<ZoneCell>>,
     lobby: Mutex<Lobby>,
     transit: Mutex<Vec<(Player, Arc<Link>)>>,
+    /// Each zone's updates of this tick, queued on the sessions at its end.
+    outgoing: Mutex<Vec<Vec<(Session, Bytes)>>>,
     /// Each zone's rim this tick (taken after the hand-offs).
     rims: Mutex<Vec<Arc<Vec<Seen>>>>,
     /// The zones around each zone.
@@ -150,6 +152,7 @@ impl Engine {
             }),
             transit: Mutex::new(Vec::new()),
             rims: Mutex::new(Vec::new()),
+            outgoing: Mutex::new(Vec::new()),
             neighbours: (0..rules.zones()).map(|z| rules.neighbours(z as u16)).collect(),
             remaining: AtomicUsize::new(0),
             tick: AtomicU32::new(0),
@@ -355,12 +358,7 @@ impl Engine {
                 heard.clear();
             }
         }
-        let mut bytes = 0;
-        for (s, b) in sends {
-            bytes += b.len();
-            let _ = s.send(b);
-        }
-        self.stats.sent(bytes);
+        self.outgoing.lock().push(sends);
         if self.remaining.fetch_sub(1, AcqRel) == 1 {
             self.end_tick(tick);
         }
@@ -399,6 +397,19 @@ impl Engine {
         let players = self.players();
         let took = self.tick_start.lock().elapsed();
         self.stats.tick(took, players);
+        // The updates go out in one burst once the world has stepped: the
+        // session threads' sends do not cut into the step (on a busy core
+        // they would preempt it once per zone), and it is timed apart.
+        let flush_from = Instant::now();
+        let mut bytes = 0;
+        for sends in std::mem::take(&mut *self.outgoing.lock()) {
+            for (s, b) in sends {
+                bytes += b.len();
+                let _ = s.send(b);
+            }
+        }
+        self.stats.sent(bytes);
+        self.stats.flush(flush_from.elapsed());
         let watchers: Vec<Session> = self.watchers.lock().values().cloned().collect();
         let viewers: Vec<WsSession> = self.viewers.lock().values().cloned().collect();
         if !self.opts.interest || !watchers.is_empty() || !viewers.is_empty() {
@@ -420,7 +431,13 @@ impl Engine {
                 }
                 if tick.is_multiple_of(u32::from(self.rules.world.tick_hz.max(1))) {
                     let (bin, bout) = self.stats.bytes();
-                    let text = crate::web::stats_json(&self.stats.snapshot(0), viewers.len(), bin, bout);
+                    let text = crate::web::stats_json(
+                        &self.stats.snapshot(0),
+                        self.stats.flush_p99_us(),
+                        viewers.len(),
+                        bin,
+                        bout,
+                    );
                     for v in &viewers {
                         v.send_text(&text);
                     }

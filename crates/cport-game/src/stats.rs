@@ -14,6 +14,8 @@ const WINDOW: usize = 2048;
 #[derive(Debug, Default)]
 pub struct TickStats {
     recent: Mutex<VecDeque<u32>>,
+    /// How long queueing each tick's updates on the sessions took (µs).
+    flushes: Mutex<VecDeque<u32>>,
     ticks: AtomicU64,
     player_ticks: AtomicU64,
     handoffs: AtomicU64,
@@ -36,6 +38,25 @@ impl TickStats {
         self.ticks.fetch_add(1, Relaxed);
         self.player_ticks.fetch_add(players as u64, Relaxed);
         self.players.store(players as u64, Relaxed);
+    }
+
+    /// The tick's updates were queued on the sessions in `took`.
+    pub fn flush(&self, took: Duration) {
+        let us = took.as_micros().min(u128::from(u32::MAX)) as u32;
+        let mut r = self.flushes.lock();
+        if r.len() == WINDOW {
+            r.pop_front();
+        }
+        r.push_back(us);
+    }
+
+    /// The 99th percentile of the kept flush times (µs).
+    pub fn flush_p99_us(&self) -> u32 {
+        let mut v: Vec<u32> = self.flushes.lock().iter().copied().collect();
+        v.sort_unstable();
+        v.get((v.len().saturating_sub(1) as f64 * 0.99).round() as usize)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Hand-offs done.

@@ -47,13 +47,14 @@ fn world_json(w: &WorldInfo) -> String {
 }
 
 /// The counters a page shows (sent once a second).
-pub(crate) fn stats_json(s: &Stats, viewers: usize, bytes_in: u64, bytes_out: u64) -> String {
+pub(crate) fn stats_json(s: &Stats, flush_p99_us: u32, viewers: usize, bytes_in: u64, bytes_out: u64) -> String {
     format!(
-        r#"{{"stats":{{"ticks":{},"tick_p50_us":{},"tick_p99_us":{},"tick_max_us":{},"players":{},"handoffs":{},"corrections":{},"viewers":{},"bytes_in":{},"bytes_out":{}}}}}"#,
+        r#"{{"stats":{{"ticks":{},"tick_p50_us":{},"tick_p99_us":{},"tick_max_us":{},"flush_p99_us":{},"players":{},"handoffs":{},"corrections":{},"viewers":{},"bytes_in":{},"bytes_out":{}}}}}"#,
         s.ticks,
         s.tick_p50_us,
         s.tick_p99_us,
         s.tick_max_us,
+        flush_p99_us,
         s.players,
         s.handoffs,
         s.corrections,
