@@ -91,7 +91,8 @@ async function until(page, expr, what) {
   const id = await page.eval(`(() => { const w = gameView.world; let best = 0, bd = Infinity;
     for (const [id, p] of gameView.players) { const ex = Math.min(p.x % w.zone_size, w.zone_size - p.x % w.zone_size);
       const ey = Math.min(p.y % w.zone_size, w.zone_size - p.y % w.zone_size);
-      if (p.x > w.zone_size && p.y > w.zone_size && ex + ey < bd) { bd = ex + ey; best = id; } }
+      const inner = p.x > w.zone_size / 2 && p.y > w.zone_size / 2 && p.x < (w.zones_x - 0.5) * w.zone_size && p.y < (w.zones_y - 0.5) * w.zone_size;
+      if (inner && ex + ey < bd) { bd = ex + ey; best = id; } }
     document.getElementById('follow-id').value = best; document.getElementById('follow-form').requestSubmit(); return best; })()`);
   await until(page, `gameView.following === ${id} && document.getElementById('f-id').textContent === '#${id}'`, "following a player");
   const p0 = await page.eval(`JSON.stringify(gameView.players.get(${id}))`);
