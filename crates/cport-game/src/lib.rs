@@ -7,17 +7,20 @@
 //! grid, stepped at a fixed tick by the worker threads of a completion port.
 //!
 //! - [`zone`]: one zone as a sans-I/O state machine (movement validated
-//!   against the [`Rules`], in-zone chat, area of interest on grid cells:
-//!   enter, move and leave with each player's last applied input sequence).
-//! - [`World`]: zones stepped one after another with hand-offs between
-//!   ticks: the reference the engine follows, used by the tests.
+//!   against the [`Rules`], in-zone chat, area of interest on the world's
+//!   grid cells, across zone edges: enter, move and leave with each
+//!   player's last applied input sequence).
+//! - [`World`]: the tick on one thread (inputs in every zone, hand-offs,
+//!   then every zone's views with its neighbours' edge cells): the
+//!   reference the engine follows, used by the tests.
 //! - the engine: a timer on the port starts each tick; one packet per zone
-//!   lets the workers step zones concurrently, each under its own lock,
-//!   with sends queued after the lock is released; the last zone to finish
-//!   hands players over to their new zones and arms the next tick.
+//!   lets the workers apply zones' inputs concurrently, each under its own
+//!   lock; the last to finish hands players over and takes the zones'
+//!   edge cells; a second packet per zone works out the views; the last to
+//!   finish queues every player's bytes of the tick (no lock held) and
+//!   arms the next tick.
 //! - [`store`]: player state in SQLite on a thread of its own; loads answer
 //!   through a packet posted to the port, so the tick never waits for disk.
-//!
 //! - the viewer: a WebSocket endpoint ([`GameServer::viewer`]) for the
 //!   browser page in `www/game/`, fed the whole world each tick.
 //!
