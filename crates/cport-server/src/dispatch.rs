@@ -9,12 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use cport::{Buf, Completion, Ctx, OpKind, Payload};
+use cport::{Buf, Completion, Payload};
 use cport_proto::framing::FrameError;
 use parking_lot::Mutex;
 
+use crate::context::{Context, SessionKey};
 use crate::handler::{DisconnectReason, FrameAction, Handler, Message, ReasonKind};
 use crate::rx::{Fed, Flow, FrameSink, Reassembly};
+use crate::session::ServerHandle;
 use crate::session::Session;
 use crate::shared::*;
 use crate::stats::{Counters, Shard};
@@ -50,6 +52,8 @@ impl<S> Default for RxSlot<S> {
 
 pub(crate) struct Dispatcher<H: Handler> {
     shared: Arc<Shared>,
+    /// The server as the handler sees it (for its own completions).
+    server: ServerHandle,
     handler: H,
     rx: Table<Mutex<RxSlot<H::State>>>,
     accept_retry: Vec<AtomicBool>,
@@ -114,6 +118,7 @@ impl<H: Handler> Dispatcher<H> {
     pub(crate) fn new(shared: Arc<Shared>, handler: H, capacity: usize) -> Self {
         let accept_retry = shared.listeners.iter().map(|_| AtomicBool::new(false)).collect();
         Dispatcher {
+            server: ServerHandle::new(shared.clone()),
             shared,
             handler,
             rx: Table::new(capacity),
@@ -124,40 +129,44 @@ impl<H: Handler> Dispatcher<H> {
     /// Runs one completion (a worker's whole job).
     pub(crate) fn handle(&self, c: Completion) {
         self.shared.enter_worker();
-        match c.kind() {
+        let Some(to) = Context::decode(c.ctx()) else {
+            return; // not this server's (a quit packet)
+        };
+        match to {
             // Both may finish sends (a handler's send can be settled inline),
             // which give pool buffers back: sessions that found the pool
             // empty can receive again.
-            OpKind::RecvPooled => {
+            Context::Recv => {
                 self.on_recv(c);
                 self.rearm_if_starved();
             }
-            OpKind::Send | OpKind::SendVectored | OpKind::SendFile => {
+            Context::Send => {
                 self.on_send(c);
                 self.rearm_if_starved();
             }
-            OpKind::Accept => self.on_accept(c),
-            OpKind::Timeout if c.ctx() == CTX_TICK => self.on_tick(&c),
-            OpKind::Timeout if c.ctx() == CTX_RETRY => {
-                self.shared.retry_armed.store(false, Release);
-                self.rearm_starved();
+            Context::Accept(li) => self.on_accept(li as usize, c),
+            Context::Timer => self.on_timer(&c),
+            Context::Finalize => {
+                let k = SessionKey::of(c.key());
+                self.finalize(k.idx, k.gen);
             }
-            OpKind::Post if c.ctx() == CTX_FINALIZE => {
-                let (idx, gen) = split_key(c.key());
-                self.finalize(idx, gen);
+            Context::SendQueued => {
+                let k = SessionKey::of(c.key());
+                self.on_send_queued(k.idx, k.gen);
             }
-            OpKind::Post if c.ctx() == CTX_KICK => {
-                let (idx, gen) = split_key(c.key());
-                self.on_kick(idx, gen);
-            }
-            OpKind::Post if c.ctx() == CTX_RESUME => {
+            Context::Resume => {
                 // Delivers parked input: its answers may settle sends inline.
-                let (idx, gen) = split_key(c.key());
-                self.resume(idx, gen);
+                let k = SessionKey::of(c.key());
+                self.resume(k.idx, k.gen);
                 self.rearm_if_starved();
             }
-            OpKind::Post if c.ctx() == CTX_START => self.on_start(),
-            _ => {}
+            Context::Start => self.on_start(),
+            Context::App(tag) => {
+                let server = &self.server;
+                guarded(&self.shared.cfg.name, "on_completion", || {
+                    self.handler.on_completion(server, tag, c)
+                });
+            }
         }
     }
 
@@ -170,9 +179,7 @@ impl<H: Handler> Dispatcher<H> {
                 self.accept_retry[li].store(true, Release);
             }
         }
-        if let Err(e) = sh.port.timeout(sh.until_next_tick(), CTX_TICK) {
-            tracing::error!(server = %sh.cfg.name, error = %e, "cannot arm the timer: no timeouts will fire");
-        }
+        sh.wake_at_next_tick();
     }
 
     /// Runs `f` under the lock of session (`idx`, `gen`), if that session is
@@ -191,7 +198,7 @@ impl<H: Handler> Dispatcher<H> {
     }
 
     /// A send queued by another thread: issue it here.
-    fn on_kick(&self, idx: u32, gen: u32) {
+    fn on_send_queued(&self, idx: u32, gen: u32) {
         let sh = &*self.shared;
         self.with_session(idx, gen, |slot, st| {
             st.kick_posted = false;
@@ -205,13 +212,12 @@ impl<H: Handler> Dispatcher<H> {
     fn arm_accept(&self, li: usize) -> io::Result<()> {
         let sh = &*self.shared;
         sh.port
-            .accept_multi(&sh.listeners[li], Ctx::new(CTX_ACCEPT + li as u64))?;
+            .accept_multi(&sh.listeners[li], Context::Accept(li as u32).ctx())?;
         Ok(())
     }
 
-    fn on_accept(&self, mut c: Completion) {
+    fn on_accept(&self, li: usize, mut c: Completion) {
         let sh = &*self.shared;
-        let li = (c.ctx() - CTX_ACCEPT) as usize;
         let more = c.more();
         let mut later = false;
         match c.result() {
@@ -257,7 +263,7 @@ impl<H: Handler> Dispatcher<H> {
         let slot = sh.slots.ensure(idx);
         let cell = self.rx.ensure(idx);
         let gen = slot.state.lock().gen;
-        let handle = match sh.port.associate(stream, session_key(idx, gen)) {
+        let handle = match sh.port.associate(stream, SessionKey { idx, gen }.key()) {
             Ok(h) => h,
             Err(e) => {
                 sh.free.release(idx);
@@ -323,7 +329,7 @@ impl<H: Handler> Dispatcher<H> {
 
     fn on_recv(&self, c: Completion) {
         let sh = &*self.shared;
-        let (idx, gen) = split_key(c.key());
+        let SessionKey { idx, gen } = SessionKey::of(c.key());
         let Some(slot) = sh.slots.get(idx) else { return };
         let more = c.more();
         let cancelled = c.is_cancelled() || c.is_shutdown();
@@ -593,7 +599,7 @@ impl<H: Handler> Dispatcher<H> {
     }
 
     fn on_send(&self, c: Completion) {
-        let (idx, gen) = split_key(c.key());
+        let SessionKey { idx, gen } = SessionKey::of(c.key());
         self.with_session(idx, gen, |slot, st| self.send_done(slot, st, c));
     }
 
@@ -606,11 +612,16 @@ impl<H: Handler> Dispatcher<H> {
 
     // ----- time -------------------------------------------------------------
 
-    fn on_tick(&self, c: &Completion) {
+    /// The server's timer fired: advances the coarse clock, expires what
+    /// came due on the wheel, retries starved receives and failed accepts,
+    /// and plans the next wake-up.
+    fn on_timer(&self, c: &Completion) {
         let sh = &*self.shared;
         if sh.finished.load(Acquire) || c.is_shutdown() {
             return;
         }
+        sh.timer.lock().fired(sh.start.elapsed());
+        let before = sh.now();
         let now = sh.advance_clock();
         let mut due = Vec::new();
         sh.wheel.lock().expire(now, &mut due);
@@ -622,7 +633,7 @@ impl<H: Handler> Dispatcher<H> {
             self.finalize(idx, gen);
         }
         self.rearm_starved();
-        if !sh.stopping.load(Acquire) {
+        if now != before && !sh.stopping.load(Acquire) {
             for (li, flag) in self.accept_retry.iter().enumerate() {
                 if flag.swap(false, AcqRel) && self.arm_accept(li).is_err() {
                     flag.store(true, Release);
@@ -630,7 +641,7 @@ impl<H: Handler> Dispatcher<H> {
             }
         }
         if !sh.finished.load(Acquire) {
-            let _ = sh.port.timeout(sh.until_next_tick(), CTX_TICK);
+            sh.wake_at_next_tick();
         }
     }
 

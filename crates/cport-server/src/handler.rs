@@ -5,10 +5,10 @@ use std::io;
 use std::ops::Deref;
 
 use bytes::Bytes;
-use cport::Buf;
+use cport::{Buf, Completion};
 use cport_proto::framing::{FrameError, LengthPrefixed};
 
-use crate::session::Session;
+use crate::session::{ServerHandle, Session};
 
 /// How a server cuts each session's byte stream into messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,5 +256,15 @@ pub trait Handler: Send + Sync + 'static {
     fn on_frame_error(&self, session: &Session, state: &mut Self::State, err: &FrameError) -> FrameAction {
         let _ = (session, state, err);
         FrameAction::Close
+    }
+
+    /// An operation the application issued on the server's port (see
+    /// [`ServerHandle::port`]) with [`app_ctx`](crate::app_ctx)`(tag)`
+    /// completed: its own socket's receive, its timer, a job it posted.
+    /// Runs on a worker like the sessions' calls, exactly once per
+    /// operation, also when the operation was cancelled or the server shut
+    /// down (then with an error). The default drops it.
+    fn on_completion(&self, server: &ServerHandle, tag: u64, completion: Completion) {
+        let _ = (server, tag, completion);
     }
 }

@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cport::{Backend, Ctx, Key, Port, WorkerPool};
+use cport::{Backend, Port, WorkerPool};
 use cport_proto::framing::{LengthPrefixed, LengthWidth};
 use parking_lot::{Condvar, Mutex};
 
+use crate::context::{Context, SERVER_KEY};
 use crate::dispatch::Dispatcher;
 use crate::handler::{DisconnectReason, Framing, Handler};
-use crate::session::{broadcast, Broadcast, Session};
-use crate::shared::{Config, Shared, CTX_START};
+use crate::session::{broadcast, sessions_of, Broadcast, ServerHandle, Session};
+use crate::shared::{Config, Shared};
 use crate::stats::{Counters, ServerStats};
 use crate::table::{FreeList, Table};
+use crate::timer::TimerPlan;
 use crate::wheel::{Tick, Wheel};
 
 /// How long sessions get to finish closing once they are forced to.
@@ -273,9 +275,9 @@ impl ServerBuilder {
         }
         let mut local_addrs = Vec::new();
         let mut listeners = Vec::new();
-        for (i, l) in sockets.into_iter().enumerate() {
+        for l in sockets {
             local_addrs.push(l.local_addr()?);
-            listeners.push(port.associate(l, Key(u64::MAX - i as u64))?);
+            listeners.push(port.associate(l, SERVER_KEY)?);
         }
         // A deadline is a session's last stamp plus this many ticks. The
         // stamp is the coarse clock as of the last tick, which the tick timer
@@ -319,7 +321,7 @@ impl ServerBuilder {
             all_closed: (Mutex::new(()), Condvar::new()),
             starved: Mutex::new(Vec::new()),
             starved_any: AtomicBool::new(false),
-            retry_armed: AtomicBool::new(false),
+            timer: Mutex::new(TimerPlan::default()),
             orphans: Mutex::new(Vec::new()),
             counters: Counters::new(threads),
             next_shard: AtomicUsize::new(0),
@@ -336,7 +338,7 @@ impl ServerBuilder {
             shutdown_deadline: self.shutdown_deadline,
         };
         // A worker arms the accepts and the timer: see `Shared::on_worker`.
-        if let Err(e) = server.shared.port.post(Key(0), 0, Ctx::new(CTX_START)) {
+        if let Err(e) = server.shared.port.post(SERVER_KEY, 0, Context::Start.ctx()) {
             server.shutdown_inner(Duration::ZERO);
             return Err(e.into());
         }
@@ -393,57 +395,6 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// A cheap, cloneable view of a running server, for handlers and other
-/// threads: counters, the open sessions, broadcast.
-#[derive(Clone)]
-pub struct ServerHandle {
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for ServerHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle")
-            .field("name", &self.shared.cfg.name)
-            .finish()
-    }
-}
-
-impl ServerHandle {
-    /// The server's counters now.
-    pub fn stats(&self) -> ServerStats {
-        self.shared.counters.snapshot()
-    }
-    /// Handles of every open session (a snapshot; O(sessions)).
-    pub fn sessions(&self) -> Vec<Session> {
-        sessions_of(&self.shared)
-    }
-    /// Where the server listens.
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.shared.local_addrs
-    }
-    /// The backend in use.
-    pub fn backend(&self) -> Backend {
-        self.shared.backend()
-    }
-    /// Queues `msg` on every session given: one shared buffer, no copy.
-    pub fn broadcast<'a>(&self, sessions: impl IntoIterator<Item = &'a Session>, msg: &Bytes) -> Broadcast {
-        broadcast(sessions, msg)
-    }
-}
-
-fn sessions_of(sh: &Arc<Shared>) -> Vec<Session> {
-    let mut out = Vec::new();
-    for idx in 0..sh.free.high_water() {
-        if let Some(slot) = sh.slots.get(idx) {
-            let st = slot.state.lock();
-            if st.live && st.close.is_none() {
-                out.push(Session::new(sh.clone(), idx, st.gen, st.id, st.peer));
-            }
-        }
-    }
-    out
-}
-
 impl Server {
     /// A builder with the defaults.
     pub fn builder() -> ServerBuilder {
@@ -483,9 +434,7 @@ impl Server {
 
     /// A handle for other threads and handlers.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle {
-            shared: self.shared.clone(),
-        }
+        ServerHandle::new(self.shared.clone())
     }
 
     /// Handles of every open session (a snapshot; O(sessions)).

@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cport::Buf;
+use cport::{Backend, Buf, Port};
 
 use crate::handler::DisconnectReason;
 use crate::queue::Item;
 use crate::shared::Shared;
+use crate::stats::ServerStats;
 
 /// One connection of a [`Server`](crate::Server).
 ///
@@ -214,4 +215,78 @@ pub fn broadcast<'a>(sessions: impl IntoIterator<Item = &'a Session>, msg: &Byte
         }
     }
     b
+}
+
+/// A cheap, cloneable view of a running server, for handlers and other
+/// threads: counters, the open sessions, broadcast, and the server's port
+/// for the application's own operations.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("name", &self.shared.cfg.name)
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        ServerHandle { shared }
+    }
+
+    /// The server's completion port, for the application's own operations:
+    /// associate a socket of its own (any [`Key`](cport::Key)), arm a
+    /// timeout, post a job, each with a context from [`app_ctx`](crate::app_ctx),
+    /// and its completion runs on the server's workers in
+    /// [`Handler::on_completion`](crate::Handler::on_completion). One port per
+    /// process: a world loop, a Redis link or another server's sockets need
+    /// no port and no threads of their own. Do not dequeue from it: the
+    /// workers own that.
+    ///
+    /// Issue operations from a handler where you can: on io_uring the
+    /// kernel runs an operation's completion work in the thread that
+    /// submitted it, which interrupts that thread's blocking calls with
+    /// `EINTR` (posting a job and issuing from its completion avoids that).
+    pub fn port(&self) -> &Port {
+        &self.shared.port
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.counters.snapshot()
+    }
+    /// Handles of every open session (a snapshot; O(sessions)).
+    pub fn sessions(&self) -> Vec<Session> {
+        sessions_of(&self.shared)
+    }
+    /// Where the server listens.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.shared.local_addrs
+    }
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.shared.backend()
+    }
+    /// Queues `msg` on every session given: one shared buffer, no copy.
+    pub fn broadcast<'a>(&self, sessions: impl IntoIterator<Item = &'a Session>, msg: &Bytes) -> Broadcast {
+        broadcast(sessions, msg)
+    }
+}
+
+/// Handles of every open session of the server `sh`.
+pub(crate) fn sessions_of(sh: &Arc<Shared>) -> Vec<Session> {
+    let mut out = Vec::new();
+    for idx in 0..sh.free.high_water() {
+        if let Some(slot) = sh.slots.get(idx) {
+            let st = slot.state.lock();
+            if st.live && st.close.is_none() {
+                out.push(Session::new(sh.clone(), idx, st.gen, st.id, st.peer));
+            }
+        }
+    }
+    out
 }

@@ -11,31 +11,17 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
-use cport::{Backend, BufPool, Completion, Ctx, Handle, Issued, Key, OpId, Payload, Port};
+use cport::{Backend, BufPool, Completion, Handle, Issued, OpId, Payload, Port};
 use parking_lot::{Condvar, Mutex};
 
+use crate::context::{Context, SessionKey};
 use crate::handler::{DisconnectReason, Framing};
 use crate::queue::{Batch, Item, SendQueue};
 use crate::session::SendErrorKind;
 use crate::stats::{Counters, Shard, Traffic};
 use crate::table::{FreeList, Table};
+use crate::timer::{next_tick_at, TimerPlan};
 use crate::wheel::{Entry, Tick, Wheel};
-
-/// Per-operation contexts (the completion's `ctx`).
-pub(crate) const CTX_RECV: u64 = 1;
-pub(crate) const CTX_SEND: u64 = 2;
-pub(crate) const CTX_TICK: u64 = 3;
-pub(crate) const CTX_RETRY: u64 = 4;
-pub(crate) const CTX_FINALIZE: u64 = 5;
-/// A send was queued by a thread that is not a worker: a worker issues it.
-pub(crate) const CTX_KICK: u64 = 6;
-/// Posted once at start: a worker arms the accepts and the timer.
-pub(crate) const CTX_START: u64 = 7;
-/// A paused session's queue drained to the low-water mark: a worker resumes
-/// its receiving.
-pub(crate) const CTX_RESUME: u64 = 8;
-/// Accepts carry `CTX_ACCEPT + listener index`.
-pub(crate) const CTX_ACCEPT: u64 = 1 << 32;
 
 thread_local! {
     /// The server whose worker this thread is (its `Shared` address, or 0),
@@ -43,18 +29,12 @@ thread_local! {
     static WORKER_OF: std::cell::Cell<(usize, Shard)> = const { std::cell::Cell::new((0, Shard::SHARED)) };
 }
 
+/// How soon a receive that found the pool empty is tried again, if no
+/// send completes (which gives buffers back) before.
+const STARVED_RETRY: Duration = Duration::from_millis(2);
+
 /// "Not scheduled" for wheel and linger deadlines.
 pub(crate) const NEVER: Tick = Tick::MAX;
-
-/// A session's completion key: its slot and the slot's generation.
-pub(crate) fn session_key(idx: u32, gen: u32) -> Key {
-    Key(((gen as u64) << 32) | idx as u64)
-}
-
-/// The slot and generation of a session key.
-pub(crate) fn split_key(k: Key) -> (u32, u32) {
-    (k.0 as u32, (k.0 >> 32) as u32)
-}
 
 /// Settings resolved at start.
 #[derive(Debug, Clone)]
@@ -180,7 +160,8 @@ pub(crate) struct Shared {
     pub all_closed: (Mutex<()>, Condvar),
     pub starved: Mutex<Vec<(u32, u32)>>,
     pub starved_any: AtomicBool,
-    pub retry_armed: AtomicBool,
+    /// The server's one port timer: what is in flight.
+    pub timer: Mutex<TimerPlan>,
     /// Sessions whose finalize packet could not be posted: the tick runs them.
     pub orphans: Mutex<Vec<(u32, u32)>>,
     pub counters: Counters,
@@ -247,14 +228,9 @@ impl Shared {
         self.now.load(Relaxed)
     }
 
-    /// How long until the next tick boundary: the tick timer is armed for
-    /// it, so the coarse time never drifts behind the real one.
-    pub(crate) fn until_next_tick(&self) -> Duration {
-        let tick = self.cfg.tick.as_nanos().max(1);
-        let into = self.start.elapsed().as_nanos() % tick;
-        // A millisecond past the boundary: a timer that fires a hair early
-        // must not read the tick before.
-        Duration::from_nanos((tick - into) as u64) + Duration::from_millis(1)
+    /// Arms the timer for the next tick boundary.
+    pub(crate) fn wake_at_next_tick(&self) {
+        self.wake_at(next_tick_at(self.start.elapsed(), self.cfg.tick));
     }
 
     /// Reads the clock and advances the coarse time.
@@ -315,7 +291,11 @@ impl Shared {
         if worker.is_none() {
             if !st.kick_posted && !st.queue.in_flight() {
                 st.kick_posted = true;
-                if self.port.post(session_key(idx, gen), 0, CTX_KICK).is_ok() {
+                if self
+                    .port
+                    .post(SessionKey { idx, gen }.key(), 0, Context::SendQueued.ctx())
+                    .is_ok()
+                {
                     return Ok(());
                 }
                 st.kick_posted = false;
@@ -353,7 +333,7 @@ impl Shared {
             };
             // Send completions jump the queue: a big batch of received data must not
             // hold up the completions that drain the send queues.
-            let ctx = Ctx::high(CTX_SEND);
+            let ctx = Context::Send.high();
             let r = match batch {
                 Batch::One(b) => self.port.try_send(&h, b, ctx),
                 Batch::Many(v) => self.port.try_send_vectored(&h, v, ctx),
@@ -426,7 +406,18 @@ impl Shared {
         if slot.backed_up.load(Relaxed) && st.queue.backlog() <= self.cfg.low_water {
             slot.backed_up.store(false, Relaxed);
             if st.rx_paused && !st.resume_posted && st.close.is_none() {
-                st.resume_posted = self.port.post(session_key(st.idx, st.gen), 0, CTX_RESUME).is_ok();
+                st.resume_posted = self
+                    .port
+                    .post(
+                        SessionKey {
+                            idx: st.idx,
+                            gen: st.gen,
+                        }
+                        .key(),
+                        0,
+                        Context::Resume.ctx(),
+                    )
+                    .is_ok();
             }
         }
         if st.over_cap_since != NEVER && st.queue.held() <= self.cfg.max_queued {
@@ -510,7 +501,11 @@ impl Shared {
 
     /// Asks a worker to finalize a session (from threads that are not workers).
     pub(crate) fn post_finalize(&self, idx: u32, gen: u32) {
-        if self.port.post(session_key(idx, gen), 0, CTX_FINALIZE).is_err() {
+        if self
+            .port
+            .post(SessionKey { idx, gen }.key(), 0, Context::Finalize.ctx())
+            .is_err()
+        {
             self.orphans.lock().push((idx, gen));
         }
     }
@@ -536,8 +531,18 @@ impl Shared {
         st.starved = true;
         self.starved.lock().push((st.idx, st.gen));
         self.starved_any.store(true, Release);
-        if !self.retry_armed.swap(true, AcqRel) && self.port.timeout(Duration::from_millis(2), CTX_RETRY).is_err() {
-            self.retry_armed.store(false, Release);
+        self.wake_at(self.start.elapsed() + STARVED_RETRY);
+    }
+
+    /// Has the server's timer wake a worker at `at` (since the server
+    /// started), unless a timeout in flight fires by then.
+    pub(crate) fn wake_at(&self, at: Duration) {
+        let now = self.start.elapsed();
+        let mut plan = self.timer.lock();
+        if let Some(after) = plan.want(at, now) {
+            if self.port.timeout(after, Context::Timer.ctx()).is_err() {
+                plan.failed(at);
+            }
         }
     }
 
@@ -552,9 +557,9 @@ impl Shared {
     pub(crate) fn arm_recv(&self, slot: &Slot, st: &mut State) -> bool {
         let Some(h) = st.handle else { return false };
         let r = if self.cfg.multishot {
-            self.port.recv_pooled_multi(&h, &self.pool, CTX_RECV)
+            self.port.recv_pooled_multi(&h, &self.pool, Context::Recv.ctx())
         } else {
-            self.port.recv_pooled(&h, &self.pool, CTX_RECV)
+            self.port.recv_pooled(&h, &self.pool, Context::Recv.ctx())
         };
         match r {
             Ok(op) => {
