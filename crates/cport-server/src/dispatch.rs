@@ -13,15 +13,16 @@ use cport::{Buf, Completion, Payload};
 use cport_proto::framing::FrameError;
 use parking_lot::Mutex;
 
+use crate::config::Tick;
 use crate::context::{Context, SessionKey};
 use crate::handler::{DisconnectReason, FrameAction, Handler, Message, ReasonKind};
+use crate::lifecycle::{Actions, Lifecycle, SlotFlags};
 use crate::rx::{Fed, Flow, FrameSink, Reassembly};
-use crate::session::ServerHandle;
-use crate::session::Session;
-use crate::shared::*;
+use crate::session::{ServerHandle, Session};
+use crate::shared::{Shared, Slot};
 use crate::stats::{Counters, Shard};
 use crate::table::Table;
-use crate::wheel::{Entry, Tick};
+use crate::wheel::Entry;
 
 /// The receive side of a session: touched only by the one worker handling
 /// its receive (or its connect and disconnect), so this lock is uncontended.
@@ -70,12 +71,6 @@ fn guarded<R>(name: &str, what: &'static str, f: impl FnOnce() -> R) -> Option<R
     }
 }
 
-/// A failure found while delivering received bytes closes gracefully (what
-/// is queued still goes out), unless the handler panicked.
-fn graceful(reason: &DisconnectReason) -> bool {
-    !matches!(reason, DisconnectReason::HandlerPanicked)
-}
-
 /// Hands decoded frames of one session to the handler.
 struct Sink<'a, H: Handler> {
     handler: &'a H,
@@ -99,7 +94,7 @@ impl<H: Handler> FrameSink for Sink<'_, H> {
             self.panicked = true;
             return Flow::Stop;
         }
-        if self.slot.closing.load(Acquire) {
+        if self.slot.flags.closing.load(Acquire) {
             Flow::Stop
         } else {
             Flow::Continue
@@ -146,10 +141,7 @@ impl<H: Handler> Dispatcher<H> {
             }
             Context::Accept(li) => self.on_accept(li as usize, c),
             Context::Timer => self.on_timer(&c),
-            Context::Finalize => {
-                let k = SessionKey::of(c.key());
-                self.finalize(k.idx, k.gen);
-            }
+            Context::Finalize => self.finalize_deferred(),
             Context::SendQueued => {
                 let k = SessionKey::of(c.key());
                 self.on_send_queued(k.idx, k.gen);
@@ -182,27 +174,32 @@ impl<H: Handler> Dispatcher<H> {
         sh.wake_at_next_tick();
     }
 
-    /// Runs `f` under the lock of session (`idx`, `gen`), if that session is
-    /// still live, and finalizes it when `f` returns `true`.
-    fn with_session(&self, idx: u32, gen: u32, f: impl FnOnce(&Slot, &mut State) -> bool) {
+    /// Feeds one event to session (`idx`, `gen`)'s state machine, if that
+    /// session is still live, carries out its actions, and then, outside
+    /// the lock, what they left: the handler's timer, the session's end.
+    fn with_session(&self, idx: u32, gen: u32, event: impl FnOnce(&SlotFlags, &mut Lifecycle, &mut Actions)) {
         let Some(slot) = self.shared.slots.get(idx) else { return };
         let mut st = slot.state.lock();
         if !st.is(gen) {
             return;
         }
-        let fin = f(slot, &mut st);
+        let mut out = Actions::default();
+        event(&slot.flags, &mut st, &mut out);
+        let next = self.shared.apply(&slot.flags, &mut st, &mut out);
         drop(st);
-        if fin {
+        if next.fire_timer {
+            self.fire_timer(idx, gen);
+        }
+        if next.finalize {
             self.finalize(idx, gen);
         }
     }
 
     /// A send queued by another thread: issue it here.
     fn on_send_queued(&self, idx: u32, gen: u32) {
-        let sh = &*self.shared;
-        self.with_session(idx, gen, |slot, st| {
-            st.kick_posted = false;
-            sh.kick(slot, st)
+        self.with_session(idx, gen, |_, st, out| {
+            st.send_posted = false;
+            st.transmit(out);
         });
     }
 
@@ -274,21 +271,12 @@ impl<H: Handler> Dispatcher<H> {
         };
         let id = sh.next_id.fetch_add(1, Relaxed);
         let now = sh.now();
-        slot.closing.store(false, Release);
-        slot.backed_up.store(false, Relaxed);
-        slot.last_active.store(now, Relaxed);
-        slot.frame_since.store(0, Relaxed);
-        {
-            let mut st = slot.state.lock();
-            *st = State {
-                live: true,
-                id,
-                peer,
-                handle: Some(handle),
-                recv_busy: true, // on_connect runs: nothing may finalize yet
-                ..State::vacant(idx, gen)
-            };
-        }
+        let f = &slot.flags;
+        f.closing.store(false, Release);
+        f.backed_up.store(false, Relaxed);
+        f.last_active.store(now, Relaxed);
+        f.frame_since.store(0, Relaxed);
+        *slot.state.lock() = Lifecycle::opened(idx, gen, id, peer, handle);
         sh.counters.sessions.fetch_add(1, SeqCst);
         Counters::add(&sh.counters.accepted, 1);
         let session = Session::new(self.shared.clone(), idx, gen, id, peer);
@@ -303,26 +291,10 @@ impl<H: Handler> Dispatcher<H> {
             connected = rx.user.is_some();
             rx.session = Some(session);
         }
-        let mut st = slot.state.lock();
-        st.recv_busy = false;
-        let mut fin = false;
-        if !connected {
-            fin = sh.begin_close(slot, &mut st, DisconnectReason::HandlerPanicked, false);
-        }
-        if sh.stopping.load(SeqCst) {
-            fin = sh.begin_close(slot, &mut st, DisconnectReason::Shutdown, true);
-        }
-        if st.close.is_none() {
-            fin = sh.arm_recv(slot, &mut st);
-            if let Some(t) = sh.cfg.idle_ticks {
-                sh.schedule(&mut st, now.saturating_add(t));
-            }
-        }
-        fin = fin || sh.check_finalize(&mut st);
-        drop(st);
-        if fin {
-            self.finalize(idx, gen);
-        }
+        let stopping = sh.stopping.load(SeqCst);
+        self.with_session(idx, gen, |f, st, out| {
+            st.connected(connected, stopping, now, &sh.cfg, f, out)
+        });
     }
 
     // ----- receiving ------------------------------------------------------
@@ -341,9 +313,9 @@ impl<H: Handler> Dispatcher<H> {
         if more {
             // The hot path: the receive stays armed, nothing to re-arm.
             if let Some(reason) = buf.and_then(|b| self.deliver(idx, slot, b)) {
-                self.with_session(idx, gen, |slot, st| {
-                    let graceful = graceful(&reason);
-                    sh.begin_close(slot, st, reason, graceful)
+                self.with_session(idx, gen, |f, st, out| {
+                    let graceful = !matches!(reason, DisconnectReason::HandlerPanicked);
+                    st.close(reason, graceful, sh.now(), &sh.cfg, f, out)
                 });
             }
             return;
@@ -353,42 +325,16 @@ impl<H: Handler> Dispatcher<H> {
             if !st.is(gen) {
                 return;
             }
-            st.recv_op = None;
-            st.recv_busy = true;
+            st.recv_ended();
         }
         let got_data = buf.is_some();
         let fatal = buf.and_then(|b| self.deliver(idx, slot, b));
-        let mut st = slot.state.lock();
-        st.recv_busy = false;
-        let fin = match (fatal, res) {
-            (Some(reason), _) => {
-                let graceful = graceful(&reason);
-                sh.begin_close(slot, &mut st, reason, graceful)
-            }
-            (None, Ok(0)) if !got_data && st.rx_paused && st.close.is_none() => {
-                // Input parked before the end is delivered first (`resume`).
-                st.rx_eof = true;
-                false
-            }
-            (None, Ok(0)) if !got_data => sh.begin_close(slot, &mut st, DisconnectReason::PeerClosed, true),
-            (None, Ok(_)) if st.close.is_none() => !st.rx_paused && sh.arm_recv(slot, &mut st),
-            (None, Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) && st.close.is_none() => {
-                if !st.rx_paused {
-                    sh.starve(&mut st);
-                }
-                false
-            }
-            (None, Err(e)) if !cancelled && st.close.is_none() => {
-                tracing::debug!(server = %sh.cfg.name, session = st.id, error = %e, "receive failed");
-                sh.begin_close(slot, &mut st, DisconnectReason::Io(e), false)
-            }
-            _ => sh.check_finalize(&mut st),
-        };
-        let resume = !fin && sh.resume_ready(slot, &st);
-        drop(st);
-        if fin {
-            self.finalize(idx, gen);
-        } else if resume {
+        let mut resume = false;
+        self.with_session(idx, gen, |f, st, out| {
+            st.on_received(fatal, res, got_data, cancelled, sh.now(), &sh.cfg, f, out);
+            resume = st.resume_ready(f);
+        });
+        if resume {
             self.resume(idx, gen);
         }
     }
@@ -401,8 +347,8 @@ impl<H: Handler> Dispatcher<H> {
         let sh = &*self.shared;
         let shard = sh.shard();
         sh.counters.traffic(shard, |t| &t.bytes_in, buf.len() as u64);
-        slot.last_active.store(sh.now(), Relaxed);
-        if slot.closing.load(Acquire) {
+        slot.flags.last_active.store(sh.now(), Relaxed);
+        if slot.flags.closing.load(Acquire) {
             return None;
         }
         let cell = self.rx.get(idx)?;
@@ -412,7 +358,7 @@ impl<H: Handler> Dispatcher<H> {
             return None;
         }
         let fatal = self.handle_input(slot, &mut rx, buf, shard);
-        if fatal.is_none() && slot.backed_up.load(Relaxed) {
+        if fatal.is_none() && slot.flags.backed_up.load(Relaxed) {
             self.pause(slot, &mut rx);
         }
         fatal
@@ -423,17 +369,13 @@ impl<H: Handler> Dispatcher<H> {
     /// parked. Nothing is re-armed until `resume`.
     fn pause(&self, slot: &Slot, rx: &mut RxSlot<H::State>) {
         let mut st = slot.state.lock();
-        // Drained meanwhile (another worker settled a send): nothing to do.
-        if !st.live || st.close.is_some() || st.rx_paused || !slot.backed_up.load(Relaxed) {
-            return;
+        let mut out = Actions::default();
+        if st.pause(&slot.flags, &mut out) {
+            rx.paused = true;
+            Counters::add(&self.shared.counters.pauses, 1);
         }
-        st.rx_paused = true;
-        rx.paused = true;
-        Counters::add(&self.shared.counters.pauses, 1);
-        if let Some(op) = st.recv_op {
-            // The op is this port's own: cancel_op refuses only foreign ids.
-            let _ = self.shared.port.cancel_op(op);
-        }
+        // (Pausing only cancels the receive: nothing to finalize.)
+        let _ = self.shared.apply(&slot.flags, &mut st, &mut out);
     }
 
     /// Resumes a paused session whose queue drained to the low-water mark:
@@ -449,21 +391,15 @@ impl<H: Handler> Dispatcher<H> {
             let mut rx = cell.lock();
             {
                 let mut st = slot.state.lock();
-                if !st.is(gen) {
+                if !st.is(gen) || !st.resume(&slot.flags) {
                     return;
                 }
-                st.resume_posted = false;
-                if !sh.resume_ready(slot, &st) {
-                    return;
-                }
-                st.rx_paused = false;
-                st.recv_busy = true; // handler code runs: nothing may finalize
             }
             Counters::add(&sh.counters.resumes, 1);
             rx.paused = false;
-            if slot.frame_since.load(Relaxed) != 0 {
+            if slot.flags.frame_since.load(Relaxed) != 0 {
                 // The frame clock stood still while the server was not reading.
-                slot.frame_since.store(sh.now() + 1, Relaxed);
+                slot.flags.frame_since.store(sh.now() + 1, Relaxed);
             }
             let shard = sh.shard();
             let mut fatal = None;
@@ -474,30 +410,18 @@ impl<H: Handler> Dispatcher<H> {
                     rx.parked = None;
                 }
                 fatal = self.handle_input(slot, &mut rx, Buf::Bytes(piece), shard);
-                if fatal.is_none() && slot.backed_up.load(Relaxed) {
+                if fatal.is_none() && slot.flags.backed_up.load(Relaxed) {
                     self.pause(slot, &mut rx);
                 }
             }
             drop(rx);
-            let mut st = slot.state.lock();
-            st.recv_busy = false;
-            let fin = if let Some(reason) = fatal {
-                let graceful = graceful(&reason);
-                sh.begin_close(slot, &mut st, reason, graceful)
-            } else if st.close.is_some() || st.rx_paused {
-                sh.check_finalize(&mut st)
-            } else if std::mem::take(&mut st.rx_eof) {
-                sh.begin_close(slot, &mut st, DisconnectReason::PeerClosed, true)
-            } else {
-                sh.arm_recv(slot, &mut st)
-            };
             // Paused again and drained at once by another worker, whose
             // resume found this one busy: go round again.
-            let again = !fin && sh.resume_ready(slot, &st);
-            drop(st);
-            if fin {
-                self.finalize(idx, gen);
-            }
+            let mut again = false;
+            self.with_session(idx, gen, |f, st, out| {
+                st.resumed(fatal, sh.now(), &sh.cfg, f, out);
+                again = !st.finalizing && st.resume_ready(f);
+            });
             if !again {
                 return;
             }
@@ -556,15 +480,16 @@ impl<H: Handler> Dispatcher<H> {
     /// the frame-completion timer.
     fn frame_timer(&self, slot: &Slot, started: bool, now: Tick) {
         if !started {
-            slot.frame_since.store(0, Relaxed);
+            slot.flags.frame_since.store(0, Relaxed);
             return;
         }
-        slot.frame_since.store(now + 1, Relaxed);
-        if let Some(t) = self.shared.cfg.frame_ticks {
+        slot.flags.frame_since.store(now + 1, Relaxed);
+        if self.shared.cfg.frame_ticks.is_some() {
             let mut st = slot.state.lock();
-            if st.live {
-                self.shared.schedule(&mut st, now.saturating_add(t));
-            }
+            let mut out = Actions::default();
+            st.frame_started(now, &self.shared.cfg, &mut out);
+            // (Scheduling a check finalizes nothing.)
+            let _ = self.shared.apply(&slot.flags, &mut st, &mut out);
         }
     }
 
@@ -575,18 +500,8 @@ impl<H: Handler> Dispatcher<H> {
             return;
         }
         let list = std::mem::take(&mut *sh.starved.lock());
-        for (idx, gen) in list {
-            self.with_session(idx, gen, |slot, st| {
-                if !st.starved {
-                    return false;
-                }
-                st.starved = false;
-                if st.close.is_none() {
-                    !st.rx_paused && sh.arm_recv(slot, st)
-                } else {
-                    sh.check_finalize(st)
-                }
-            });
+        for k in list {
+            self.with_session(k.idx, k.gen, |_, st, out| st.unstarve(out));
         }
     }
 
@@ -599,15 +514,14 @@ impl<H: Handler> Dispatcher<H> {
     }
 
     fn on_send(&self, c: Completion) {
-        let SessionKey { idx, gen } = SessionKey::of(c.key());
-        self.with_session(idx, gen, |slot, st| self.send_done(slot, st, c));
-    }
-
-    /// Settles a finished send and issues the next one (or closes a flushed
-    /// graceful close). Returns `true` when the session must be finalized.
-    fn send_done(&self, slot: &Slot, st: &mut State, c: Completion) -> bool {
         let sh = &*self.shared;
-        sh.settle_send(slot, st, c) || sh.kick(slot, st)
+        let SessionKey { idx, gen } = SessionKey::of(c.key());
+        self.with_session(idx, gen, |f, st, out| {
+            let cancelled = c.is_cancelled() || c.is_shutdown();
+            let (res, payload) = c.into_parts();
+            let n = st.on_sent(res, payload, cancelled, sh.now(), &sh.cfg, f, out);
+            sh.count(|t| &t.bytes_out, n as u64);
+        });
     }
 
     // ----- time -------------------------------------------------------------
@@ -628,10 +542,7 @@ impl<H: Handler> Dispatcher<H> {
         for e in due {
             self.check_timeouts(e, now);
         }
-        let orphans = std::mem::take(&mut *sh.orphans.lock());
-        for (idx, gen) in orphans {
-            self.finalize(idx, gen);
-        }
+        self.finalize_deferred();
         self.rearm_starved();
         if now != before && !sh.stopping.load(Acquire) {
             for (li, flag) in self.accept_retry.iter().enumerate() {
@@ -645,66 +556,43 @@ impl<H: Handler> Dispatcher<H> {
         }
     }
 
-    /// A session's wheel check came due: close it or put it back.
+    /// A session's wheel check came due: its state machine decides.
     fn check_timeouts(&self, e: Entry, now: Tick) {
-        self.with_session(e.idx, e.gen, |slot, st| self.timeouts_due(slot, st, e.due, now));
+        let sh = &*self.shared;
+        self.with_session(e.idx, e.gen, |f, st, out| st.on_timeout(e.due, now, &sh.cfg, f, out));
     }
 
-    /// Closes a session whose timeout passed, or puts its check back on the
-    /// wheel. Returns `true` when the session must be finalized.
-    fn timeouts_due(&self, slot: &Slot, st: &mut State, due: Tick, now: Tick) -> bool {
+    /// Runs the handler's timer of session (`idx`, `gen`), in order with
+    /// its messages (under its receive side's lock).
+    fn fire_timer(&self, idx: u32, gen: u32) {
         let sh = &*self.shared;
-        if st.wheel_due != due {
-            return false; // a stale duplicate of a rescheduled check
+        let (Some(slot), Some(cell)) = (sh.slots.get(idx), self.rx.get(idx)) else {
+            return;
+        };
+        let mut rx = cell.lock();
+        if !slot.state.lock().open_for(gen) {
+            return;
         }
-        st.wheel_due = NEVER;
-        match &st.close {
-            Some(c) if c.graceful && st.linger_due <= now => {
-                tracing::info!(server = %sh.cfg.name, session = st.id, "linger time passed with data unsent: aborting");
-                sh.begin_close(slot, st, DisconnectReason::Aborted, false)
-            }
-            Some(c) => {
-                if c.graceful {
-                    let due = st.linger_due;
-                    sh.schedule(st, due);
-                }
-                false
-            }
-            None => {
-                let idle = sh
-                    .cfg
-                    .idle_ticks
-                    .map(|t| slot.last_active.load(Relaxed).saturating_add(t));
-                let since = slot.frame_since.load(Relaxed);
-                // A paused session is not read by the server: no frame clock.
-                let frame = sh
-                    .cfg
-                    .frame_ticks
-                    .filter(|_| since != 0 && !st.rx_paused)
-                    .map(|t| (since - 1).saturating_add(t));
-                let over_cap =
-                    (st.over_cap_since != NEVER).then(|| st.over_cap_since.saturating_add(sh.cfg.slow_ticks));
-                if over_cap.is_some_and(|d| d <= now) {
-                    sh.cut_slow_consumer(slot, st, "its queue stayed past the cap")
-                } else if idle.is_some_and(|d| d <= now) {
-                    tracing::info!(server = %sh.cfg.name, session = st.id, "idle timeout");
-                    sh.begin_close(slot, st, DisconnectReason::IdleTimeout, false)
-                } else if frame.is_some_and(|d| d <= now) {
-                    tracing::info!(server = %sh.cfg.name, session = st.id, "frame not completed in time");
-                    sh.begin_close(slot, st, DisconnectReason::FrameTimeout, false)
-                } else {
-                    let next = idle
-                        .unwrap_or(NEVER)
-                        .min(frame.unwrap_or(NEVER))
-                        .min(over_cap.unwrap_or(NEVER));
-                    sh.schedule(st, next);
-                    false
-                }
-            }
+        let RxSlot { session, user, .. } = &mut *rx;
+        let (Some(session), Some(user)) = (session.as_ref(), user.as_mut()) else {
+            return;
+        };
+        if guarded(&sh.cfg.name, "on_timer", || self.handler.on_timer(session, user)).is_none() {
+            drop(rx);
+            self.with_session(idx, gen, |f, st, out| {
+                st.close(DisconnectReason::HandlerPanicked, false, sh.now(), &sh.cfg, f, out)
+            });
         }
     }
 
     // ----- the end of a session ------------------------------------------------
+
+    /// Finalizes the sessions handed over by other threads.
+    fn finalize_deferred(&self) {
+        for k in self.shared.take_to_finalize() {
+            self.finalize(k.idx, k.gen);
+        }
+    }
 
     /// Ends a session whose finalization was decided: the handler's
     /// `on_disconnect`, counters, and the slot back to the free list.
@@ -713,14 +601,13 @@ impl<H: Handler> Dispatcher<H> {
         let Some(slot) = sh.slots.get(idx) else { return };
         let (reason, id) = {
             let mut st = slot.state.lock();
-            if !st.is(gen) || !st.finalizing {
+            if !st.is(gen) {
                 return;
             }
-            let reason = st.close.take().map_or(DisconnectReason::Closed, |c| c.reason);
-            sh.close_handle(&mut st);
-            let id = st.id;
-            *st = State::vacant(idx, gen.wrapping_add(1));
-            (reason, id)
+            match st.finish() {
+                Some(end) => end,
+                None => return,
+            }
         };
         let (session, user) = match self.rx.get(idx) {
             Some(cell) => {

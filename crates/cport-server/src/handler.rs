@@ -258,6 +258,13 @@ pub trait Handler: Send + Sync + 'static {
         FrameAction::Close
     }
 
+    /// The session's timer ([`Session::set_timer`]) came due. Runs on a
+    /// worker, never at the same time as the session's other calls. The
+    /// default does nothing.
+    fn on_timer(&self, session: &Session, state: &mut Self::State) {
+        let _ = (session, state);
+    }
+
     /// An operation the application issued on the server's port (see
     /// [`ServerHandle::port`]) with [`app_ctx`](crate::app_ctx)`(tag)`
     /// completed: its own socket's receive, its timer, a job it posted.

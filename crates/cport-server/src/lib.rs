@@ -97,9 +97,11 @@
 //! parallel and each receive is re-armed after its chunk is handled, which
 //! keeps one session's messages in order ([`RecvMode`]).
 
+mod config;
 mod context;
 mod dispatch;
 mod handler;
+mod lifecycle;
 mod queue;
 mod rx;
 mod server;

@@ -11,15 +11,16 @@ use cport::{Backend, Port, WorkerPool};
 use cport_proto::framing::{LengthPrefixed, LengthWidth};
 use parking_lot::{Condvar, Mutex};
 
+use crate::config::{Config, Tick};
 use crate::context::{Context, SERVER_KEY};
 use crate::dispatch::Dispatcher;
 use crate::handler::{DisconnectReason, Framing, Handler};
 use crate::session::{broadcast, sessions_of, Broadcast, ServerHandle, Session};
-use crate::shared::{Config, Shared};
+use crate::shared::Shared;
 use crate::stats::{Counters, ServerStats};
 use crate::table::{FreeList, Table};
 use crate::timer::TimerPlan;
-use crate::wheel::{Tick, Wheel};
+use crate::wheel::Wheel;
 
 /// How long sessions get to finish closing once they are forced to.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
@@ -279,16 +280,8 @@ impl ServerBuilder {
             local_addrs.push(l.local_addr()?);
             listeners.push(port.associate(l, SERVER_KEY)?);
         }
-        // A deadline is a session's last stamp plus this many ticks. The
-        // stamp is the coarse clock as of the last tick, which the tick timer
-        // (armed for each tick boundary) keeps at most one tick behind the
-        // real time even when its completion waits behind a batch: so two
-        // ticks more than the timeout itself, and a timeout never fires
-        // early (it fires up to two ticks late).
-        let ticks = |d: Duration| -> Tick {
-            let t = d.as_nanos().div_ceil(self.tick.as_nanos().max(1)) + 2;
-            t.min(u32::MAX as u128 / 2) as Tick
-        };
+        let tick = self.tick;
+        let ticks = |d: Duration| -> Tick { Config::ticks(tick, d) };
         let framed = self.framing != Framing::Raw;
         let high_water = self.water_marks.0.min(self.max_queued / 2).max(1);
         let cfg = Config {
@@ -322,7 +315,8 @@ impl ServerBuilder {
             starved: Mutex::new(Vec::new()),
             starved_any: AtomicBool::new(false),
             timer: Mutex::new(TimerPlan::default()),
-            orphans: Mutex::new(Vec::new()),
+            to_finalize: Mutex::new(Vec::new()),
+            finalize_posted: AtomicBool::new(false),
             counters: Counters::new(threads),
             next_shard: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
@@ -504,15 +498,8 @@ impl Server {
         let sh = &*self.shared;
         for idx in 0..sh.free.high_water() {
             let Some(slot) = sh.slots.get(idx) else { continue };
-            let mut st = slot.state.lock();
-            if !st.live || st.finalizing {
-                continue;
-            }
-            let gen = st.gen;
-            if sh.begin_close(slot, &mut st, DisconnectReason::Shutdown, graceful) {
-                drop(st);
-                sh.post_finalize(idx, gen);
-            }
+            let gen = slot.state.lock().gen;
+            sh.close_session(idx, gen, DisconnectReason::Shutdown, graceful);
         }
     }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cport::{Backend, Buf, Port};
@@ -151,17 +152,19 @@ impl Session {
     }
 
     fn close_with(&self, reason: DisconnectReason, graceful: bool) {
-        let Some(slot) = self.shared.slots.get(self.idx) else {
-            return;
-        };
-        let mut st = slot.state.lock();
-        if !st.is(self.gen) {
-            return;
-        }
-        if self.shared.begin_close(slot, &mut st, reason, graceful) {
-            drop(st);
-            self.shared.post_finalize(self.idx, self.gen);
-        }
+        self.shared.close_session(self.idx, self.gen, reason, graceful);
+    }
+
+    /// Sets the session's timer: [`Handler::on_timer`](crate::Handler::on_timer)
+    /// runs once `after` has passed (never early, up to two server ticks
+    /// late), in order with the session's messages; `None` clears it.
+    /// Setting it again replaces the deadline. The timer does not fire while
+    /// the session's receiving is paused (its input may wait unread in the
+    /// kernel): it fires once receiving resumes and the deadline has passed.
+    /// A request timeout (HTTP's 408) is this timer, set while a request is
+    /// partly received.
+    pub fn set_timer(&self, after: Option<Duration>) {
+        self.shared.set_timer(self.idx, self.gen, after);
     }
 
     /// `true` until the session starts closing.

@@ -1,5 +1,5 @@
 //! What every session handle and every worker share: the port, the session
-//! slots, and the send/close logic that runs under one session's lock.
+//! slots, and the executor that carries out a session's actions.
 //!
 //! Locking: each session has its own small mutex (`Slot::state`); nothing
 //! here takes a lock across sessions on the message path. The receive side
@@ -11,12 +11,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
-use cport::{Backend, BufPool, Completion, Handle, Issued, OpId, Payload, Port};
+use cport::{Backend, BufPool, Handle, Issued, Port};
 use parking_lot::{Condvar, Mutex};
 
-use crate::context::{Context, SessionKey};
-use crate::handler::{DisconnectReason, Framing};
-use crate::queue::{Batch, Item, SendQueue};
+use crate::config::{Config, NEVER};
+use crate::context::{Context, SessionKey, SERVER_KEY};
+use crate::handler::DisconnectReason;
+use crate::lifecycle::{Action, Actions, Lifecycle, SlotFlags};
+use crate::queue::{Batch, Item};
 use crate::session::SendErrorKind;
 use crate::stats::{Counters, Shard, Traffic};
 use crate::table::{FreeList, Table};
@@ -33,115 +35,24 @@ thread_local! {
 /// send completes (which gives buffers back) before.
 const STARVED_RETRY: Duration = Duration::from_millis(2);
 
-/// "Not scheduled" for wheel and linger deadlines.
-pub(crate) const NEVER: Tick = Tick::MAX;
-
-/// Settings resolved at start.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub name: String,
-    pub framing: Framing,
-    pub max_queued: usize,
-    /// Output backlog at which a session's receiving pauses.
-    pub high_water: usize,
-    /// Output backlog at which a paused session's receiving resumes.
-    pub low_water: usize,
-    /// How long a session's queue may stay past the cap before it is cut.
-    pub slow_ticks: Tick,
-    /// The size of one pool buffer: parked input is delivered in pieces of it.
-    pub recv_size: usize,
-    pub idle_ticks: Option<Tick>,
-    pub frame_ticks: Option<Tick>,
-    pub linger_ticks: Tick,
-    pub tick: Duration,
-    pub multishot: bool,
-    pub nodelay: bool,
-    pub threads: usize,
-}
-
-/// One session slot. The atomics are read on the receive path without the lock.
+/// One session slot: the state machine under its lock, and the flags the
+/// receive path reads without it.
 #[derive(Default)]
 pub(crate) struct Slot {
-    /// Set once the session starts closing: stop handing out messages.
-    pub closing: AtomicBool,
-    /// Tick of the last byte received or sent.
-    pub last_active: AtomicU32,
-    /// Tick + 1 at which the pending partial frame started, 0 when none.
-    pub frame_since: AtomicU32,
-    /// The send queue's backlog passed the high-water mark and has not yet
-    /// drained to the low one. Written under `state`; read without it on the
-    /// receive path, after each delivered chunk.
-    pub backed_up: AtomicBool,
-    pub state: Mutex<State>,
+    pub flags: SlotFlags,
+    pub state: Mutex<Lifecycle>,
 }
 
-/// How a session is closing.
-#[derive(Debug)]
-pub(crate) struct Closing {
-    pub reason: DisconnectReason,
-    /// Flush the queue before closing (else drop it and close at once).
-    pub graceful: bool,
-}
-
-/// A session's state under its lock.
-#[derive(Default)]
-pub(crate) struct State {
-    pub idx: u32,
-    pub gen: u32,
-    pub live: bool,
-    pub id: u64,
-    pub peer: Option<SocketAddr>,
-    pub handle: Option<Handle>,
-    pub queue: SendQueue,
-    /// The receive operation in flight, if one is.
-    pub recv_op: Option<OpId>,
-    /// A kick packet is on its way to a worker.
-    pub kick_posted: bool,
-    /// A worker is running handler code for this session outside the lock
-    /// (a final receive completion, or `on_connect`).
-    pub recv_busy: bool,
-    /// Waiting for pool buffers before re-arming the receive.
-    pub starved: bool,
-    /// Receiving is paused until the queue drains (back-pressure); no
-    /// receive is re-armed while set.
-    pub rx_paused: bool,
-    /// The peer ended its stream while receiving was paused: once the
-    /// input parked before it is delivered, the session closes.
-    pub rx_eof: bool,
-    /// A resume packet is on its way to a worker.
-    pub resume_posted: bool,
-    /// Tick since which the queue holds more than the cap (`NEVER`: it does not).
-    pub over_cap_since: Tick,
-    pub close: Option<Closing>,
-    pub handle_closed: bool,
-    /// Finalization is decided (exactly one party runs it).
-    pub finalizing: bool,
-    pub wheel_due: Tick,
-    pub linger_due: Tick,
-}
-
-impl State {
-    /// The state of a slot with no session: the next one gets generation `gen`.
-    pub(crate) fn vacant(idx: u32, gen: u32) -> Self {
-        State {
-            idx,
-            gen,
-            wheel_due: NEVER,
-            linger_due: NEVER,
-            over_cap_since: NEVER,
-            ..State::default()
-        }
-    }
-
-    /// Holds the live session of generation `gen`.
-    pub(crate) fn is(&self, gen: u32) -> bool {
-        self.live && self.gen == gen
-    }
-
-    /// Accepts new sends for a handle of generation `gen`.
-    pub(crate) fn open_for(&self, gen: u32) -> bool {
-        self.is(gen) && self.close.is_none()
-    }
+/// What a session's actions leave for the caller to do once the session's
+/// lock is released (both run handler code).
+#[derive(Debug, Default, Clone, Copy)]
+#[must_use]
+pub(crate) struct Followup {
+    /// End the session: a worker runs `Dispatcher::finalize`; any other
+    /// caller hands it over with [`Shared::defer_finalize`].
+    pub finalize: bool,
+    /// Run the handler's timer (only the dispatcher's timeout checks ask).
+    pub fire_timer: bool,
 }
 
 pub(crate) struct Shared {
@@ -158,12 +69,18 @@ pub(crate) struct Shared {
     pub finished: AtomicBool,
     /// Notified when the last session ends during shutdown (`counters.sessions` reaches 0).
     pub all_closed: (Mutex<()>, Condvar),
-    pub starved: Mutex<Vec<(u32, u32)>>,
+    /// Sessions whose receive found the pool empty.
+    pub starved: Mutex<Vec<SessionKey>>,
     pub starved_any: AtomicBool,
     /// The server's one port timer: what is in flight.
     pub timer: Mutex<TimerPlan>,
-    /// Sessions whose finalize packet could not be posted: the tick runs them.
-    pub orphans: Mutex<Vec<(u32, u32)>>,
+    /// Sessions whose end was decided on a thread that cannot run it (not a
+    /// worker, or inside a handler call): a worker finalizes them, woken by
+    /// one `Context::Finalize` packet (or, if that cannot be posted, by the
+    /// next tick).
+    pub to_finalize: Mutex<Vec<SessionKey>>,
+    /// A `Context::Finalize` packet is on its way.
+    pub finalize_posted: AtomicBool,
     pub counters: Counters,
     /// The next worker's counter shard.
     pub next_shard: AtomicUsize,
@@ -241,7 +158,8 @@ impl Shared {
         t
     }
 
-    /// Queues `item` on session (`idx`, `gen`) and starts a send if none is in flight.
+    /// Queues `item` on session (`idx`, `gen`) and starts a send if none is
+    /// in flight (a worker issues it at once; other threads post it to one).
     pub(crate) fn enqueue(&self, idx: u32, gen: u32, item: Item) -> Result<(), (SendErrorKind, Item)> {
         let Some(slot) = self.slots.get(idx) else {
             return Err((SendErrorKind::Closed, item));
@@ -250,288 +168,151 @@ impl Shared {
         if !st.open_for(gen) {
             return Err((SendErrorKind::Closed, item));
         }
-        let len = match &item {
-            Item::Buf(b) => b.len(),
-            Item::File { .. } => 0,
-        };
-        let queued = st.queue.held();
-        // One message larger than the cap may go out on an empty queue: the
-        // cap bounds what piles up, not what the application sends at once.
-        // Past the cap a session has the slow-consumer timeout to drain
-        // below it again, and may never hold twice the cap.
-        let cap = self.cfg.max_queued;
-        if queued > 0 && queued + len > cap {
-            let now = self.now();
-            if st.over_cap_since == NEVER {
-                st.over_cap_since = now;
-                self.schedule(&mut st, now.saturating_add(self.cfg.slow_ticks));
-            }
-            let stale = now >= st.over_cap_since.saturating_add(self.cfg.slow_ticks);
-            if stale || queued + len > cap.saturating_mul(2) {
-                let why = if stale {
-                    "its queue stayed past the cap"
-                } else {
-                    "its queue would pass twice the cap"
-                };
-                let fin = self.cut_slow_consumer(slot, &mut st, why);
-                drop(st);
-                if fin {
-                    self.post_finalize(idx, gen);
-                }
-                return Err((SendErrorKind::Overflow { queued, cap }, item));
-            }
-        }
-        st.queue.push(item);
-        if st.queue.backlog() > self.cfg.high_water && !slot.backed_up.load(Relaxed) {
-            slot.backed_up.store(true, Relaxed);
-        }
         let worker = self.worker();
-        self.counters
-            .traffic(worker.unwrap_or(Shard::SHARED), |t| &t.messages_out, 1);
-        if worker.is_none() {
-            if !st.kick_posted && !st.queue.in_flight() {
-                st.kick_posted = true;
-                if self
-                    .port
-                    .post(SessionKey { idx, gen }.key(), 0, Context::SendQueued.ctx())
-                    .is_ok()
-                {
-                    return Ok(());
-                }
-                st.kick_posted = false;
-            } else {
-                return Ok(());
-            }
+        let mut out = Actions::default();
+        let r = st.enqueue(item, worker.is_some(), self.now(), &self.cfg, &slot.flags, &mut out);
+        if r.is_ok() {
+            self.counters
+                .traffic(worker.unwrap_or(Shard::SHARED), |t| &t.messages_out, 1);
         }
-        if self.kick(slot, &mut st) {
-            drop(st);
-            self.post_finalize(idx, gen);
-        }
-        Ok(())
+        let next = self.apply(&slot.flags, &mut st, &mut out);
+        drop(st);
+        self.follow_up_elsewhere(idx, gen, next);
+        r
     }
 
-    /// Issues the next batch if nothing is in flight, or closes a graceful
-    /// close whose queue has flushed. Returns `true` when the session must now
-    /// be finalized (`check_finalize`, once).
-    ///
-    /// A send that the socket takes at once (epoll) comes back inline and is
-    /// settled here, skipping its trip through the port; then whatever is
-    /// queued behind it goes out the same way.
-    pub(crate) fn kick(&self, slot: &Slot, st: &mut State) -> bool {
-        loop {
-            let h = match st.handle {
-                Some(h) if !st.handle_closed => h,
-                _ => return self.check_finalize(st),
-            };
-            let Some(batch) = st.queue.next_batch() else {
-                // Nothing to send now. A graceful close that waited for the
-                // queue to flush closes once it is idle.
-                if st.queue.is_idle() && st.close.as_ref().is_some_and(|c| c.graceful) {
-                    self.close_handle(st);
-                }
-                return self.check_finalize(st);
-            };
-            // Send completions jump the queue: a big batch of received data must not
-            // hold up the completions that drain the send queues.
-            let ctx = Context::Send.high();
-            let r = match batch {
-                Batch::One(b) => self.port.try_send(&h, b, ctx),
-                Batch::Many(v) => self.port.try_send_vectored(&h, v, ctx),
-                Batch::File { file, offset, len } => {
-                    self.port.send_file(&h, file, offset, len, ctx).map(Issued::Pending)
-                }
-            };
-            match r {
-                Ok(Issued::Pending(_)) => return self.check_finalize(st),
-                Ok(Issued::Done(c)) => {
-                    if self.settle_send(slot, st, c) {
-                        return true;
-                    }
-                }
-                Err(e) => {
-                    st.queue.fail();
-                    return self.begin_close(slot, st, DisconnectReason::Io(e.into()), false);
-                }
-            }
-        }
-    }
-
-    /// Settles a finished send: counts it and completes the queue's batch,
-    /// or fails the queue and starts closing. Returns `true` when the session
-    /// must be finalized.
-    pub(crate) fn settle_send(&self, slot: &Slot, st: &mut State, c: Completion) -> bool {
-        let cancelled = c.is_cancelled() || c.is_shutdown();
-        let (res, payload) = c.into_parts();
-        match res {
-            Ok(n) => {
-                self.count(|t| &t.bytes_out, n as u64);
-                slot.last_active.store(self.now(), Relaxed);
-                let whole = match payload {
-                    Payload::Buf(b) => {
-                        st.queue.complete_one(n, b);
-                        true
-                    }
-                    Payload::Bufs(v) => {
-                        st.queue.complete_many(n, v);
-                        true
-                    }
-                    Payload::File(f) => st.queue.complete_file(n as u64, f),
-                    _ => {
-                        st.queue.fail();
-                        true
-                    }
-                };
-                self.drained(slot, st);
-                if whole {
-                    false
-                } else {
-                    self.begin_close(slot, st, DisconnectReason::FileEnded, false)
-                }
-            }
-            Err(e) => {
-                st.queue.fail();
-                drop(payload);
-                if !cancelled {
-                    tracing::debug!(server = %self.cfg.name, session = st.id, error = %e, "send failed");
-                }
-                self.begin_close(slot, st, DisconnectReason::Io(e), false)
-            }
-        }
-    }
-
-    /// After a send made progress: clears the back-up at the low-water mark
-    /// (and has a worker resume a paused session's receiving), and stops
-    /// the slow-consumer clock once the queue is back under the cap.
-    fn drained(&self, slot: &Slot, st: &mut State) {
-        if slot.backed_up.load(Relaxed) && st.queue.backlog() <= self.cfg.low_water {
-            slot.backed_up.store(false, Relaxed);
-            if st.rx_paused && !st.resume_posted && st.close.is_none() {
-                st.resume_posted = self
-                    .port
-                    .post(
-                        SessionKey {
-                            idx: st.idx,
-                            gen: st.gen,
-                        }
-                        .key(),
-                        0,
-                        Context::Resume.ctx(),
-                    )
-                    .is_ok();
-            }
-        }
-        if st.over_cap_since != NEVER && st.queue.held() <= self.cfg.max_queued {
-            st.over_cap_since = NEVER;
-        }
-    }
-
-    /// Cuts off a session that has not read what it was sent for too long:
-    /// what has not started to leave is dropped, a message already started
-    /// is finished (never truncated mid-frame), then the session closes.
-    /// Returns `true` when the caller must finalize it.
-    pub(crate) fn cut_slow_consumer(&self, slot: &Slot, st: &mut State, why: &str) -> bool {
-        let (queued, cap) = (st.queue.held(), self.cfg.max_queued);
-        tracing::warn!(server = %self.cfg.name, session = st.id, queued, cap, "slow consumer cut off: {why}");
-        st.queue.cut();
-        let fin = self.begin_close(slot, st, DisconnectReason::SlowConsumer { queued, cap }, true);
-        // The message already started gets the slow-consumer timeout to
-        // finish, not the server's whole close linger (300 s for HTTP): a
-        // peer that stopped reading would otherwise hold its place (and a
-        // chat room's "left" notice) for minutes.
-        let due = self.now().saturating_add(self.cfg.slow_ticks);
-        if st.linger_due != NEVER && due < st.linger_due {
-            st.linger_due = due;
-            self.schedule(st, due);
-        }
-        fin
-    }
-
-    /// Starts closing a session (or makes a graceful close abortive). Returns
-    /// `true` when the caller must finalize it (nothing is in flight any more).
-    pub(crate) fn begin_close(&self, slot: &Slot, st: &mut State, reason: DisconnectReason, graceful: bool) -> bool {
-        match &mut st.close {
-            None => {
-                st.close = Some(Closing { reason, graceful });
-                slot.closing.store(true, Release);
-            }
-            Some(c) if c.graceful && !graceful => c.graceful = false,
-            Some(_) => return self.check_finalize(st),
-        }
-        if graceful {
-            if let Some(op) = st.recv_op {
-                let _ = self.port.cancel_op(op); // its own port's op: never refused
-            }
-            if st.queue.is_idle() {
-                self.close_handle(st);
-            } else {
-                st.linger_due = self.now().saturating_add(self.cfg.linger_ticks);
-                self.schedule(st, st.linger_due);
-            }
-        } else {
-            st.queue.clear_queued();
-            self.close_handle(st);
-        }
-        self.check_finalize(st)
-    }
-
-    /// Closes the session's handle once: cancels what is in flight on it.
-    pub(crate) fn close_handle(&self, st: &mut State) {
-        if !st.handle_closed {
-            if let Some(h) = st.handle {
-                let _ = self.port.close(&h);
-            }
-            st.handle_closed = true;
-        }
-    }
-
-    /// `true` (once) when a closing session has nothing left in flight.
-    pub(crate) fn check_finalize(&self, st: &mut State) -> bool {
-        let ready = st.live
-            && st.close.is_some()
-            && st.handle_closed
-            && st.recv_op.is_none()
-            && !st.recv_busy
-            && !st.queue.in_flight()
-            && !st.finalizing;
-        if ready {
-            st.finalizing = true;
-        }
-        ready
-    }
-
-    /// Asks a worker to finalize a session (from threads that are not workers).
-    pub(crate) fn post_finalize(&self, idx: u32, gen: u32) {
-        if self
-            .port
-            .post(SessionKey { idx, gen }.key(), 0, Context::Finalize.ctx())
-            .is_err()
-        {
-            self.orphans.lock().push((idx, gen));
-        }
-    }
-
-    /// Puts a timeout check for the session on the wheel at `due`, unless an
-    /// earlier one is already there.
-    pub(crate) fn schedule(&self, st: &mut State, due: Tick) {
-        if due >= st.wheel_due {
-            // (`NEVER` is the largest tick, so it never schedules.)
+    /// Starts closing session (`idx`, `gen`) from outside the dispatcher
+    /// (the application, the shutdown).
+    pub(crate) fn close_session(&self, idx: u32, gen: u32, reason: DisconnectReason, graceful: bool) {
+        let Some(slot) = self.slots.get(idx) else { return };
+        let mut st = slot.state.lock();
+        if !st.is(gen) || st.finalizing {
             return;
         }
-        let due = self.wheel.lock().schedule(Entry {
-            idx: st.idx,
-            gen: st.gen,
-            due,
-        });
-        st.wheel_due = due;
+        let mut out = Actions::default();
+        st.close(reason, graceful, self.now(), &self.cfg, &slot.flags, &mut out);
+        let next = self.apply(&slot.flags, &mut st, &mut out);
+        drop(st);
+        self.follow_up_elsewhere(idx, gen, next);
     }
 
-    /// Notes that a session's receive found the pool empty; it is re-armed
-    /// when buffers come back (a send completes) or after a short delay.
-    pub(crate) fn starve(&self, st: &mut State) {
-        st.starved = true;
-        self.starved.lock().push((st.idx, st.gen));
-        self.starved_any.store(true, Release);
-        self.wake_at(self.start.elapsed() + STARVED_RETRY);
+    /// Sets or clears the handler's timer of session (`idx`, `gen`).
+    pub(crate) fn set_timer(&self, idx: u32, gen: u32, after: Option<Duration>) {
+        let Some(slot) = self.slots.get(idx) else { return };
+        let mut st = slot.state.lock();
+        if !st.is(gen) {
+            return;
+        }
+        let mut out = Actions::default();
+        let after = after.map(|d| Config::ticks(self.cfg.tick, d));
+        st.set_timer(after, self.now(), &mut out);
+        let next = self.apply(&slot.flags, &mut st, &mut out);
+        drop(st);
+        self.follow_up_elsewhere(idx, gen, next);
+    }
+
+    /// What is left after actions run outside the dispatcher: a finalize
+    /// goes to a worker.
+    fn follow_up_elsewhere(&self, idx: u32, gen: u32, next: Followup) {
+        if next.finalize {
+            self.defer_finalize(SessionKey { idx, gen });
+        }
+    }
+
+    /// Carries out a session's actions on the port, the wheel and the
+    /// starved list, under the session's lock (what an action reports back,
+    /// such as a send the socket took at once, feeds the state machine and
+    /// may add actions). What must wait for the lock's release is returned.
+    pub(crate) fn apply(&self, f: &SlotFlags, st: &mut Lifecycle, out: &mut Actions) -> Followup {
+        let mut next = Followup::default();
+        let key = SessionKey {
+            idx: st.idx,
+            gen: st.gen,
+        };
+        while let Some(a) = out.pop() {
+            match a {
+                Action::Send(h, batch) => {
+                    // Send completions jump the queue: a big batch of received
+                    // data must not hold up the completions that drain the
+                    // send queues. A send the socket takes at once (epoll)
+                    // comes back inline and is settled here, skipping its
+                    // trip through the port.
+                    let ctx = Context::Send.high();
+                    let r = match batch {
+                        Batch::One(b) => self.port.try_send(&h, b, ctx),
+                        Batch::Many(v) => self.port.try_send_vectored(&h, v, ctx),
+                        Batch::File { file, offset, len } => {
+                            self.port.send_file(&h, file, offset, len, ctx).map(Issued::Pending)
+                        }
+                    };
+                    match r {
+                        Ok(Issued::Pending(_)) => {}
+                        Ok(Issued::Done(c)) => {
+                            let cancelled = c.is_cancelled() || c.is_shutdown();
+                            let (res, payload) = c.into_parts();
+                            let n = st.on_sent(res, payload, cancelled, self.now(), &self.cfg, f, out);
+                            self.count(|t| &t.bytes_out, n as u64);
+                        }
+                        Err(e) => st.send_refused(e.into(), self.now(), &self.cfg, f, out),
+                    }
+                }
+                Action::ArmRecv(h) => {
+                    let r = if self.cfg.multishot {
+                        self.port.recv_pooled_multi(&h, &self.pool, Context::Recv.ctx())
+                    } else {
+                        self.port.recv_pooled(&h, &self.pool, Context::Recv.ctx())
+                    };
+                    st.recv_armed(r.map_err(Into::into), self.now(), &self.cfg, f, out);
+                }
+                Action::CancelRecv(op) => {
+                    let _ = self.port.cancel_op(op); // its own port's op: never refused
+                }
+                Action::CloseHandle(h) => {
+                    let _ = self.port.close(&h);
+                }
+                Action::Schedule(due) => {
+                    st.wheel_due = self.wheel.lock().schedule(Entry {
+                        idx: key.idx,
+                        gen: key.gen,
+                        due,
+                    });
+                }
+                Action::PostSend => {
+                    if self.port.post(key.key(), 0, Context::SendQueued.ctx()).is_err() {
+                        // The port's queue is full: issue it from here.
+                        st.send_posted = false;
+                        st.transmit(out);
+                    }
+                }
+                Action::PostResume => {
+                    st.resume_posted = self.port.post(key.key(), 0, Context::Resume.ctx()).is_ok();
+                }
+                Action::Starved => {
+                    self.starved.lock().push(key);
+                    self.starved_any.store(true, Release);
+                    self.wake_at(self.start.elapsed() + STARVED_RETRY);
+                }
+                Action::FireTimer => next.fire_timer = true,
+                Action::Finalize => next.finalize = true,
+            }
+        }
+        next
+    }
+
+    /// Hands the end of a session to a worker: the one way a thread that
+    /// cannot run `on_disconnect` itself gets it run.
+    pub(crate) fn defer_finalize(&self, k: SessionKey) {
+        self.to_finalize.lock().push(k);
+        if !self.finalize_posted.swap(true, AcqRel) && self.port.post(SERVER_KEY, 0, Context::Finalize.ctx()).is_err() {
+            // Full or shutting down: the next tick finalizes the list.
+            self.finalize_posted.store(false, Release);
+        }
+    }
+
+    /// The sessions waiting to be finalized (for a worker to finalize).
+    pub(crate) fn take_to_finalize(&self) -> Vec<SessionKey> {
+        self.finalize_posted.store(false, Release);
+        std::mem::take(&mut *self.to_finalize.lock())
     }
 
     /// Has the server's timer wake a worker at `at` (since the server
@@ -543,30 +324,6 @@ impl Shared {
             if self.port.timeout(after, Context::Timer.ctx()).is_err() {
                 plan.failed(at);
             }
-        }
-    }
-
-    /// A paused session may resume now: its queue drained, nothing of its
-    /// receive is in flight or being handled, and it is not closing.
-    pub(crate) fn resume_ready(&self, slot: &Slot, st: &State) -> bool {
-        st.rx_paused && st.close.is_none() && st.recv_op.is_none() && !st.recv_busy && !slot.backed_up.load(Relaxed)
-    }
-
-    /// Arms the session's receive. Returns `true` if that failed and the
-    /// session must be finalized.
-    pub(crate) fn arm_recv(&self, slot: &Slot, st: &mut State) -> bool {
-        let Some(h) = st.handle else { return false };
-        let r = if self.cfg.multishot {
-            self.port.recv_pooled_multi(&h, &self.pool, Context::Recv.ctx())
-        } else {
-            self.port.recv_pooled(&h, &self.pool, Context::Recv.ctx())
-        };
-        match r {
-            Ok(op) => {
-                st.recv_op = Some(op);
-                false
-            }
-            Err(e) => self.begin_close(slot, st, DisconnectReason::Io(e.into()), false),
         }
     }
 }

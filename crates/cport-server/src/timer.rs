@@ -67,7 +67,7 @@ mod tests {
     #[test]
     fn a_later_wake_up_rides_on_the_timeout_in_flight() {
         let mut p = TimerPlan::default();
-        assert_eq!(p.want(100 * MS, 0 * MS), Some(100 * MS));
+        assert_eq!(p.want(100 * MS, Duration::ZERO), Some(100 * MS));
         assert_eq!(p.want(150 * MS, 10 * MS), None);
         assert_eq!(p.in_flight(), 1);
     }
@@ -75,7 +75,7 @@ mod tests {
     #[test]
     fn an_earlier_wake_up_arms_its_own_timeout() {
         let mut p = TimerPlan::default();
-        assert_eq!(p.want(100 * MS, 0 * MS), Some(100 * MS));
+        assert_eq!(p.want(100 * MS, Duration::ZERO), Some(100 * MS));
         assert_eq!(p.want(12 * MS, 10 * MS), Some(2 * MS));
         assert_eq!(p.in_flight(), 2);
         p.fired(12 * MS);
@@ -89,14 +89,14 @@ mod tests {
     fn a_failed_arm_is_not_counted_in_flight() {
         let mut p = TimerPlan::default();
         let at = 50 * MS;
-        assert!(p.want(at, 0 * MS).is_some());
+        assert!(p.want(at, Duration::ZERO).is_some());
         p.failed(at);
         assert_eq!(p.want(at, 1 * MS), Some(49 * MS), "tried again");
     }
 
     #[test]
     fn ticks_land_just_past_their_boundary() {
-        assert_eq!(next_tick_at(0 * MS, 100 * MS), 101 * MS);
+        assert_eq!(next_tick_at(Duration::ZERO, 100 * MS), 101 * MS);
         assert_eq!(next_tick_at(99 * MS, 100 * MS), 101 * MS);
         assert_eq!(next_tick_at(100 * MS, 100 * MS), 201 * MS);
     }

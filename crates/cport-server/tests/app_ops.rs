@@ -18,10 +18,13 @@ const LINK_RECV: u64 = 1;
 const TICK: u64 = 2;
 const JOB: u64 = 3;
 
+/// One completion as the handler saw it: tag, result, bytes received.
+type Seen = (u64, Result<usize, String>, Vec<u8>);
+
 /// Echoes its sessions, and reports each of its own completions as
 /// (tag, result, bytes received, on a worker thread).
 struct Relay {
-    seen: Mutex<mpsc::Sender<(u64, Result<usize, String>, Vec<u8>)>>,
+    seen: Mutex<mpsc::Sender<Seen>>,
 }
 
 impl Handler for Relay {
