@@ -8,19 +8,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use cport::{Buf, Completion, Payload};
-use cport_proto::framing::FrameError;
+use cport_proto::framing::{FrameError, FrameStream};
 use parking_lot::Mutex;
 
 use crate::config::Tick;
 use crate::context::{Context, SessionKey};
 use crate::handler::{DisconnectReason, FrameAction, Handler, Message, ReasonKind};
 use crate::lifecycle::{Actions, Lifecycle, SlotFlags};
-use crate::rx::{Fed, Flow, FrameSink, Reassembly};
+use crate::server_core::{ServerCore, Slot};
 use crate::session::{ServerHandle, Session};
-use crate::shared::{Shared, Slot};
-use crate::stats::{Counters, Shard};
+use crate::stats::{ServerCounters, Shard};
 use crate::table::Table;
 use crate::wheel::Entry;
 
@@ -29,7 +28,8 @@ use crate::wheel::Entry;
 struct RxSlot<S> {
     session: Option<Session>,
     user: Option<S>,
-    reasm: Option<Reassembly>,
+    /// The session's frame reassembly (`None` for raw framing).
+    reasm: Option<FrameStream>,
     /// Receiving is paused (mirrors `State::rx_paused`, readable here
     /// without the session lock): input still arriving is parked.
     paused: bool,
@@ -52,7 +52,7 @@ impl<S> Default for RxSlot<S> {
 }
 
 pub(crate) struct Dispatcher<H: Handler> {
-    shared: Arc<Shared>,
+    shared: Arc<ServerCore>,
     /// The server as the handler sees it (for its own completions).
     server: ServerHandle,
     handler: H,
@@ -71,46 +71,8 @@ fn guarded<R>(name: &str, what: &'static str, f: impl FnOnce() -> R) -> Option<R
     }
 }
 
-/// Hands decoded frames of one session to the handler.
-struct Sink<'a, H: Handler> {
-    handler: &'a H,
-    session: &'a Session,
-    user: &'a mut H::State,
-    slot: &'a Slot,
-    shared: &'a Shared,
-    shard: Shard,
-    panicked: bool,
-}
-
-impl<H: Handler> FrameSink for Sink<'_, H> {
-    fn frame(&mut self, frame: Bytes) -> Flow {
-        self.shared.counters.traffic(self.shard, |t| &t.messages_in, 1);
-        let (h, s, u) = (self.handler, self.session, &mut *self.user);
-        if guarded(&self.shared.cfg.name, "on_message", || {
-            h.on_message(s, u, Message::Frame(frame))
-        })
-        .is_none()
-        {
-            self.panicked = true;
-            return Flow::Stop;
-        }
-        if self.slot.flags.closing.load(Acquire) {
-            Flow::Stop
-        } else {
-            Flow::Continue
-        }
-    }
-    fn error(&mut self, err: &FrameError) -> FrameAction {
-        let (h, s, u) = (self.handler, self.session, &mut *self.user);
-        guarded(&self.shared.cfg.name, "on_frame_error", || h.on_frame_error(s, u, err)).unwrap_or_else(|| {
-            self.panicked = true;
-            FrameAction::Close
-        })
-    }
-}
-
 impl<H: Handler> Dispatcher<H> {
-    pub(crate) fn new(shared: Arc<Shared>, handler: H, capacity: usize) -> Self {
+    pub(crate) fn new(shared: Arc<ServerCore>, handler: H, capacity: usize) -> Self {
         let accept_retry = shared.listeners.iter().map(|_| AtomicBool::new(false)).collect();
         Dispatcher {
             server: ServerHandle::new(shared.clone()),
@@ -162,7 +124,7 @@ impl<H: Handler> Dispatcher<H> {
         }
     }
 
-    /// Arms every accept and the timer (from a worker: see `Shared::on_worker`).
+    /// Arms every accept and the timer (from a worker: see `ServerCore::worker`).
     fn on_start(&self) {
         let sh = &*self.shared;
         for li in 0..sh.listeners.len() {
@@ -253,7 +215,7 @@ impl<H: Handler> Dispatcher<H> {
             let _ = stream.set_nodelay(true);
         }
         let Some(idx) = sh.free.alloc() else {
-            Counters::add(&sh.counters.rejected, 1);
+            ServerCounters::add(&sh.counters.rejected, 1);
             tracing::warn!(server = %sh.cfg.name, ?peer, "connection refused: session limit reached");
             return;
         };
@@ -264,7 +226,7 @@ impl<H: Handler> Dispatcher<H> {
             Ok(h) => h,
             Err(e) => {
                 sh.free.release(idx);
-                Counters::add(&sh.counters.rejected, 1);
+                ServerCounters::add(&sh.counters.rejected, 1);
                 tracing::warn!(server = %sh.cfg.name, error = %e, "connection refused: association failed");
                 return;
             }
@@ -278,13 +240,13 @@ impl<H: Handler> Dispatcher<H> {
         f.frame_since.store(0, Relaxed);
         *slot.state.lock() = Lifecycle::opened(idx, gen, id, peer, handle);
         sh.counters.sessions.fetch_add(1, SeqCst);
-        Counters::add(&sh.counters.accepted, 1);
+        ServerCounters::add(&sh.counters.accepted, 1);
         let session = Session::new(self.shared.clone(), idx, gen, id, peer);
         tracing::trace!(server = %sh.cfg.name, session = id, ?peer, "session opened");
         let connected;
         {
             let mut rx = cell.lock();
-            rx.reasm = Reassembly::new(&sh.cfg.framing);
+            rx.reasm = sh.cfg.framing.stream();
             rx.paused = false;
             rx.parked = None;
             rx.user = guarded(&sh.cfg.name, "on_connect", || self.handler.on_connect(&session));
@@ -372,7 +334,7 @@ impl<H: Handler> Dispatcher<H> {
         let mut out = Actions::default();
         if st.pause(&slot.flags, &mut out) {
             rx.paused = true;
-            Counters::add(&self.shared.counters.pauses, 1);
+            ServerCounters::add(&self.shared.counters.pauses, 1);
         }
         // (Pausing only cancels the receive: nothing to finalize.)
         let _ = self.shared.apply(&slot.flags, &mut st, &mut out);
@@ -395,7 +357,7 @@ impl<H: Handler> Dispatcher<H> {
                     return;
                 }
             }
-            Counters::add(&sh.counters.resumes, 1);
+            ServerCounters::add(&sh.counters.resumes, 1);
             rx.paused = false;
             if slot.flags.frame_since.load(Relaxed) != 0 {
                 // The frame clock stood still while the server was not reading.
@@ -449,31 +411,60 @@ impl<H: Handler> Dispatcher<H> {
             };
         };
         let had = r.has_partial();
-        let mut sink = Sink {
-            handler: &self.handler,
-            session,
-            user,
-            slot,
-            shared: sh,
-            shard,
-            panicked: false,
-        };
-        let fed = r.feed(&buf, &mut sink);
+        r.push(&buf);
         drop(buf);
-        if sink.panicked {
-            return Some(DisconnectReason::HandlerPanicked);
+        let h = &self.handler;
+        let name = &sh.cfg.name;
+        let fatal = loop {
+            match r.next_frame() {
+                Ok(Some(frame)) => {
+                    sh.counters.traffic(shard, |t| &t.messages_in, 1);
+                    if guarded(name, "on_message", || {
+                        h.on_message(session, user, Message::Frame(frame))
+                    })
+                    .is_none()
+                    {
+                        r.clear();
+                        break Some(DisconnectReason::HandlerPanicked);
+                    }
+                    if slot.flags.closing.load(Acquire) {
+                        // The session is closing: the rest is dropped.
+                        r.clear();
+                        break None;
+                    }
+                }
+                Ok(None) => break None,
+                Err(e) => {
+                    // Only an oversized frame may be skipped, if the handler says so.
+                    let action = match e {
+                        FrameError::TooLarge { .. } => {
+                            guarded(name, "on_frame_error", || h.on_frame_error(session, user, &e))
+                        }
+                        FrameError::Malformed(_) => Some(FrameAction::Close),
+                    };
+                    match action {
+                        Some(FrameAction::Skip) if r.skip_frame(&e) => continue,
+                        Some(_) => {
+                            r.clear();
+                            tracing::info!(server = %name, error = %e, "bad frame: closing session");
+                            break Some(DisconnectReason::Frame(e));
+                        }
+                        None => {
+                            r.clear();
+                            break Some(DisconnectReason::HandlerPanicked);
+                        }
+                    }
+                }
+            }
+        };
+        if matches!(fatal, Some(DisconnectReason::HandlerPanicked)) {
+            return fatal;
         }
         let has = r.has_partial();
         if has != had {
             self.frame_timer(slot, has, now);
         }
-        match fed {
-            Fed::Fatal(e) => {
-                tracing::info!(server = %sh.cfg.name, error = %e, "bad frame: closing session");
-                Some(DisconnectReason::Frame(e))
-            }
-            Fed::Ok | Fed::Stopped => None,
-        }
+        fatal
     }
 
     /// A partial frame started (or the last one completed): arm (or stop)
@@ -501,7 +492,7 @@ impl<H: Handler> Dispatcher<H> {
         }
         let list = std::mem::take(&mut *sh.starved.lock());
         for k in list {
-            self.with_session(k.idx, k.gen, |_, st, out| st.unstarve(out));
+            self.with_session(k.idx, k.gen, |_, st, out| st.buffers_back(out));
         }
     }
 

@@ -6,7 +6,7 @@ use std::ops::Deref;
 
 use bytes::Bytes;
 use cport::{Buf, Completion};
-use cport_proto::framing::{FrameError, LengthPrefixed};
+use cport_proto::framing::{FrameError, FrameStream, LengthPrefixed};
 
 use crate::session::{ServerHandle, Session};
 
@@ -24,6 +24,18 @@ pub enum Framing {
         /// The longest accepted line, terminator excluded.
         max_line: usize,
     },
+}
+
+impl Framing {
+    /// A new session's frame reassembly, or `None` for raw framing (chunks
+    /// are messages).
+    pub(crate) fn stream(&self) -> Option<FrameStream> {
+        match self {
+            Framing::Raw => None,
+            Framing::LengthPrefixed(c) => Some(FrameStream::length_prefixed(*c)),
+            Framing::Lines { max_line } => Some(FrameStream::lines(*max_line)),
+        }
+    }
 }
 
 /// What to do about a frame that broke the codec's rules.
@@ -157,18 +169,29 @@ impl fmt::Display for DisconnectReason {
 
 /// The kind of a [`DisconnectReason`], without its details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
+#[non_exhaustive]
 pub enum ReasonKind {
+    /// [`DisconnectReason::PeerClosed`].
     PeerClosed,
+    /// [`DisconnectReason::Closed`].
     Closed,
+    /// [`DisconnectReason::Aborted`].
     Aborted,
+    /// [`DisconnectReason::Io`].
     Io,
+    /// [`DisconnectReason::SlowConsumer`].
     SlowConsumer,
+    /// [`DisconnectReason::Frame`].
     Frame,
+    /// [`DisconnectReason::IdleTimeout`].
     IdleTimeout,
+    /// [`DisconnectReason::FrameTimeout`].
     FrameTimeout,
+    /// [`DisconnectReason::FileEnded`].
     FileEnded,
+    /// [`DisconnectReason::Shutdown`].
     Shutdown,
+    /// [`DisconnectReason::HandlerPanicked`].
     HandlerPanicked,
 }
 

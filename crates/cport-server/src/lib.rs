@@ -97,16 +97,17 @@
 //! parallel and each receive is re-armed after its chunk is handled, which
 //! keeps one session's messages in order ([`RecvMode`]).
 
+#![deny(missing_docs)]
+
 mod config;
 mod context;
 mod dispatch;
 mod handler;
 mod lifecycle;
 mod queue;
-mod rx;
 mod server;
+mod server_core;
 mod session;
-mod shared;
 mod signal;
 mod stats;
 mod table;

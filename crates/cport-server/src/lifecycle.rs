@@ -465,13 +465,13 @@ impl Lifecycle {
     }
 
     /// The receive found the pool empty: wait for buffers.
-    fn starve(&mut self, out: &mut Actions) {
+    fn wait_for_buffers(&mut self, out: &mut Actions) {
         self.starved = true;
         out.push(Action::Starved);
     }
 
     /// Buffers came back: re-arm a starved receive (or finish closing).
-    pub(crate) fn unstarve(&mut self, out: &mut Actions) {
+    pub(crate) fn buffers_back(&mut self, out: &mut Actions) {
         if !self.starved {
             return;
         }
@@ -547,7 +547,7 @@ impl Lifecycle {
             }
             (None, Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) && self.close.is_none() => {
                 if !self.rx_paused {
-                    self.starve(out);
+                    self.wait_for_buffers(out);
                 }
             }
             (None, Err(e)) if !cancelled && self.close.is_none() => {

@@ -15,9 +15,9 @@ use crate::config::{Config, Tick};
 use crate::context::{Context, SERVER_KEY};
 use crate::dispatch::Dispatcher;
 use crate::handler::{DisconnectReason, Framing, Handler};
+use crate::server_core::ServerCore;
 use crate::session::{broadcast, sessions_of, Broadcast, ServerHandle, Session};
-use crate::shared::Shared;
-use crate::stats::{Counters, ServerStats};
+use crate::stats::{ServerCounters, ServerStats};
 use crate::table::{FreeList, Table};
 use crate::timer::TimerPlan;
 use crate::wheel::Wheel;
@@ -300,7 +300,7 @@ impl ServerBuilder {
             nodelay: self.nodelay,
             threads,
         };
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServerCore {
             port: port.clone(),
             pool,
             cfg,
@@ -317,7 +317,7 @@ impl ServerBuilder {
             timer: Mutex::new(TimerPlan::default()),
             to_finalize: Mutex::new(Vec::new()),
             finalize_posted: AtomicBool::new(false),
-            counters: Counters::new(threads),
+            counters: ServerCounters::new(threads),
             next_shard: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             local_addrs,
@@ -331,7 +331,7 @@ impl ServerBuilder {
             done: false,
             shutdown_deadline: self.shutdown_deadline,
         };
-        // A worker arms the accepts and the timer: see `Shared::on_worker`.
+        // A worker arms the accepts and the timer: see `ServerCore::worker`.
         if let Err(e) = server.shared.port.post(SERVER_KEY, 0, Context::Start.ctx()) {
             server.shutdown_inner(Duration::ZERO);
             return Err(e.into());
@@ -373,7 +373,7 @@ pub struct ShutdownReport {
 ///
 /// Dropping it shuts it down (with the builder's shutdown deadline).
 pub struct Server {
-    shared: Arc<Shared>,
+    shared: Arc<ServerCore>,
     workers: Option<WorkerPool>,
     done: bool,
     shutdown_deadline: Duration,

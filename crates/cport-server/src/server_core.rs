@@ -20,13 +20,13 @@ use crate::handler::DisconnectReason;
 use crate::lifecycle::{Action, Actions, Lifecycle, SlotFlags};
 use crate::queue::{Batch, Item};
 use crate::session::SendErrorKind;
-use crate::stats::{Counters, Shard, Traffic};
+use crate::stats::{ServerCounters, Shard, Traffic};
 use crate::table::{FreeList, Table};
 use crate::timer::{next_tick_at, TimerPlan};
 use crate::wheel::{Entry, Tick, Wheel};
 
 thread_local! {
-    /// The server whose worker this thread is (its `Shared` address, or 0),
+    /// The server whose worker this thread is (its `ServerCore` address, or 0),
     /// and the worker's counter shard.
     static WORKER_OF: std::cell::Cell<(usize, Shard)> = const { std::cell::Cell::new((0, Shard::SHARED)) };
 }
@@ -49,13 +49,13 @@ pub(crate) struct Slot {
 #[must_use]
 pub(crate) struct Followup {
     /// End the session: a worker runs `Dispatcher::finalize`; any other
-    /// caller hands it over with [`Shared::defer_finalize`].
+    /// caller hands it over with [`ServerCore::defer_finalize`].
     pub finalize: bool,
     /// Run the handler's timer (only the dispatcher's timeout checks ask).
     pub fire_timer: bool,
 }
 
-pub(crate) struct Shared {
+pub(crate) struct ServerCore {
     pub port: Port,
     pub pool: BufPool,
     pub cfg: Config,
@@ -81,7 +81,7 @@ pub(crate) struct Shared {
     pub to_finalize: Mutex<Vec<SessionKey>>,
     /// A `Context::Finalize` packet is on its way.
     pub finalize_posted: AtomicBool,
-    pub counters: Counters,
+    pub counters: ServerCounters,
     /// The next worker's counter shard.
     pub next_shard: AtomicUsize,
     pub next_id: AtomicU64,
@@ -89,14 +89,14 @@ pub(crate) struct Shared {
     pub listeners: Vec<Handle>,
 }
 
-impl Shared {
+impl ServerCore {
     pub(crate) fn backend(&self) -> Backend {
         self.port.backend()
     }
 
     /// Marks the calling thread as one of this server's workers.
     pub(crate) fn enter_worker(&self) {
-        let me = self as *const Shared as usize;
+        let me = self as *const ServerCore as usize;
         WORKER_OF.with(|w| {
             if w.get().0 != me {
                 // Each worker thread numbers itself once; past the expected
@@ -121,7 +121,7 @@ impl Shared {
     pub(crate) fn worker(&self) -> Option<Shard> {
         WORKER_OF.with(|w| {
             let (of, shard) = w.get();
-            (of == self as *const Shared as usize).then_some(shard)
+            (of == self as *const ServerCore as usize).then_some(shard)
         })
     }
 

@@ -12,7 +12,7 @@ use cport::{Backend, Buf, Port};
 
 use crate::handler::DisconnectReason;
 use crate::queue::Item;
-use crate::shared::Shared;
+use crate::server_core::ServerCore;
 use crate::stats::ServerStats;
 
 /// One connection of a [`Server`](crate::Server).
@@ -23,7 +23,7 @@ use crate::stats::ServerStats;
 /// reuses the same slot.
 #[derive(Clone)]
 pub struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<ServerCore>,
     idx: u32,
     gen: u32,
     id: u64,
@@ -41,6 +41,7 @@ impl fmt::Debug for Session {
 
 /// Why a send was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendErrorKind {
     /// The session has ended or is closing.
     Closed,
@@ -81,7 +82,7 @@ impl<T> fmt::Display for SendError<T> {
 impl<T: fmt::Debug> Error for SendError<T> {}
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, idx: u32, gen: u32, id: u64, peer: Option<SocketAddr>) -> Self {
+    pub(crate) fn new(shared: Arc<ServerCore>, idx: u32, gen: u32, id: u64, peer: Option<SocketAddr>) -> Self {
         Session {
             shared,
             idx,
@@ -225,7 +226,7 @@ pub fn broadcast<'a>(sessions: impl IntoIterator<Item = &'a Session>, msg: &Byte
 /// for the application's own operations.
 #[derive(Clone)]
 pub struct ServerHandle {
-    shared: Arc<Shared>,
+    shared: Arc<ServerCore>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -237,7 +238,7 @@ impl std::fmt::Debug for ServerHandle {
 }
 
 impl ServerHandle {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<ServerCore>) -> Self {
         ServerHandle { shared }
     }
 
@@ -281,7 +282,7 @@ impl ServerHandle {
 }
 
 /// Handles of every open session of the server `sh`.
-pub(crate) fn sessions_of(sh: &Arc<Shared>) -> Vec<Session> {
+pub(crate) fn sessions_of(sh: &Arc<ServerCore>) -> Vec<Session> {
     let mut out = Vec::new();
     for idx in 0..sh.free.high_water() {
         if let Some(slot) = sh.slots.get(idx) {
