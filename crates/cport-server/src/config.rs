@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::handler::Framing;
+use crate::message::Framing;
 pub(crate) use crate::wheel::Tick;
 
 /// "Not scheduled" for wheel, linger and timer deadlines.

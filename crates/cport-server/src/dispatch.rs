@@ -15,8 +15,10 @@ use parking_lot::Mutex;
 
 use crate::config::Tick;
 use crate::context::{Context, SessionKey};
-use crate::handler::{DisconnectReason, FrameAction, Handler, Message, ReasonKind};
+use crate::error::{DisconnectReason, ReasonKind};
+use crate::handler::Handler;
 use crate::lifecycle::{Actions, Lifecycle, SlotFlags};
+use crate::message::{FrameAction, Message};
 use crate::server_core::{ServerCore, Slot};
 use crate::session::{ServerHandle, Session};
 use crate::stats::{ServerCounters, Shard};

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 use cport::{Handle, OpId, Payload};
 
 use crate::config::{Config, Tick, NEVER};
-use crate::handler::DisconnectReason;
+use crate::error::DisconnectReason;
+use crate::error::SendErrorKind;
 use crate::queue::{Batch, Item, SendQueue};
-use crate::session::SendErrorKind;
 
 /// What the dispatcher must do for a session, in order.
 #[derive(Debug)]

@@ -16,10 +16,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::{Config, NEVER};
 use crate::context::{Context, SessionKey, SERVER_KEY};
-use crate::handler::DisconnectReason;
+use crate::error::DisconnectReason;
+use crate::error::SendErrorKind;
 use crate::lifecycle::{Action, Actions, Lifecycle, SlotFlags};
 use crate::queue::{Batch, Item};
-use crate::session::SendErrorKind;
 use crate::stats::{ServerCounters, Shard, Traffic};
 use crate::table::{FreeList, Table};
 use crate::timer::{next_tick_at, TimerPlan};

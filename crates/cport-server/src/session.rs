@@ -1,6 +1,5 @@
 //! The session handle the application holds: send, send a file, close.
 
-use std::error::Error;
 use std::fmt;
 use std::fs::File;
 use std::net::SocketAddr;
@@ -10,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cport::{Backend, Buf, Port};
 
-use crate::handler::DisconnectReason;
+use crate::error::{DisconnectReason, SendError};
 use crate::queue::Item;
 use crate::server_core::ServerCore;
 use crate::stats::ServerStats;
@@ -39,48 +38,6 @@ impl fmt::Debug for Session {
     }
 }
 
-/// Why a send was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SendErrorKind {
-    /// The session has ended or is closing.
-    Closed,
-    /// The session's queue stayed past its cap for the slow-consumer
-    /// timeout, or would have passed twice the cap: the session is being
-    /// disconnected as a slow consumer.
-    Overflow {
-        /// Bytes queued when the send came.
-        queued: usize,
-        /// The cap.
-        cap: usize,
-    },
-}
-
-/// A refused send; the payload comes back.
-#[derive(Debug)]
-pub struct SendError<T> {
-    /// Why.
-    pub kind: SendErrorKind,
-    /// What was to be sent, handed back.
-    pub payload: T,
-}
-
-impl<T> fmt::Display for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            SendErrorKind::Closed => f.write_str("session is closed"),
-            SendErrorKind::Overflow { queued, cap } => {
-                write!(
-                    f,
-                    "send queue cap reached ({queued} bytes queued, cap {cap}): session disconnected"
-                )
-            }
-        }
-    }
-}
-
-impl<T: fmt::Debug> Error for SendError<T> {}
-
 impl Session {
     pub(crate) fn new(shared: Arc<ServerCore>, idx: u32, gen: u32, id: u64, peer: Option<SocketAddr>) -> Self {
         Session {
@@ -108,8 +65,8 @@ impl Session {
     /// kernel (gathered with other queued buffers into one vectored send).
     ///
     /// # Errors
-    /// [`SendErrorKind::Closed`] when the session is closing or gone;
-    /// [`SendErrorKind::Overflow`] when the session does not read what it is
+    /// [`SendErrorKind::Closed`](crate::SendErrorKind::Closed) when the session is closing or gone;
+    /// [`SendErrorKind::Overflow`](crate::SendErrorKind::Overflow) when the session does not read what it is
     /// sent: its queue stayed past the server's cap for the slow-consumer
     /// timeout, or this message would take it past twice the cap. The
     /// session is then cut off (reason [`DisconnectReason::SlowConsumer`],
@@ -129,7 +86,7 @@ impl Session {
     /// A file range does not count against the queued-bytes cap.
     ///
     /// # Errors
-    /// [`SendErrorKind::Closed`] when the session is closing or gone.
+    /// [`SendErrorKind::Closed`](crate::SendErrorKind::Closed) when the session is closing or gone.
     pub fn send_file(&self, file: Arc<File>, offset: u64, len: u64) -> Result<(), SendError<Arc<File>>> {
         match self
             .shared

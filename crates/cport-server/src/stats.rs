@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::handler::ReasonKind;
+use crate::error::ReasonKind;
 
 /// A snapshot of a server's counters, from [`Server::stats`](crate::Server::stats).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

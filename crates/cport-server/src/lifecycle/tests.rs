@@ -11,7 +11,8 @@ use bytes::Bytes;
 use cport::{Backend, Buf, Handle, Key, OpId, Payload, Port};
 
 use super::*;
-use crate::handler::{Framing, ReasonKind};
+use crate::error::ReasonKind;
+use crate::message::Framing;
 
 /// Names for the machine's actions, to compare lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
