@@ -20,9 +20,10 @@ pub(crate) enum Context {
     Recv,
     /// A session's gathering send.
     Send,
-    /// The server's one timer: the coarse clock's tick and the receive-pool
-    /// retry (see `timers`).
-    Timer,
+    /// The server's one timer (see `timer`), armed to fire at this many
+    /// microseconds since the server started: the completion names the
+    /// deadline it was armed for.
+    Timer(u64),
     /// Sessions wait in the finalize list: a worker ends them.
     Finalize,
     /// A thread that is not a worker queued a send: a worker issues it.
@@ -49,7 +50,7 @@ impl Context {
             Context::Accept(li) => (2, li as u64),
             Context::Recv => (3, 0),
             Context::Send => (4, 0),
-            Context::Timer => (5, 0),
+            Context::Timer(at) => (5, at & PAYLOAD),
             Context::Finalize => (6, 0),
             Context::SendQueued => (7, 0),
             Context::Resume => (8, 0),
@@ -67,7 +68,7 @@ impl Context {
             2 => u32::try_from(payload).ok().map(Context::Accept),
             3 => bare(Context::Recv),
             4 => bare(Context::Send),
-            5 => bare(Context::Timer),
+            5 => Some(Context::Timer(payload)),
             6 => bare(Context::Finalize),
             7 => bare(Context::SendQueued),
             8 => bare(Context::Resume),
@@ -136,7 +137,8 @@ mod tests {
             Context::Accept(u32::MAX),
             Context::Recv,
             Context::Send,
-            Context::Timer,
+            Context::Timer(0),
+            Context::Timer(PAYLOAD),
             Context::Finalize,
             Context::SendQueued,
             Context::Resume,

@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use cport::{Buf, Completion, Payload};
@@ -104,7 +105,7 @@ impl<H: Handler> Dispatcher<H> {
                 self.rearm_if_starved();
             }
             Context::Accept(li) => self.on_accept(li as usize, c),
-            Context::Timer => self.on_timer(&c),
+            Context::Timer(at) => self.on_timer(Duration::from_micros(at), &c),
             Context::Finalize => self.finalize_deferred(),
             Context::SendQueued => {
                 let k = SessionKey::of(c.key());
@@ -522,12 +523,12 @@ impl<H: Handler> Dispatcher<H> {
     /// The server's timer fired: advances the coarse clock, expires what
     /// came due on the wheel, retries starved receives and failed accepts,
     /// and plans the next wake-up.
-    fn on_timer(&self, c: &Completion) {
+    fn on_timer(&self, armed_for: Duration, c: &Completion) {
         let sh = &*self.shared;
+        sh.timer.lock().fired(armed_for);
         if sh.finished.load(Acquire) || c.is_shutdown() {
             return;
         }
-        sh.timer.lock().fired(sh.start.elapsed());
         let before = sh.now();
         let now = sh.advance_clock();
         let mut due = Vec::new();

@@ -15,7 +15,7 @@ use cport::{Backend, BufPool, Handle, Issued, Port};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::{Config, NEVER};
-use crate::context::{Context, SessionKey, SERVER_KEY};
+use crate::context::{Context, SessionKey, MAX_APP_TAG, SERVER_KEY};
 use crate::error::DisconnectReason;
 use crate::error::SendErrorKind;
 use crate::lifecycle::{Action, Actions, Lifecycle, SlotFlags};
@@ -318,10 +318,13 @@ impl ServerCore {
     /// Has the server's timer wake a worker at `at` (since the server
     /// started), unless a timeout in flight fires by then.
     pub(crate) fn wake_at(&self, at: Duration) {
+        // Whole microseconds: the completion names the deadline exactly.
+        let at = Duration::from_micros(at.as_micros().min(MAX_APP_TAG as u128) as u64);
         let now = self.start.elapsed();
         let mut plan = self.timer.lock();
         if let Some(after) = plan.want(at, now) {
-            if self.port.timeout(after, Context::Timer.ctx()).is_err() {
+            let ctx = Context::Timer(at.as_micros() as u64).ctx();
+            if self.port.timeout(after, ctx).is_err() {
                 plan.failed(at);
             }
         }

@@ -1,7 +1,7 @@
 //! The server's one port timer (sans-I/O: the caller says what time it is).
 //!
 //! Everything that waits for time goes through one kind of port timeout
-//! ([`Context::Timer`](crate::context::Context::Timer)): the coarse clock's
+//! (`Context::Timer`, which names the deadline it was armed for): the coarse clock's
 //! tick, which expires the sessions' deadlines on the [wheel](crate::wheel),
 //! and the short retry of receives that found the pool empty. This plan
 //! decides when a port timeout must be armed: a wake-up wanted later than
@@ -29,10 +29,12 @@ impl TimerPlan {
         Some(at.saturating_sub(now))
     }
 
-    /// A port timeout completed at `now`: every one due by then has fired
-    /// (or will complete with nothing more to plan).
-    pub(crate) fn fired(&mut self, now: Duration) {
-        self.armed.retain(|&a| a > now);
+    /// The port timeout armed for `at` completed (early or late, it is no
+    /// longer in flight).
+    pub(crate) fn fired(&mut self, at: Duration) {
+        if let Some(i) = self.armed.iter().position(|&a| a == at) {
+            self.armed.swap_remove(i);
+        }
     }
 
     /// Arming the timeout for `at` failed: it is not in flight.
@@ -83,6 +85,15 @@ mod tests {
         assert_eq!(p.want(101 * MS, 12 * MS), None);
         p.fired(100 * MS);
         assert_eq!(p.want(201 * MS, 100 * MS), Some(101 * MS), "the chain goes on");
+    }
+
+    #[test]
+    fn a_timeout_that_fires_a_hair_early_does_not_stop_the_chain() {
+        let mut p = TimerPlan::default();
+        assert!(p.want(101 * MS, Duration::ZERO).is_some());
+        // Completes at 100.9 ms: the next tick is planned for 101 ms again.
+        p.fired(101 * MS);
+        assert!(p.want(101 * MS, 100 * MS).is_some(), "armed again");
     }
 
     #[test]
