@@ -22,9 +22,15 @@
 //!   per-session cap on queued bytes only cuts a session that does not read
 //!   what others send it, after a deadline, and never mid-message;
 //! - [`broadcast`] queues one reference-counted buffer on many sessions;
-//! - idle and frame-completion (slow-loris) timeouts run on one coarse
-//!   timer and a timing wheel: each tick costs what can expire then, and no
-//!   timeout fires before its time;
+//! - idle, frame-completion (slow-loris), linger and slow-consumer timeouts,
+//!   and each session's own timer ([`Session::set_timer`], delivered to
+//!   [`Handler::on_timer`]), run on one port timer and a timing wheel: each
+//!   tick costs what can expire then, and no timeout fires before its time;
+//! - a session's life is one state machine that takes events and the time
+//!   and returns actions, which the dispatcher alone carries out on the
+//!   port (so every timeout is tested with a fake clock);
+//! - the application's own operations (its sockets, timers, posted jobs)
+//!   run on the same port and workers: see below;
 //! - [`Server::shutdown`] (or [`ShutdownSignals`] for SIGINT/SIGTERM) stops
 //!   accepting, flushes within a deadline, closes every session, cancels
 //!   what is in flight and joins the workers.
