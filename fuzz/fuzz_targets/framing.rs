@@ -9,7 +9,7 @@
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
-use cport_proto::framing::{Decoder, Encoder, FrameError, LengthPrefixed, LengthWidth, Lines};
+use cport_proto::framing::{Decoder, Encoder, FrameError, FrameStream, LengthPrefixed, LengthWidth, Lines};
 use libfuzzer_sys::fuzz_target;
 
 /// Feeds `input` in pieces of `cut` bytes (all at once for 0), decoding
@@ -29,6 +29,26 @@ fn run(codec: &mut dyn Decoder, input: &[u8], cut: usize) -> (Vec<Bytes>, Option
         }
     }
     (frames, None, buf)
+}
+
+/// Feeds `input` to a session's frame reassembly in pieces of `cut` bytes
+/// (all at once for 0), skipping oversized frames as a server may; the
+/// frames, and whether an error that cannot be skipped ended the stream.
+fn run_stream(mut s: FrameStream, input: &[u8], cut: usize) -> (Vec<Bytes>, bool) {
+    let mut frames = Vec::new();
+    let step = if cut == 0 { input.len().max(1) } else { cut };
+    for piece in input.chunks(step) {
+        s.push(piece);
+        loop {
+            match s.next_frame() {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break,
+                Err(e) if s.skip_frame(&e) => {}
+                Err(_) => return (frames, true),
+            }
+        }
+    }
+    (frames, false)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -59,6 +79,19 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(used <= input.len());
         assert_eq!(&wire[..], &input[..used], "re-encoding gives back the input");
+    }
+
+    // The reassembly a server runs, skipping oversized frames: the same
+    // frames however the input is cut, none over the limit, and no buffer
+    // left once the input ends on a frame boundary.
+    for stream in [
+        FrameStream::lines(max),
+        FrameStream::length_prefixed(LengthPrefixed::new(LengthWidth::U16, max)),
+    ] {
+        let whole = run_stream(stream.clone(), input, 0);
+        let pieces = run_stream(stream, input, cut);
+        assert_eq!(whole, pieces, "reassembly depends on how the input was cut");
+        assert!(whole.0.iter().all(|f| f.len() <= max));
     }
 
     // Lines.

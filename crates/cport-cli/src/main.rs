@@ -41,11 +41,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Servers log at info; the load tools, which build a port per run, at warn.
+    // Servers log at info; the load tools, which build a port per run, at
+    // warn. The CLI prints one line per server as it starts and stops
+    // (`apps::announce`): the libraries' own start and stop records (the
+    // port's backend, the server core's "listening" and "shut down", the web
+    // server's "listening") would say it a second time, so they show only
+    // with RUST_LOG.
     let default = if matches!(cli.command, Command::Bench(_) | Command::Models(_)) {
         "warn"
     } else {
-        "info"
+        "info,cport::port=warn,cport_server::server=warn,cport_http::server=warn"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -48,7 +48,6 @@ mod files;
 mod listing;
 mod server;
 mod stats;
-mod watchdog;
 mod ws;
 
 pub use cache::CacheStats;

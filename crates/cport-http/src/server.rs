@@ -23,7 +23,6 @@ use crate::cache::FileCache;
 use crate::conn::{Event, Flow, RequestStream};
 use crate::files::{Body, Files, Reply};
 use crate::stats::{self, HttpCounters, HttpStats, Snapshot};
-use crate::watchdog::Watchdog;
 use crate::ws::{Upgraded, WsRoutes, WsTimers};
 use crate::HttpConfig;
 
@@ -45,7 +44,7 @@ struct Live {
     port: Port,
 }
 
-/// State shared by the workers and the request timer.
+/// State shared by the workers (and the WebSocket timer).
 struct App {
     files: Files,
     limits: Limits,
@@ -55,7 +54,6 @@ struct App {
     threads: usize,
     started: Instant,
     counters: HttpCounters,
-    watch: Watchdog,
     live: OnceLock<Live>,
     ws: WsRoutes,
     ws_timers: WsTimers,
@@ -65,8 +63,8 @@ struct App {
 #[derive(Debug, Default)]
 pub(crate) struct Conn {
     stream: RequestStream,
-    /// When the pending partial request started; `Some` exactly while a
-    /// deadline for this connection is in the watchdog.
+    /// When the pending partial request started; `Some` exactly while the
+    /// session's timer runs for it (the request timeout: 408).
     since: Option<Instant>,
     /// Set once the connection upgraded to WebSocket: every chunk goes there.
     ws: Option<Upgraded>,
@@ -95,10 +93,17 @@ impl Handler for HttpHandler {
         }
     }
 
-    fn on_disconnect(&self, s: &Session, conn: Conn, _: &DisconnectReason) {
-        if conn.since.is_some() {
-            self.0.watch.claim(s.id());
+    fn on_timer(&self, s: &Session, conn: &mut Conn) {
+        // The request head did not complete in time (the server core does
+        // not fire the timer while it has paused reading this connection:
+        // the rest of the head may be waiting unread in the kernel).
+        if conn.since.take().is_some() && conn.ws.is_none() {
+            conn.stream.finish();
+            self.0.expire(s);
         }
+    }
+
+    fn on_disconnect(&self, _: &Session, conn: Conn, _: &DisconnectReason) {
         if let Some(ws) = conn.ws {
             ws.on_disconnect(&self.0.ws_timers);
         }
@@ -107,11 +112,6 @@ impl Handler for HttpHandler {
 
 impl App {
     fn on_message(&self, s: &Session, conn: &mut Conn, chunk: &[u8]) {
-        if conn.since.is_some() && !self.watch.claim(s.id()) {
-            conn.since = None;
-            conn.stream.finish(); // answered 408 by the timer
-            return;
-        }
         let was_partial = conn.stream.has_partial();
         let mut upgraded = None;
         let fed = DATE.with_borrow_mut(|dates| {
@@ -128,14 +128,13 @@ impl App {
             conn.ws = Some(ws);
         }
         if conn.stream.has_partial() {
-            let since = match conn.since {
-                Some(t) if was_partial && fed.events == 0 => t,
-                _ => Instant::now(),
-            };
-            conn.since = Some(since);
-            self.watch.arm(s, since + self.request_timeout);
-        } else {
-            conn.since = None;
+            // The deadline runs from the start of the pending request.
+            if conn.since.is_none() || !was_partial || fed.events > 0 {
+                conn.since = Some(Instant::now());
+                s.set_timer(Some(self.request_timeout));
+            }
+        } else if conn.since.take().is_some() {
+            s.set_timer(None);
         }
     }
 
@@ -238,7 +237,7 @@ impl App {
         Flow::Continue
     }
 
-    /// 408 for a request whose head did not arrive in time (timer thread).
+    /// 408 for a request whose head did not arrive in time (the session's timer).
     fn expire(&self, s: &Session) {
         self.counters
             .timeouts
@@ -309,7 +308,6 @@ fn access_log(s: &Session, method: &str, target: &str, minor: u8, reply: &Reply)
 pub struct HttpServer {
     app: Arc<App>,
     server: Option<Server>,
-    timer: Option<JoinHandle<()>>,
     ws_timer: Option<JoinHandle<()>>,
 }
 
@@ -323,7 +321,7 @@ impl std::fmt::Debug for HttpServer {
 }
 
 impl HttpServer {
-    /// Binds, starts the workers and the request timer, and serves.
+    /// Binds, starts the workers, and serves.
     ///
     /// # Errors
     /// When the root cannot be resolved, the address cannot be bound, or
@@ -351,12 +349,15 @@ impl HttpServer {
             threads,
             started: Instant::now(),
             counters: HttpCounters::default(),
-            watch: Watchdog::default(),
             live: OnceLock::new(),
             ws: cfg.ws.clone(),
             ws_timers: WsTimers::default(),
         });
-        let tick = (cfg.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
+        // One timer for the idle and the request timeouts: a tick fine
+        // enough for the shorter.
+        let tick = (cfg.idle_timeout / 4)
+            .min(cfg.request_timeout / 8)
+            .clamp(Duration::from_millis(10), Duration::from_millis(500));
         let mut builder = Server::builder();
         if let Some(c) = cfg.concurrency {
             builder = builder.concurrency(c);
@@ -380,14 +381,6 @@ impl HttpServer {
             handle: server.handle(),
             port: server.port().clone(),
         });
-        let timer_tick = (cfg.request_timeout / 8).clamp(Duration::from_millis(10), Duration::from_millis(250));
-        let a = app.clone();
-        let timer = std::thread::Builder::new()
-            .name("cport-http-timer".into())
-            .spawn(move || {
-                let done = || a.live.get().is_some_and(|l| l.port.is_shut_down());
-                a.watch.run(timer_tick, done, |s| a.expire(&s));
-            })?;
         let mut ws_timer = None;
         if !app.ws.is_empty() {
             let a = app.clone();
@@ -411,7 +404,6 @@ impl HttpServer {
         Ok(HttpServer {
             app,
             server: Some(server),
-            timer: Some(timer),
             ws_timer,
         })
     }
@@ -422,11 +414,10 @@ impl HttpServer {
     }
 
     /// The server core underneath, to run and shut down beside other
-    /// `cport_server` servers. The request timer keeps running and ends by
-    /// itself once that server has shut down.
+    /// `cport_server` servers. The WebSocket timer, if any, keeps running and
+    /// ends by itself once that server has shut down.
     pub fn into_server(mut self) -> Server {
-        self.timer.take(); // detached: it ends when the port shuts down
-        self.ws_timer.take(); // the same
+        self.ws_timer.take(); // detached: it ends when the port shuts down
         self.server.take().expect("the server runs until shutdown")
     }
 
@@ -486,11 +477,7 @@ impl HttpServer {
         let Some(server) = self.server.take() else {
             return ShutdownReport::default(); // handed out by `into_server`
         };
-        self.app.watch.stop();
         self.app.ws_timers.stop();
-        if let Some(t) = self.timer.take() {
-            let _ = t.join();
-        }
         if let Some(t) = self.ws_timer.take() {
             let _ = t.join();
         }

@@ -35,6 +35,9 @@ use std::fmt;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+mod stream;
+pub use stream::FrameStream;
+
 /// Why a frame could not be decoded or encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameError {

@@ -7,26 +7,32 @@ use std::net::TcpStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use cport::{Buf, Completion, Ctx, OpKind, Payload};
-use cport_proto::framing::FrameError;
+use bytes::BytesMut;
+use cport::{Buf, Completion, Payload};
+use cport_proto::framing::{FrameError, FrameStream};
 use parking_lot::Mutex;
 
-use crate::handler::{DisconnectReason, FrameAction, Handler, Message, ReasonKind};
-use crate::rx::{Fed, Flow, FrameSink, Reassembly};
-use crate::session::Session;
-use crate::shared::*;
-use crate::stats::{Counters, Shard};
+use crate::config::Tick;
+use crate::context::{Context, SessionKey};
+use crate::error::{DisconnectReason, ReasonKind};
+use crate::handler::Handler;
+use crate::lifecycle::{Actions, Lifecycle, SlotFlags};
+use crate::message::{FrameAction, Message};
+use crate::server_core::{ServerCore, Slot};
+use crate::session::{ServerHandle, Session};
+use crate::stats::{ServerCounters, Shard};
 use crate::table::Table;
-use crate::wheel::{Entry, Tick};
+use crate::wheel::Entry;
 
 /// The receive side of a session: touched only by the one worker handling
 /// its receive (or its connect and disconnect), so this lock is uncontended.
 struct RxSlot<S> {
     session: Option<Session>,
     user: Option<S>,
-    reasm: Option<Reassembly>,
+    /// The session's frame reassembly (`None` for raw framing).
+    reasm: Option<FrameStream>,
     /// Receiving is paused (mirrors `State::rx_paused`, readable here
     /// without the session lock): input still arriving is parked.
     paused: bool,
@@ -49,7 +55,9 @@ impl<S> Default for RxSlot<S> {
 }
 
 pub(crate) struct Dispatcher<H: Handler> {
-    shared: Arc<Shared>,
+    shared: Arc<ServerCore>,
+    /// The server as the handler sees it (for its own completions).
+    server: ServerHandle,
     handler: H,
     rx: Table<Mutex<RxSlot<H::State>>>,
     accept_retry: Vec<AtomicBool>,
@@ -66,54 +74,11 @@ fn guarded<R>(name: &str, what: &'static str, f: impl FnOnce() -> R) -> Option<R
     }
 }
 
-/// A failure found while delivering received bytes closes gracefully (what
-/// is queued still goes out), unless the handler panicked.
-fn graceful(reason: &DisconnectReason) -> bool {
-    !matches!(reason, DisconnectReason::HandlerPanicked)
-}
-
-/// Hands decoded frames of one session to the handler.
-struct Sink<'a, H: Handler> {
-    handler: &'a H,
-    session: &'a Session,
-    user: &'a mut H::State,
-    slot: &'a Slot,
-    shared: &'a Shared,
-    shard: Shard,
-    panicked: bool,
-}
-
-impl<H: Handler> FrameSink for Sink<'_, H> {
-    fn frame(&mut self, frame: Bytes) -> Flow {
-        self.shared.counters.traffic(self.shard, |t| &t.messages_in, 1);
-        let (h, s, u) = (self.handler, self.session, &mut *self.user);
-        if guarded(&self.shared.cfg.name, "on_message", || {
-            h.on_message(s, u, Message::Frame(frame))
-        })
-        .is_none()
-        {
-            self.panicked = true;
-            return Flow::Stop;
-        }
-        if self.slot.closing.load(Acquire) {
-            Flow::Stop
-        } else {
-            Flow::Continue
-        }
-    }
-    fn error(&mut self, err: &FrameError) -> FrameAction {
-        let (h, s, u) = (self.handler, self.session, &mut *self.user);
-        guarded(&self.shared.cfg.name, "on_frame_error", || h.on_frame_error(s, u, err)).unwrap_or_else(|| {
-            self.panicked = true;
-            FrameAction::Close
-        })
-    }
-}
-
 impl<H: Handler> Dispatcher<H> {
-    pub(crate) fn new(shared: Arc<Shared>, handler: H, capacity: usize) -> Self {
+    pub(crate) fn new(shared: Arc<ServerCore>, handler: H, capacity: usize) -> Self {
         let accept_retry = shared.listeners.iter().map(|_| AtomicBool::new(false)).collect();
         Dispatcher {
+            server: ServerHandle::new(shared.clone()),
             shared,
             handler,
             rx: Table::new(capacity),
@@ -124,44 +89,45 @@ impl<H: Handler> Dispatcher<H> {
     /// Runs one completion (a worker's whole job).
     pub(crate) fn handle(&self, c: Completion) {
         self.shared.enter_worker();
-        match c.kind() {
+        let Some(to) = Context::decode(c.ctx()) else {
+            return; // not this server's (a quit packet)
+        };
+        match to {
             // Both may finish sends (a handler's send can be settled inline),
             // which give pool buffers back: sessions that found the pool
             // empty can receive again.
-            OpKind::RecvPooled => {
+            Context::Recv => {
                 self.on_recv(c);
                 self.rearm_if_starved();
             }
-            OpKind::Send | OpKind::SendVectored | OpKind::SendFile => {
+            Context::Send => {
                 self.on_send(c);
                 self.rearm_if_starved();
             }
-            OpKind::Accept => self.on_accept(c),
-            OpKind::Timeout if c.ctx() == CTX_TICK => self.on_tick(&c),
-            OpKind::Timeout if c.ctx() == CTX_RETRY => {
-                self.shared.retry_armed.store(false, Release);
-                self.rearm_starved();
+            Context::Accept(li) => self.on_accept(li as usize, c),
+            Context::Timer(at) => self.on_timer(Duration::from_micros(at), &c),
+            Context::Finalize => self.finalize_deferred(),
+            Context::SendQueued => {
+                let k = SessionKey::of(c.key());
+                self.on_send_queued(k.idx, k.gen);
             }
-            OpKind::Post if c.ctx() == CTX_FINALIZE => {
-                let (idx, gen) = split_key(c.key());
-                self.finalize(idx, gen);
-            }
-            OpKind::Post if c.ctx() == CTX_KICK => {
-                let (idx, gen) = split_key(c.key());
-                self.on_kick(idx, gen);
-            }
-            OpKind::Post if c.ctx() == CTX_RESUME => {
+            Context::Resume => {
                 // Delivers parked input: its answers may settle sends inline.
-                let (idx, gen) = split_key(c.key());
-                self.resume(idx, gen);
+                let k = SessionKey::of(c.key());
+                self.resume(k.idx, k.gen);
                 self.rearm_if_starved();
             }
-            OpKind::Post if c.ctx() == CTX_START => self.on_start(),
-            _ => {}
+            Context::Start => self.on_start(),
+            Context::App(tag) => {
+                let server = &self.server;
+                guarded(&self.shared.cfg.name, "on_completion", || {
+                    self.handler.on_completion(server, tag, c)
+                });
+            }
         }
     }
 
-    /// Arms every accept and the timer (from a worker: see `Shared::on_worker`).
+    /// Arms every accept and the timer (from a worker: see `ServerCore::worker`).
     fn on_start(&self) {
         let sh = &*self.shared;
         for li in 0..sh.listeners.len() {
@@ -170,32 +136,35 @@ impl<H: Handler> Dispatcher<H> {
                 self.accept_retry[li].store(true, Release);
             }
         }
-        if let Err(e) = sh.port.timeout(sh.until_next_tick(), CTX_TICK) {
-            tracing::error!(server = %sh.cfg.name, error = %e, "cannot arm the timer: no timeouts will fire");
-        }
+        sh.wake_at_next_tick();
     }
 
-    /// Runs `f` under the lock of session (`idx`, `gen`), if that session is
-    /// still live, and finalizes it when `f` returns `true`.
-    fn with_session(&self, idx: u32, gen: u32, f: impl FnOnce(&Slot, &mut State) -> bool) {
+    /// Feeds one event to session (`idx`, `gen`)'s state machine, if that
+    /// session is still live, carries out its actions, and then, outside
+    /// the lock, what they left: the handler's timer, the session's end.
+    fn with_session(&self, idx: u32, gen: u32, event: impl FnOnce(&SlotFlags, &mut Lifecycle, &mut Actions)) {
         let Some(slot) = self.shared.slots.get(idx) else { return };
         let mut st = slot.state.lock();
         if !st.is(gen) {
             return;
         }
-        let fin = f(slot, &mut st);
+        let mut out = Actions::default();
+        event(&slot.flags, &mut st, &mut out);
+        let next = self.shared.apply(&slot.flags, &mut st, &mut out);
         drop(st);
-        if fin {
+        if next.fire_timer {
+            self.fire_timer(idx, gen);
+        }
+        if next.finalize {
             self.finalize(idx, gen);
         }
     }
 
     /// A send queued by another thread: issue it here.
-    fn on_kick(&self, idx: u32, gen: u32) {
-        let sh = &*self.shared;
-        self.with_session(idx, gen, |slot, st| {
-            st.kick_posted = false;
-            sh.kick(slot, st)
+    fn on_send_queued(&self, idx: u32, gen: u32) {
+        self.with_session(idx, gen, |_, st, out| {
+            st.send_posted = false;
+            st.transmit(out);
         });
     }
 
@@ -205,13 +174,12 @@ impl<H: Handler> Dispatcher<H> {
     fn arm_accept(&self, li: usize) -> io::Result<()> {
         let sh = &*self.shared;
         sh.port
-            .accept_multi(&sh.listeners[li], Ctx::new(CTX_ACCEPT + li as u64))?;
+            .accept_multi(&sh.listeners[li], Context::Accept(li as u32).ctx())?;
         Ok(())
     }
 
-    fn on_accept(&self, mut c: Completion) {
+    fn on_accept(&self, li: usize, mut c: Completion) {
         let sh = &*self.shared;
-        let li = (c.ctx() - CTX_ACCEPT) as usize;
         let more = c.more();
         let mut later = false;
         match c.result() {
@@ -250,80 +218,55 @@ impl<H: Handler> Dispatcher<H> {
             let _ = stream.set_nodelay(true);
         }
         let Some(idx) = sh.free.alloc() else {
-            Counters::add(&sh.counters.rejected, 1);
+            ServerCounters::add(&sh.counters.rejected, 1);
             tracing::warn!(server = %sh.cfg.name, ?peer, "connection refused: session limit reached");
             return;
         };
         let slot = sh.slots.ensure(idx);
         let cell = self.rx.ensure(idx);
         let gen = slot.state.lock().gen;
-        let handle = match sh.port.associate(stream, session_key(idx, gen)) {
+        let handle = match sh.port.associate(stream, SessionKey { idx, gen }.key()) {
             Ok(h) => h,
             Err(e) => {
                 sh.free.release(idx);
-                Counters::add(&sh.counters.rejected, 1);
+                ServerCounters::add(&sh.counters.rejected, 1);
                 tracing::warn!(server = %sh.cfg.name, error = %e, "connection refused: association failed");
                 return;
             }
         };
         let id = sh.next_id.fetch_add(1, Relaxed);
         let now = sh.now();
-        slot.closing.store(false, Release);
-        slot.backed_up.store(false, Relaxed);
-        slot.last_active.store(now, Relaxed);
-        slot.frame_since.store(0, Relaxed);
-        {
-            let mut st = slot.state.lock();
-            *st = State {
-                live: true,
-                id,
-                peer,
-                handle: Some(handle),
-                recv_busy: true, // on_connect runs: nothing may finalize yet
-                ..State::vacant(idx, gen)
-            };
-        }
+        let f = &slot.flags;
+        f.closing.store(false, Release);
+        f.backed_up.store(false, Relaxed);
+        f.last_active.store(now, Relaxed);
+        f.frame_since.store(0, Relaxed);
+        *slot.state.lock() = Lifecycle::opened(idx, gen, id, peer, handle);
         sh.counters.sessions.fetch_add(1, SeqCst);
-        Counters::add(&sh.counters.accepted, 1);
+        ServerCounters::add(&sh.counters.accepted, 1);
         let session = Session::new(self.shared.clone(), idx, gen, id, peer);
         tracing::trace!(server = %sh.cfg.name, session = id, ?peer, "session opened");
         let connected;
         {
             let mut rx = cell.lock();
-            rx.reasm = Reassembly::new(&sh.cfg.framing);
+            rx.reasm = sh.cfg.framing.stream();
             rx.paused = false;
             rx.parked = None;
             rx.user = guarded(&sh.cfg.name, "on_connect", || self.handler.on_connect(&session));
             connected = rx.user.is_some();
             rx.session = Some(session);
         }
-        let mut st = slot.state.lock();
-        st.recv_busy = false;
-        let mut fin = false;
-        if !connected {
-            fin = sh.begin_close(slot, &mut st, DisconnectReason::HandlerPanicked, false);
-        }
-        if sh.stopping.load(SeqCst) {
-            fin = sh.begin_close(slot, &mut st, DisconnectReason::Shutdown, true);
-        }
-        if st.close.is_none() {
-            fin = sh.arm_recv(slot, &mut st);
-            if let Some(t) = sh.cfg.idle_ticks {
-                sh.schedule(&mut st, now.saturating_add(t));
-            }
-        }
-        fin = fin || sh.check_finalize(&mut st);
-        drop(st);
-        if fin {
-            self.finalize(idx, gen);
-        }
+        let stopping = sh.stopping.load(SeqCst);
+        self.with_session(idx, gen, |f, st, out| {
+            st.connected(connected, stopping, now, &sh.cfg, f, out)
+        });
     }
 
     // ----- receiving ------------------------------------------------------
 
     fn on_recv(&self, c: Completion) {
         let sh = &*self.shared;
-        let (idx, gen) = split_key(c.key());
+        let SessionKey { idx, gen } = SessionKey::of(c.key());
         let Some(slot) = sh.slots.get(idx) else { return };
         let more = c.more();
         let cancelled = c.is_cancelled() || c.is_shutdown();
@@ -335,9 +278,9 @@ impl<H: Handler> Dispatcher<H> {
         if more {
             // The hot path: the receive stays armed, nothing to re-arm.
             if let Some(reason) = buf.and_then(|b| self.deliver(idx, slot, b)) {
-                self.with_session(idx, gen, |slot, st| {
-                    let graceful = graceful(&reason);
-                    sh.begin_close(slot, st, reason, graceful)
+                self.with_session(idx, gen, |f, st, out| {
+                    let graceful = !matches!(reason, DisconnectReason::HandlerPanicked);
+                    st.close(reason, graceful, sh.now(), &sh.cfg, f, out)
                 });
             }
             return;
@@ -347,42 +290,16 @@ impl<H: Handler> Dispatcher<H> {
             if !st.is(gen) {
                 return;
             }
-            st.recv_op = None;
-            st.recv_busy = true;
+            st.recv_ended();
         }
         let got_data = buf.is_some();
         let fatal = buf.and_then(|b| self.deliver(idx, slot, b));
-        let mut st = slot.state.lock();
-        st.recv_busy = false;
-        let fin = match (fatal, res) {
-            (Some(reason), _) => {
-                let graceful = graceful(&reason);
-                sh.begin_close(slot, &mut st, reason, graceful)
-            }
-            (None, Ok(0)) if !got_data && st.rx_paused && st.close.is_none() => {
-                // Input parked before the end is delivered first (`resume`).
-                st.rx_eof = true;
-                false
-            }
-            (None, Ok(0)) if !got_data => sh.begin_close(slot, &mut st, DisconnectReason::PeerClosed, true),
-            (None, Ok(_)) if st.close.is_none() => !st.rx_paused && sh.arm_recv(slot, &mut st),
-            (None, Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) && st.close.is_none() => {
-                if !st.rx_paused {
-                    sh.starve(&mut st);
-                }
-                false
-            }
-            (None, Err(e)) if !cancelled && st.close.is_none() => {
-                tracing::debug!(server = %sh.cfg.name, session = st.id, error = %e, "receive failed");
-                sh.begin_close(slot, &mut st, DisconnectReason::Io(e), false)
-            }
-            _ => sh.check_finalize(&mut st),
-        };
-        let resume = !fin && sh.resume_ready(slot, &st);
-        drop(st);
-        if fin {
-            self.finalize(idx, gen);
-        } else if resume {
+        let mut resume = false;
+        self.with_session(idx, gen, |f, st, out| {
+            st.on_received(fatal, res, got_data, cancelled, sh.now(), &sh.cfg, f, out);
+            resume = st.resume_ready(f);
+        });
+        if resume {
             self.resume(idx, gen);
         }
     }
@@ -395,8 +312,8 @@ impl<H: Handler> Dispatcher<H> {
         let sh = &*self.shared;
         let shard = sh.shard();
         sh.counters.traffic(shard, |t| &t.bytes_in, buf.len() as u64);
-        slot.last_active.store(sh.now(), Relaxed);
-        if slot.closing.load(Acquire) {
+        slot.flags.last_active.store(sh.now(), Relaxed);
+        if slot.flags.closing.load(Acquire) {
             return None;
         }
         let cell = self.rx.get(idx)?;
@@ -406,7 +323,7 @@ impl<H: Handler> Dispatcher<H> {
             return None;
         }
         let fatal = self.handle_input(slot, &mut rx, buf, shard);
-        if fatal.is_none() && slot.backed_up.load(Relaxed) {
+        if fatal.is_none() && slot.flags.backed_up.load(Relaxed) {
             self.pause(slot, &mut rx);
         }
         fatal
@@ -417,17 +334,13 @@ impl<H: Handler> Dispatcher<H> {
     /// parked. Nothing is re-armed until `resume`.
     fn pause(&self, slot: &Slot, rx: &mut RxSlot<H::State>) {
         let mut st = slot.state.lock();
-        // Drained meanwhile (another worker settled a send): nothing to do.
-        if !st.live || st.close.is_some() || st.rx_paused || !slot.backed_up.load(Relaxed) {
-            return;
+        let mut out = Actions::default();
+        if st.pause(&slot.flags, &mut out) {
+            rx.paused = true;
+            ServerCounters::add(&self.shared.counters.pauses, 1);
         }
-        st.rx_paused = true;
-        rx.paused = true;
-        Counters::add(&self.shared.counters.pauses, 1);
-        if let Some(op) = st.recv_op {
-            // The op is this port's own: cancel_op refuses only foreign ids.
-            let _ = self.shared.port.cancel_op(op);
-        }
+        // (Pausing only cancels the receive: nothing to finalize.)
+        let _ = self.shared.apply(&slot.flags, &mut st, &mut out);
     }
 
     /// Resumes a paused session whose queue drained to the low-water mark:
@@ -443,21 +356,15 @@ impl<H: Handler> Dispatcher<H> {
             let mut rx = cell.lock();
             {
                 let mut st = slot.state.lock();
-                if !st.is(gen) {
+                if !st.is(gen) || !st.resume(&slot.flags) {
                     return;
                 }
-                st.resume_posted = false;
-                if !sh.resume_ready(slot, &st) {
-                    return;
-                }
-                st.rx_paused = false;
-                st.recv_busy = true; // handler code runs: nothing may finalize
             }
-            Counters::add(&sh.counters.resumes, 1);
+            ServerCounters::add(&sh.counters.resumes, 1);
             rx.paused = false;
-            if slot.frame_since.load(Relaxed) != 0 {
+            if slot.flags.frame_since.load(Relaxed) != 0 {
                 // The frame clock stood still while the server was not reading.
-                slot.frame_since.store(sh.now() + 1, Relaxed);
+                slot.flags.frame_since.store(sh.now() + 1, Relaxed);
             }
             let shard = sh.shard();
             let mut fatal = None;
@@ -468,30 +375,18 @@ impl<H: Handler> Dispatcher<H> {
                     rx.parked = None;
                 }
                 fatal = self.handle_input(slot, &mut rx, Buf::Bytes(piece), shard);
-                if fatal.is_none() && slot.backed_up.load(Relaxed) {
+                if fatal.is_none() && slot.flags.backed_up.load(Relaxed) {
                     self.pause(slot, &mut rx);
                 }
             }
             drop(rx);
-            let mut st = slot.state.lock();
-            st.recv_busy = false;
-            let fin = if let Some(reason) = fatal {
-                let graceful = graceful(&reason);
-                sh.begin_close(slot, &mut st, reason, graceful)
-            } else if st.close.is_some() || st.rx_paused {
-                sh.check_finalize(&mut st)
-            } else if std::mem::take(&mut st.rx_eof) {
-                sh.begin_close(slot, &mut st, DisconnectReason::PeerClosed, true)
-            } else {
-                sh.arm_recv(slot, &mut st)
-            };
             // Paused again and drained at once by another worker, whose
             // resume found this one busy: go round again.
-            let again = !fin && sh.resume_ready(slot, &st);
-            drop(st);
-            if fin {
-                self.finalize(idx, gen);
-            }
+            let mut again = false;
+            self.with_session(idx, gen, |f, st, out| {
+                st.resumed(fatal, sh.now(), &sh.cfg, f, out);
+                again = !st.finalizing && st.resume_ready(f);
+            });
             if !again {
                 return;
             }
@@ -519,46 +414,76 @@ impl<H: Handler> Dispatcher<H> {
             };
         };
         let had = r.has_partial();
-        let mut sink = Sink {
-            handler: &self.handler,
-            session,
-            user,
-            slot,
-            shared: sh,
-            shard,
-            panicked: false,
-        };
-        let fed = r.feed(&buf, &mut sink);
+        r.push(&buf);
         drop(buf);
-        if sink.panicked {
-            return Some(DisconnectReason::HandlerPanicked);
+        let h = &self.handler;
+        let name = &sh.cfg.name;
+        let fatal = loop {
+            match r.next_frame() {
+                Ok(Some(frame)) => {
+                    sh.counters.traffic(shard, |t| &t.messages_in, 1);
+                    if guarded(name, "on_message", || {
+                        h.on_message(session, user, Message::Frame(frame))
+                    })
+                    .is_none()
+                    {
+                        r.clear();
+                        break Some(DisconnectReason::HandlerPanicked);
+                    }
+                    if slot.flags.closing.load(Acquire) {
+                        // The session is closing: the rest is dropped.
+                        r.clear();
+                        break None;
+                    }
+                }
+                Ok(None) => break None,
+                Err(e) => {
+                    // Only an oversized frame may be skipped, if the handler says so.
+                    let action = match e {
+                        FrameError::TooLarge { .. } => {
+                            guarded(name, "on_frame_error", || h.on_frame_error(session, user, &e))
+                        }
+                        FrameError::Malformed(_) => Some(FrameAction::Close),
+                    };
+                    match action {
+                        Some(FrameAction::Skip) if r.skip_frame(&e) => continue,
+                        Some(_) => {
+                            r.clear();
+                            tracing::info!(server = %name, error = %e, "bad frame: closing session");
+                            break Some(DisconnectReason::Frame(e));
+                        }
+                        None => {
+                            r.clear();
+                            break Some(DisconnectReason::HandlerPanicked);
+                        }
+                    }
+                }
+            }
+        };
+        if matches!(fatal, Some(DisconnectReason::HandlerPanicked)) {
+            return fatal;
         }
         let has = r.has_partial();
         if has != had {
             self.frame_timer(slot, has, now);
         }
-        match fed {
-            Fed::Fatal(e) => {
-                tracing::info!(server = %sh.cfg.name, error = %e, "bad frame: closing session");
-                Some(DisconnectReason::Frame(e))
-            }
-            Fed::Ok | Fed::Stopped => None,
-        }
+        fatal
     }
 
     /// A partial frame started (or the last one completed): arm (or stop)
     /// the frame-completion timer.
     fn frame_timer(&self, slot: &Slot, started: bool, now: Tick) {
         if !started {
-            slot.frame_since.store(0, Relaxed);
+            slot.flags.frame_since.store(0, Relaxed);
             return;
         }
-        slot.frame_since.store(now + 1, Relaxed);
-        if let Some(t) = self.shared.cfg.frame_ticks {
+        slot.flags.frame_since.store(now + 1, Relaxed);
+        if self.shared.cfg.frame_ticks.is_some() {
             let mut st = slot.state.lock();
-            if st.live {
-                self.shared.schedule(&mut st, now.saturating_add(t));
-            }
+            let mut out = Actions::default();
+            st.frame_started(now, &self.shared.cfg, &mut out);
+            // (Scheduling a check finalizes nothing.)
+            let _ = self.shared.apply(&slot.flags, &mut st, &mut out);
         }
     }
 
@@ -569,18 +494,8 @@ impl<H: Handler> Dispatcher<H> {
             return;
         }
         let list = std::mem::take(&mut *sh.starved.lock());
-        for (idx, gen) in list {
-            self.with_session(idx, gen, |slot, st| {
-                if !st.starved {
-                    return false;
-                }
-                st.starved = false;
-                if st.close.is_none() {
-                    !st.rx_paused && sh.arm_recv(slot, st)
-                } else {
-                    sh.check_finalize(st)
-                }
-            });
+        for k in list {
+            self.with_session(k.idx, k.gen, |_, st, out| st.buffers_back(out));
         }
     }
 
@@ -593,36 +508,37 @@ impl<H: Handler> Dispatcher<H> {
     }
 
     fn on_send(&self, c: Completion) {
-        let (idx, gen) = split_key(c.key());
-        self.with_session(idx, gen, |slot, st| self.send_done(slot, st, c));
-    }
-
-    /// Settles a finished send and issues the next one (or closes a flushed
-    /// graceful close). Returns `true` when the session must be finalized.
-    fn send_done(&self, slot: &Slot, st: &mut State, c: Completion) -> bool {
         let sh = &*self.shared;
-        sh.settle_send(slot, st, c) || sh.kick(slot, st)
+        let SessionKey { idx, gen } = SessionKey::of(c.key());
+        self.with_session(idx, gen, |f, st, out| {
+            let cancelled = c.is_cancelled() || c.is_shutdown();
+            let (res, payload) = c.into_parts();
+            let n = st.on_sent(res, payload, cancelled, sh.now(), &sh.cfg, f, out);
+            sh.count(|t| &t.bytes_out, n as u64);
+        });
     }
 
     // ----- time -------------------------------------------------------------
 
-    fn on_tick(&self, c: &Completion) {
+    /// The server's timer fired: advances the coarse clock, expires what
+    /// came due on the wheel, retries starved receives and failed accepts,
+    /// and plans the next wake-up.
+    fn on_timer(&self, armed_for: Duration, c: &Completion) {
         let sh = &*self.shared;
+        sh.timer.lock().fired(armed_for);
         if sh.finished.load(Acquire) || c.is_shutdown() {
             return;
         }
+        let before = sh.now();
         let now = sh.advance_clock();
         let mut due = Vec::new();
         sh.wheel.lock().expire(now, &mut due);
         for e in due {
             self.check_timeouts(e, now);
         }
-        let orphans = std::mem::take(&mut *sh.orphans.lock());
-        for (idx, gen) in orphans {
-            self.finalize(idx, gen);
-        }
+        self.finalize_deferred();
         self.rearm_starved();
-        if !sh.stopping.load(Acquire) {
+        if now != before && !sh.stopping.load(Acquire) {
             for (li, flag) in self.accept_retry.iter().enumerate() {
                 if flag.swap(false, AcqRel) && self.arm_accept(li).is_err() {
                     flag.store(true, Release);
@@ -630,70 +546,47 @@ impl<H: Handler> Dispatcher<H> {
             }
         }
         if !sh.finished.load(Acquire) {
-            let _ = sh.port.timeout(sh.until_next_tick(), CTX_TICK);
+            sh.wake_at_next_tick();
         }
     }
 
-    /// A session's wheel check came due: close it or put it back.
+    /// A session's wheel check came due: its state machine decides.
     fn check_timeouts(&self, e: Entry, now: Tick) {
-        self.with_session(e.idx, e.gen, |slot, st| self.timeouts_due(slot, st, e.due, now));
+        let sh = &*self.shared;
+        self.with_session(e.idx, e.gen, |f, st, out| st.on_timeout(e.due, now, &sh.cfg, f, out));
     }
 
-    /// Closes a session whose timeout passed, or puts its check back on the
-    /// wheel. Returns `true` when the session must be finalized.
-    fn timeouts_due(&self, slot: &Slot, st: &mut State, due: Tick, now: Tick) -> bool {
+    /// Runs the handler's timer of session (`idx`, `gen`), in order with
+    /// its messages (under its receive side's lock).
+    fn fire_timer(&self, idx: u32, gen: u32) {
         let sh = &*self.shared;
-        if st.wheel_due != due {
-            return false; // a stale duplicate of a rescheduled check
+        let (Some(slot), Some(cell)) = (sh.slots.get(idx), self.rx.get(idx)) else {
+            return;
+        };
+        let mut rx = cell.lock();
+        if !slot.state.lock().open_for(gen) {
+            return;
         }
-        st.wheel_due = NEVER;
-        match &st.close {
-            Some(c) if c.graceful && st.linger_due <= now => {
-                tracing::info!(server = %sh.cfg.name, session = st.id, "linger time passed with data unsent: aborting");
-                sh.begin_close(slot, st, DisconnectReason::Aborted, false)
-            }
-            Some(c) => {
-                if c.graceful {
-                    let due = st.linger_due;
-                    sh.schedule(st, due);
-                }
-                false
-            }
-            None => {
-                let idle = sh
-                    .cfg
-                    .idle_ticks
-                    .map(|t| slot.last_active.load(Relaxed).saturating_add(t));
-                let since = slot.frame_since.load(Relaxed);
-                // A paused session is not read by the server: no frame clock.
-                let frame = sh
-                    .cfg
-                    .frame_ticks
-                    .filter(|_| since != 0 && !st.rx_paused)
-                    .map(|t| (since - 1).saturating_add(t));
-                let over_cap =
-                    (st.over_cap_since != NEVER).then(|| st.over_cap_since.saturating_add(sh.cfg.slow_ticks));
-                if over_cap.is_some_and(|d| d <= now) {
-                    sh.cut_slow_consumer(slot, st, "its queue stayed past the cap")
-                } else if idle.is_some_and(|d| d <= now) {
-                    tracing::info!(server = %sh.cfg.name, session = st.id, "idle timeout");
-                    sh.begin_close(slot, st, DisconnectReason::IdleTimeout, false)
-                } else if frame.is_some_and(|d| d <= now) {
-                    tracing::info!(server = %sh.cfg.name, session = st.id, "frame not completed in time");
-                    sh.begin_close(slot, st, DisconnectReason::FrameTimeout, false)
-                } else {
-                    let next = idle
-                        .unwrap_or(NEVER)
-                        .min(frame.unwrap_or(NEVER))
-                        .min(over_cap.unwrap_or(NEVER));
-                    sh.schedule(st, next);
-                    false
-                }
-            }
+        let RxSlot { session, user, .. } = &mut *rx;
+        let (Some(session), Some(user)) = (session.as_ref(), user.as_mut()) else {
+            return;
+        };
+        if guarded(&sh.cfg.name, "on_timer", || self.handler.on_timer(session, user)).is_none() {
+            drop(rx);
+            self.with_session(idx, gen, |f, st, out| {
+                st.close(DisconnectReason::HandlerPanicked, false, sh.now(), &sh.cfg, f, out)
+            });
         }
     }
 
     // ----- the end of a session ------------------------------------------------
+
+    /// Finalizes the sessions handed over by other threads.
+    fn finalize_deferred(&self) {
+        for k in self.shared.take_to_finalize() {
+            self.finalize(k.idx, k.gen);
+        }
+    }
 
     /// Ends a session whose finalization was decided: the handler's
     /// `on_disconnect`, counters, and the slot back to the free list.
@@ -702,14 +595,13 @@ impl<H: Handler> Dispatcher<H> {
         let Some(slot) = sh.slots.get(idx) else { return };
         let (reason, id) = {
             let mut st = slot.state.lock();
-            if !st.is(gen) || !st.finalizing {
+            if !st.is(gen) {
                 return;
             }
-            let reason = st.close.take().map_or(DisconnectReason::Closed, |c| c.reason);
-            sh.close_handle(&mut st);
-            let id = st.id;
-            *st = State::vacant(idx, gen.wrapping_add(1));
-            (reason, id)
+            match st.finish() {
+                Some(end) => end,
+                None => return,
+            }
         };
         let (session, user) = match self.rx.get(idx) {
             Some(cell) => {

@@ -22,9 +22,15 @@
 //!   per-session cap on queued bytes only cuts a session that does not read
 //!   what others send it, after a deadline, and never mid-message;
 //! - [`broadcast`] queues one reference-counted buffer on many sessions;
-//! - idle and frame-completion (slow-loris) timeouts run on one coarse
-//!   timer and a timing wheel: each tick costs what can expire then, and no
-//!   timeout fires before its time;
+//! - idle, frame-completion (slow-loris), linger and slow-consumer timeouts,
+//!   and each session's own timer ([`Session::set_timer`], delivered to
+//!   [`Handler::on_timer`]), run on one port timer and a timing wheel: each
+//!   tick costs what can expire then, and no timeout fires before its time;
+//! - a session's life is one state machine that takes events and the time
+//!   and returns actions, which the dispatcher alone carries out on the
+//!   port (so every timeout is tested with a fake clock);
+//! - the application's own operations (its sockets, timers, posted jobs)
+//!   run on the same port and workers: see below;
 //! - [`Server::shutdown`] (or [`ShutdownSignals`] for SIGINT/SIGTERM) stops
 //!   accepting, flushes within a deadline, closes every session, cancels
 //!   what is in flight and joins the workers.
@@ -52,6 +58,42 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! # The application's own operations
+//!
+//! One port per process: what an application does beside its sessions (a
+//! link to Redis, a game world's tick, another server's sockets) runs on
+//! the server's port and workers too. Issue an operation on
+//! [`ServerHandle::port`] with a context from [`app_ctx`]`(tag)`; its
+//! completion comes to [`Handler::on_completion`] with that tag, exactly
+//! once (with an error if it was cancelled or the server shut down).
+//!
+//! ```no_run
+//! use cport_server::{app_ctx, Completion, Handler, Message, Server, ServerHandle, Session};
+//!
+//! const LINK: u64 = 1; // the application's tags: any 56-bit values
+//!
+//! struct App;
+//! impl Handler for App {
+//!     type State = ();
+//!     fn on_connect(&self, _: &Session) {}
+//!     fn on_message(&self, _: &Session, _: &mut (), _: Message) {}
+//!     fn on_completion(&self, server: &ServerHandle, tag: u64, c: Completion) {
+//!         if tag == LINK {
+//!             // A reply from the link: hand it to the sessions that wait for it,
+//!             // then issue the next receive on `server.port()`.
+//!             let _ = (server, c);
+//!         }
+//!     }
+//! }
+//!
+//! let server = Server::builder().bind("127.0.0.1:7002".parse().unwrap()).start(App)?;
+//! let port = server.handle().port().clone();
+//! let link = std::net::TcpStream::connect("127.0.0.1:6379")?;
+//! let h = port.associate(link, cport::Key(1))?;
+//! port.recv(&h, Vec::with_capacity(4096), app_ctx(LINK))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Threads
 //!
 //! The default is one worker thread: it owns the port, and every operation a
@@ -61,22 +103,32 @@
 //! parallel and each receive is re-armed after its chunk is handled, which
 //! keeps one session's messages in order ([`RecvMode`]).
 
+#![deny(missing_docs)]
+
+mod config;
+mod context;
 mod dispatch;
+mod error;
 mod handler;
+mod lifecycle;
+mod message;
 mod queue;
-mod rx;
 mod server;
+mod server_core;
 mod session;
-mod shared;
 mod signal;
 mod stats;
 mod table;
+mod timer;
 mod wheel;
 
-pub use cport::{Backend, Buf};
+pub use context::{app_ctx, MAX_APP_TAG};
+pub use cport::{Backend, Buf, Completion, Port};
 pub use cport_proto::framing::{FrameError, LengthPrefixed, LengthWidth};
-pub use handler::{DisconnectReason, FrameAction, Framing, Handler, Message, ReasonKind};
-pub use server::{RecvMode, Server, ServerBuilder, ServerHandle, ShutdownReport};
-pub use session::{broadcast, Broadcast, SendError, SendErrorKind, Session};
+pub use error::{DisconnectReason, ReasonKind, SendError, SendErrorKind};
+pub use handler::Handler;
+pub use message::{FrameAction, Framing, Message};
+pub use server::{RecvMode, Server, ServerBuilder, ShutdownReport};
+pub use session::{broadcast, Broadcast, ServerHandle, Session};
 pub use signal::ShutdownSignals;
 pub use stats::ServerStats;

@@ -7,17 +7,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cport::{Backend, Ctx, Key, Port, WorkerPool};
+use cport::{Backend, Port, WorkerPool};
 use cport_proto::framing::{LengthPrefixed, LengthWidth};
 use parking_lot::{Condvar, Mutex};
 
+use crate::config::{Config, Tick};
+use crate::context::{Context, SERVER_KEY};
 use crate::dispatch::Dispatcher;
-use crate::handler::{DisconnectReason, Framing, Handler};
-use crate::session::{broadcast, Broadcast, Session};
-use crate::shared::{Config, Shared, CTX_START};
-use crate::stats::{Counters, ServerStats};
+use crate::error::DisconnectReason;
+use crate::handler::Handler;
+use crate::message::Framing;
+use crate::server_core::ServerCore;
+use crate::session::{broadcast, sessions_of, Broadcast, ServerHandle, Session};
+use crate::stats::{ServerCounters, ServerStats};
 use crate::table::{FreeList, Table};
-use crate::wheel::{Tick, Wheel};
+use crate::timer::TimerPlan;
+use crate::wheel::Wheel;
 
 /// How long sessions get to finish closing once they are forced to.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
@@ -273,20 +278,12 @@ impl ServerBuilder {
         }
         let mut local_addrs = Vec::new();
         let mut listeners = Vec::new();
-        for (i, l) in sockets.into_iter().enumerate() {
+        for l in sockets {
             local_addrs.push(l.local_addr()?);
-            listeners.push(port.associate(l, Key(u64::MAX - i as u64))?);
+            listeners.push(port.associate(l, SERVER_KEY)?);
         }
-        // A deadline is a session's last stamp plus this many ticks. The
-        // stamp is the coarse clock as of the last tick, which the tick timer
-        // (armed for each tick boundary) keeps at most one tick behind the
-        // real time even when its completion waits behind a batch: so two
-        // ticks more than the timeout itself, and a timeout never fires
-        // early (it fires up to two ticks late).
-        let ticks = |d: Duration| -> Tick {
-            let t = d.as_nanos().div_ceil(self.tick.as_nanos().max(1)) + 2;
-            t.min(u32::MAX as u128 / 2) as Tick
-        };
+        let tick = self.tick;
+        let ticks = |d: Duration| -> Tick { Config::ticks(tick, d) };
         let framed = self.framing != Framing::Raw;
         let high_water = self.water_marks.0.min(self.max_queued / 2).max(1);
         let cfg = Config {
@@ -305,7 +302,7 @@ impl ServerBuilder {
             nodelay: self.nodelay,
             threads,
         };
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServerCore {
             port: port.clone(),
             pool,
             cfg,
@@ -319,9 +316,10 @@ impl ServerBuilder {
             all_closed: (Mutex::new(()), Condvar::new()),
             starved: Mutex::new(Vec::new()),
             starved_any: AtomicBool::new(false),
-            retry_armed: AtomicBool::new(false),
-            orphans: Mutex::new(Vec::new()),
-            counters: Counters::new(threads),
+            timer: Mutex::new(TimerPlan::default()),
+            to_finalize: Mutex::new(Vec::new()),
+            finalize_posted: AtomicBool::new(false),
+            counters: ServerCounters::new(threads),
             next_shard: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             local_addrs,
@@ -335,8 +333,8 @@ impl ServerBuilder {
             done: false,
             shutdown_deadline: self.shutdown_deadline,
         };
-        // A worker arms the accepts and the timer: see `Shared::on_worker`.
-        if let Err(e) = server.shared.port.post(Key(0), 0, Ctx::new(CTX_START)) {
+        // A worker arms the accepts and the timer: see `ServerCore::worker`.
+        if let Err(e) = server.shared.port.post(SERVER_KEY, 0, Context::Start.ctx()) {
             server.shutdown_inner(Duration::ZERO);
             return Err(e.into());
         }
@@ -377,7 +375,7 @@ pub struct ShutdownReport {
 ///
 /// Dropping it shuts it down (with the builder's shutdown deadline).
 pub struct Server {
-    shared: Arc<Shared>,
+    shared: Arc<ServerCore>,
     workers: Option<WorkerPool>,
     done: bool,
     shutdown_deadline: Duration,
@@ -391,57 +389,6 @@ impl std::fmt::Debug for Server {
             .field("backend", &self.backend())
             .finish()
     }
-}
-
-/// A cheap, cloneable view of a running server, for handlers and other
-/// threads: counters, the open sessions, broadcast.
-#[derive(Clone)]
-pub struct ServerHandle {
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for ServerHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle")
-            .field("name", &self.shared.cfg.name)
-            .finish()
-    }
-}
-
-impl ServerHandle {
-    /// The server's counters now.
-    pub fn stats(&self) -> ServerStats {
-        self.shared.counters.snapshot()
-    }
-    /// Handles of every open session (a snapshot; O(sessions)).
-    pub fn sessions(&self) -> Vec<Session> {
-        sessions_of(&self.shared)
-    }
-    /// Where the server listens.
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.shared.local_addrs
-    }
-    /// The backend in use.
-    pub fn backend(&self) -> Backend {
-        self.shared.backend()
-    }
-    /// Queues `msg` on every session given: one shared buffer, no copy.
-    pub fn broadcast<'a>(&self, sessions: impl IntoIterator<Item = &'a Session>, msg: &Bytes) -> Broadcast {
-        broadcast(sessions, msg)
-    }
-}
-
-fn sessions_of(sh: &Arc<Shared>) -> Vec<Session> {
-    let mut out = Vec::new();
-    for idx in 0..sh.free.high_water() {
-        if let Some(slot) = sh.slots.get(idx) {
-            let st = slot.state.lock();
-            if st.live && st.close.is_none() {
-                out.push(Session::new(sh.clone(), idx, st.gen, st.id, st.peer));
-            }
-        }
-    }
-    out
 }
 
 impl Server {
@@ -483,9 +430,7 @@ impl Server {
 
     /// A handle for other threads and handlers.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle {
-            shared: self.shared.clone(),
-        }
+        ServerHandle::new(self.shared.clone())
     }
 
     /// Handles of every open session (a snapshot; O(sessions)).
@@ -555,15 +500,8 @@ impl Server {
         let sh = &*self.shared;
         for idx in 0..sh.free.high_water() {
             let Some(slot) = sh.slots.get(idx) else { continue };
-            let mut st = slot.state.lock();
-            if !st.live || st.finalizing {
-                continue;
-            }
-            let gen = st.gen;
-            if sh.begin_close(slot, &mut st, DisconnectReason::Shutdown, graceful) {
-                drop(st);
-                sh.post_finalize(idx, gen);
-            }
+            let gen = slot.state.lock().gen;
+            sh.close_session(idx, gen, DisconnectReason::Shutdown, graceful);
         }
     }
 

@@ -1,17 +1,18 @@
 //! The session handle the application holds: send, send a file, close.
 
-use std::error::Error;
 use std::fmt;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use cport::Buf;
+use cport::{Backend, Buf, Port};
 
-use crate::handler::DisconnectReason;
+use crate::error::{DisconnectReason, SendError};
 use crate::queue::Item;
-use crate::shared::Shared;
+use crate::server_core::ServerCore;
+use crate::stats::ServerStats;
 
 /// One connection of a [`Server`](crate::Server).
 ///
@@ -21,7 +22,7 @@ use crate::shared::Shared;
 /// reuses the same slot.
 #[derive(Clone)]
 pub struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<ServerCore>,
     idx: u32,
     gen: u32,
     id: u64,
@@ -37,49 +38,8 @@ impl fmt::Debug for Session {
     }
 }
 
-/// Why a send was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendErrorKind {
-    /// The session has ended or is closing.
-    Closed,
-    /// The session's queue stayed past its cap for the slow-consumer
-    /// timeout, or would have passed twice the cap: the session is being
-    /// disconnected as a slow consumer.
-    Overflow {
-        /// Bytes queued when the send came.
-        queued: usize,
-        /// The cap.
-        cap: usize,
-    },
-}
-
-/// A refused send; the payload comes back.
-#[derive(Debug)]
-pub struct SendError<T> {
-    /// Why.
-    pub kind: SendErrorKind,
-    /// What was to be sent, handed back.
-    pub payload: T,
-}
-
-impl<T> fmt::Display for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            SendErrorKind::Closed => f.write_str("session is closed"),
-            SendErrorKind::Overflow { queued, cap } => {
-                write!(
-                    f,
-                    "send queue cap reached ({queued} bytes queued, cap {cap}): session disconnected"
-                )
-            }
-        }
-    }
-}
-
-impl<T: fmt::Debug> Error for SendError<T> {}
-
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, idx: u32, gen: u32, id: u64, peer: Option<SocketAddr>) -> Self {
+    pub(crate) fn new(shared: Arc<ServerCore>, idx: u32, gen: u32, id: u64, peer: Option<SocketAddr>) -> Self {
         Session {
             shared,
             idx,
@@ -105,8 +65,8 @@ impl Session {
     /// kernel (gathered with other queued buffers into one vectored send).
     ///
     /// # Errors
-    /// [`SendErrorKind::Closed`] when the session is closing or gone;
-    /// [`SendErrorKind::Overflow`] when the session does not read what it is
+    /// [`SendErrorKind::Closed`](crate::SendErrorKind::Closed) when the session is closing or gone;
+    /// [`SendErrorKind::Overflow`](crate::SendErrorKind::Overflow) when the session does not read what it is
     /// sent: its queue stayed past the server's cap for the slow-consumer
     /// timeout, or this message would take it past twice the cap. The
     /// session is then cut off (reason [`DisconnectReason::SlowConsumer`],
@@ -126,7 +86,7 @@ impl Session {
     /// A file range does not count against the queued-bytes cap.
     ///
     /// # Errors
-    /// [`SendErrorKind::Closed`] when the session is closing or gone.
+    /// [`SendErrorKind::Closed`](crate::SendErrorKind::Closed) when the session is closing or gone.
     pub fn send_file(&self, file: Arc<File>, offset: u64, len: u64) -> Result<(), SendError<Arc<File>>> {
         match self
             .shared
@@ -150,17 +110,19 @@ impl Session {
     }
 
     fn close_with(&self, reason: DisconnectReason, graceful: bool) {
-        let Some(slot) = self.shared.slots.get(self.idx) else {
-            return;
-        };
-        let mut st = slot.state.lock();
-        if !st.is(self.gen) {
-            return;
-        }
-        if self.shared.begin_close(slot, &mut st, reason, graceful) {
-            drop(st);
-            self.shared.post_finalize(self.idx, self.gen);
-        }
+        self.shared.close_session(self.idx, self.gen, reason, graceful);
+    }
+
+    /// Sets the session's timer: [`Handler::on_timer`](crate::Handler::on_timer)
+    /// runs once `after` has passed (never early, up to two server ticks
+    /// late), in order with the session's messages; `None` clears it.
+    /// Setting it again replaces the deadline. The timer does not fire while
+    /// the session's receiving is paused (its input may wait unread in the
+    /// kernel): it fires once receiving resumes and the deadline has passed.
+    /// A request timeout (HTTP's 408) is this timer, set while a request is
+    /// partly received.
+    pub fn set_timer(&self, after: Option<Duration>) {
+        self.shared.set_timer(self.idx, self.gen, after);
     }
 
     /// `true` until the session starts closing.
@@ -214,4 +176,78 @@ pub fn broadcast<'a>(sessions: impl IntoIterator<Item = &'a Session>, msg: &Byte
         }
     }
     b
+}
+
+/// A cheap, cloneable view of a running server, for handlers and other
+/// threads: counters, the open sessions, broadcast, and the server's port
+/// for the application's own operations.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<ServerCore>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("name", &self.shared.cfg.name)
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    pub(crate) fn new(shared: Arc<ServerCore>) -> Self {
+        ServerHandle { shared }
+    }
+
+    /// The server's completion port, for the application's own operations:
+    /// associate a socket of its own (any [`Key`](cport::Key)), arm a
+    /// timeout, post a job, each with a context from [`app_ctx`](crate::app_ctx),
+    /// and its completion runs on the server's workers in
+    /// [`Handler::on_completion`](crate::Handler::on_completion). One port per
+    /// process: a world loop, a Redis link or another server's sockets need
+    /// no port and no threads of their own. Do not dequeue from it: the
+    /// workers own that.
+    ///
+    /// Issue operations from a handler where you can: on io_uring the
+    /// kernel runs an operation's completion work in the thread that
+    /// submitted it, which interrupts that thread's blocking calls with
+    /// `EINTR` (posting a job and issuing from its completion avoids that).
+    pub fn port(&self) -> &Port {
+        &self.shared.port
+    }
+
+    /// The server's counters now.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.counters.snapshot()
+    }
+    /// Handles of every open session (a snapshot; O(sessions)).
+    pub fn sessions(&self) -> Vec<Session> {
+        sessions_of(&self.shared)
+    }
+    /// Where the server listens.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.shared.local_addrs
+    }
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.shared.backend()
+    }
+    /// Queues `msg` on every session given: one shared buffer, no copy.
+    pub fn broadcast<'a>(&self, sessions: impl IntoIterator<Item = &'a Session>, msg: &Bytes) -> Broadcast {
+        broadcast(sessions, msg)
+    }
+}
+
+/// Handles of every open session of the server `sh`.
+pub(crate) fn sessions_of(sh: &Arc<ServerCore>) -> Vec<Session> {
+    let mut out = Vec::new();
+    for idx in 0..sh.free.high_water() {
+        if let Some(slot) = sh.slots.get(idx) {
+            let st = slot.state.lock();
+            if st.live && st.close.is_none() {
+                out.push(Session::new(sh.clone(), idx, st.gen, st.id, st.peer));
+            }
+        }
+    }
+    out
 }

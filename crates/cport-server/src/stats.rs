@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::handler::ReasonKind;
+use crate::error::ReasonKind;
 
 /// A snapshot of a server's counters, from [`Server::stats`](crate::Server::stats).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,8 +58,8 @@ impl Shard {
     pub(crate) const SHARED: Shard = Shard(usize::MAX);
 }
 
-pub(crate) struct Counters {
-    /// Sessions open now; also what shutdown waits on (so `SeqCst`, like `Shared::stopping`).
+pub(crate) struct ServerCounters {
+    /// Sessions open now; also what shutdown waits on (so `SeqCst`, like `ServerCore::stopping`).
     pub sessions: AtomicU64,
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
@@ -72,10 +72,10 @@ pub(crate) struct Counters {
     traffic: Box<[Traffic]>,
 }
 
-impl Counters {
-    /// Counters for a server with `workers` worker threads.
+impl ServerCounters {
+    /// ServerCounters for a server with `workers` worker threads.
     pub(crate) fn new(workers: usize) -> Self {
-        Counters {
+        ServerCounters {
             sessions: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
