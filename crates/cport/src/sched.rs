@@ -1175,14 +1175,16 @@ mod tests {
             };
             shutdown.join().unwrap();
             assert_eq!(w.join().unwrap(), 2);
-            s.stop_monitor();
-            assert!(monitor.join().unwrap(), "W ran only through the hand-off");
             let c = s.counts();
             assert_eq!((c.running, c.blocked, c.handoffs), (0, 1, 1));
-            // H comes back: its handed-off slot is simply gone.
+            // H comes back (its handed-off slot is simply gone): the monitor
+            // has nothing left to watch and parks, racing the stop below,
+            // which must still wake it.
             let _ = s.release_by(&h);
             let c = s.counts();
             assert_eq!((c.running, c.blocked), (0, 0));
+            s.stop_monitor();
+            assert!(monitor.join().unwrap(), "W ran only through the hand-off");
         });
     }
 
