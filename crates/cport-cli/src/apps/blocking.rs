@@ -203,11 +203,12 @@ pub fn run(a: BlockingArgs) -> io::Result<()> {
         .handoff(a.handoff == HandoffMode::Auto)
         .build()
         .map_err(io::Error::other)?;
-    let listener = port.associate(TcpListener::bind(a.listen)?, Key(0))?;
+    let socket = TcpListener::bind(a.listen)?;
+    let addr = socket.local_addr()?;
+    let listener = port.associate(socket, Key(0))?;
     port.accept_multi(&listener, 0)?;
     println!(
-        "blocking server on {} ({}): {threads} workers, concurrency {concurrency}, hand-off {:?}, block {:?}",
-        a.listen,
+        "cport blocking: listening on {addr} (backend {}, {threads} workers, concurrency {concurrency}, hand-off {:?}, block {:?})",
         port.backend().name(),
         a.handoff,
         a.block
