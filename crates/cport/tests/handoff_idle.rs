@@ -42,7 +42,19 @@ fn an_unsaturated_port_wakes_no_monitor() {
             })
             .sum()
     };
-    let before = switches();
+    // Wait until the monitor has parked (its count holds still), however
+    // slowly a loaded machine starts it.
+    let mut before = switches();
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        thread::sleep(Duration::from_millis(20));
+        let now = switches();
+        if now == before {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the monitor never settled");
+        before = now;
+    }
     for i in 0..2000u64 {
         port.post(Key(1), 0, i).unwrap();
         assert_eq!(next(&port).ctx(), i);
