@@ -39,6 +39,9 @@ def server_cmd(name, port):
     cport = os.path.join(REL, "cport")
     return {
         "cport-uring": ([cport, "echo", "--listen", addr, "--threads", "1", "--backend", "uring"], {}),
+        # The blocked-thread hand-off turned off: what its monitor costs (issue 14).
+        "cport-uring-nohandoff": ([cport, "echo", "--listen", addr, "--threads", "1", "--backend", "uring"],
+                                  {"CPORT_HANDOFF": "off"}),
         # A/B across commits: another build of cport (CPORT_BASE=path/to/cport), io_uring.
         "cport-base": ([os.environ.get("CPORT_BASE", cport), "echo", "--listen", addr, "--threads", "1",
                         "--backend", "uring"], {}),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use cport::Backend;
-use cport_bench::{chat, echo, game, http, idle, ws, Report};
+use cport_bench::{blocking, chat, echo, game, http, idle, ws, Report};
 
 use crate::args::{parse_backend, parse_duration};
 
@@ -35,6 +35,25 @@ enum Kind {
     Ws(WsArgs),
     /// Game load: bots log in, random-walk across zones, chat, reconcile.
     Game(GameArgs),
+    /// Request/response load where some requests make the server block
+    /// (point it at `cport blocking` or its peers); non-blocking requests'
+    /// latency reported apart.
+    Blocking(BlockingArgs),
+}
+
+#[derive(Args, Debug)]
+struct BlockingArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:7500")]
+    target: SocketAddr,
+    /// Connections, each with one request outstanding.
+    #[arg(long, default_value_t = 64)]
+    conns: usize,
+    /// One request in this many asks the server to block (20: 5%).
+    #[arg(long, default_value_t = 20)]
+    block_every: u64,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -175,6 +194,23 @@ struct IdleArgs {
 /// run are counted in the report.
 pub fn run(args: BenchArgs) -> io::Result<()> {
     match args.kind {
+        Kind::Blocking(a) => {
+            let cfg = blocking::BlockingConfig {
+                target: a.target,
+                conns: a.conns,
+                block_every: a.block_every,
+                duration: a.common.duration,
+                warmup: a.common.warmup,
+                backend: a.common.client.backend,
+            };
+            let r = with_progress(&a.common, || blocking::run(&cfg))?;
+            if a.common.client.json {
+                println!("{}", serde_json::to_string(&r).map_err(io::Error::other)?);
+            } else {
+                println!("{r}");
+            }
+            Ok(())
+        }
         Kind::Echo(a) => {
             let cfg = echo::EchoConfig {
                 target: a.target,

@@ -33,6 +33,8 @@ enum Command {
     Game(apps::game::GameArgs),
     /// Everything cport serves, on default ports (echo 7000, chat 7001, game 7002, web 8080).
     Serve(apps::serve::ServeArgs),
+    /// Request/response server whose handlers sometimes block: the hand-off benchmark's server.
+    Blocking(apps::blocking::BlockingArgs),
     /// Load generator (echo, http, chat, idle), on cport's own port.
     Bench(bench::BenchArgs),
     /// The seeds' I/O models side by side under the same echo load.
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Http(a) => apps::http::run(a),
         Command::Game(a) => apps::game::run(a),
         Command::Serve(a) => apps::serve::run(a),
+        Command::Blocking(a) => apps::blocking::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Models(a) => models::shootout::main(a),
     };

@@ -178,3 +178,76 @@ fn bench_idle_holds_connections_that_still_answer() {
     assert_eq!(r["answered"], 500, "{r}");
     assert!(r["rss_per_conn_bytes"].as_f64().is_some(), "{r}");
 }
+
+/// `cport blocking` answers every request; at concurrency 1 a handler
+/// blocked for a second does not hold up another connection's requests
+/// (the port hands its slot off); `cport bench blocking` counts both kinds.
+#[test]
+fn blocking_server_answers_around_a_blocked_handler() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let request = |seq: u64, blocks: bool| {
+        let mut r = [0u8; 16];
+        r[..8].copy_from_slice(&seq.to_le_bytes());
+        r[8] = u8::from(blocks);
+        r
+    };
+    let server = Cli::spawn(
+        &[
+            "blocking",
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "4",
+            "--concurrency",
+            "1",
+            "--block-time",
+            "1s",
+        ],
+        &["blocking"],
+    );
+    let addr = server.addr("blocking");
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.write_all(&request(1, true)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut fast = TcpStream::connect(addr).unwrap();
+    fast.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    for seq in 0..20 {
+        fast.write_all(&request(seq, false)).unwrap();
+        let mut answer = [0u8; 16];
+        fast.read_exact(&mut answer).unwrap();
+        assert_eq!(answer, request(seq, false));
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(700),
+        "fast requests waited {:?}",
+        start.elapsed()
+    );
+    let mut answer = [0u8; 16];
+    slow.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, request(1, true));
+
+    let target = addr.to_string();
+    let r = run_json(&[
+        "bench",
+        "blocking",
+        "--target",
+        &target,
+        "--conns",
+        "4",
+        "--block-every",
+        "10",
+        "--duration",
+        "3s",
+        "--warmup",
+        "100ms",
+        "--json",
+    ]);
+    assert!(r["all"]["messages"].as_u64().unwrap() > 10, "{r}");
+    assert_eq!(r["all"]["errors"], 0, "{r}");
+    assert!(r["blocking_p50_us"].as_u64().unwrap() >= 1_000_000, "{r}");
+    assert!(r["fast_p50_us"].as_u64().unwrap() < 1_000_000, "{r}");
+}

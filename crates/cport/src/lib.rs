@@ -30,6 +30,7 @@ mod buf;
 mod completion;
 mod error;
 mod handle;
+mod handoff;
 mod port;
 mod sched;
 mod stats;

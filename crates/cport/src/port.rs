@@ -16,6 +16,7 @@ use crate::buf::{Buf, Payload};
 use crate::completion::{Completion, Ctx, Issued, Key, Meta, OpId, OpKind};
 use crate::error::{BuildError, GetError, ShutDownError, SubmitError, SubmitErrorKind};
 use crate::handle::{Handle, HandleTable, Released};
+use crate::handoff::{start_monitor, DelayHistogram};
 use crate::sched::{Prioritized, Sched, Waiter, WaiterRef};
 use crate::stats::{Counters, Stats, ThreadCounters};
 use crate::sys::{self, BufPool, CancelTarget, Driver, Op, QueueCount};
@@ -75,6 +76,7 @@ pub struct PortBuilder {
     backend: Backend,
     use_env: bool,
     batch: bool,
+    handoff: bool,
 }
 
 impl Default for PortBuilder {
@@ -87,6 +89,7 @@ impl Default for PortBuilder {
             backend: Backend::Auto,
             use_env: true,
             batch: true,
+            handoff: true,
         }
     }
 }
@@ -129,7 +132,17 @@ impl PortBuilder {
         self
     }
 
-    /// Ignore `CPORT_BACKEND`.
+    /// Whether a worker that blocks in the kernel while holding a slot
+    /// lets a waiting worker run in its place, as IOCP does (default on;
+    /// `CPORT_HANDOFF=off` turns it off unless [`ignore_env`](Self::ignore_env)
+    /// is set). How the port finds blocked workers, and the rule when they
+    /// come back: `docs/ARCHITECTURE.md`, "Blocked workers".
+    pub fn handoff(mut self, on: bool) -> Self {
+        self.handoff = on;
+        self
+    }
+
+    /// Ignore `CPORT_BACKEND` and `CPORT_HANDOFF`.
     pub fn ignore_env(mut self) -> Self {
         self.use_env = false;
         self
@@ -142,7 +155,7 @@ impl PortBuilder {
     /// kernel refused it (the message names ENOSYS, EPERM, the sysctl...),
     /// [`BuildError::Epoll`] when epoll setup fails, [`BuildError::Config`]
     /// for out-of-range settings.
-    pub fn build(self) -> Result<Port, BuildError> {
+    pub fn build(mut self) -> Result<Port, BuildError> {
         if self.concurrency == 0 {
             return Err(BuildError::Config("concurrency must be at least 1"));
         }
@@ -156,6 +169,13 @@ impl PortBuilder {
         if self.use_env && wanted == Backend::Auto {
             if let Ok(v) = std::env::var("CPORT_BACKEND") {
                 wanted = Backend::parse(&v).ok_or(BuildError::Config("CPORT_BACKEND must be auto, uring or epoll"))?;
+            }
+        }
+        if self.use_env {
+            match std::env::var("CPORT_HANDOFF").as_deref() {
+                Ok("off" | "0" | "false") => self.handoff = false,
+                Ok("on" | "1" | "true") | Err(_) => {}
+                Ok(_) => return Err(BuildError::Config("CPORT_HANDOFF must be on or off")),
             }
         }
         let queue = Arc::new(QueueCount::new(self.queue_limit));
@@ -182,7 +202,12 @@ struct Shared {
     /// This port's identity, carried by its handles and op ids.
     id: u32,
     driver: Box<dyn Driver>,
-    sched: Sched<Completion>,
+    /// Shared with the hand-off monitor, which must not keep the port alive.
+    sched: Arc<Sched<Completion>>,
+    /// How long blocked holders kept their slot before hand-off.
+    handoff_delays: Arc<DelayHistogram>,
+    /// The hand-off monitor's thread, joined when the port goes.
+    monitor: Mutex<Option<std::thread::JoinHandle<()>>>,
     handles: Mutex<HandleTable>,
     counters: Counters,
     threads: Mutex<Vec<Arc<ThreadCounters>>>,
@@ -242,13 +267,12 @@ struct Local {
 impl Drop for Local {
     fn drop(&mut self) {
         self.counters.thread_ended();
-        // A thread that exits while holding a slot gives it back.
-        if self.holds_slot {
-            if let Some(p) = self.port.upgrade() {
-                if p.sched.release() {
-                    p.driver.wake();
-                }
+        if let Some(p) = self.port.upgrade() {
+            // A thread that exits while holding a slot gives it back.
+            if self.holds_slot && p.sched.release_by(&self.waiter) {
+                p.driver.wake();
             }
+            p.sched.unregister(&self.waiter);
         }
     }
 }
@@ -278,11 +302,13 @@ impl Port {
         fallback_reason: Option<String>,
     ) -> Port {
         let id = NEXT_PORT_ID.fetch_add(1, Relaxed);
-        Port {
+        let port = Port {
             shared: Arc::new(Shared {
                 id,
                 driver,
-                sched: Sched::new(b.concurrency),
+                sched: Arc::new(Sched::new(b.concurrency)),
+                handoff_delays: Arc::default(),
+                monitor: Mutex::new(None),
                 handles: Mutex::new(HandleTable::new(id)),
                 counters: Counters::default(),
                 threads: Mutex::new(Vec::new()),
@@ -295,6 +321,32 @@ impl Port {
                 shut_down: AtomicBool::new(false),
                 fallback_reason,
             }),
+        };
+        if b.handoff {
+            port.start_handoff();
+        }
+        port
+    }
+
+    /// Turns automatic hand-off on: starts the monitor that finds blocked
+    /// slot holders (see `handoff`). Without a thread for it, the port runs
+    /// without hand-off and says so.
+    fn start_handoff(&self) {
+        let s = &self.shared;
+        let weak = Arc::downgrade(s);
+        let wake = move || {
+            if let Some(p) = weak.upgrade() {
+                p.driver.wake();
+            }
+        };
+        match start_monitor(s.sched.clone(), s.handoff_delays.clone(), wake) {
+            Ok(t) => {
+                s.sched.set_handoff(true);
+                *s.monitor.lock() = Some(t);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread for the hand-off monitor: blocked workers keep their slots")
+            }
         }
     }
 
@@ -1011,11 +1063,13 @@ impl Port {
                     }
                     threads.push(counters.clone());
                     drop(threads);
+                    let waiter = Waiter::for_current_thread();
+                    self.shared.sched.register(&waiter);
                     l.push(Local {
                         port_id: self.shared.id,
                         port: Arc::downgrade(&self.shared),
                         holds_slot: false,
-                        waiter: Waiter::for_current_thread(),
+                        waiter,
                         counters,
                         batch: Vec::new(),
                     });
@@ -1059,13 +1113,53 @@ impl Port {
     /// something else, so another thread may run (IOCP does this by itself
     /// when a worker blocks; here the worker says so).
     pub fn release_slot(&self) {
-        let had = self.with_local(|x| std::mem::replace(&mut x.holds_slot, false));
-        if had {
+        let had = self.with_local(|x| std::mem::replace(&mut x.holds_slot, false).then(|| x.waiter.clone()));
+        if let Some(me) = had {
             self.shared.driver.flush();
-            if self.shared.sched.release() {
+            if self.shared.sched.release_by(&me) {
                 self.shared.driver.wake();
             }
         }
+    }
+
+    /// Runs `f`, code that will block (a database call, synchronous file
+    /// work, a lock held long), without this thread's concurrency slot: the
+    /// slot goes to a waiting thread on entry, with no detection delay, and
+    /// is taken back on exit, even over the cap, as a thread that wakes on
+    /// Windows is (its next `get` then waits until the threads running are
+    /// back under the cap). Operations issued so far are submitted first.
+    /// Nested scopes and panics inside `f` leave the count right; outside
+    /// a completion (no slot held) it simply runs `f`.
+    ///
+    /// # Examples
+    /// ```
+    /// # let port = cport::Port::new()?;
+    /// # port.post(cport::Key(1), 0, 0).unwrap();
+    /// let c = port.get(None)?;
+    /// let text = port.blocking(|| std::fs::read_to_string("/proc/self/comm"))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        let had = self.with_local(|x| std::mem::replace(&mut x.holds_slot, false).then(|| x.waiter.clone()));
+        let Some(me) = had else { return f() };
+        self.shared.driver.flush();
+        if self.shared.sched.enter_blocking(&me) {
+            self.shared.driver.wake();
+        }
+        /// Takes the slot back when the scope ends, by return or by panic.
+        struct Retake<'a>(&'a Port);
+        impl Drop for Retake<'_> {
+            fn drop(&mut self) {
+                let p = self.0;
+                // A scope that called `get` already holds a slot again.
+                p.with_local(|x| {
+                    p.shared.sched.leave_blocking(&x.waiter, !x.holds_slot);
+                    x.holds_slot = true;
+                });
+            }
+        }
+        let _retake = Retake(self);
+        f()
     }
 
     /// The leader's turn in the backend: wait, then settle what came back,
@@ -1118,6 +1212,12 @@ impl Port {
             waiting: c.waiting,
             backend_calls: s.driver.kernel_calls(),
             handles: s.handles.lock().live(),
+            handoffs: c.handoffs,
+            blocking_scopes: c.scopes,
+            blocked_now: c.blocked + c.scoped,
+            over_cap: Duration::from_nanos(c.over_cap_nanos),
+            detection_delay_p50: s.handoff_delays.quantile(0.5),
+            detection_delay_p99: s.handoff_delays.quantile(0.99),
             ..Stats::default()
         };
         let threads = s.threads.lock();
@@ -1133,5 +1233,13 @@ impl Drop for Shared {
         // Every op still in flight completes here, with nobody to deliver it
         // to: the driver waits until the kernel is done with its buffers.
         self.driver.drain();
+        self.sched.stop_monitor();
+        if let Some(t) = self.monitor.get_mut().take() {
+            // The monitor may hold the last reference for a moment (waking
+            // the backend): then it is on its way out and cannot join itself.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
     }
 }

@@ -25,7 +25,8 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::error::GetError;
-use shim::{park_until, Arc, AtomicBool, Mutex, Ordering, Thread};
+use crate::handoff::{HandoffState, SlotState};
+use shim::{park_until, Arc, AtomicBool, AtomicU64, AtomicU8, Mutex, Ordering, Thread};
 
 /// Packets handed out at most between two looks at the backend while the
 /// queue stays non-empty: two `get_many` batches of the worker pool, so a
@@ -61,6 +62,14 @@ pub(crate) struct Waiter<T> {
     thread: Thread,
     notified: AtomicBool,
     grant: Mutex<Option<Grant<T>>>,
+    /// The thread's kernel id (its `/proc/self/task` entry), for the hand-off monitor.
+    pub(crate) tid: i32,
+    /// Whether the thread holds a slot, and whether that slot was handed off
+    /// ([`SlotState`]); written only under the state lock.
+    slot: AtomicU8,
+    /// Slots this thread has taken: a monitor that sees the same count twice
+    /// knows the thread is still on the same packet.
+    epoch: AtomicU64,
 }
 
 impl<T> Waiter<T> {
@@ -69,7 +78,16 @@ impl<T> Waiter<T> {
             thread: shim::current(),
             notified: AtomicBool::new(false),
             grant: Mutex::new(None),
+            tid: shim::current_tid(),
+            slot: AtomicU8::new(SlotState::Free as u8),
+            epoch: AtomicU64::new(0),
         })
+    }
+    fn slot(&self) -> SlotState {
+        SlotState::from_u8(self.slot.load(Ordering::Relaxed))
+    }
+    fn set_slot(&self, s: SlotState) {
+        self.slot.store(s as u8, Ordering::Relaxed);
     }
     fn give(&self, grant: Grant<T>) {
         *self.grant.lock() = Some(grant);
@@ -90,6 +108,8 @@ struct State<T> {
     max_running: usize,
     /// Packets handed out since the backend was last looked at.
     since_poll: usize,
+    /// Slots handed off from blocked holders, and the monitor that finds them.
+    handoff: HandoffState<Arc<Waiter<T>>>,
 }
 
 impl<T: Prioritized> State<T> {
@@ -125,16 +145,50 @@ impl<T: Prioritized> State<T> {
             out.extend(self.pop());
         }
     }
-    fn take_slot(&mut self) {
+    fn take_slot(&mut self, w: &Waiter<T>) {
         self.running += 1;
         self.max_running = self.max_running.max(self.running);
+        w.set_slot(SlotState::Held);
+        w.epoch.store(w.epoch.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+    /// Gives back `w`'s slot: a handed-off one no longer counts as running.
+    fn give_back(&mut self, w: &Waiter<T>) {
+        match w.slot() {
+            SlotState::Blocked => self.handoff.blocked -= 1,
+            SlotState::Held | SlotState::Free => {
+                self.running = self.running.saturating_sub(1);
+                self.handoff.running_fell(self.running, self.concurrency, shim::now);
+            }
+        }
+        w.set_slot(SlotState::Free);
+    }
+    /// Every slot is held while a thread could run and work waits for it:
+    /// with a leader in the backend, packets queued (it would take them);
+    /// without one, a waiter (it would take a queued packet, or lead and
+    /// reap what the backend holds). Only then can a blocked holder's slot
+    /// be put to use.
+    fn starved(&self) -> bool {
+        let could_run = if self.leader {
+            self.queued() > 0
+        } else {
+            !self.waiters.is_empty()
+        };
+        self.running >= self.concurrency && could_run
+    }
+    /// Wakes the hand-off monitor if it sleeps and has something to watch.
+    fn poke_monitor(&mut self) {
+        if self.handoff.monitor.is_some() && (self.starved() || self.handoff.blocked > 0) {
+            if let Some(m) = self.handoff.monitor.take() {
+                m.give(Grant::Lead);
+            }
+        }
     }
     /// Hands ready packets to the most recent waiters while slots are free.
     fn dispatch(&mut self) {
         while self.running < self.concurrency && !self.waiters.is_empty() {
             let Some(item) = self.pop() else { break };
             let w = self.waiters.pop().expect("checked non-empty");
-            self.take_slot();
+            self.take_slot(&w);
             self.since_poll += 1;
             w.give(Grant::Item(item));
         }
@@ -156,6 +210,7 @@ impl<T: Prioritized> State<T> {
             self.enqueue(item);
         }
         self.dispatch();
+        self.poke_monitor();
     }
     /// When nobody leads but threads wait with free slots, one of them must.
     fn promote(&mut self) {
@@ -167,6 +222,15 @@ impl<T: Prioritized> State<T> {
     }
 }
 
+/// A thread holding a slot, as the hand-off monitor sees it.
+pub(crate) struct Holder<T> {
+    pub waiter: Arc<Waiter<T>>,
+    pub tid: i32,
+    pub epoch: u64,
+    /// Its slot is handed off already.
+    pub blocked: bool,
+}
+
 /// A snapshot of the scheduler's counters.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct SchedCounts {
@@ -174,6 +238,12 @@ pub(crate) struct SchedCounts {
     pub running: usize,
     pub max_running: usize,
     pub waiting: usize,
+    /// Holders whose slot was handed off, and threads in `Port::blocking` scopes.
+    pub blocked: usize,
+    pub scoped: usize,
+    pub handoffs: u64,
+    pub scopes: u64,
+    pub over_cap_nanos: u64,
 }
 
 pub(crate) struct Sched<T> {
@@ -192,6 +262,7 @@ impl<T: Prioritized> Sched<T> {
                 leader: false,
                 max_running: 0,
                 since_poll: 0,
+                handoff: HandoffState::default(),
             }),
         }
     }
@@ -203,12 +274,15 @@ impl<T: Prioritized> Sched<T> {
         let mut st = self.state.lock();
         st.enqueue(item);
         st.dispatch();
+        st.poke_monitor();
         st.leader_must_wake()
     }
 
-    /// Gives back a slot without dequeuing (a thread about to block, or
-    /// exiting). Returns `true` when a packet is left queued with a free slot
-    /// while the leader sits in the backend: the caller must wake the backend.
+    /// Gives back a slot without dequeuing, for a caller that keeps no
+    /// [`Waiter`] (tests). Returns `true` when a packet is left queued with a
+    /// free slot while the leader sits in the backend: the caller must wake
+    /// the backend.
+    #[cfg(test)]
     #[must_use]
     pub(crate) fn release(&self) -> bool {
         let mut st = self.state.lock();
@@ -223,6 +297,9 @@ impl<T: Prioritized> Sched<T> {
         let mut st = self.state.lock();
         for w in st.waiters.drain(..) {
             w.give(Grant::Lead);
+        }
+        if let Some(m) = st.handoff.monitor.take() {
+            m.give(Grant::Lead);
         }
     }
 
@@ -252,12 +329,158 @@ impl<T: Prioritized> Sched<T> {
 
     pub(crate) fn counts(&self) -> SchedCounts {
         let st = self.state.lock();
+        let h = &st.handoff;
         SchedCounts {
             queued: st.queued(),
             running: st.running,
             max_running: st.max_running,
             waiting: st.waiters.len(),
+            blocked: h.blocked,
+            scoped: h.scoped,
+            handoffs: h.handoffs,
+            scopes: h.scopes,
+            over_cap_nanos: h.over_cap_nanos(st.running, st.concurrency, shim::now),
         }
+    }
+
+    /// Turns automatic hand-off on or off (on by default in `Port`).
+    pub(crate) fn set_handoff(&self, on: bool) {
+        self.state.lock().handoff.on = on;
+    }
+
+    /// Gives back `me`'s slot without dequeuing (a thread about to block, or
+    /// exiting). Returns `true` when a packet is left queued with a free slot
+    /// while the leader sits in the backend: the caller must wake the backend.
+    #[must_use]
+    pub(crate) fn release_by(&self, me: &Waiter<T>) -> bool {
+        let mut st = self.state.lock();
+        st.give_back(me);
+        st.dispatch();
+        st.promote();
+        st.leader_must_wake()
+    }
+
+    /// `me` enters a `Port::blocking` scope holding a slot: the slot goes
+    /// to a waiter at once. Returns `true` when the caller must wake the backend.
+    #[must_use]
+    pub(crate) fn enter_blocking(&self, me: &Waiter<T>) -> bool {
+        let mut st = self.state.lock();
+        st.handoff.scoped += 1;
+        st.handoff.scopes += 1;
+        st.give_back(me);
+        st.dispatch();
+        st.promote();
+        st.leader_must_wake()
+    }
+
+    /// `me` leaves a `Port::blocking` scope and, with `retake`, takes its
+    /// slot back at once, over the cap if need be (as a thread that wakes
+    /// does on Windows): it is running again, and its next `get` waits until
+    /// the threads running are back under the cap.
+    pub(crate) fn leave_blocking(&self, me: &Waiter<T>, retake: bool) {
+        let mut st = self.state.lock();
+        st.handoff.scoped -= 1;
+        if retake {
+            st.running += 1;
+            me.set_slot(SlotState::Held);
+            me.epoch.store(me.epoch.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            let (running, cap) = (st.running, st.concurrency);
+            st.handoff.running_rose(running, cap, shim::now);
+        }
+    }
+
+    /// The monitor's wait: returns at once when there is something to
+    /// watch (every slot held with work and a thread waiting, or a holder
+    /// marked blocked); otherwise parks `me` until there is, or until
+    /// [`stop_monitor`](Self::stop_monitor). `false` once stopped.
+    pub(crate) fn monitor_wait(&self, me: &Arc<Waiter<T>>) -> bool {
+        let mut st = self.state.lock();
+        loop {
+            if st.handoff.stopped {
+                return false;
+            }
+            if st.handoff.on && (st.starved() || st.handoff.blocked > 0) {
+                return true;
+            }
+            me.notified.store(false, Ordering::Relaxed);
+            st.handoff.monitor = Some(me.clone());
+            drop(st);
+            park_until(&me.notified, None);
+            st = self.state.lock();
+        }
+    }
+
+    /// Ends the monitor: it returns from [`monitor_wait`](Self::monitor_wait) with `false`.
+    pub(crate) fn stop_monitor(&self) {
+        let mut st = self.state.lock();
+        st.handoff.stopped = true;
+        if let Some(m) = st.handoff.monitor.take() {
+            m.give(Grant::Lead);
+        }
+    }
+
+    /// Makes `w` known to the monitor (a thread's first `get` on the port).
+    pub(crate) fn register(&self, w: &Arc<Waiter<T>>) {
+        self.state.lock().handoff.threads.push(w.clone());
+    }
+
+    /// Forgets `w` (its thread is done with the port).
+    pub(crate) fn unregister(&self, w: &Arc<Waiter<T>>) {
+        self.state.lock().handoff.threads.retain(|x| !Arc::ptr_eq(x, w));
+    }
+
+    /// The threads holding a slot now: each with its thread id, its slot
+    /// count (see `Waiter::epoch`) and whether its slot is handed off.
+    /// Also whether the port is starved (see `State::starved`).
+    pub(crate) fn holders(&self, out: &mut Vec<Holder<T>>) -> bool {
+        let st = self.state.lock();
+        out.clear();
+        for w in &st.handoff.threads {
+            let blocked = match w.slot() {
+                SlotState::Free => continue,
+                SlotState::Held => false,
+                SlotState::Blocked => true,
+            };
+            out.push(Holder {
+                waiter: w.clone(),
+                tid: w.tid,
+                epoch: w.epoch.load(Ordering::Relaxed),
+                blocked,
+            });
+        }
+        st.starved()
+    }
+
+    /// The monitor saw `w` blocked in the kernel on the packet it took as
+    /// slot number `epoch`: its slot goes to a waiter, if the port is still
+    /// starved and `w` still on that packet. Returns whether it did, and
+    /// whether the caller must wake the backend.
+    pub(crate) fn hand_off(&self, w: &Waiter<T>, epoch: u64) -> (bool, bool) {
+        let mut st = self.state.lock();
+        if !st.handoff.on || !st.starved() || w.slot() != SlotState::Held || w.epoch.load(Ordering::Relaxed) != epoch {
+            return (false, false);
+        }
+        w.set_slot(SlotState::Blocked);
+        st.running -= 1;
+        st.handoff.blocked += 1;
+        st.handoff.handoffs += 1;
+        st.dispatch();
+        st.promote();
+        (true, st.leader_must_wake())
+    }
+
+    /// The monitor saw a handed-off holder running again: it counts as
+    /// running, over the cap if its stand-in still runs.
+    pub(crate) fn resumed(&self, w: &Waiter<T>, epoch: u64) {
+        let mut st = self.state.lock();
+        if w.slot() != SlotState::Blocked || w.epoch.load(Ordering::Relaxed) != epoch {
+            return;
+        }
+        w.set_slot(SlotState::Held);
+        st.handoff.blocked -= 1;
+        st.running += 1;
+        let (running, cap) = (st.running, st.concurrency);
+        st.handoff.running_rose(running, cap, shim::now);
     }
 
     /// Dequeues one packet, IOCP-style. `held` says whether the calling thread
@@ -283,15 +506,17 @@ impl<T: Prioritized> Sched<T> {
         if held {
             // The slot goes back, but this thread is first in line for the
             // next packet: it is running and hot, so it takes one without
-            // sleeping; what is left goes to waiters below.
-            st.running = st.running.saturating_sub(1);
+            // sleeping; what is left goes to waiters below. A thread whose
+            // slot was handed off while it blocked takes one only once the
+            // threads running are back under the cap (IOCP's rule).
+            st.give_back(me);
         }
         loop {
             if st.running < st.concurrency {
                 let poll = st.poll_due();
                 if !poll {
                     if let Some(item) = st.pop() {
-                        st.take_slot();
+                        st.take_slot(me);
                         st.since_poll += 1;
                         st.dispatch();
                         if let Some((out, max)) = more.filter(|_| !item.ends_batch()) {
@@ -327,6 +552,7 @@ impl<T: Prioritized> Sched<T> {
             }
             me.notified.store(false, Ordering::Relaxed);
             st.waiters.push(me.clone());
+            st.poke_monitor();
             drop(st);
             flush();
             parked(true);
@@ -364,7 +590,8 @@ impl<T: Prioritized> Drop for Unlead<'_, T> {
 
 #[cfg(not(cport_loom))]
 mod shim {
-    pub(crate) use std::sync::atomic::{AtomicBool, Ordering};
+    pub(crate) use crate::handoff::current_tid;
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
     pub(crate) use std::sync::Arc;
     pub(crate) use std::thread::{current, Thread};
     use std::time::Instant;
@@ -400,9 +627,14 @@ mod shim {
 
 #[cfg(cport_loom)]
 mod shim {
-    pub(crate) use loom::sync::atomic::{AtomicBool, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
     pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread::{current, Thread};
+
+    /// Loom threads have no `/proc` entry.
+    pub(crate) fn current_tid() -> i32 {
+        0
+    }
     use std::time::Instant;
 
     pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
@@ -888,6 +1120,71 @@ mod tests {
             assert_eq!(consumer.join().unwrap(), 1);
             assert!(!s.has_leader());
             assert_eq!(s.counts().queued, 0);
+        });
+    }
+
+    /// A hand-off racing shutdown: H holds the only slot and blocks with a
+    /// packet queued; W waits for a slot; the monitor hands H's slot off
+    /// while shutdown wakes every waiter and then stops the monitor. W gets
+    /// the packet (no lost wake-up), the monitor exits, and the counts end
+    /// right when H comes back.
+    #[cfg(cport_loom)]
+    #[test]
+    fn loom_handoff_racing_shutdown_loses_no_wakeup() {
+        loom::model(|| {
+            let s = Arc::new(Sched::new(1));
+            s.set_handoff(true);
+            let h = Waiter::for_current_thread();
+            s.register(&h);
+            s.push(P(1, false));
+            take(&s, false, &h, None).unwrap();
+            let epoch = h.epoch.load(Ordering::Relaxed);
+            s.push(P(2, false));
+            let w = {
+                let s = s.clone();
+                loom::thread::spawn(move || {
+                    let me = Waiter::for_current_thread();
+                    let p = take(&s, false, &me, None).unwrap();
+                    let _ = s.release_by(&me);
+                    p.0
+                })
+            };
+            let monitor = {
+                let s = s.clone();
+                loom::thread::spawn(move || {
+                    let me = Waiter::for_current_thread();
+                    let mut handed = false;
+                    let mut holders = Vec::new();
+                    while s.monitor_wait(&me) {
+                        // As the real monitor: look at the holders; H "sleeps".
+                        let starved = s.holders(&mut holders);
+                        for x in holders.drain(..) {
+                            if starved && !x.blocked {
+                                assert_eq!(x.epoch, epoch);
+                                handed |= s.hand_off(&x.waiter, x.epoch).0;
+                            }
+                        }
+                        loom::thread::yield_now();
+                    }
+                    handed
+                })
+            };
+            let shutdown = {
+                let s = s.clone();
+                loom::thread::spawn(move || s.wake_all())
+            };
+            shutdown.join().unwrap();
+            assert_eq!(w.join().unwrap(), 2);
+            let c = s.counts();
+            assert_eq!((c.running, c.blocked, c.handoffs), (0, 1, 1));
+            // H comes back (its handed-off slot is simply gone): the monitor
+            // has nothing left to watch and parks, racing the stop below,
+            // which must still wake it.
+            let _ = s.release_by(&h);
+            let c = s.counts();
+            assert_eq!((c.running, c.blocked), (0, 0));
+            s.stop_monitor();
+            assert!(monitor.join().unwrap(), "W ran only through the hand-off");
         });
     }
 

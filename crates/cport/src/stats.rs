@@ -30,6 +30,22 @@ pub struct Stats {
     pub handles: usize,
     /// Per-thread figures for every thread that has called `get`.
     pub threads: Vec<ThreadStats>,
+    /// Slots handed to a waiting thread because their holder was found
+    /// blocked in the kernel (automatic hand-off).
+    pub handoffs: u64,
+    /// Slots given back by [`Port::blocking`](crate::Port::blocking) scopes.
+    pub blocking_scopes: u64,
+    /// Threads whose slot is handed off now: found blocked, or inside
+    /// `Port::blocking`.
+    pub blocked_now: usize,
+    /// Time during which more threads ran than `concurrency` (a blocked
+    /// thread came back while the one that took its slot still ran).
+    pub over_cap: Duration,
+    /// How long a blocked holder kept its slot before the hand-off:
+    /// median and 99th percentile (`None` before the first hand-off).
+    pub detection_delay_p50: Option<Duration>,
+    /// See [`detection_delay_p50`](Self::detection_delay_p50).
+    pub detection_delay_p99: Option<Duration>,
 }
 
 impl Stats {

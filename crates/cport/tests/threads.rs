@@ -449,7 +449,9 @@ backend_tests! {
     }
 
     fn release_slot_lets_another_thread_run(backend: Backend) {
-        let port = port_with(backend, |b| b.concurrency(1));
+        // The manual release alone: with automatic hand-off, this thread
+        // blocked in `join` would give its slot away by itself (tests/handoff.rs).
+        let port = port_with(backend, |b| b.concurrency(1).handoff(false));
         port.post(Key(1), 0, 1u64).unwrap();
         port.post(Key(1), 0, 2u64).unwrap();
         let first = next(&port);

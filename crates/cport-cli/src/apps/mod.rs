@@ -2,6 +2,7 @@
 //! the `cport-server` framework, and what they share: the common flags, the
 //! startup line, and running until SIGINT/SIGTERM.
 
+pub mod blocking;
 pub mod chat;
 pub mod echo;
 pub mod game;
