@@ -128,7 +128,7 @@ pub fn run(cfg: &WsLoadConfig) -> io::Result<Report> {
                 let n = match res {
                     Ok(n) if n > 0 => n,
                     // The pool ran dry: re-arm below.
-                    Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => 0,
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error()) => 0,
                     _ => {
                         report.errors += 1;
                         let _ = port.close(&conn.h);

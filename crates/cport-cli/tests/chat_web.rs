@@ -2,7 +2,7 @@
 //! served, and a WebSocket client (tungstenite) shares a room with a TCP
 //! line client.
 
-mod util;
+use cport_testutil::cli as util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -89,7 +89,7 @@ fn chat_history_survives_a_sigterm_restart() {
         a.send(&format!("entry {i}\n"));
     }
     a.until(|l| l == "[vault] keeper: entry 2");
-    cli.signal(nix::sys::signal::Signal::SIGTERM);
+    cli.signal(util::Signal::TERM);
     assert!(cli.wait_exit(LONG).is_some_and(|s| s.success()));
     assert!(dir.join("chat.sqlite3").is_file());
 

@@ -2,7 +2,7 @@
 //! cannot rot: every model serves, the table and chart come out, and the load
 //! generator's counts agree with what the server saw.
 
-mod util;
+use cport_testutil::cli as util;
 
 use util::{run_json, Cli};
 

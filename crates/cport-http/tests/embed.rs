@@ -3,8 +3,7 @@
 //! its request timer, and leaves no thread behind once shut down. One test
 //! per binary: it counts the process's threads.
 
-#[allow(unused_macros, unused_imports)]
-mod util;
+use cport_testutil::http as util;
 
 use std::time::Duration;
 

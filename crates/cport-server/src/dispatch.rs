@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use cport::{Buf, Completion, Ctx, OpKind, Payload};
 use cport_proto::framing::FrameError;
 use parking_lot::Mutex;
+use rustix::io::Errno;
 
 use crate::handler::{DisconnectReason, FrameAction, Handler, Message, ReasonKind};
 use crate::rx::{Fed, Flow, FrameSink, Reassembly};
@@ -225,8 +226,8 @@ impl<H: Handler> Dispatcher<H> {
                 // Out of fds or memory: the connection waits in the backlog;
                 // retrying at once would spin, so retry at the next tick.
                 later = matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    Errno::from_io_error(e),
+                    Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
                 );
                 tracing::warn!(server = %sh.cfg.name, error = %e, "accept failed");
             }
@@ -366,7 +367,7 @@ impl<H: Handler> Dispatcher<H> {
             }
             (None, Ok(0)) if !got_data => sh.begin_close(slot, &mut st, DisconnectReason::PeerClosed, true),
             (None, Ok(_)) if st.close.is_none() => !st.rx_paused && sh.arm_recv(slot, &mut st),
-            (None, Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) && st.close.is_none() => {
+            (None, Err(e)) if e.raw_os_error() == Some(Errno::NOBUFS.raw_os_error()) && st.close.is_none() => {
                 if !st.rx_paused {
                     sh.starve(&mut st);
                 }

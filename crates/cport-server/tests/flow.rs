@@ -5,7 +5,7 @@
 //! is still cut at the cap after the deadline, whole messages only; and
 //! timeouts never fire early.
 
-mod util;
+use cport_testutil::server as util;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
