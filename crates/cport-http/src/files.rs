@@ -51,10 +51,7 @@ impl Body {
 /// The body written after the head in one buffer (an error's text), as
 /// [`Body::Inline`], so the access log and the counters see its bytes.
 fn inline_body(response: &[u8]) -> Body {
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(response.len(), |p| p + 4);
+    let end = memchr::memmem::find(response, b"\r\n\r\n").map_or(response.len(), |p| p + 4);
     match response.len() - end {
         0 => Body::None,
         n => Body::Inline(n as u64),

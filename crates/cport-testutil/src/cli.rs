@@ -200,7 +200,7 @@ impl LineClient {
     /// The next line, without its newline; `None` at end of stream.
     pub fn line(&mut self) -> Option<String> {
         loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf) {
                 let rest = self.buf.split_off(i + 1);
                 let mut line = std::mem::replace(&mut self.buf, rest);
                 line.pop();

@@ -53,7 +53,7 @@ pub struct Head {
 pub fn read_head(s: &mut TcpStream, rest: &mut Vec<u8>) -> io::Result<Head> {
     let mut chunk = [0u8; 8192];
     loop {
-        if let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        if let Some(end) = memchr::memmem::find(rest, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&rest[..end]).into_owned();
             rest.drain(..end + 4);
             let status = head
@@ -219,7 +219,7 @@ impl LineClient {
     /// [`line`](Self::line), with a read timeout as an error.
     pub fn try_line(&mut self) -> io::Result<Option<String>> {
         loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf) {
                 let rest = self.buf.split_off(i + 1);
                 let mut line = std::mem::replace(&mut self.buf, rest);
                 line.pop();

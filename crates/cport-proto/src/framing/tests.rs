@@ -246,3 +246,13 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `split_newlines` (memchr) cuts exactly where `slice::split` does.
+    #[test]
+    fn split_newlines_matches_slice_split(data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..300)) {
+        let ours: Vec<&[u8]> = split_newlines(&data).collect();
+        let std: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+        prop_assert_eq!(ours, std);
+    }
+}
