@@ -9,11 +9,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cport::{Backend, OpKind, Payload, Port};
+use cport_proto::framing::{Decoder, Lines};
 
 use crate::conn;
-use crate::lines::LineBuf;
 use crate::report::{LatencyRecorder, Report, Window};
 
 /// What to run.
@@ -37,9 +37,15 @@ pub struct ChatConfig {
 
 struct Client {
     h: cport::Handle,
-    lines: LineBuf,
+    /// Received bytes not yet cut into lines.
+    pending: BytesMut,
+    /// The server's line framing (`cport_proto::framing::Lines`).
+    lines: Lines,
     live: bool,
 }
+
+/// Longest line a client keeps; past it the partial line is dropped.
+const MAX_LINE: usize = 64 * 1024;
 
 const TICK: u64 = u64::MAX;
 
@@ -71,7 +77,8 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
         let h = conn::open(&port, cfg.target, None, i as u64, 0)?;
         clients.push(Client {
             h,
-            lines: LineBuf::default(),
+            pending: BytesMut::new(),
+            lines: Lines::new(MAX_LINE),
             live: false,
         });
     }
@@ -117,8 +124,19 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
                     let mut v = b.into_vec();
                     let now = Instant::now();
                     let since = now.duration_since(t0).as_micros() as u64;
-                    cl.lines.feed(&v, |line| {
-                        if let Some(sent) = stamp(line) {
+                    cl.pending.extend_from_slice(&v);
+                    loop {
+                        let line = match cl.lines.decode(&mut cl.pending) {
+                            Ok(Some(line)) => line,
+                            Ok(None) => break,
+                            Err(_) => {
+                                // Longer than any line the server sends: drop it.
+                                cl.pending.clear();
+                                cl.lines = Lines::new(MAX_LINE);
+                                break;
+                            }
+                        };
+                        if let Some(sent) = stamp(&line) {
                             if window.measures(now) && sent >= from_us {
                                 lat.record(Duration::from_micros(since.saturating_sub(sent)));
                                 rep.messages += 1;
@@ -127,7 +145,7 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
                         } else if line.starts_with(b"! ") {
                             rep.errors += 1;
                         }
-                    });
+                    }
                     v.clear();
                     port.recv(&cl.h, v, 0)?;
                 }
