@@ -79,8 +79,8 @@ fn serve_has_the_chat_page_and_socket_on_its_web_port() {
 
 #[test]
 fn chat_history_survives_a_sigterm_restart() {
-    let dir = std::env::temp_dir().join(format!("cport-cli-chat-history-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("history");
     let data = dir.to_str().unwrap();
     let mut cli = Cli::spawn(&["chat", "--listen", "127.0.0.1:0", "--data", data], &["chat"]);
     let mut a = LineClient::connect(cli.addr("chat"));
@@ -103,5 +103,4 @@ fn chat_history_survives_a_sigterm_restart() {
         assert!(l.ends_with(&format!("] keeper: entry {i}")), "{l}");
     }
     drop(cli);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -250,11 +250,11 @@ backend_tests! {
     }
 
     fn files_go_out_in_order_with_bytes(backend: Backend) {
-        let path = std::env::temp_dir().join(format!("cport-server-sendfile-{}-{}", std::process::id(), backend.name()));
+        let tmp = tempfile::NamedTempFile::new().unwrap();
         let body = Rng(42).bytes(3 * 1024 * 1024 + 17);
-        std::fs::write(&path, &body).unwrap();
-        let file = Arc::new(File::open(&path).unwrap());
-        std::fs::remove_file(&path).unwrap();
+        std::fs::write(tmp.path(), &body).unwrap();
+        let file = Arc::new(File::open(tmp.path()).unwrap());
+        drop(tmp); // unlinked; the open file stays readable
         let len = body.len() as u64;
         let files = on_message(move |s, _| {
             s.send(&b"head:"[..]).unwrap();
