@@ -9,9 +9,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cport::{Backend, OpKind, Payload, Port};
-use cport_proto::framing::{Decoder, Lines};
+use cport_proto::framing::Lines;
 
 use crate::conn;
 use crate::report::{LatencyRecorder, Report, Window};
@@ -37,8 +37,8 @@ pub struct ChatConfig {
 
 struct Client {
     h: cport::Handle,
-    /// Received bytes not yet cut into lines.
-    pending: BytesMut,
+    /// Received bytes of a line not yet complete.
+    pending: Vec<u8>,
     /// The server's line framing (`cport_proto::framing::Lines`).
     lines: Lines,
     live: bool,
@@ -77,7 +77,7 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
         let h = conn::open(&port, cfg.target, None, i as u64, 0)?;
         clients.push(Client {
             h,
-            pending: BytesMut::new(),
+            pending: Vec::new(),
             lines: Lines::new(MAX_LINE),
             live: false,
         });
@@ -124,19 +124,32 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
                     let mut v = b.into_vec();
                     let now = Instant::now();
                     let since = now.duration_since(t0).as_micros() as u64;
-                    cl.pending.extend_from_slice(&v);
+                    // Lines are cut from the received buffer in place; only a
+                    // partial line is copied aside until its rest arrives.
+                    let mut buf = std::mem::take(&mut cl.pending);
+                    let in_buf = !buf.is_empty();
+                    let input: &[u8] = if !in_buf {
+                        &v
+                    } else {
+                        buf.extend_from_slice(&v);
+                        &buf
+                    };
+                    let mut at = 0;
                     loop {
-                        let line = match cl.lines.decode(&mut cl.pending) {
-                            Ok(Some(line)) => line,
+                        let line = match cl.lines.decode_slice(&input[at..]) {
+                            Ok(Some((line, used))) => {
+                                at += used;
+                                line
+                            }
                             Ok(None) => break,
                             Err(_) => {
                                 // Longer than any line the server sends: drop it.
-                                cl.pending.clear();
+                                at = input.len();
                                 cl.lines = Lines::new(MAX_LINE);
                                 break;
                             }
                         };
-                        if let Some(sent) = stamp(&line) {
+                        if let Some(sent) = stamp(line) {
                             if window.measures(now) && sent >= from_us {
                                 lat.record(Duration::from_micros(since.saturating_sub(sent)));
                                 rep.messages += 1;
@@ -146,6 +159,12 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
                             rep.errors += 1;
                         }
                     }
+                    if in_buf {
+                        buf.drain(..at);
+                    } else {
+                        buf.extend_from_slice(&v[at..]);
+                    }
+                    cl.pending = buf;
                     v.clear();
                     port.recv(&cl.h, v, 0)?;
                 }

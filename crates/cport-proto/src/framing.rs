@@ -283,6 +283,31 @@ impl Lines {
     pub const fn max_line(&self) -> usize {
         self.max_line
     }
+
+    /// [`Decoder::decode`] on a borrowed buffer, without copying: the first
+    /// complete line of `buf` (terminator excluded) and how many bytes it
+    /// took, terminator included. The caller drops those bytes from the
+    /// front and calls again with what follows; after `Ok(None)` it calls
+    /// again with the same bytes and more appended. Same limits and errors.
+    ///
+    /// # Errors
+    /// [`FrameError::TooLarge`] as [`Decoder::decode`] reports it.
+    pub fn decode_slice<'a>(&mut self, buf: &'a [u8]) -> Result<Option<(&'a [u8], usize)>, FrameError> {
+        match scan_line(buf, self.scanned, self.max_line) {
+            LineScan::Complete { content, total } => {
+                self.scanned = 0;
+                Ok(Some((&buf[..content], total)))
+            }
+            LineScan::Incomplete => {
+                self.scanned = buf.len();
+                Ok(None)
+            }
+            LineScan::TooLong { seen } => Err(FrameError::TooLarge {
+                len: seen,
+                max: self.max_line,
+            }),
+        }
+    }
 }
 
 impl Decoder for Lines {
