@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cport::{Backend, OpKind, Payload, Port};
+use cport_proto::framing::Lines;
 
 use crate::conn;
-use crate::lines::LineBuf;
 use crate::report::{LatencyRecorder, Report, Window};
 
 /// What to run.
@@ -37,9 +37,15 @@ pub struct ChatConfig {
 
 struct Client {
     h: cport::Handle,
-    lines: LineBuf,
+    /// Received bytes of a line not yet complete.
+    pending: Vec<u8>,
+    /// The server's line framing (`cport_proto::framing::Lines`).
+    lines: Lines,
     live: bool,
 }
+
+/// Longest line a client keeps; past it the partial line is dropped.
+const MAX_LINE: usize = 64 * 1024;
 
 const TICK: u64 = u64::MAX;
 
@@ -71,7 +77,8 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
         let h = conn::open(&port, cfg.target, None, i as u64, 0)?;
         clients.push(Client {
             h,
-            lines: LineBuf::default(),
+            pending: Vec::new(),
+            lines: Lines::new(MAX_LINE),
             live: false,
         });
     }
@@ -117,7 +124,31 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
                     let mut v = b.into_vec();
                     let now = Instant::now();
                     let since = now.duration_since(t0).as_micros() as u64;
-                    cl.lines.feed(&v, |line| {
+                    // Lines are cut from the received buffer in place; only a
+                    // partial line is copied aside until its rest arrives.
+                    let mut buf = std::mem::take(&mut cl.pending);
+                    let in_buf = !buf.is_empty();
+                    let input: &[u8] = if !in_buf {
+                        &v
+                    } else {
+                        buf.extend_from_slice(&v);
+                        &buf
+                    };
+                    let mut at = 0;
+                    loop {
+                        let line = match cl.lines.decode_slice(&input[at..]) {
+                            Ok(Some((line, used))) => {
+                                at += used;
+                                line
+                            }
+                            Ok(None) => break,
+                            Err(_) => {
+                                // Longer than any line the server sends: drop it.
+                                at = input.len();
+                                cl.lines = Lines::new(MAX_LINE);
+                                break;
+                            }
+                        };
                         if let Some(sent) = stamp(line) {
                             if window.measures(now) && sent >= from_us {
                                 lat.record(Duration::from_micros(since.saturating_sub(sent)));
@@ -127,7 +158,13 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
                         } else if line.starts_with(b"! ") {
                             rep.errors += 1;
                         }
-                    });
+                    }
+                    if in_buf {
+                        buf.drain(..at);
+                    } else {
+                        buf.extend_from_slice(&v[at..]);
+                    }
+                    cl.pending = buf;
                     v.clear();
                     port.recv(&cl.h, v, 0)?;
                 }

@@ -202,5 +202,5 @@ fn pool_size(conns: usize) -> u16 {
 
 /// ENOBUFS: the pool ran dry; re-arm the receive.
 fn libc_enobufs() -> i32 {
-    nix::errno::Errno::ENOBUFS as i32
+    rustix::io::Errno::NOBUFS.raw_os_error()
 }

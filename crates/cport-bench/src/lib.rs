@@ -11,7 +11,6 @@ pub mod echo;
 pub mod game;
 pub mod http;
 pub mod idle;
-pub mod lines;
 pub mod report;
 pub mod ws;
 

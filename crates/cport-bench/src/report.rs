@@ -197,14 +197,9 @@ impl Window {
 
 /// CPU time (user + system) of the calling thread.
 pub fn thread_cpu_time() -> Duration {
-    use nix::sys::resource::{getrusage, UsageWho};
-    match getrusage(UsageWho::RUSAGE_THREAD) {
-        Ok(ru) => {
-            let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
-            tv(ru.user_time()) + tv(ru.system_time())
-        }
-        Err(_) => Duration::ZERO,
-    }
+    use rustix::time::{clock_gettime, ClockId};
+    let t = clock_gettime(ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ pub fn run(cfg: &WsLoadConfig) -> io::Result<Report> {
                 let n = match res {
                     Ok(n) if n > 0 => n,
                     // The pool ran dry: re-arm below.
-                    Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => 0,
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error()) => 0,
                     _ => {
                         report.errors += 1;
                         let _ = port.close(&conn.h);
@@ -138,7 +138,7 @@ pub fn run(cfg: &WsLoadConfig) -> io::Result<Report> {
                 let mut n = n;
                 if let (Some(head), Payload::Buf(b)) = (conn.head.as_mut(), &buf) {
                     head.extend_from_slice(&b[..n]);
-                    match head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    match memchr::memmem::find(head, b"\r\n\r\n") {
                         Some(end) if head.starts_with(b"HTTP/1.1 101 ") => {
                             n = head.len() - (end + 4);
                             conn.head = None;

@@ -235,15 +235,18 @@ mod tests {
         }
     }
 
-    fn tmp(tag: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("cport-chat-history-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        p
+    /// A scratch directory, removed when dropped (also on a panic).
+    fn tmp(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("cport-chat-history-{tag}-"))
+            .tempdir()
+            .unwrap()
     }
 
     #[test]
     fn history_survives_reopening_within_its_limits() {
-        let dir = tmp("reopen");
+        let scratch = tmp("reopen");
+        let dir = scratch.path().join("history");
         let limits = HistoryLimits {
             max_per_room: 5,
             max_age: Some(Duration::from_secs(3600)),
@@ -271,6 +274,5 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM messages WHERE room = 'a'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 5);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

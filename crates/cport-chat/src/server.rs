@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use cport_http::{HttpConfig, HttpServer, WsClose, WsConfig, WsHandler, WsMessage, WsSession};
 use cport_proto::chat::Output;
+use cport_proto::framing::split_newlines;
 use cport_proto::ws::{encode_frame, Opcode};
 use cport_server::{
     broadcast, DisconnectReason, FrameAction, FrameError, Framing, Handler, Message, Server, ServerBuilder, Session,
@@ -219,7 +220,7 @@ impl Inner {
 /// one buffer: encoded once, queued on every WebSocket recipient.
 fn ws_frames(data: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(data.len() + 8);
-    for line in data.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+    for line in split_newlines(data).filter(|l| !l.is_empty()) {
         b.put_slice(&encode_frame(Opcode::Text, line));
     }
     b.freeze()
@@ -268,7 +269,7 @@ impl WsHandler for WsChat {
             ws.send_text("! binary messages are not part of the chat protocol; dropped");
             return;
         };
-        for line in text.split(|&c| c == b'\n') {
+        for line in split_newlines(&text) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.len() > self.0.max_line {
                 ws.send_text(&format!("! line too long (at most {} bytes); dropped", self.0.max_line));

@@ -16,19 +16,20 @@ use tungstenite::{Message, WebSocket};
 
 const LONG: Duration = Duration::from_secs(30);
 
-struct Temp(PathBuf);
+/// A scratch directory with a stand-in chat page, removed on drop (also
+/// when the test panics).
+// The `TempDir` is held for its `Drop`, which removes the directory.
+struct Temp(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 impl Temp {
     fn new(tag: &str) -> Temp {
-        let p = std::env::temp_dir().join(format!("cport-chat-test-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
+        let d = tempfile::Builder::new()
+            .prefix(&format!("cport-chat-test-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let p = d.path().to_path_buf();
         std::fs::create_dir_all(p.join("page")).unwrap();
         std::fs::write(p.join("page/index.html"), "<!doctype html><title>chat</title>").unwrap();
-        Temp(p)
-    }
-}
-impl Drop for Temp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        Temp(p, d)
     }
 }
 

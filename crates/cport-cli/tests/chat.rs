@@ -4,7 +4,7 @@
 //! resets, half-closes and oversized lines disturb nobody; the commands
 //! work from a plain line client.
 
-mod util;
+use cport_testutil::cli as util;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use util::*;
 
 /// One multiplexed client of the thousand.
@@ -44,22 +44,27 @@ fn pump<S>(
             let mut fds: Vec<PollFd> = peers
                 .iter()
                 .map(|p| {
-                    let mut ev = PollFlags::POLLIN;
+                    let mut ev = PollFlags::IN;
                     if !p.tx.is_empty() {
-                        ev |= PollFlags::POLLOUT;
+                        ev |= PollFlags::OUT;
                     }
-                    PollFd::new(p.s.as_fd(), ev)
+                    PollFd::from_borrowed_fd(p.s.as_fd(), ev)
                 })
                 .collect();
-            poll(&mut fds, PollTimeout::from(100u16)).expect("poll");
+            let tick = Timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            };
+            poll(&mut fds, Some(&tick)).expect("poll");
             fds.iter()
                 .enumerate()
-                .filter_map(|(i, f)| f.revents().filter(|r| !r.is_empty()).map(|r| (i, r)))
+                .map(|(i, f)| (i, f.revents()))
+                .filter(|(_, r)| !r.is_empty())
                 .collect()
         };
         for (i, rev) in ready {
             let p = &mut peers[i];
-            if rev.contains(PollFlags::POLLOUT) && !p.tx.is_empty() {
+            if rev.contains(PollFlags::OUT) && !p.tx.is_empty() {
                 match p.s.write(&p.tx) {
                     Ok(n) => {
                         p.tx.drain(..n);
@@ -68,7 +73,7 @@ fn pump<S>(
                     Err(e) => panic!("client {i} write: {e}"),
                 }
             }
-            if rev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            if rev.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
                 loop {
                     match p.s.read(&mut chunk) {
                         Ok(0) => panic!("client {i}: the server closed the connection"),
@@ -78,7 +83,7 @@ fn pump<S>(
                     }
                 }
                 let mut start = 0;
-                while let Some(nl) = p.rx[start..].iter().position(|&b| b == b'\n') {
+                while let Some(nl) = memchr::memchr(b'\n', &p.rx[start..]) {
                     on_line(st, i, &p.rx[start..start + nl]);
                     start += nl + 1;
                 }
@@ -235,10 +240,7 @@ fn a_client_that_stops_reading_is_cut_off_while_the_room_keeps_receiving() {
     );
     let addr = cli.addr("chat");
     let slow = LineClient::connect(addr);
-    {
-        use nix::sys::socket::{setsockopt, sockopt};
-        setsockopt(&slow.stream.as_fd(), sockopt::RcvBuf, &4096).unwrap();
-    }
+    cport_testutil::set_rcvbuf(&slow.stream, 4096);
     let mut slow = slow;
     slow.send("/nick slow\n/join flood\n");
     slow.until(|l| l == "* slow joined flood");
@@ -313,18 +315,7 @@ fn resets_half_closes_and_oversized_lines_disturb_nobody() {
         let mut r = member(addr, &format!("resetter{round}"), "calm");
         r.send(&"noise\n".repeat(500));
         r.send("half a li");
-        {
-            use nix::sys::socket::{setsockopt, sockopt};
-            setsockopt(
-                &r.stream.as_fd(),
-                sockopt::Linger,
-                &nix::libc::linger {
-                    l_onoff: 1,
-                    l_linger: 0,
-                },
-            )
-            .unwrap();
-        }
+        cport_testutil::reset_on_close(&r.stream);
         drop(r);
         // Half-close: its last words still reach the room (and itself), then it is gone.
         let mut h = member(addr, &format!("closer{round}"), "calm");

@@ -2,7 +2,7 @@
 //! served, and a WebSocket client (tungstenite) shares a room with a TCP
 //! line client.
 
-mod util;
+use cport_testutil::cli as util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -79,8 +79,8 @@ fn serve_has_the_chat_page_and_socket_on_its_web_port() {
 
 #[test]
 fn chat_history_survives_a_sigterm_restart() {
-    let dir = std::env::temp_dir().join(format!("cport-cli-chat-history-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("history");
     let data = dir.to_str().unwrap();
     let mut cli = Cli::spawn(&["chat", "--listen", "127.0.0.1:0", "--data", data], &["chat"]);
     let mut a = LineClient::connect(cli.addr("chat"));
@@ -89,7 +89,7 @@ fn chat_history_survives_a_sigterm_restart() {
         a.send(&format!("entry {i}\n"));
     }
     a.until(|l| l == "[vault] keeper: entry 2");
-    cli.signal(nix::sys::signal::Signal::SIGTERM);
+    cli.signal(util::Signal::TERM);
     assert!(cli.wait_exit(LONG).is_some_and(|s| s.success()));
     assert!(dir.join("chat.sqlite3").is_file());
 
@@ -103,5 +103,4 @@ fn chat_history_survives_a_sigterm_restart() {
         assert!(l.ends_with(&format!("] keeper: entry {i}")), "{l}");
     }
     drop(cli);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,7 +2,7 @@
 //! names the backend; bytes come back identical over many connections with
 //! random sizes up to 1 MiB, on both backends; `serve` runs echo and chat.
 
-mod util;
+use cport_testutil::cli as util;
 
 use std::io::{Read, Write};
 use std::thread;

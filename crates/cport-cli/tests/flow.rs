@@ -5,7 +5,7 @@
 //! up; `cport echo --idle-timeout 1` closes an idle connection after one
 //! second, never before.
 
-mod util;
+use cport_testutil::cli as util;
 
 use std::io::Read;
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! `cport game` and `cport bench game` as a user runs them: the bots log in,
 //! walk, reconcile without a single desync, and read the server's counters.
 
-mod util;
+use cport_testutil::cli as util;
 
 use util::{run_json, Cli};
 

@@ -2,13 +2,14 @@
 //! cannot rot: every model serves, the table and chart come out, and the load
 //! generator's counts agree with what the server saw.
 
-mod util;
+use cport_testutil::cli as util;
 
 use util::{run_json, Cli};
 
 #[test]
 fn models_shootout_runs_every_model_and_draws_the_chart() {
-    let chart = std::env::temp_dir().join(format!("cport-models-{}.svg", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let chart = scratch.path().join("models.svg");
     let rows = run_json(&[
         "models",
         "--conns",
@@ -30,7 +31,6 @@ fn models_shootout_runs_every_model_and_draws_the_chart() {
         }
     }
     let svg = std::fs::read_to_string(&chart).expect("chart written");
-    let _ = std::fs::remove_file(&chart);
     assert!(svg.starts_with("<svg"), "an SVG");
     for model in ["blocking", "select", "poll", "epoll", "cport"] {
         assert!(svg.contains(model), "legend names {model}");

@@ -2,7 +2,7 @@
 //! (status 0) within its shutdown deadline and says so; connections that
 //! come and go leave no fd behind; a second signal exits at once.
 
-mod util;
+use cport_testutil::cli as util;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
+use util::Signal;
 use util::*;
 
 /// `n` clients echoing as fast as they can until `stop` (or the server goes).
@@ -63,7 +63,7 @@ fn sigterm_under_load_exits_cleanly_within_the_deadline_and_no_fd_leaks() {
     let clients = load(addr, 32, &stop);
     thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
-    cli.signal(Signal::SIGTERM);
+    cli.signal(Signal::TERM);
     let status = cli.wait_exit(Duration::from_secs(10)).expect("cport exited");
     let took = t0.elapsed();
     stop.store(true, Ordering::Relaxed);
@@ -94,7 +94,7 @@ fn sigint_stops_every_server_of_serve() {
     );
     let mut chat = LineClient::connect(cli.addr("chat"));
     chat.line();
-    cli.signal(Signal::SIGINT);
+    cli.signal(Signal::INT);
     let status = cli.wait_exit(LONG).expect("cport exited");
     assert!(status.success(), "{status:?}");
     assert!(chat.line().is_none(), "the chat session was closed");
@@ -135,11 +135,11 @@ fn a_second_signal_exits_at_once() {
         s.write_all(&chunk).unwrap();
     }
     thread::sleep(Duration::from_millis(200));
-    cli.signal(Signal::SIGTERM);
+    cli.signal(Signal::TERM);
     thread::sleep(Duration::from_millis(300));
     assert!(cli.wait_exit(Duration::ZERO).is_none(), "still flushing");
     let t0 = Instant::now();
-    cli.signal(Signal::SIGTERM);
+    cli.signal(Signal::TERM);
     let status = cli.wait_exit(LONG).expect("cport exited");
     assert!(t0.elapsed() < Duration::from_secs(3));
     assert_eq!(status.code(), Some(130));

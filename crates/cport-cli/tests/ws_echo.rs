@@ -5,7 +5,7 @@
 //! library would send go over a raw socket. Every case asserts its outcome:
 //! the echo, the pong, or the close code followed by the TCP close.
 
-mod util;
+use cport_testutil::cli as util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

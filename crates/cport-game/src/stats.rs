@@ -121,9 +121,7 @@ impl TickStats {
 
 /// The process's user + system CPU time, µs.
 fn process_cpu_us() -> u64 {
-    use nix::sys::resource::{getrusage, UsageWho};
-    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| {
-        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as u64 * 1_000_000 + tv.tv_usec() as u64;
-        t(u.user_time()) + t(u.system_time())
-    })
+    use rustix::time::{clock_gettime, ClockId};
+    let t = clock_gettime(ClockId::ProcessCPUTime);
+    t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000
 }

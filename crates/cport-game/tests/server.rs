@@ -1,6 +1,6 @@
 //! The game server over loopback sockets, on both backends.
 
-mod util;
+use cport_testutil::game as util;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! WebSocket fed the world's geometry, each tick's snapshot and the
 //! counters, on both backends (tungstenite as the independent client).
 
-mod util;
+use cport_testutil::game as util;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

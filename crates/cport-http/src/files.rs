@@ -15,6 +15,8 @@ use cport_proto::http::{
     unsatisfiable_response, CanonicalRoot, ContentRange, DecodedPath, HttpError, Method, RangeOutcome, Request,
     ResponseHead,
 };
+use rustix::fs::OFlags;
+use rustix::io::Errno;
 
 use crate::cache::{CacheStats, Entry, FileCache, FileId, FileInfo};
 use crate::listing;
@@ -49,10 +51,7 @@ impl Body {
 /// The body written after the head in one buffer (an error's text), as
 /// [`Body::Inline`], so the access log and the counters see its bytes.
 fn inline_body(response: &[u8]) -> Body {
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(response.len(), |p| p + 4);
+    let end = memchr::memmem::find(response, b"\r\n\r\n").map_or(response.len(), |p| p + 4);
     match response.len() - end {
         0 => Body::None,
         n => Body::Inline(n as u64),
@@ -261,7 +260,7 @@ impl Files {
 fn open_any(real: &Path) -> io::Result<(File, Metadata)> {
     let file = File::options()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
         .open(real)?;
     let meta = file.metadata()?;
     Ok((file, meta))
@@ -284,9 +283,9 @@ fn io_status(e: io::Error) -> HttpError {
     match e.kind() {
         io::ErrorKind::NotFound => HttpError::NOT_FOUND,
         io::ErrorKind::PermissionDenied => HttpError::FORBIDDEN,
-        _ => match e.raw_os_error() {
-            Some(libc::ENOTDIR | libc::ENAMETOOLONG) => HttpError::NOT_FOUND,
-            Some(libc::ELOOP) => HttpError::FORBIDDEN,
+        _ => match Errno::from_io_error(&e) {
+            Some(Errno::NOTDIR | Errno::NAMETOOLONG) => HttpError::NOT_FOUND,
+            Some(Errno::LOOP) => HttpError::FORBIDDEN,
             _ => {
                 tracing::warn!(error = %e, "file system error serving a request");
                 HttpError::INTERNAL
@@ -391,12 +390,12 @@ mod tests {
     fn file_system_errors_map_to_statuses() {
         let status = |e: io::Error| io_status(e).status;
         assert_eq!(status(io::ErrorKind::NotFound.into()), 404);
-        assert_eq!(status(io::Error::from_raw_os_error(libc::ENOENT)), 404);
+        assert_eq!(status(io::Error::from(Errno::NOENT)), 404);
         assert_eq!(status(io::ErrorKind::PermissionDenied.into()), 403);
-        assert_eq!(status(io::Error::from_raw_os_error(libc::EACCES)), 403);
-        assert_eq!(status(io::Error::from_raw_os_error(libc::ENOTDIR)), 404);
-        assert_eq!(status(io::Error::from_raw_os_error(libc::ENAMETOOLONG)), 404);
-        assert_eq!(status(io::Error::from_raw_os_error(libc::ELOOP)), 403);
-        assert_eq!(status(io::Error::from_raw_os_error(libc::EIO)), 500);
+        assert_eq!(status(io::Error::from(Errno::ACCESS)), 403);
+        assert_eq!(status(io::Error::from(Errno::NOTDIR)), 404);
+        assert_eq!(status(io::Error::from(Errno::NAMETOOLONG)), 404);
+        assert_eq!(status(io::Error::from(Errno::LOOP)), 403);
+        assert_eq!(status(io::Error::from(Errno::IO)), 500);
     }
 }

@@ -3,7 +3,7 @@
 //! HEAD, conditional GETs, keep-alive across URLs, and refusals. On both
 //! backends.
 
-mod util;
+use cport_testutil::http as util;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -4,8 +4,7 @@
 //! own), and leaves no thread behind once shut down. One test per binary:
 //! it counts the process's threads.
 
-#[allow(unused_macros, unused_imports)]
-mod util;
+use cport_testutil::http as util;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! in order (the server pauses reading its requests while the answers back
 //! up, instead of cutting it off as a slow consumer). On both backends.
 
-mod util;
+use cport_testutil::http as util;
 
 use std::io::{BufReader, Write};
 use std::net::Shutdown;

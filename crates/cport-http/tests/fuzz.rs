@@ -3,7 +3,7 @@
 //! response or a close; afterwards the server still serves a normal request
 //! and no handler panicked.
 
-mod util;
+use cport_testutil::http as util;
 
 use std::io::{BufReader, Read, Write};
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! edges, keep-alive, `Connection: close`, HTTP/1.0, pipelining, the cache's
 //! invalidation, the stats endpoint, and a 100 MiB file byte for byte.
 
-mod util;
+use cport_testutil::http as util;
 
 use std::io::{BufReader, Write};
 use std::time::Duration;

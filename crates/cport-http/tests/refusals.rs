@@ -4,7 +4,7 @@
 //! symlinks out of the root, FIFOs), and 408 or a close for clients that
 //! are too slow or idle. On both backends.
 
-mod util;
+use cport_testutil::http as util;
 
 use std::io::{BufReader, Write};
 use std::time::{Duration, Instant};
@@ -209,7 +209,7 @@ backend_tests! {
 
     fn special_files_are_refused_without_blocking(backend: Backend) {
         let site = site();
-        nix::unistd::mkfifo(&site.path().join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, site.path().join("fifo"), rustix::fs::Mode::from_bits_truncate(0o644)).unwrap();
         let server = serve(backend, site.path());
         let t0 = Instant::now();
         assert_eq!(exchange(server.local_addr(), b"GET /fifo HTTP/1.1\r\nHost: x\r\n\r\n").status, 403);

@@ -4,7 +4,7 @@
 //! is read and ignored (413 only past the body limit), and the access log
 //! records the bytes of error replies. On both backends.
 
-mod util;
+use cport_testutil::http as util;
 
 use std::io::Write;
 use std::sync::{Arc, OnceLock};

@@ -2,7 +2,7 @@
 //! (ordinary requests still served beside them), the `Origin` allow-list,
 //! and the server core's send cap applying to an upgraded session.
 
-mod util;
+use cport_testutil::http as util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

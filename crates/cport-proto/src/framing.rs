@@ -215,7 +215,7 @@ pub(crate) fn scan_line(buf: &[u8], from: usize, max: usize) -> LineScan {
     // A valid line with its terminator fits in `max + 2` bytes.
     let window = buf.len().min(max.saturating_add(2));
     let from = from.min(window);
-    match buf[from..window].iter().position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', &buf[from..window]) {
         Some(i) => {
             let nl = from + i;
             let content = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
@@ -235,6 +235,27 @@ pub(crate) fn scan_line(buf: &[u8], from: usize, max: usize) -> LineScan {
             }
         }
     }
+}
+
+/// The pieces of `data` between `\n` bytes, as `data.split(|&b| b == b'\n')`
+/// gives them (the last piece is whatever follows the last newline, maybe
+/// empty), found with `memchr`.
+pub fn split_newlines(data: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
+    let mut ends = memchr::memchr_iter(b'\n', data);
+    let mut start = Some(0);
+    std::iter::from_fn(move || {
+        let from = start?;
+        match ends.next() {
+            Some(nl) => {
+                start = Some(nl + 1);
+                Some(&data[from..nl])
+            }
+            None => {
+                start = None;
+                Some(&data[from..])
+            }
+        }
+    })
 }
 
 /// Newline-delimited text: each frame is one line without its `\n` or `\r\n`.
@@ -264,6 +285,31 @@ impl Lines {
     #[must_use]
     pub const fn max_line(&self) -> usize {
         self.max_line
+    }
+
+    /// [`Decoder::decode`] on a borrowed buffer, without copying: the first
+    /// complete line of `buf` (terminator excluded) and how many bytes it
+    /// took, terminator included. The caller drops those bytes from the
+    /// front and calls again with what follows; after `Ok(None)` it calls
+    /// again with the same bytes and more appended. Same limits and errors.
+    ///
+    /// # Errors
+    /// [`FrameError::TooLarge`] as [`Decoder::decode`] reports it.
+    pub fn decode_slice<'a>(&mut self, buf: &'a [u8]) -> Result<Option<(&'a [u8], usize)>, FrameError> {
+        match scan_line(buf, self.scanned, self.max_line) {
+            LineScan::Complete { content, total } => {
+                self.scanned = 0;
+                Ok(Some((&buf[..content], total)))
+            }
+            LineScan::Incomplete => {
+                self.scanned = buf.len();
+                Ok(None)
+            }
+            LineScan::TooLong { seen } => Err(FrameError::TooLarge {
+                len: seen,
+                max: self.max_line,
+            }),
+        }
     }
 }
 
@@ -296,7 +342,7 @@ impl Encoder for Lines {
                 max: self.max_line,
             });
         }
-        if msg.contains(&b'\n') {
+        if memchr::memchr(b'\n', msg).is_some() {
             return Err(FrameError::Malformed("line contains a newline"));
         }
         if msg.last() == Some(&b'\r') {

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use cport::{Buf, Completion, Payload};
 use cport_proto::framing::{FrameError, FrameStream};
 use parking_lot::Mutex;
+use rustix::io::Errno;
 
 use crate::config::Tick;
 use crate::context::{Context, SessionKey};
@@ -193,8 +194,8 @@ impl<H: Handler> Dispatcher<H> {
                 // Out of fds or memory: the connection waits in the backlog;
                 // retrying at once would spin, so retry at the next tick.
                 later = matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    Errno::from_io_error(e),
+                    Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
                 );
                 tracing::warn!(server = %sh.cfg.name, error = %e, "accept failed");
             }

@@ -545,7 +545,7 @@ impl Lifecycle {
                     self.arm_recv(out);
                 }
             }
-            (None, Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) && self.close.is_none() => {
+            (None, Err(e)) if e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error()) && self.close.is_none() => {
                 if !self.rx_paused {
                     self.wait_for_buffers(out);
                 }

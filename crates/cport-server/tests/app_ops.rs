@@ -2,7 +2,7 @@
 //! associates itself, a timer and a posted job, each completed once on the
 //! server's workers in `Handler::on_completion`, beside ordinary sessions.
 
-mod util;
+use cport_testutil::server as util;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};

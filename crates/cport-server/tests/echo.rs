@@ -2,7 +2,7 @@
 //! bytes back identical; with one worker (multishot receive) and with two
 //! (single-shot receive re-armed in order), on both backends.
 
-mod util;
+use cport_testutil::server as util;
 
 use std::thread;
 

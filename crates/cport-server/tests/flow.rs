@@ -5,7 +5,7 @@
 //! is still cut at the cap after the deadline, whole messages only; and
 //! timeouts never fire early.
 
-mod util;
+use cport_testutil::server as util;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -193,7 +193,7 @@ backend_tests! {
         let (got, _) = read_to_end_or_reset(&mut slow);
         assert!(!got.is_empty());
         assert!(got.ends_with(b"\n"), "the last message was truncated ({} bytes)", got.len());
-        for (k, l) in got.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        for (k, l) in cport_proto::framing::split_newlines(&got).filter(|l| !l.is_empty()).enumerate() {
             assert!([l, b"\n"].concat() == line(k as u64), "line {k} is not whole or out of order");
         }
         assert!(eventually(LONG, || keep.gone.lock().iter().any(|(id, k)| *id == slow_s.id() && *k == ReasonKind::SlowConsumer)));

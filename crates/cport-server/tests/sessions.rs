@@ -3,12 +3,11 @@
 //! oversized frames disturbing nobody, timeouts, graceful close, files in
 //! order with bytes, and handles that go stale.
 
-mod util;
+use cport_testutil::server as util;
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,22 +19,12 @@ use util::*;
 
 /// Makes the next close of `s` send a reset instead of a FIN.
 fn set_linger_zero(s: &TcpStream) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    setsockopt(
-        &s.as_fd(),
-        sockopt::Linger,
-        &nix::libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        },
-    )
-    .unwrap();
+    cport_testutil::reset_on_close(s);
 }
 
 /// Shrinks a client's receive buffer so the server's queue fills quickly.
 fn small_rcvbuf(s: &TcpStream) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    setsockopt(&s.as_fd(), sockopt::RcvBuf, &4096).unwrap();
+    cport_testutil::set_rcvbuf(s, 4096);
 }
 
 /// Remembers every session, so the test can send to them from outside.
@@ -261,11 +250,11 @@ backend_tests! {
     }
 
     fn files_go_out_in_order_with_bytes(backend: Backend) {
-        let path = std::env::temp_dir().join(format!("cport-server-sendfile-{}-{}", std::process::id(), backend.name()));
+        let tmp = tempfile::NamedTempFile::new().unwrap();
         let body = Rng(42).bytes(3 * 1024 * 1024 + 17);
-        std::fs::write(&path, &body).unwrap();
-        let file = Arc::new(File::open(&path).unwrap());
-        std::fs::remove_file(&path).unwrap();
+        std::fs::write(tmp.path(), &body).unwrap();
+        let file = Arc::new(File::open(tmp.path()).unwrap());
+        drop(tmp); // unlinked; the open file stays readable
         let len = body.len() as u64;
         let files = on_message(move |s, _| {
             s.send(&b"head:"[..]).unwrap();

@@ -3,7 +3,7 @@
 //! is cut at the deadline. These tests count this process's open fds, so
 //! they run one at a time.
 
-mod util;
+use cport_testutil::server as util;
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! through real sockets: it fires once, not before its time, in order with
 //! the session's messages; cleared, it does not fire.
 
-mod util;
+use cport_testutil::server as util;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

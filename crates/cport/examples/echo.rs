@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cport::{Buf, BufPool, Completion, Handle, Key, OpKind, Payload, Port, WorkerPool};
 use parking_lot::Mutex;
+use rustix::io::Errno;
 
 /// The listener's key; connections get keys from 1 up.
 const LISTENER: Key = Key(0);
@@ -95,7 +96,7 @@ impl Server {
                         // Queue the very buffer the kernel filled.
                         (Ok(n), Payload::Buf(buf)) if n > 0 => conn.queue.push_back(buf),
                         // Pool momentarily empty: `drive` re-arms as sends return buffers.
-                        (Err(e), _) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                        (Err(e), _) if e.raw_os_error() == Some(Errno::NOBUFS.raw_os_error()) => {}
                         // End of stream or an error.
                         _ if !more => conn.eof = true,
                         _ => {}

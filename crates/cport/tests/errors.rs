@@ -2,7 +2,7 @@
 //! Every accepted operation still completes exactly once, and every buffer
 //! comes back, in the completion or in the submit error.
 
-mod util;
+use cport_testutil::port as util;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cport::{Buf, Key, OpKind, Payload, SubmitError, SubmitErrorKind};
+use rustix::io::Errno;
 use util::*;
 
 /// The completion is a cancellation that handed the marked `Vec` back intact.
@@ -51,7 +52,7 @@ backend_tests! {
         let h = port.associate(TcpStream::from(sock), Key(1)).unwrap();
         port.connect(&h, addr, 1u64).unwrap();
         let c = next_of(&port, OpKind::Connect, 1);
-        assert_eq!(errno(&c), Some(libc::ECONNREFUSED), "{:?}", c.result());
+        assert_eq!(errno(&c), Some(Errno::CONNREFUSED.raw_os_error()), "{:?}", c.result());
         assert_eq!(port.stats().errors, 1);
     }
 
@@ -62,12 +63,12 @@ backend_tests! {
         socket2::SockRef::from(&peer).set_linger(Some(Duration::ZERO)).unwrap();
         drop(peer); // linger 0: the close sends RST
         let mut c = next_of(&port, OpKind::Recv, 1);
-        assert_eq!(errno(&c), Some(libc::ECONNRESET), "{:?}", c.result());
+        assert_eq!(errno(&c), Some(Errno::CONNRESET.raw_os_error()), "{:?}", c.result());
         let v = vec_of(&mut c);
         assert_marked(&v, v.capacity());
         port.send(&h, "anyone there?", 2u64).unwrap();
         let c = next_of(&port, OpKind::Send, 2);
-        assert!(matches!(errno(&c), Some(libc::EPIPE | libc::ECONNRESET)), "{:?}", c.result());
+        assert!(matches!(errno(&c).map(Errno::from_raw_os_error), Some(Errno::PIPE | Errno::CONNRESET)), "{:?}", c.result());
     }
 
     fn send_to_a_reset_peer_fails(backend: Backend) {
@@ -80,9 +81,9 @@ backend_tests! {
         for ctx in 0..1000u64 {
             port.send(&h, "x", ctx).unwrap();
             let c = next_of(&port, OpKind::Send, ctx);
-            match errno(&c) {
+            match errno(&c).map(Errno::from_raw_os_error) {
                 None => assert_eq!(c.bytes(), 1),
-                Some(libc::EPIPE | libc::ECONNRESET) => return,
+                Some(Errno::PIPE | Errno::CONNRESET) => return,
                 Some(e) => panic!("unexpected error {e}: {:?}", c.result()),
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -97,7 +98,7 @@ backend_tests! {
         // refusal is delivered like any other result.
         port.accept(&h, 1u64).unwrap();
         let c = next_of(&port, OpKind::Accept, 1);
-        assert_eq!(errno(&c), Some(libc::EINVAL), "{:?}", c.result());
+        assert_eq!(errno(&c), Some(Errno::INVAL.raw_os_error()), "{:?}", c.result());
         assert!(matches!(c.payload(), Payload::None));
     }
 

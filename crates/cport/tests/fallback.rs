@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cport::{Backend, BuildError, Key, Port};
+use rustix::io::Errno;
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
 
 /// Set in the child's environment; the child test does nothing without it.
@@ -53,7 +54,7 @@ fn auto_falls_back_to_epoll_when_seccomp_blocks_io_uring_setup() {
         "unavailable",
         "Backend::IoUring must fail, not fall back"
     );
-    assert_eq!(field("forced_errno"), libc::EPERM.to_string());
+    assert_eq!(field("forced_errno"), Errno::PERM.raw_os_error().to_string());
     assert!(field("forced_cause").contains("EPERM"), "{}", field("forced_cause"));
 }
 
@@ -101,7 +102,7 @@ fn block_io_uring_setup() {
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Errno(Errno::PERM.raw_os_error() as u32),
         arch,
     )
     .expect("valid seccomp filter");

@@ -7,7 +7,7 @@
 //! of this binary opens or closes fds meanwhile (tests run on parallel
 //! threads of one process, and the fd table is shared).
 
-mod util;
+use cport_testutil::port as util;
 
 use std::fs::File;
 use std::io::{Read, Write};

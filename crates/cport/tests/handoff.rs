@@ -3,7 +3,7 @@
 //! does not; one that comes back takes no new packet while the threads
 //! running are at the cap; `Port::blocking` gives the slot back by hand.
 
-mod util;
+use cport_testutil::port as util;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};

@@ -3,7 +3,7 @@
 //! no other port's monitor is counted.
 
 #[allow(unused_imports)] // the two-backend macro is not needed here
-mod util;
+use cport_testutil::port as util;
 
 use std::thread;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The queue limit (fail or wait when operations in flight plus completions
 //! queued reach it) and high-priority completions jumping the queue.
 
-mod util;
+use cport_testutil::port as util;
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;

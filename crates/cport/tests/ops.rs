@@ -1,7 +1,7 @@
 //! Each operation kind, on real loopback sockets and temp files: what it
 //! delivers, and that its buffers come back in the completion.
 
-mod util;
+use cport_testutil::port as util;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cport::{Buf, BuildError, GetError, Issued, Key, OpKind, Payload, Port};
+use rustix::io::Errno;
 use util::*;
 
 /// Reads exactly `len` bytes from `s` on a new thread (so a large send is
@@ -277,12 +278,12 @@ backend_tests! {
         peer.write_all(&[2; 16]).unwrap();
         let c = next_of(&port, OpKind::RecvPooled, 1);
         assert!(!c.more(), "an empty pool ends the multishot receive: {c:?}");
-        assert_eq!(errno(&c), Some(libc::ENOBUFS), "{:?}", c.result());
+        assert_eq!(errno(&c), Some(Errno::NOBUFS.raw_os_error()), "{:?}", c.result());
 
         // A single-shot pooled receive with the pool still empty fails the same way.
         port.recv_pooled(&h, &pool, 2u64).unwrap();
         let c = next_of(&port, OpKind::RecvPooled, 2);
-        assert_eq!(errno(&c), Some(libc::ENOBUFS), "{:?}", c.result());
+        assert_eq!(errno(&c), Some(Errno::NOBUFS.raw_os_error()), "{:?}", c.result());
 
         // Buffers go back to the pool on drop; re-arming then gets the data,
         // which waited in the socket.

@@ -4,7 +4,7 @@
 //! operations with a non-retryable error, and the queue limit holds for
 //! multishot operations. Each hang case is bounded inside the test.
 
-mod util;
+use cport_testutil::port as util;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cport::{Key, OpKind, Port, SubmitErrorKind};
+use rustix::io::Errno;
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
 use util::*;
 
@@ -25,7 +26,7 @@ fn block_io_uring_enter() {
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Errno(Errno::PERM.raw_os_error() as u32),
         arch,
     )
     .expect("valid seccomp filter");
@@ -351,7 +352,7 @@ backend_tests! {
             }
             if !c.more() {
                 // Stopped at the limit, and it says so: re-armed with room.
-                assert_eq!(errno(&c), Some(libc::ENOBUFS), "{c:?}");
+                assert_eq!(errno(&c), Some(Errno::NOBUFS.raw_os_error()), "{c:?}");
                 stopped += 1;
                 port.accept_multi(&lh, 2u64).unwrap();
             }

@@ -4,7 +4,7 @@
 //! flat however many transfers stall, a transfer to a reading peer finishes
 //! meanwhile, and every stalled one completes exactly once when cancelled.
 
-mod util;
+use cport_testutil::port as util;
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -2,7 +2,7 @@
 //! completes exactly once, blocked threads are released, and nothing new is
 //! accepted. (Dropping a busy port, with fd counting, is in `fd_leaks.rs`.)
 
-mod util;
+use cport_testutil::port as util;
 
 use std::collections::HashMap;
 use std::net::TcpStream;

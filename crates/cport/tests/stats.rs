@@ -1,7 +1,7 @@
 //! The counters a program reads with `Port::stats`: completions by kind,
 //! errors, what is in flight and queued, handles, and per-thread figures.
 
-mod util;
+use cport_testutil::port as util;
 
 use std::net::TcpStream;
 use std::thread;

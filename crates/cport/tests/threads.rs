@@ -2,7 +2,7 @@
 //! every operation completing exactly once, the concurrency cap, LIFO release
 //! of waiting threads, and giving a slot back with `release_slot`.
 
-mod util;
+use cport_testutil::port as util;
 
 use std::collections::HashMap;
 use std::io::Write;

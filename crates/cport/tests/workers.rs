@@ -1,7 +1,7 @@
 //! The worker pool: workers serving an echo server, `stop` joining them
 //! all, and quit packets stopping exactly one dequeuing thread each.
 
-mod util;
+use cport_testutil::port as util;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

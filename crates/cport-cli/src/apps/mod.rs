@@ -134,9 +134,14 @@ pub fn announce(what: &str, server: &Server) {
 /// Lets this process open as many sockets as its hard limit allows (a
 /// server for 100,000 connections needs far more than the usual 1024).
 pub fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // `None` is RLIM_INFINITY: nothing to raise.
+    let (Some(soft), Some(hard)) = (getrlimit(Resource::Nofile).current, getrlimit(Resource::Nofile).maximum) else {
         return;
+    };
+    let both = |n: u64| Rlimit {
+        current: Some(n),
+        maximum: Some(n),
     };
     // Privileged processes may lift the hard limit too, up to fs.nr_open:
     // 100,000 connections need that many descriptors.
@@ -145,10 +150,10 @@ pub fn raise_fd_limit() {
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(hard)
         .min(1 << 20);
-    if ceiling > hard && setrlimit(Resource::RLIMIT_NOFILE, ceiling, ceiling).is_ok() {
+    if ceiling > hard && setrlimit(Resource::Nofile, both(ceiling)).is_ok() {
         return;
     }
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+    if soft < hard && setrlimit(Resource::Nofile, both(hard)).is_err() {
         tracing::debug!(soft, hard, "could not raise the open-file limit");
     }
 }

@@ -154,7 +154,7 @@ impl Echo {
                         report.bytes_echoed += n as u64;
                         conn.queue.push_back(buf);
                     }
-                    (Err(err), _) if err.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
+                    (Err(err), _) if err.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error()) => {
                         // The pool is empty: try again once buffers come back.
                         if self.starved.is_empty() {
                             self.port.timeout(Duration::from_millis(1), RETRY)?;

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
+use rustix::io::Errno;
 
 use super::{Model, ModelReport};
 
@@ -192,10 +192,10 @@ pub(super) fn accept_ready(
 /// `accept` failures that say the process, not the listener, is short of
 /// something, so that accepting again later can succeed.
 fn is_out_of_resources(error: &io::Error) -> bool {
-    let out_of = [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM];
-    error
-        .raw_os_error()
-        .is_some_and(|code| out_of.iter().any(|errno| *errno as i32 == code))
+    matches!(
+        Errno::from_io_error(error),
+        Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
+    )
 }
 
 /// Whether accepting is paused after [`Accept::OutOfResources`].

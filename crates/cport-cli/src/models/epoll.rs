@@ -12,8 +12,10 @@ use std::io;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::errno::Errno;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::event::Timespec;
+use rustix::io::Errno;
+use slab::Slab;
 
 use super::echo::{self, AcceptPause, EchoConn, Step, READ_BUFFER_SIZE};
 use super::{Model, ModelReport, STOP_CHECK_INTERVAL};
@@ -30,18 +32,26 @@ const READS_PER_TURN: usize = 16;
 /// Serves echo on `listener` until `stop` is set.
 pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<ModelReport> {
     listener.set_nonblocking(true)?;
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-    epoll.add(
+    let ep = epoll::create(CreateFlags::CLOEXEC)?;
+    epoll::add(
+        &ep,
         &listener,
-        EpollEvent::new(edge_triggered(EpollFlags::EPOLLIN), LISTENER),
+        EventData::new_u64(LISTENER),
+        edge_triggered(EventFlags::IN),
     )?;
-    let stop_check = EpollTimeout::try_from(STOP_CHECK_INTERVAL).map_err(io::Error::other)?;
+    let stop_check = Timespec::try_from(STOP_CHECK_INTERVAL).map_err(io::Error::other)?;
+    let no_wait = Timespec { tv_sec: 0, tv_nsec: 0 };
 
     let mut report = ModelReport::default();
-    let mut conns = Conns::default();
+    // The open connections; the token epoll hands back is the slab key.
+    let mut conns: Slab<EchoConn> = Slab::new();
     let mut scratch = vec![0; READ_BUFFER_SIZE];
     let mut pause = AcceptPause::default();
-    let mut events = vec![EpollEvent::empty(); EVENTS_PER_WAIT];
+    let empty = Event {
+        flags: EventFlags::empty(),
+        data: EventData::new_u64(0),
+    };
+    let mut events = vec![empty; EVENTS_PER_WAIT];
     // Connections whose turn ended before `EAGAIN`: no new edge will report
     // them, so they are driven again next turn without waiting.
     let mut unfinished: Vec<u64> = Vec::new();
@@ -51,18 +61,14 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
     let mut accept_owed = false;
 
     while !stop.load(Ordering::Acquire) {
-        let timeout = if unfinished.is_empty() {
-            stop_check
-        } else {
-            EpollTimeout::ZERO
-        };
-        let ready = match epoll.wait(&mut events, timeout) {
+        let timeout = if unfinished.is_empty() { &stop_check } else { &no_wait };
+        let ready = match epoll::wait(&ep, &mut events[..], Some(timeout)) {
             Ok(ready) => ready,
-            Err(Errno::EINTR) => continue,
+            Err(Errno::INTR) => continue,
             Err(errno) => return Err(errno.into()),
         };
 
-        let tokens = events[..ready].iter().map(EpollEvent::data);
+        let tokens = events[..ready].iter().map(|e| e.data.u64());
         for token in tokens.chain(unfinished.drain(..)) {
             if token == LISTENER {
                 accept_owed = true;
@@ -70,14 +76,16 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
             }
             // A stale token (its connection closed earlier this turn) finds
             // nothing, or a newer connection that then just sees `EAGAIN`.
-            let Some(conn) = conns.get_mut(token) else {
+            let Some(conn) = usize::try_from(token).ok().and_then(|k| conns.get_mut(k)) else {
                 continue;
             };
             match drive(conn, &mut scratch, &mut report) {
                 Step::Progress => next_unfinished.push(token),
                 Step::WouldBlock => {}
                 Step::Closed => {
-                    conns.remove(token);
+                    // Closing the descriptor also takes it off the epoll
+                    // interest list: nothing else holds a duplicate of it.
+                    conns.remove(token as usize);
                     pause.end();
                 }
             }
@@ -89,11 +97,12 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
 
         if accept_owed && !pause.is_paused() {
             echo::accept_ready(&listener, Model::Epoll, &mut report, &mut pause, |conn, report| {
-                let token = conns.next_token();
-                let interest = edge_triggered(EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT);
-                match epoll.add(conn.stream(), EpollEvent::new(interest, token)) {
+                let entry = conns.vacant_entry();
+                let token = entry.key() as u64;
+                let interest = edge_triggered(EventFlags::IN | EventFlags::OUT);
+                match epoll::add(&ep, conn.stream(), EventData::new_u64(token), interest) {
                     Ok(()) => {
-                        conns.insert(conn);
+                        entry.insert(conn);
                         report.opened(conns.len());
                     }
                     Err(_) => report.refuse(Model::Epoll, "epoll_ctl could not register the socket"),
@@ -106,8 +115,8 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
     Ok(report)
 }
 
-fn edge_triggered(flags: EpollFlags) -> EpollFlags {
-    flags | EpollFlags::EPOLLET
+fn edge_triggered(flags: EventFlags) -> EventFlags {
+    flags | EventFlags::ET
 }
 
 /// Echoes on a connection until the socket says `EAGAIN`, it closes, or its
@@ -130,49 +139,4 @@ fn drive(conn: &mut EchoConn, scratch: &mut [u8], report: &mut ModelReport) -> S
         }
     }
     Step::Progress
-}
-
-/// The open connections, by token: the token epoll hands back is the index.
-#[derive(Debug, Default)]
-struct Conns {
-    slots: Vec<Option<EchoConn>>,
-    vacant: Vec<usize>,
-    open: usize,
-}
-
-impl Conns {
-    /// The token the next [`Conns::insert`] will use.
-    fn next_token(&self) -> u64 {
-        self.vacant.last().copied().unwrap_or(self.slots.len()) as u64
-    }
-
-    fn insert(&mut self, conn: EchoConn) {
-        self.open += 1;
-        match self.vacant.pop() {
-            Some(index) => self.slots[index] = Some(conn),
-            None => self.slots.push(Some(conn)),
-        }
-    }
-
-    fn get_mut(&mut self, token: u64) -> Option<&mut EchoConn> {
-        self.slots.get_mut(usize::try_from(token).ok()?)?.as_mut()
-    }
-
-    /// Closes a connection. Closing its descriptor also takes it off the
-    /// epoll interest list, since nothing else holds a duplicate of it.
-    fn remove(&mut self, token: u64) {
-        let Ok(index) = usize::try_from(token) else {
-            return;
-        };
-        if let Some(slot) = self.slots.get_mut(index) {
-            if slot.take().is_some() {
-                self.open -= 1;
-                self.vacant.push(index);
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.open
-    }
 }

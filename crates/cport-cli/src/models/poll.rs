@@ -11,8 +11,8 @@ use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
 
 use super::echo::{self, AcceptPause, EchoConn, Step, READ_BUFFER_SIZE};
 use super::{Model, ModelReport, STOP_CHECK_INTERVAL};
@@ -20,7 +20,7 @@ use super::{Model, ModelReport, STOP_CHECK_INTERVAL};
 /// Serves echo on `listener` until `stop` is set.
 pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<ModelReport> {
     listener.set_nonblocking(true)?;
-    let timeout = PollTimeout::try_from(STOP_CHECK_INTERVAL).map_err(io::Error::other)?;
+    let timeout = Timespec::try_from(STOP_CHECK_INTERVAL).map_err(io::Error::other)?;
     let mut report = ModelReport::default();
     let mut conns: Vec<EchoConn> = Vec::new();
     let mut scratch = vec![0; READ_BUFFER_SIZE];
@@ -32,31 +32,27 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
         // The array is rebuilt every turn, as the kernel copies it every call.
         // Entry 0 is the listener, entry i + 1 is connection i.
         let accepting = !pause.is_paused();
-        let listen_for = if accepting {
-            PollFlags::POLLIN
-        } else {
-            PollFlags::empty()
-        };
+        let listen_for = if accepting { PollFlags::IN } else { PollFlags::empty() };
         let mut fds = Vec::with_capacity(conns.len() + 1);
-        fds.push(PollFd::new(listener.as_fd(), listen_for));
+        fds.push(PollFd::from_borrowed_fd(listener.as_fd(), listen_for));
         for conn in &conns {
             // A connection with bytes still to write back is not read from.
             let interest = if conn.has_unsent() {
-                PollFlags::POLLOUT
+                PollFlags::OUT
             } else {
-                PollFlags::POLLIN
+                PollFlags::IN
             };
-            fds.push(PollFd::new(conn.stream().as_fd(), interest));
+            fds.push(PollFd::from_borrowed_fd(conn.stream().as_fd(), interest));
         }
-        match poll(&mut fds, timeout) {
+        match poll(&mut fds, Some(&timeout)) {
             Ok(0) => continue,
             Ok(_) => {}
-            Err(Errno::EINTR) => continue,
+            Err(Errno::INTR) => continue,
             Err(errno) => return Err(errno.into()),
         }
-        let listener_ready = fds[0].any().unwrap_or(false);
+        let listener_ready = !fds[0].revents().is_empty();
         revents.clear();
-        revents.extend(fds[1..].iter().map(|fd| fd.revents().unwrap_or(PollFlags::empty())));
+        revents.extend(fds[1..].iter().map(PollFd::revents));
         drop(fds);
 
         // Highest index first, so `swap_remove` only moves connections
@@ -81,17 +77,17 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
 
 /// Does what `revents` says a connection is ready for.
 fn on_ready(conn: &mut EchoConn, revents: PollFlags, scratch: &mut [u8], report: &mut ModelReport) -> Step {
-    if revents.contains(PollFlags::POLLNVAL) {
+    if revents.contains(PollFlags::NVAL) {
         return Step::Closed;
     }
     // Hang-ups and errors are reported whatever was asked for; the next read
     // or write then sees them and closes the connection.
-    let attention = PollFlags::POLLHUP | PollFlags::POLLERR;
+    let attention = PollFlags::HUP | PollFlags::ERR;
     if conn.has_unsent() {
-        if revents.intersects(PollFlags::POLLOUT | attention) {
+        if revents.intersects(PollFlags::OUT | attention) {
             return conn.flush(report);
         }
-    } else if revents.intersects(PollFlags::POLLIN | attention) {
+    } else if revents.intersects(PollFlags::IN | attention) {
         return conn.read_and_echo(scratch, report);
     }
     Step::WouldBlock

@@ -13,8 +13,14 @@ use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::sys::select::{select, FdSet, FD_SETSIZE};
+// The one use of nix left in the workspace: rustix's `select` is `unsafe`
+// (it takes raw descriptor numbers), nix's borrows each descriptor it watches,
+// and `unsafe` is kept to cport's `sys/` (docs/ARCHITECTURE.md).
+use nix::sys::select::{select, FdSet};
 use nix::sys::time::{TimeVal, TimeValLike};
+
+/// Descriptor numbers `select()` can watch: 0 to `FD_SETSIZE - 1`.
+pub(super) const FD_SETSIZE: usize = nix::sys::select::FD_SETSIZE;
 
 use super::echo::{self, AcceptPause, EchoConn, Step, READ_BUFFER_SIZE};
 use super::{Model, ModelReport, STOP_CHECK_INTERVAL};

@@ -243,15 +243,13 @@ fn proc_cpu(pid: u32) -> Option<f64> {
 /// Pins the calling thread (and threads it creates later) to one CPU, when
 /// the machine has more than one.
 fn pin_to_cpu(cpu: usize) {
-    use nix::sched::{sched_setaffinity, CpuSet};
-    use nix::unistd::Pid;
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+    use rustix::thread::{sched_setaffinity, CpuSet};
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 || cpu >= CpuSet::MAX_CPU {
         return;
     }
     let mut set = CpuSet::new();
-    if set.set(cpu).is_ok() {
-        let _ = sched_setaffinity(Pid::from_raw(0), &set);
-    }
+    set.set(cpu);
+    let _ = sched_setaffinity(None, &set);
 }
 
 /// Draws throughput against connection count, one line per model.

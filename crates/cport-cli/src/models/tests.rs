@@ -11,9 +11,10 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::sys::select::FD_SETSIZE;
-use nix::sys::socket::{setsockopt, sockopt};
+use rustix::net::sockopt::set_socket_linger;
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+
+use super::select::FD_SETSIZE;
 
 use super::{spawn, Model, ModelServer};
 
@@ -219,11 +220,7 @@ fn survives_peers_that_reset_or_leave(model: Model) {
 
     let mut resetting = connect(server.addr());
     resetting.write_all(&pattern(2, 100_000)).unwrap();
-    let abort = nix::libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    setsockopt(&resetting, sockopt::Linger, &abort).unwrap();
+    set_socket_linger(&resetting, Some(Duration::ZERO)).unwrap();
     drop(resetting); // closes with RST, unread echo and all
 
     let mut leaving = connect(server.addr());
@@ -334,13 +331,18 @@ fn model_names_round_trip() {
 fn select_refuses_connections_beyond_fd_setsize() {
     let _table = own_descriptor_table();
     let wanted = FD_SETSIZE as u64 + 256;
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let old = getrlimit(Resource::Nofile);
+    let (soft, hard) = (old.current.unwrap_or(u64::MAX), old.maximum.unwrap_or(u64::MAX));
     if hard < wanted {
         eprintln!("skipped: RLIMIT_NOFILE hard limit {hard} is below {wanted}");
         return;
     }
     if soft < wanted {
-        setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).unwrap();
+        let raised = Rlimit {
+            current: Some(wanted),
+            maximum: old.maximum,
+        };
+        setrlimit(Resource::Nofile, raised).unwrap();
     }
 
     let server = start(Model::Select);
@@ -368,7 +370,7 @@ fn select_refuses_connections_beyond_fd_setsize() {
     assert_same(&echo_once(server.addr(), &payload), &payload);
     let report = server.stop().unwrap();
     if soft < wanted {
-        setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+        setrlimit(Resource::Nofile, old).unwrap();
     }
     assert_eq!(report.refused, 1);
     assert_eq!(report.accepted, 1);

@@ -53,7 +53,7 @@ pub struct Head {
 pub fn read_head(s: &mut TcpStream, rest: &mut Vec<u8>) -> io::Result<Head> {
     let mut chunk = [0u8; 8192];
     loop {
-        if let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        if let Some(end) = memchr::memmem::find(rest, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&rest[..end]).into_owned();
             rest.drain(..end + 4);
             let status = head
@@ -110,21 +110,25 @@ pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<(u16, u64)> {
     Ok((head.status, len))
 }
 
-/// A directory under the system's temp dir, removed on drop.
+/// A directory under the system's temp dir, removed on drop (also when the
+/// test panics).
 pub struct Scratch {
     /// Its path.
     pub path: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Scratch {
     /// A new empty directory named after `what`.
     pub fn new(what: &str) -> Scratch {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("cport-faults-{what}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Scratch { path }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("cport-faults-{what}-"))
+            .tempdir()
+            .unwrap();
+        Scratch {
+            path: dir.path().to_path_buf(),
+            _dir: dir,
+        }
     }
 
     /// Creates `name` with `len` bytes (sparse: no disk written).
@@ -137,12 +141,6 @@ impl Scratch {
     /// The directory as a string, for `--root`.
     pub fn as_str(&self) -> &str {
         self.path.to_str().unwrap()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -219,7 +217,7 @@ impl LineClient {
     /// [`line`](Self::line), with a read timeout as an error.
     pub fn try_line(&mut self) -> io::Result<Option<String>> {
         loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf) {
                 let rest = self.buf.split_off(i + 1);
                 let mut line = std::mem::replace(&mut self.buf, rest);
                 line.pop();

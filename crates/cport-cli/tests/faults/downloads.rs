@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use crate::clients::{connect, http_get, read_head, warm_http, Scratch};
@@ -93,7 +92,7 @@ pub fn truncated(b: Backend) {
     let before = server.quiet_usage();
 
     let mut s = connect(addr);
-    nix::sys::socket::setsockopt(&s.as_fd(), nix::sys::socket::sockopt::RcvBuf, &65536).unwrap();
+    cport_testutil::set_rcvbuf(&s, 65536);
     s.write_all(b"GET /shrinking.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut rest = Vec::new();
     let head = read_head(&mut s, &mut rest).unwrap();

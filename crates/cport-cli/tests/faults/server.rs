@@ -10,8 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use rustix::process::{kill_process, Pid, Signal};
 
 /// How long a test waits for something that should happen soon.
 pub const LONG: Duration = Duration::from_secs(20);
@@ -227,7 +226,8 @@ impl Server {
 
     /// Sends `sig` to the server.
     pub fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.pid() as i32), sig).expect("signal cport");
+        let pid = Pid::from_raw(self.pid() as i32).expect("a child's pid is positive");
+        kill_process(pid, sig).expect("signal cport");
     }
 
     /// Waits up to `limit` for the server to exit.
@@ -383,12 +383,7 @@ impl Tolerance {
 
 /// Lets the test process open as many sockets as its hard limit allows.
 pub fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
-    }
+    cport_testutil::raise_fd_limit();
 }
 
 /// A pids cgroup the test creates (cgroup v2 with the pids controller, or

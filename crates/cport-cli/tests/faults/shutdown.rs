@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
+use rustix::process::Signal;
 
 use crate::clients::{connect, http_get, read_head, Scratch};
 use crate::server::{Backend, Launch};
@@ -57,7 +57,7 @@ pub fn case(b: Backend) {
         .collect();
     thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
-    server.signal(Signal::SIGTERM);
+    server.signal(Signal::TERM);
     for c in clients {
         let r = c.join().unwrap();
         assert_eq!(r.ok(), Some((200, LEN)), "{b:?}: a download in flight at SIGTERM");

@@ -160,7 +160,7 @@ impl FrameStream {
     fn skip_input<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
         match self.skip {
             Skip::None => data,
-            Skip::Line => match data.iter().position(|&b| b == b'\n') {
+            Skip::Line => match memchr::memchr(b'\n', data) {
                 Some(i) => {
                     self.skip = Skip::None;
                     &data[i + 1..]

@@ -246,3 +246,44 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `split_newlines` (memchr) cuts exactly where `slice::split` does.
+    #[test]
+    fn split_newlines_matches_slice_split(data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..300)) {
+        let ours: Vec<&[u8]> = split_newlines(&data).collect();
+        let std: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+        prop_assert_eq!(ours, std);
+    }
+}
+
+proptest! {
+    /// `decode_slice` cuts the same lines, with the same errors, as `decode`.
+    #[test]
+    fn decode_slice_agrees_with_decode(data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..200), cut in 0usize..200) {
+        let cut = cut.min(data.len());
+        let (mut owned, mut borrowed) = (Lines::new(8), Lines::new(8));
+        let mut buf = BytesMut::new();
+        let mut pending: Vec<u8> = Vec::new();
+        for piece in [&data[..cut], &data[cut..]] {
+            buf.extend_from_slice(piece);
+            pending.extend_from_slice(piece);
+            loop {
+                let a = owned.decode(&mut buf);
+                let b = borrowed.decode_slice(&pending).map(|o| o.map(|(l, n)| (l.to_vec(), n)));
+                match (a, b) {
+                    (Ok(Some(x)), Ok(Some((y, n)))) => {
+                        prop_assert_eq!(&x[..], &y[..]);
+                        pending.drain(..n);
+                    }
+                    (Ok(None), Ok(None)) => break,
+                    (Err(x), Err(y)) => {
+                        prop_assert_eq!(x, y);
+                        return Ok(());
+                    }
+                    (x, y) => prop_assert!(false, "decode {:?}, decode_slice {:?}", x, y),
+                }
+            }
+        }
+    }
+}

@@ -210,10 +210,7 @@ pub fn method_refusal(method: &[u8]) -> HttpError {
 /// `HTTP/<digit>...`: a well-formed version we do not support, rather than
 /// garbage (a raw space in the target makes more parts: malformed).
 fn names_other_version(line_start: &[u8]) -> bool {
-    let end = line_start
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .unwrap_or(line_start.len());
+    let end = memchr::memchr2(b'\r', b'\n', line_start).unwrap_or(line_start.len());
     let line = &line_start[..end];
     if line.iter().filter(|&&b| b == b' ').count() != 2 {
         return false;

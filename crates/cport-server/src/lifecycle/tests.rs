@@ -142,7 +142,7 @@ impl Rig {
     /// The receive's last completion: cancelled (after a close or a pause).
     fn recv_cancelled(&mut self) -> Vec<Did> {
         self.lc.recv_ended();
-        let err = io::Error::from_raw_os_error(libc::ECANCELED);
+        let err = io::Error::from_raw_os_error(rustix::io::Errno::CANCELED.raw_os_error());
         self.ev(|lc, c, f, now, out| lc.on_received(None, Err(err), false, true, now, c, f, out))
     }
 
@@ -200,7 +200,7 @@ fn graceful_close_lingers_then_aborts() {
     );
     assert_eq!(r.timeout_at(22), vec![Did::CloseHandle], "linger passed: abortive");
     let did = r.ev(|lc, c, f, now, out| {
-        let e = io::Error::from_raw_os_error(libc::ECANCELED);
+        let e = io::Error::from_raw_os_error(rustix::io::Errno::CANCELED.raw_os_error());
         lc.on_sent(Err(e), Payload::None, true, now, c, f, out);
     });
     assert_eq!(did, vec![Did::Finalize], "finalized once nothing is in flight");

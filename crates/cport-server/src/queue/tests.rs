@@ -223,23 +223,9 @@ fn pool_buffers_put_back_by_a_short_gathering_send_are_counted_again() {
     assert!(q.is_idle());
 }
 
+/// An unnamed file (O_TMPFILE): gone once closed, whatever the test does.
 fn tempfile() -> File {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let p = std::env::temp_dir().join(format!(
-        "cport-server-queue-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&p)
-        .unwrap();
-    let _ = std::fs::remove_file(&p);
-    f
+    tempfile::tempfile().unwrap()
 }
 
 proptest! {

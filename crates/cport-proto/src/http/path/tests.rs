@@ -111,21 +111,18 @@ fn path_errors_are_400_keeping_the_connection() {
     assert!(!err.close);
 }
 
-/// A scratch directory for file system tests, removed on drop.
-struct Scratch(PathBuf);
+/// A scratch directory for file system tests, removed on drop (also when
+/// the test panics).
+// The `TempDir` is held for its `Drop`, which removes the directory.
+struct Scratch(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl Scratch {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("cport-proto-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("cport-proto-{name}-"))
+            .tempdir()
+            .unwrap();
+        Scratch(dir.path().to_path_buf(), dir)
     }
 }
 

@@ -10,7 +10,6 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cport_http::{Backend, HttpConfig, HttpServer};
@@ -19,41 +18,35 @@ use cport_http::{Backend, HttpConfig, HttpServer};
 pub const LONG: Duration = Duration::from_secs(10);
 
 /// One test body, both backends (see `cport::backend_tests!`).
-pub(crate) use cport::backend_tests;
+pub use cport::backend_tests;
 
-/// A temporary directory, removed (with everything in it) on drop.
-pub struct TempDir(PathBuf);
+/// A temporary directory, removed (with everything in it) on drop, also
+/// when the test panics.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     /// A new empty directory under the system's temp dir.
     pub fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("cport-http-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).expect("creating a temp dir");
-        TempDir(p)
+        let d = tempfile::Builder::new()
+            .prefix(&format!("cport-http-{tag}-"))
+            .tempdir()
+            .expect("creating a temp dir");
+        TempDir(d)
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     /// Writes `rel` (creating parent directories) and returns its path.
     pub fn write(&self, rel: &str, data: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.0.join(rel);
+        let p = self.path().join(rel);
         if let Some(parent) = p.parent() {
             fs::create_dir_all(parent).expect("creating parent dirs");
         }
         fs::write(&p, data).expect("writing a test file");
         p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 

@@ -12,7 +12,7 @@ use cport_game::{GameConfig, GameServer, Rules};
 use cport_proto::game::{decode, encode_to_bytes, Input, KickReason, LoginOk, Packet, Update, MAX_PACKET};
 use cport_server::Server;
 
-pub(crate) use cport::backend_tests;
+pub use cport::backend_tests;
 
 /// How long a test waits for something that should happen soon (generous:
 /// the suite runs beside other builds on two cores).
@@ -46,21 +46,17 @@ pub fn start(cfg: GameConfig) -> GameServer {
     GameServer::start(b, "127.0.0.1:0".parse().unwrap(), cfg).expect("game server starts")
 }
 
-/// A fresh directory under the system's temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
+/// A fresh directory under the system's temp dir, removed on drop (also
+/// when the test panics).
+pub struct TempDir(pub PathBuf, tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("cport-game-{tag}-{}-{:?}", std::process::id(), Instant::now()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let d = tempfile::Builder::new()
+            .prefix(&format!("cport-game-{tag}-"))
+            .tempdir()
+            .expect("creating a temp dir");
+        TempDir(d.path().to_path_buf(), d)
     }
 }
 

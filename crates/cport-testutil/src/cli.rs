@@ -12,28 +12,46 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use tempfile::TempDir;
+
+pub use rustix::process::{Pid, Signal};
 
 /// How long a test waits for something that should happen soon.
 pub const LONG: Duration = Duration::from_secs(20);
 
-/// `cport ARGS`, logging at warn, ready to run.
-pub fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cport"));
+/// The `cport` binary cargo built for this test run: `CARGO_BIN_EXE_cport`
+/// when cargo sets it at run time, else beside the test binary's `deps/`.
+pub fn cport_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("CARGO_BIN_EXE_cport") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    dir.join("cport")
+}
+
+/// `cport ARGS`, logging at warn, ready to run, with its chat history in a
+/// scratch directory (not the source tree) that lives as long as the
+/// returned guard.
+pub fn command(args: &[&str]) -> (Command, TempDir) {
+    let mut cmd = Command::new(cport_bin());
     cmd.args(args).env("RUST_LOG", "warn");
-    // Chat history goes to a scratch directory, not the source tree.
-    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let data = std::env::temp_dir().join(format!("cport-test-data-{}-{run}", std::process::id()));
-    cmd.env("CPORT_DATA", data);
-    cmd
+    let data = tempfile::Builder::new()
+        .prefix("cport-test-data-")
+        .tempdir()
+        .expect("a scratch data directory");
+    cmd.env("CPORT_DATA", data.path());
+    (cmd, data)
 }
 
 /// Runs `cport ARGS` to the end, checks it succeeded (failing the test with
 /// its stderr if not), and parses what it printed as JSON.
 pub fn run_json(args: &[&str]) -> serde_json::Value {
-    let out = command(args).output().expect("run cport");
+    let (mut cmd, _data) = command(args);
+    let out = cmd.output().expect("run cport");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
@@ -43,6 +61,7 @@ pub struct Cli {
     child: Child,
     addrs: HashMap<String, SocketAddr>,
     lines: mpsc::Receiver<String>,
+    _data: TempDir,
 }
 
 impl Cli {
@@ -50,7 +69,8 @@ impl Cli {
     /// every server named in `servers` ("echo", "chat").
     pub fn spawn(args: &[&str], servers: &[&str]) -> Cli {
         raise_fd_limit();
-        let mut child = command(args)
+        let (mut cmd, data) = command(args);
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -70,6 +90,7 @@ impl Cli {
             child,
             addrs: HashMap::new(),
             lines: rx,
+            _data: data,
         };
         let end = Instant::now() + LONG;
         while servers.iter().any(|s| !cli.addrs.contains_key(*s)) {
@@ -98,7 +119,7 @@ impl Cli {
 
     /// The child's pid.
     pub fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
+        Pid::from_child(&self.child)
     }
 
     /// Open fds of the child.
@@ -110,7 +131,7 @@ impl Cli {
 
     /// Sends `sig` to the child.
     pub fn signal(&self, sig: Signal) {
-        kill(self.pid(), sig).expect("signal cport");
+        rustix::process::kill_process(self.pid(), sig).expect("signal cport");
     }
 
     /// Waits up to `limit` for the child to exit.
@@ -144,12 +165,7 @@ impl Drop for Cli {
 
 /// Lets the test open a thousand sockets and more.
 pub fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
-    }
+    crate::raise_fd_limit();
 }
 
 /// A line-protocol client with timeouts.
@@ -184,7 +200,7 @@ impl LineClient {
     /// The next line, without its newline; `None` at end of stream.
     pub fn line(&mut self) -> Option<String> {
         loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf) {
                 let rest = self.buf.split_off(i + 1);
                 let mut line = std::mem::replace(&mut self.buf, rest);
                 line.pop();

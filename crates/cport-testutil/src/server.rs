@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 pub const LONG: Duration = Duration::from_secs(10);
 
 /// One test body, both backends (see `cport::backend_tests!`).
-pub(crate) use cport::backend_tests;
+pub use cport::backend_tests;
 
 /// A builder on `backend`, listening on a free loopback port, with a fast tick.
 pub fn builder(backend: Backend) -> ServerBuilder {
@@ -151,10 +151,7 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// Open fds of this process.
-pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
-}
+pub use crate::fd_count;
 
 /// A small deterministic generator (xorshift), for sizes and contents.
 pub struct Rng(pub u64);

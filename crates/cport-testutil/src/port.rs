@@ -2,14 +2,10 @@
 //! test, the macro that runs every test on both backends, loopback socket
 //! pairs, temp files, and bounded waiting (no test waits forever).
 
-// Each test binary uses its own subset of these helpers.
-#![allow(dead_code)]
-
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cport::{Backend, Buf, Completion, GetError, Handle, Key, OpKind, Port, PortBuilder};
@@ -22,7 +18,7 @@ pub const LONG: Duration = Duration::from_secs(5);
 pub const SHORT: Duration = Duration::from_millis(100);
 
 /// One test body, both backends (see `cport::backend_tests!`).
-pub(crate) use cport::backend_tests;
+pub use cport::backend_tests;
 
 /// A port on `backend` with the default settings.
 pub fn port(backend: Backend) -> Port {
@@ -186,29 +182,27 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// A file in the system temp directory with a unique name, removed on drop.
+/// A file in the system temp directory with a unique name, removed on drop
+/// (also when the test panics: `tempfile` owns the path).
 pub struct TempFile {
-    path: PathBuf,
+    file: tempfile::TempPath,
 }
 
 impl TempFile {
     /// Creates an empty file whose name contains `label`.
     pub fn new(label: &str) -> TempFile {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!("cport-test-{}-{n}-{nanos}-{label}", std::process::id());
-        let path = std::env::temp_dir().join(name);
-        File::create(&path).expect("create temp file");
-        TempFile { path }
+        let file = tempfile::Builder::new()
+            .prefix(&format!("cport-test-{label}-"))
+            .tempfile()
+            .expect("create temp file")
+            .into_temp_path();
+        TempFile { file }
     }
 
     /// Creates the file holding `data`.
     pub fn with_contents(label: &str, data: &[u8]) -> TempFile {
         let t = TempFile::new(label);
-        std::fs::write(&t.path, data).expect("write temp file");
+        std::fs::write(&t.file, data).expect("write temp file");
         t
     }
 
@@ -217,24 +211,18 @@ impl TempFile {
         OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&self.path)
+            .open(&self.file)
             .expect("open temp file")
     }
 
     /// Opens the file for reading.
     pub fn open_read(&self) -> File {
-        File::open(&self.path).expect("open temp file")
+        File::open(&self.file).expect("open temp file")
     }
 
     /// Where the file is.
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        &self.file
     }
 }
 
@@ -250,31 +238,7 @@ pub fn fd_target(fd: i32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()
 }
 
-/// Raises the soft limit on open files to the hard limit (tests that hold
-/// thousands of sockets need more than the usual 1024) and returns it.
-#[allow(unsafe_code)]
-pub fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for getrlimit to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let want = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: `want` is a valid rlimit that only raises the soft limit up
-        // to the hard one, which an unprivileged process may do.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            lim = want;
-        }
-    }
-    lim.rlim_cur
-}
+pub use crate::raise_fd_limit;
 
 /// How many loopback connections a test may open: `want`, or fewer if the
 /// fd limit (shared by every test running in the process) is low. Each

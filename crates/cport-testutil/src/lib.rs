@@ -1,0 +1,53 @@
+//! Helpers shared by cport's integration tests: one module per crate under
+//! test, each behind the feature of the same name, and the few pieces they
+//! all need (file-descriptor counts, the descriptor limit, temporary
+//! directories that are removed even when a test panics).
+//!
+//! Dev-only: never published, never a dependency of a library.
+
+// Test helpers, not an API: `Rng::next` is the plain name tests read best.
+#![allow(missing_docs, dead_code, clippy::should_implement_trait)]
+
+#[cfg(feature = "cli")]
+pub mod cli;
+#[cfg(feature = "game")]
+pub mod game;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "port")]
+pub mod port;
+#[cfg(feature = "server")]
+pub mod server;
+
+/// A temporary directory, removed on drop (also when the test panics).
+pub use tempfile::TempDir;
+
+/// Open file descriptors of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    // `None` is RLIM_INFINITY. Raising the soft limit up to the hard one is
+    // allowed to any process; a failure leaves the old limit, returned below.
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// Makes the next close of `s` send a reset (RST) instead of a FIN:
+/// `SO_LINGER` on with a zero timeout.
+pub fn reset_on_close(s: &impl std::os::fd::AsFd) {
+    rustix::net::sockopt::set_socket_linger(s, Some(std::time::Duration::ZERO)).expect("SO_LINGER");
+}
+
+/// Sets a socket's receive buffer (`SO_RCVBUF`; the kernel doubles it), so
+/// that a peer's sends fill it quickly.
+pub fn set_rcvbuf(s: &impl std::os::fd::AsFd, bytes: usize) {
+    rustix::net::sockopt::set_socket_recv_buffer_size(s, bytes).expect("SO_RCVBUF");
+}
