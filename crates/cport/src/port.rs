@@ -12,47 +12,17 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use socket2::SockAddr;
 
-use crate::buf::{Buf, Payload};
-use crate::completion::{Completion, Ctx, Issued, Key, Meta, OpId, OpKind};
-use crate::error::{BuildError, GetError, ShutDownError, SubmitError, SubmitErrorKind};
-use crate::handle::{Handle, HandleTable, Released};
+use crate::backend::Backend;
+use crate::completion::{Completion, Issued, Meta, SubmitError};
+use crate::error::{BuildError, GetError, ShutDownError, SubmitErrorKind};
+use crate::handle::{HandleTable, Released};
+use crate::id::{Handle, OpId};
+use crate::key::{Ctx, Key, Priority};
+use crate::kind::OpKind;
 use crate::sched::{Prioritized, Sched, Waiter, WaiterRef};
 use crate::stats::{Counters, Stats, ThreadCounters};
-use crate::sys::{self, BufPool, CancelTarget, Driver, Op, QueueCount};
-
-/// Which kernel interface a port runs on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Backend {
-    /// io_uring if the kernel allows it, else epoll (the default). The
-    /// `CPORT_BACKEND=uring|epoll` environment variable overrides it.
-    #[default]
-    Auto,
-    /// io_uring only: building fails, naming the cause, if it cannot be set up.
-    IoUring,
-    /// epoll readiness turned into completions; file I/O on a small thread pool.
-    Epoll,
-}
-
-impl Backend {
-    /// The name used in logs and in `CPORT_BACKEND`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Auto => "auto",
-            Backend::IoUring => "uring",
-            Backend::Epoll => "epoll",
-        }
-    }
-
-    /// Parses `auto`, `uring`/`io_uring`, or `epoll`.
-    pub fn parse(s: &str) -> Option<Backend> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" | "" => Some(Backend::Auto),
-            "uring" | "io_uring" | "iouring" => Some(Backend::IoUring),
-            "epoll" => Some(Backend::Epoll),
-            _ => None,
-        }
-    }
-}
+use crate::sys::buf::{Buf, BufPool, Payload};
+use crate::sys::{self, CancelTarget, Driver, Op, QueueCount};
 
 /// What issuing does when the queue limit is reached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -199,7 +169,7 @@ struct Shared {
 
 impl Prioritized for Completion {
     fn is_high(&self) -> bool {
-        self.priority() == crate::completion::Priority::High
+        self.priority() == Priority::High
     }
     fn ends_batch(&self) -> bool {
         self.kind() == OpKind::Quit
@@ -391,7 +361,7 @@ impl Port {
                         let r = push(Meta::new(self.shared.id, h.key, ctx, kind, Some(h)), op);
                         if !matches!(r, Ok(Issued::Pending(_))) {
                             // Failed or finished: the op no longer holds the handle.
-                            if let Released::Close(fd) = table.end_op(h.idx) {
+                            if let Released::Close(fd) = table.end_op(h.slot.index()) {
                                 closed = Some(fd);
                             }
                         }
@@ -1094,7 +1064,7 @@ impl Port {
                 if c.meta.more {
                     // A delivery: the op still holds its handle.
                 } else if let Some(h) = c.meta.handle() {
-                    if let Released::Close(fd) = handles.end_op(h.idx) {
+                    if let Released::Close(fd) = handles.end_op(h.slot.index()) {
                         to_close.push(fd);
                     }
                 }

@@ -25,16 +25,16 @@ use std::time::{Duration, Instant};
 
 use socket2::SockAddr;
 
-use crate::buf::{Buf, Datagram, Payload};
-use crate::completion::{Completion, Issued, Meta, OpRef};
+use crate::backend::Backend;
+use crate::completion::{Completion, Issued, Meta};
 use crate::error::SubmitErrorKind;
-use crate::port::Backend;
+use crate::index::GenIndex;
 
-mod bufpool;
+pub(crate) mod buf;
 pub(crate) mod epoll;
 pub(crate) mod uring;
 
-pub use bufpool::{BufPool, PooledBuf};
+use buf::{Buf, BufPool, Datagram, Payload};
 
 /// One operation, as the port hands it to a backend: what to do, on which fd,
 /// with which owned buffers.
@@ -194,7 +194,7 @@ impl Op {
             Op::Recv { buf, .. } | Op::RecvFrom { buf, .. } | Op::ReadAt { buf, .. } => Payload::Buf(Buf::Vec(buf)),
             Op::Send { buf, .. } | Op::WriteAt { buf, .. } => Payload::Buf(buf),
             Op::SendTo { buf, addr, .. } => match addr.as_socket() {
-                Some(addr) => Payload::Datagram(Box::new(crate::buf::Datagram { buf, addr })),
+                Some(addr) => Payload::Datagram(Box::new(Datagram { buf, addr })),
                 None => Payload::Buf(buf),
             },
             Op::SendVectored { bufs, .. } => Payload::Bufs(bufs),
@@ -213,7 +213,7 @@ impl Op {
 /// What to cancel.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum CancelTarget {
-    Op(OpRef),
+    Op(GenIndex),
     Fd(RawFd),
     All,
 }
@@ -226,14 +226,12 @@ fn grow(buf: &mut Vec<u8>, n: usize) {
     unsafe { buf.set_len(buf.len() + n) };
 }
 
-/// Generations stay below this, so an op id never looks like a reserved
-/// `user_data`/token (those have the top bit set).
-pub(crate) const GEN_MASK: u32 = 0x7fff_ffff;
-
-/// Takes the next op generation from a driver's counter.
+/// Takes the next op generation from a driver's counter. (Generations have
+/// 31 bits, so an op id never looks like a reserved `user_data`/token:
+/// those have the top bit set.)
 pub(crate) fn next_gen(counter: &mut u32) -> u32 {
     let gen = *counter;
-    *counter = (gen + 1) & GEN_MASK;
+    *counter = GenIndex::next_generation(gen);
     gen
 }
 

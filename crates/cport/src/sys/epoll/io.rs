@@ -6,14 +6,29 @@
 //! a local), and each call returns before the attempt does: nothing is left
 //! for the kernel to touch afterwards.
 
-use super::Calls;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::buf::{Buf, Payload};
 use crate::completion::{Completion, Meta};
+use crate::sys::buf::{Buf, Payload};
 use crate::sys::{errno, sockaddr_to_std, syscall, Op};
+
+/// Counts system calls. Written only under the driver's state lock, so a
+/// plain load and store does (no atomic read-modify-write per call); read
+/// from anywhere.
+#[derive(Default)]
+pub(super) struct Calls(AtomicU64);
+
+impl Calls {
+    pub(super) fn one(&self) {
+        self.0.store(self.0.load(Relaxed) + 1, Relaxed);
+    }
+    pub(super) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
 
 /// Iovecs gathered on the stack before falling back to the heap.
 const STACK_IOVS: usize = 32;

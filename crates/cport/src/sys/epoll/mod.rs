@@ -26,20 +26,20 @@ use std::io as stdio;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use slab::Slab;
 
-use self::io::{Attempt, Aux, Flags};
+use self::files::FileThreads;
+use self::io::{Attempt, Aux, Calls, Flags};
 use self::timers::Timers;
-use super::bufpool::{FreeStack, PoolInner, Provider};
-use super::{errno, syscall, BufPool, CancelTarget, Driver, Op, QueueCount, GEN_MASK};
-use crate::buf::Payload;
-use crate::completion::{Completion, Issued, Meta, OpRef};
+use super::buf::{BufPool, FreeStack, Payload, PoolInner, Provider};
+use super::{errno, syscall, CancelTarget, Driver, Op, QueueCount};
+use crate::backend::Backend;
+use crate::completion::{Completion, Issued, Meta};
 use crate::error::{BuildError, SubmitErrorKind};
-use crate::port::Backend;
+use crate::index::GenIndex;
 
 /// The epoll token of the wake-up eventfd (fd tokens have a 31-bit generation).
 const WAKE_TOKEN: u64 = u64::MAX;
@@ -53,21 +53,6 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Sets up the epoll backend.
 pub(crate) fn new_driver(entries: u32, queue: Arc<QueueCount>) -> Result<Box<dyn Driver>, BuildError> {
     Ok(Box::new(Epoll::new(entries, queue).map_err(BuildError::Epoll)?))
-}
-
-/// Counts system calls. Written only under the driver's state lock, so a
-/// plain load and store does (no atomic read-modify-write per call); read
-/// from anywhere.
-#[derive(Default)]
-pub(super) struct Calls(AtomicU64);
-
-impl Calls {
-    pub(super) fn one(&self) {
-        self.0.store(self.0.load(Relaxed) + 1, Relaxed);
-    }
-    fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
 }
 
 /// Which queue of an fd an operation waits in.
@@ -84,9 +69,9 @@ enum Place {
     Queued(RawFd, Dir),
     /// In the timer heap.
     Timer,
-    /// Waiting for a file-pool thread.
+    /// Waiting for a file thread.
     Job,
-    /// A file-pool thread is running it (the thread holds the op).
+    /// A file thread is running it (the thread holds the op).
     Running,
 }
 
@@ -123,18 +108,10 @@ impl FdState {
             Dir::Write => &mut self.writes,
         }
     }
+    /// The epoll token of `fd`: its number and this state's generation.
     fn token(&self, fd: RawFd) -> u64 {
-        ((self.gen as u64) << 32) | fd as u32 as u64
+        GenIndex::new(fd as u32, self.gen).to_u64()
     }
-}
-
-/// The blocking-thread pool's bookkeeping.
-#[derive(Default)]
-struct Pool {
-    jobs: VecDeque<u32>,
-    threads: Vec<JoinHandle<()>>,
-    idle: usize,
-    stopping: bool,
 }
 
 struct State {
@@ -147,7 +124,8 @@ struct State {
     /// Fds whose queues ran out of budget while still ready: no edge will
     /// come for them, so `wait` retries them itself.
     retry: Vec<(RawFd, u32)>,
-    pool: Pool,
+    /// The threads that run file operations (`files`).
+    file_threads: FileThreads,
     /// The leader sleeps in `epoll_wait` (with a non-zero timeout).
     blocked: bool,
     /// The eventfd was written since the leader went to sleep.
@@ -165,12 +143,12 @@ struct Inner {
     epfd: OwnedFd,
     wakefd: OwnedFd,
     state: Mutex<State>,
-    /// File-pool threads wait here for jobs.
+    /// File threads wait here for jobs.
     jobs_cv: Condvar,
     events: Mutex<Vec<libc::epoll_event>>,
     /// System calls made under `state`.
     kernel_calls: Calls,
-    /// System calls made by file-pool threads (outside `state`).
+    /// System calls made by file threads (outside `state`).
     file_calls: AtomicU64,
     /// The port's queue limit, which multishot deliveries count against.
     queue: Arc<QueueCount>,
@@ -213,7 +191,7 @@ impl Epoll {
                     ready: Vec::new(),
                     timers: Timers::default(),
                     retry: Vec::new(),
-                    pool: Pool::default(),
+                    file_threads: FileThreads::default(),
                     blocked: false,
                     signalled: false,
                     woken: false,
@@ -231,11 +209,10 @@ impl Epoll {
     }
 }
 
-/// Whether timer heap entry `id` (an `OpRef`) still belongs to a pending timeout.
-fn timer_live(ops: &Slab<Entry>, id: u64) -> bool {
-    let id = OpRef(id);
-    ops.get(id.idx())
-        .is_some_and(|e| e.gen == id.gen() && e.place == Place::Timer)
+/// Whether timer heap entry `id` still belongs to a pending timeout.
+fn timer_live(ops: &Slab<Entry>, id: GenIndex) -> bool {
+    ops.get(id.index() as usize)
+        .is_some_and(|e| e.gen == id.generation() && e.place == Place::Timer)
 }
 
 fn dir_of(op: &Op) -> Option<Dir> {
@@ -377,8 +354,8 @@ impl Inner {
 
     /// Handles one readiness event.
     fn on_event(&self, st: &mut State, token: u64, events: u32) {
-        let fd = (token & 0xffff_ffff) as u32 as RawFd;
-        let gen = (token >> 32) as u32;
+        let token = GenIndex::from_u64(token);
+        let (fd, gen) = (token.index() as RawFd, token.generation());
         let Some(f) = st.fds.get_mut(fd as usize) else { return };
         if f.gen != gen || !f.flags.registered {
             return;
@@ -423,7 +400,7 @@ impl Inner {
     fn expire_timers(&self, st: &mut State, now: Instant) {
         while let Some(id) = st.timers.pop_due(now) {
             if timer_live(&st.ops, id) {
-                let e = st.ops.remove(OpRef(id).idx());
+                let e = st.ops.remove(id.index() as usize);
                 st.ready.push(Completion::new(e.meta, Ok(0), Payload::None, false));
             } else {
                 st.timers.forget_stale();
@@ -431,7 +408,7 @@ impl Inner {
         }
     }
 
-    /// Cancels one op (not one that a pool thread is running).
+    /// Cancels one op (not one that a file thread is running).
     fn cancel_idx(&self, st: &mut State, idx: usize) {
         let code = libc::ECANCELED;
         let place = st.ops[idx].place;
@@ -451,7 +428,7 @@ impl Inner {
                 return;
             }
             Place::Timer => st.timers.forget_one(),
-            Place::Job => st.pool.jobs.retain(|&i| i as usize != idx),
+            Place::Job => st.file_threads.jobs.retain(|&i| i as usize != idx),
         }
         let e = st.ops.remove(idx);
         st.ready.push(io::finish(e.meta, e.op, Err(errno(code)), Aux::None));
@@ -464,7 +441,7 @@ impl Inner {
     fn cancel_fd(&self, st: &mut State, fd: RawFd) {
         self.fail_fd(st, fd, libc::ECANCELED);
         let jobs: Vec<u32> = st
-            .pool
+            .file_threads
             .jobs
             .iter()
             .copied()
@@ -491,7 +468,7 @@ impl Inner {
             self.fail_fd(st, fd, libc::ECANCELED);
         }
         st.timers.clear();
-        st.pool.jobs.clear();
+        st.file_threads.jobs.clear();
         let rest: Vec<usize> = st
             .ops
             .iter()
@@ -540,6 +517,58 @@ fn timeout_ms(d: Duration) -> i32 {
     ms.min(i32::MAX as u128) as i32
 }
 
+/// Queues in-flight entry `idx` for a file thread, starting one if none is idle.
+/// (Never after `drain`: `push` refuses everything once all was cancelled.)
+fn queue_file_job(inner: &Arc<Inner>, st: &mut State, idx: u32) {
+    st.file_threads.jobs.push_back(idx);
+    if st.file_threads.idle > 0 {
+        inner.jobs_cv.notify_one();
+        return;
+    }
+    if st.file_threads.threads.len() >= files::MAX_THREADS {
+        return; // a busy thread takes it next
+    }
+    let me = inner.clone();
+    let spawned = std::thread::Builder::new()
+        .name("cport-file".into())
+        .spawn(move || file_thread(me));
+    match spawned {
+        Ok(t) => st.file_threads.threads.push(t),
+        Err(e) if st.file_threads.threads.is_empty() => {
+            // Nobody would ever run it: fail it now.
+            st.file_threads.jobs.retain(|&i| i != idx);
+            let entry = st.ops.remove(idx as usize);
+            st.ready.push(io::finish(entry.meta, entry.op, Err(e), Aux::None));
+        }
+        Err(_) => {}
+    }
+}
+
+/// A file thread: runs queued file jobs until the driver drains.
+fn file_thread(inner: Arc<Inner>) {
+    let mut st = inner.state.lock();
+    loop {
+        if st.file_threads.stopping {
+            return;
+        }
+        let Some(idx) = st.file_threads.jobs.pop_front() else {
+            st.file_threads.idle += 1;
+            inner.jobs_cv.wait(&mut st);
+            st.file_threads.idle -= 1;
+            continue;
+        };
+        let e = &mut st.ops[idx as usize];
+        e.place = Place::Running;
+        let mut op = std::mem::replace(&mut e.op, Op::Nop);
+        drop(st);
+        let res = files::run(&mut op, &inner.file_calls);
+        st = inner.state.lock();
+        let e = st.ops.remove(idx as usize);
+        st.ready.push(io::finish(e.meta, op, res, Aux::None));
+        inner.notify(&mut st);
+    }
+}
+
 impl Driver for Epoll {
     fn id(&self) -> u64 {
         self.id
@@ -567,7 +596,7 @@ impl Driver for Epoll {
             return Err((SubmitErrorKind::QueueFull, op));
         }
         let gen = super::next_gen(&mut st.next_gen);
-        let id = OpRef::new(gen, idx);
+        let id = GenIndex::new(idx as u32, gen);
         meta.id = id;
         let op_id = meta.op_id();
         let done = |st: &mut State, c: Completion| {
@@ -597,7 +626,7 @@ impl Driver for Epoll {
                     progress: 0,
                     place: Place::Timer,
                 });
-                st.timers.push(at, id.0);
+                st.timers.push(at, id);
                 if !matches!(st.wake_at, Some(w) if w <= at) {
                     inner.notify(st);
                 }
@@ -641,7 +670,7 @@ impl Driver for Epoll {
                     inner.run_queue(st, fd, dir);
                 }
             }
-            _ => files::queue_job(&self.inner, st, idx as u32),
+            _ => queue_file_job(&self.inner, st, idx as u32),
         }
         Ok(Issued::Pending(op_id))
     }
@@ -718,8 +747,12 @@ impl Driver for Epoll {
         let st = &mut *st;
         match target {
             CancelTarget::Op(id) => {
-                if st.ops.get(id.idx()).is_some_and(|e| e.gen == id.gen()) {
-                    inner.cancel_idx(st, id.idx());
+                if st
+                    .ops
+                    .get(id.index() as usize)
+                    .is_some_and(|e| e.gen == id.generation())
+                {
+                    inner.cancel_idx(st, id.index() as usize);
                 }
             }
             CancelTarget::Fd(fd) => inner.cancel_fd(st, fd),
@@ -746,7 +779,7 @@ impl Driver for Epoll {
             let mut ev = libc::epoll_event { events: 0, u64: 0 };
             let _ = syscall!(epoll_ctl(inner.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev));
         }
-        *f = FdState::new(f.gen.wrapping_add(1) & GEN_MASK);
+        *f = FdState::new(GenIndex::next_generation(f.gen));
     }
 
     fn in_flight(&self) -> usize {
@@ -772,9 +805,9 @@ impl Driver for Epoll {
         let threads = {
             let mut st = inner.state.lock();
             inner.cancel_all(&mut st);
-            st.pool.stopping = true;
+            st.file_threads.stopping = true;
             inner.jobs_cv.notify_all();
-            std::mem::take(&mut st.pool.threads)
+            std::mem::take(&mut st.file_threads.threads)
         };
         let start = Instant::now();
         while threads.iter().any(|t| !t.is_finished()) && start.elapsed() < DRAIN_LIMIT {
