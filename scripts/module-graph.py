@@ -8,8 +8,8 @@
 A node is a module with a file of its own (`src/a.rs` or `src/a/mod.rs` is
 `a`, `src/a/b.rs` is `a::b`); inline modules count as part of their file.
 An edge `a -> b` means a file of `a` names a path in `b` through `crate::`,
-`super::` or `self::` (in `use` lines and in inline paths), or a `use` of
-one of its own child modules (`use child::Item`). A path to an
+`super::` or `self::` (in `use` lines and in inline paths), or a path into
+one of its own child modules (`use child::Item`, `child::f()`). A path to an
 item a module re-exports (`pub use a::Item`, in lib.rs or a mod.rs) counts
 as a path to the module that defines it, so importing through a facade is
 not a cycle. Declaring a child module (`mod b;`) is not an edge. Cycles are
@@ -203,6 +203,11 @@ def crate_graph(crate_dir: Path):
             found += [(u.start(), segs) for segs in expand(u.group(1))]
         for p in PATH_RE.finditer(text):
             found += [(p.start(), segs) for segs in expand(p.group(1))]
+        # Inline paths into a child module: `child::item(...)`.
+        for child in [c for c in mods if len(c) == len(m) + 1 and c[: len(m)] == m]:
+            for hit in re.finditer(r"(?<![\w:])" + child[-1] + r"\s*::\s*(\w+)", text):
+                if not inline_path(hit.start()):
+                    found.append((hit.start(), ["self", child[-1], hit.group(1)]))
         for pos, segs in found:
             if not segs:
                 continue
