@@ -37,7 +37,8 @@ pub(crate) mod uring;
 use buf::{Buf, BufPool, Datagram, Payload};
 
 /// One operation, as the port hands it to a backend: what to do, on which fd,
-/// with which owned buffers.
+/// with which owned buffers. Built whole by the port once it holds the
+/// handle's fd (under the handle table's lock), never patched afterwards.
 #[derive(Debug)]
 pub(crate) enum Op {
     Nop,
@@ -132,25 +133,6 @@ impl Op {
             self,
             Op::Accept { multishot: true, .. } | Op::RecvPooled { multishot: true, .. }
         )
-    }
-
-    pub(crate) fn set_fd(&mut self, new: RawFd) {
-        match self {
-            Op::Nop | Op::Timeout { .. } => {}
-            Op::Accept { fd, .. }
-            | Op::Connect { fd, .. }
-            | Op::Recv { fd, .. }
-            | Op::RecvPooled { fd, .. }
-            | Op::Send { fd, .. }
-            | Op::SendVectored { fd, .. }
-            | Op::RecvFrom { fd, .. }
-            | Op::SendTo { fd, .. }
-            | Op::Shutdown { fd, .. }
-            | Op::ReadAt { fd, .. }
-            | Op::WriteAt { fd, .. }
-            | Op::Fsync { fd, .. }
-            | Op::SendFile { fd, .. } => *fd = new,
-        }
     }
 
     /// What a finished op hands back: its buffers, with the `n` bytes the
