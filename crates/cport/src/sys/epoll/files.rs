@@ -38,21 +38,19 @@ pub(super) fn run(op: &mut Op, calls: &AtomicU64) -> io::Result<usize> {
                 let spare = buf.spare_capacity_mut();
                 // SAFETY: writes at most `spare.len()` bytes into the spare
                 // capacity of a Vec this thread owns for the call.
-                syscall!(pread(
-                    *fd,
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                    *offset as libc::off_t
-                ))
-                .map(|n| n as usize)
+                syscall!(unsafe { libc::pread(*fd, spare.as_mut_ptr().cast(), spare.len(), *offset as libc::off_t) })
+                    .map(|n| n as usize)
             }
             Op::WriteAt { fd, buf, offset } => {
                 let s = buf.as_slice();
                 // SAFETY: reads `s.len()` bytes of a live buffer this thread owns.
-                syscall!(pwrite(*fd, s.as_ptr().cast(), s.len(), *offset as libc::off_t)).map(|n| n as usize)
+                syscall!(unsafe { libc::pwrite(*fd, s.as_ptr().cast(), s.len(), *offset as libc::off_t) })
+                    .map(|n| n as usize)
             }
-            Op::Fsync { fd, data_only: true } => syscall!(fdatasync(*fd)).map(|_| 0),
-            Op::Fsync { fd, data_only: false } => syscall!(fsync(*fd)).map(|_| 0),
+            // SAFETY: an fd argument only; no memory is passed.
+            Op::Fsync { fd, data_only: true } => syscall!(unsafe { libc::fdatasync(*fd) }).map(|_| 0),
+            // SAFETY: as above.
+            Op::Fsync { fd, data_only: false } => syscall!(unsafe { libc::fsync(*fd) }).map(|_| 0),
             _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
         };
         match res {

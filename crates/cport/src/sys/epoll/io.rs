@@ -8,10 +8,12 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::completion::{Completion, Meta};
+use socket2::SockRef;
+
 use crate::sys::buf::{Buf, Payload};
 use crate::sys::{errno, sockaddr_to_std, syscall, Op};
 
@@ -136,7 +138,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 let want = spare.len();
                 // SAFETY: the kernel writes at most `want` bytes into the
                 // spare capacity of a Vec this op owns.
-                match syscall!(recv(*fd, spare.as_mut_ptr().cast(), want, 0)) {
+                match syscall!(unsafe { libc::recv(*fd, spare.as_mut_ptr().cast(), want, 0) }) {
                     Ok(n) => {
                         flags.after_read(n as usize, want);
                         Attempt::Done(Ok(n as usize), Aux::None)
@@ -182,11 +184,11 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                     // SAFETY: buffers `bid` and the spill were just taken from
                     // the free list, so this call is their only user; each
                     // iovec spans exactly one of them.
-                    syscall!(readv(*fd, iov.as_ptr(), 2))
+                    syscall!(unsafe { libc::readv(*fd, iov.as_ptr(), 2) })
                 } else {
                     // SAFETY: buffer `bid` was just taken from the free list,
                     // so this call is its only user; it is `size` bytes long.
-                    syscall!(recv(*fd, ptr.cast(), size, 0))
+                    syscall!(unsafe { libc::recv(*fd, ptr.cast(), size, 0) })
                 };
                 match r {
                     Ok(0) => {
@@ -222,7 +224,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
             Op::Send { fd, buf } => {
                 let s = buf.as_slice();
                 // SAFETY: the kernel reads `s.len()` bytes of a buffer this op owns.
-                match syscall!(send(*fd, s.as_ptr().cast(), s.len(), libc::MSG_NOSIGNAL)) {
+                match syscall!(unsafe { libc::send(*fd, s.as_ptr().cast(), s.len(), libc::MSG_NOSIGNAL) }) {
                     Ok(n) => {
                         flags.after_write(n as usize, s.len());
                         Attempt::Done(Ok(n as usize), Aux::None)
@@ -245,7 +247,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 hdr.msg_iovlen = 1;
                 // SAFETY: the header points at a live iovec over the op's spare
                 // capacity and at local address storage of the stated size.
-                match syscall!(recvmsg(*fd, &mut hdr, 0)) {
+                match syscall!(unsafe { libc::recvmsg(*fd, &mut hdr, 0) }) {
                     Ok(n) => Attempt::Done(Ok(n as usize), Aux::Peer(sockaddr_to_std(&addr, hdr.msg_namelen))),
                     Err(e) => read_error(e, flags),
                 }
@@ -264,7 +266,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 hdr.msg_iovlen = 1;
                 // SAFETY: the header points at a live iovec over the op's
                 // buffer (only read) and at the op's own address.
-                match syscall!(sendmsg(*fd, &hdr, libc::MSG_NOSIGNAL)) {
+                match syscall!(unsafe { libc::sendmsg(*fd, &hdr, libc::MSG_NOSIGNAL) }) {
                     Ok(n) => Attempt::Done(Ok(n as usize), Aux::None),
                     Err(e) => write_error(e, flags),
                 }
@@ -275,7 +277,9 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 }
                 let mut off = *offset as libc::off_t;
                 let chunk = (*len).min(MAX_SENDFILE) as usize;
-                match syscall!(sendfile(*fd, file.as_raw_fd(), &mut off, chunk)) {
+                // SAFETY: `off` is a live local the call updates; the fds are
+                // open (the port holds the socket, the op holds the file).
+                match syscall!(unsafe { libc::sendfile(*fd, file.as_raw_fd(), &mut off, chunk) }) {
                     Ok(0) => Attempt::Done(Ok(*progress as usize), Aux::None), // end of file
                     Ok(n) => {
                         let n = n as u64;
@@ -326,12 +330,8 @@ fn write_error(e: io::Error, flags: &mut Flags) -> Attempt {
 fn accept(fd: RawFd, multishot: bool, flags: &mut Flags) -> Attempt {
     // Blocking and close-on-exec, exactly as io_uring's accept hands it out:
     // the stream may be used without the port; `associate` makes it non-blocking.
-    match syscall!(accept4(
-        fd,
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        libc::SOCK_CLOEXEC
-    )) {
+    // SAFETY: null address pointers: the peer's address is not asked for.
+    match syscall!(unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) }) {
         Ok(s) if multishot => {
             // SAFETY: accept4 just created this fd; nothing else owns it.
             let stream = unsafe { TcpStream::from_raw_fd(s) };
@@ -346,7 +346,9 @@ fn accept(fd: RawFd, multishot: bool, flags: &mut Flags) -> Attempt {
 
 fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut Flags, calls: &Calls) -> Attempt {
     if *progress == 0 {
-        return match syscall!(connect(fd, addr.as_ptr().cast(), addr.len())) {
+        // SAFETY: `addr` is a valid socket address of `addr.len()` bytes,
+        // owned by the op; the kernel copies it during the call.
+        return match syscall!(unsafe { libc::connect(fd, addr.as_ptr().cast(), addr.len()) }) {
             Ok(_) => Attempt::Done(Ok(0), Aux::None),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => {
                 *progress = 1;
@@ -356,32 +358,17 @@ fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut 
             Err(e) => Attempt::Done(Err(e), Aux::None),
         };
     }
+    // SAFETY: the port holds `fd` open while this op is counted on its handle.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let sock = SockRef::from(&fd);
     // Writable (or failed): the socket's pending error says how it went.
-    let mut err: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let r = syscall!(getsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_ERROR,
-        (&mut err as *mut libc::c_int).cast(),
-        &mut len
-    ));
-    if let Err(e) = r {
-        return Attempt::Done(Err(e), Aux::None);
-    }
-    if err != 0 {
-        return Attempt::Done(Err(errno(err)), Aux::None);
+    match sock.take_error() {
+        Ok(None) => {}
+        Ok(Some(e)) | Err(e) => return Attempt::Done(Err(e), Aux::None),
     }
     // No error yet: connected, or still in progress (a stale readiness).
-    // SAFETY: all-zero bytes are a valid sockaddr_storage.
-    let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut plen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     calls.one();
-    match syscall!(getpeername(
-        fd,
-        (&mut peer as *mut libc::sockaddr_storage).cast(),
-        &mut plen
-    )) {
+    match sock.peer_addr() {
         Ok(_) => Attempt::Done(Ok(0), Aux::None),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             flags.write_ready = false;
@@ -397,7 +384,7 @@ fn pool_empty(fd: RawFd, flags: &mut Flags, calls: &Calls) -> Attempt {
     let mut byte = 0u8;
     loop {
         // SAFETY: peeks at most one byte into a live local.
-        let r = syscall!(recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK));
+        let r = syscall!(unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK) });
         match r {
             Ok(0) => {
                 flags.rdhup = true;
@@ -438,7 +425,7 @@ fn send_vectored(fd: RawFd, bufs: &[Buf], flags: &mut Flags) -> Attempt {
     hdr.msg_iovlen = iovs.len();
     // SAFETY: the header points at live iovecs over buffers this op owns,
     // which the kernel only reads.
-    match syscall!(sendmsg(fd, &hdr, libc::MSG_NOSIGNAL)) {
+    match syscall!(unsafe { libc::sendmsg(fd, &hdr, libc::MSG_NOSIGNAL) }) {
         Ok(n) => {
             flags.after_write(n as usize, total);
             Attempt::Done(Ok(n as usize), Aux::None)
@@ -450,7 +437,8 @@ fn send_vectored(fd: RawFd, bufs: &[Buf], flags: &mut Flags) -> Attempt {
 /// `shutdown(2)`, done at once.
 pub(super) fn shutdown(fd: RawFd, how: Shutdown, calls: &Calls) -> io::Result<usize> {
     calls.one();
-    syscall!(shutdown(fd, crate::sys::shut_how(how))).map(|_| 0)
+    // SAFETY: integer arguments only; no memory is passed.
+    syscall!(unsafe { libc::shutdown(fd, crate::sys::shut_how(how)) }).map(|_| 0)
 }
 
 /// The final completion of an op, handing its buffers back exactly as the

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use slab::Slab;
+use socket2::{SockRef, Type};
 
 use self::files::FileThreads;
 use self::io::{Attempt, Aux, Calls, Flags};
@@ -161,10 +162,12 @@ pub(crate) struct Epoll {
 
 impl Epoll {
     fn new(entries: u32, queue: Arc<QueueCount>) -> stdio::Result<Epoll> {
-        let ep = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: integer arguments only; no memory is passed.
+        let ep = syscall!(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: epoll_create1 just returned this fd; nothing else owns it.
         let epfd = unsafe { OwnedFd::from_raw_fd(ep) };
-        let ev = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+        // SAFETY: integer arguments only; no memory is passed.
+        let ev = syscall!(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
         // SAFETY: eventfd just returned this fd; nothing else owns it.
         let wakefd = unsafe { OwnedFd::from_raw_fd(ev) };
         // Edge-triggered: every write is an edge, so the counter is never read.
@@ -172,12 +175,8 @@ impl Epoll {
             events: (libc::EPOLLIN | libc::EPOLLET) as u32,
             u64: WAKE_TOKEN,
         };
-        syscall!(epoll_ctl(
-            epfd.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            wakefd.as_raw_fd(),
-            &mut e
-        ))?;
+        // SAFETY: `e` is a live epoll_event the kernel copies during the call.
+        syscall!(unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, wakefd.as_raw_fd(), &mut e) })?;
         let batch = entries.clamp(64, 1024) as usize;
         Ok(Epoll {
             id: crate::sys::next_driver_id(),
@@ -258,25 +257,20 @@ impl Inner {
         };
         self.count();
         let ep = self.epfd.as_raw_fd();
-        if let Err(e) = syscall!(epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev)) {
+        // SAFETY: `ev` is a live epoll_event the kernel copies during the call.
+        if let Err(e) = syscall!(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }) {
             if e.raw_os_error() != Some(libc::EEXIST) {
                 return Err(e);
             }
             self.count();
-            syscall!(epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, &mut ev))?;
+            // SAFETY: as above.
+            syscall!(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, &mut ev) })?;
         }
         f.flags.registered = true;
-        let mut ty: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         self.count();
-        let r = syscall!(getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut ty as *mut libc::c_int).cast(),
-            &mut len
-        ));
-        f.flags.stream = r.is_ok() && ty == libc::SOCK_STREAM;
+        // SAFETY: the port holds `fd` open while an op on it is pushed.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        f.flags.stream = SockRef::from(&borrowed).r#type().is_ok_and(|t| t == Type::STREAM);
         Ok(())
     }
 
@@ -484,12 +478,16 @@ impl Inner {
 
     /// One `epoll_wait`; handles what it reports. Called without `state` held.
     fn poll(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> stdio::Result<MutexGuardState<'_>> {
-        let n = syscall!(epoll_wait(
-            self.epfd.as_raw_fd(),
-            events.as_mut_ptr(),
-            events.len() as i32,
-            timeout_ms
-        ));
+        // SAFETY: the kernel writes at most `events.len()` entries into
+        // `events`, a live slice this call borrows mutably.
+        let n = syscall!(unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout_ms,
+            )
+        });
         let mut st = self.state.lock();
         st.blocked = false;
         st.signalled = false;
@@ -777,7 +775,8 @@ impl Driver for Epoll {
         if f.flags.registered {
             inner.count();
             let mut ev = libc::epoll_event { events: 0, u64: 0 };
-            let _ = syscall!(epoll_ctl(inner.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev));
+            // SAFETY: `ev` is a live epoll_event (ignored by EPOLL_CTL_DEL).
+            let _ = syscall!(unsafe { libc::epoll_ctl(inner.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) });
         }
         *f = FdState::new(GenIndex::next_generation(f.gen));
     }

@@ -164,7 +164,8 @@ impl Uring {
                 source,
             });
         }
-        let efd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)).map_err(|source| {
+        // SAFETY: integer arguments only; no memory is passed.
+        let efd = syscall!(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) }).map_err(|source| {
             BuildError::IoUringUnavailable {
                 cause: format!("eventfd failed: {source}"),
                 source,

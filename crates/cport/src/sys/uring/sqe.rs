@@ -115,12 +115,15 @@ pub(super) struct Pipe {
 impl Pipe {
     pub(super) fn new() -> io::Result<Pipe> {
         let mut fds = [0; 2];
-        syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
+        // SAFETY: the kernel writes two fds into `fds`, a live [c_int; 2].
+        syscall!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
         // SAFETY: pipe2 just returned two fresh fds that nothing else owns.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // A bigger pipe means fewer splice round trips for large files.
-        let capacity = syscall!(fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20))
-            .or_else(|_| syscall!(fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ)))
+        // SAFETY: integer arguments only; no memory is passed.
+        let capacity = syscall!(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) })
+            // SAFETY: as above.
+            .or_else(|_| syscall!(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) }))
             .unwrap_or(65536) as u32;
         Ok(Pipe { r, w, capacity })
     }
