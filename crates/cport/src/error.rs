@@ -8,6 +8,7 @@ use std::io;
 
 /// Why an operation (or a posted packet) was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SubmitErrorKind {
     /// Operations in flight plus completions queued reached the port's queue limit.
     QueueFull,
@@ -25,6 +26,7 @@ pub enum SubmitErrorKind {
 
 /// Why [`Port::get`](crate::Port::get) returned no completion.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum GetError {
     /// The timeout passed with nothing to dequeue.
     Timeout,
@@ -65,6 +67,7 @@ impl From<GetError> for io::Error {
 
 /// Why a port could not be built.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum BuildError {
     /// io_uring was asked for and cannot be set up; the message names the cause
     /// (ENOSYS, EPERM, the `kernel.io_uring_disabled` sysctl, ...).

@@ -5,6 +5,7 @@ use std::fmt;
 /// The kind of operation a completion belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum OpKind {
     /// A packet of the program's own ([`Port::post`](crate::Port::post)).
     Post,

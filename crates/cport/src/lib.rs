@@ -26,6 +26,8 @@
 //! The backend is io_uring when the kernel allows it and epoll otherwise; see
 //! [`Backend`] and `docs/ARCHITECTURE.md` for how the ring is shared.
 
+#![deny(missing_docs)]
+
 // Leaves: small value types that import nothing else of the crate
 // (`id` and `completion` build on them). See docs/ARCHITECTURE.md for the map.
 mod backend;

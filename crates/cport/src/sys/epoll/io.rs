@@ -94,8 +94,9 @@ impl Flags {
     }
 }
 
-/// Extra result data that the final completion's payload is built from.
-pub(super) enum Aux {
+/// What a receive learned besides its byte count (the sender, or the pool
+/// buffer it filled): the final completion's payload is built from it.
+pub(super) enum RecvInfo {
     None,
     /// The datagram's sender (`recv_from`).
     Peer(Option<SocketAddr>),
@@ -115,7 +116,7 @@ pub(super) enum Attempt {
     /// second: two deliveries, in order (bytes, buffer); the op stays armed.
     EmitTwo((usize, Payload), (usize, Payload)),
     /// The op is finished.
-    Done(io::Result<usize>, Aux),
+    Done(io::Result<usize>, RecvInfo),
 }
 
 fn is_again(e: &io::Error) -> bool {
@@ -141,7 +142,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 match syscall!(unsafe { libc::recv(*fd, spare.as_mut_ptr().cast(), want, 0) }) {
                     Ok(n) => {
                         flags.after_read(n as usize, want);
-                        Attempt::Done(Ok(n as usize), Aux::None)
+                        Attempt::Done(Ok(n as usize), RecvInfo::None)
                     }
                     Err(e) => read_error(e, flags),
                 }
@@ -194,7 +195,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                     Ok(0) => {
                         give_back(true);
                         flags.after_read(0, want);
-                        Attempt::Done(Ok(0), Aux::None)
+                        Attempt::Done(Ok(0), RecvInfo::None)
                     }
                     Ok(n) => {
                         let n = n as usize;
@@ -210,7 +211,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                                 if *multishot {
                                     Attempt::Emit(Ok(n), Payload::Buf(Buf::Pooled(pool.claim(bid, n))))
                                 } else {
-                                    Attempt::Done(Ok(n), Aux::Bid(bid))
+                                    Attempt::Done(Ok(n), RecvInfo::Bid(bid))
                                 }
                             }
                         }
@@ -227,7 +228,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 match syscall!(unsafe { libc::send(*fd, s.as_ptr().cast(), s.len(), libc::MSG_NOSIGNAL) }) {
                     Ok(n) => {
                         flags.after_write(n as usize, s.len());
-                        Attempt::Done(Ok(n as usize), Aux::None)
+                        Attempt::Done(Ok(n as usize), RecvInfo::None)
                     }
                     Err(e) => write_error(e, flags),
                 }
@@ -248,7 +249,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 // SAFETY: the header points at a live iovec over the op's spare
                 // capacity and at local address storage of the stated size.
                 match syscall!(unsafe { libc::recvmsg(*fd, &mut hdr, 0) }) {
-                    Ok(n) => Attempt::Done(Ok(n as usize), Aux::Peer(sockaddr_to_std(&addr, hdr.msg_namelen))),
+                    Ok(n) => Attempt::Done(Ok(n as usize), RecvInfo::Peer(sockaddr_to_std(&addr, hdr.msg_namelen))),
                     Err(e) => read_error(e, flags),
                 }
             }
@@ -267,27 +268,27 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 // SAFETY: the header points at a live iovec over the op's
                 // buffer (only read) and at the op's own address.
                 match syscall!(unsafe { libc::sendmsg(*fd, &hdr, libc::MSG_NOSIGNAL) }) {
-                    Ok(n) => Attempt::Done(Ok(n as usize), Aux::None),
+                    Ok(n) => Attempt::Done(Ok(n as usize), RecvInfo::None),
                     Err(e) => write_error(e, flags),
                 }
             }
             Op::SendFile { fd, file, offset, len } => {
                 if *len == 0 {
-                    return Attempt::Done(Ok(*progress as usize), Aux::None);
+                    return Attempt::Done(Ok(*progress as usize), RecvInfo::None);
                 }
                 let mut off = *offset as libc::off_t;
                 let chunk = (*len).min(MAX_SENDFILE) as usize;
                 // SAFETY: `off` is a live local the call updates; the fds are
                 // open (the port holds the socket, the op holds the file).
                 match syscall!(unsafe { libc::sendfile(*fd, file.as_raw_fd(), &mut off, chunk) }) {
-                    Ok(0) => Attempt::Done(Ok(*progress as usize), Aux::None), // end of file
+                    Ok(0) => Attempt::Done(Ok(*progress as usize), RecvInfo::None), // end of file
                     Ok(n) => {
                         let n = n as u64;
                         *offset += n;
                         *len -= n.min(*len);
                         *progress += n;
                         if *len == 0 {
-                            Attempt::Done(Ok(*progress as usize), Aux::None)
+                            Attempt::Done(Ok(*progress as usize), RecvInfo::None)
                         } else {
                             Attempt::Step
                         }
@@ -300,7 +301,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
             | Op::Shutdown { .. }
             | Op::ReadAt { .. }
             | Op::WriteAt { .. }
-            | Op::Fsync { .. } => Attempt::Done(Err(errno(libc::EINVAL)), Aux::None),
+            | Op::Fsync { .. } => Attempt::Done(Err(errno(libc::EINVAL)), RecvInfo::None),
         };
         match a {
             Attempt::Done(Err(ref e), _) if is_intr(e) => continue,
@@ -314,7 +315,7 @@ fn read_error(e: io::Error, flags: &mut Flags) -> Attempt {
         flags.read_ready = false;
         Attempt::Again
     } else {
-        Attempt::Done(Err(e), Aux::None)
+        Attempt::Done(Err(e), RecvInfo::None)
     }
 }
 
@@ -323,7 +324,7 @@ fn write_error(e: io::Error, flags: &mut Flags) -> Attempt {
         flags.write_ready = false;
         Attempt::Again
     } else {
-        Attempt::Done(Err(e), Aux::None)
+        Attempt::Done(Err(e), RecvInfo::None)
     }
 }
 
@@ -337,9 +338,11 @@ fn accept(fd: RawFd, multishot: bool, flags: &mut Flags) -> Attempt {
             let stream = unsafe { TcpStream::from_raw_fd(s) };
             Attempt::Emit(Ok(0), Payload::Accepted(stream))
         }
-        Ok(s) => Attempt::Done(Ok(s as usize), Aux::None),
+        Ok(s) => Attempt::Done(Ok(s as usize), RecvInfo::None),
         // The connection went away before we took it: take the next.
-        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Attempt::Done(Err(errno(libc::EINTR)), Aux::None),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            Attempt::Done(Err(errno(libc::EINTR)), RecvInfo::None)
+        }
         Err(e) => read_error(e, flags),
     }
 }
@@ -349,13 +352,13 @@ fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut 
         // SAFETY: `addr` is a valid socket address of `addr.len()` bytes,
         // owned by the op; the kernel copies it during the call.
         return match syscall!(unsafe { libc::connect(fd, addr.as_ptr().cast(), addr.len()) }) {
-            Ok(_) => Attempt::Done(Ok(0), Aux::None),
+            Ok(_) => Attempt::Done(Ok(0), RecvInfo::None),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => {
                 *progress = 1;
                 flags.write_ready = false;
                 Attempt::Again
             }
-            Err(e) => Attempt::Done(Err(e), Aux::None),
+            Err(e) => Attempt::Done(Err(e), RecvInfo::None),
         };
     }
     // SAFETY: the port holds `fd` open while this op is counted on its handle.
@@ -364,17 +367,17 @@ fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut 
     // Writable (or failed): the socket's pending error says how it went.
     match sock.take_error() {
         Ok(None) => {}
-        Ok(Some(e)) | Err(e) => return Attempt::Done(Err(e), Aux::None),
+        Ok(Some(e)) | Err(e) => return Attempt::Done(Err(e), RecvInfo::None),
     }
     // No error yet: connected, or still in progress (a stale readiness).
     calls.one();
     match sock.peer_addr() {
-        Ok(_) => Attempt::Done(Ok(0), Aux::None),
+        Ok(_) => Attempt::Done(Ok(0), RecvInfo::None),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             flags.write_ready = false;
             Attempt::Again
         }
-        Err(e) => Attempt::Done(Err(e), Aux::None),
+        Err(e) => Attempt::Done(Err(e), RecvInfo::None),
     }
 }
 
@@ -388,9 +391,9 @@ fn pool_empty(fd: RawFd, flags: &mut Flags, calls: &Calls) -> Attempt {
         match r {
             Ok(0) => {
                 flags.rdhup = true;
-                return Attempt::Done(Ok(0), Aux::None);
+                return Attempt::Done(Ok(0), RecvInfo::None);
             }
-            Ok(_) => return Attempt::Done(Err(errno(libc::ENOBUFS)), Aux::None),
+            Ok(_) => return Attempt::Done(Err(errno(libc::ENOBUFS)), RecvInfo::None),
             Err(e) if is_intr(&e) => calls.one(),
             Err(e) => return read_error(e, flags),
         };
@@ -428,7 +431,7 @@ fn send_vectored(fd: RawFd, bufs: &[Buf], flags: &mut Flags) -> Attempt {
     match syscall!(unsafe { libc::sendmsg(fd, &hdr, libc::MSG_NOSIGNAL) }) {
         Ok(n) => {
             flags.after_write(n as usize, total);
-            Attempt::Done(Ok(n as usize), Aux::None)
+            Attempt::Done(Ok(n as usize), RecvInfo::None)
         }
         Err(e) => write_error(e, flags),
     }
@@ -443,11 +446,11 @@ pub(super) fn shutdown(fd: RawFd, how: Shutdown, calls: &Calls) -> io::Result<us
 
 /// The final completion of an op, handing its buffers back exactly as the
 /// io_uring backend does.
-pub(super) fn finish(meta: Meta, op: Op, result: io::Result<usize>, aux: Aux) -> Completion {
+pub(super) fn finish(meta: Meta, op: Op, result: io::Result<usize>, aux: RecvInfo) -> Completion {
     let (peer, bid) = match aux {
-        Aux::None => (None, None),
-        Aux::Peer(p) => (p, None),
-        Aux::Bid(b) => (None, Some(b)),
+        RecvInfo::None => (None, None),
+        RecvInfo::Peer(p) => (p, None),
+        RecvInfo::Bid(b) => (None, Some(b)),
     };
     let payload = op.finish(&result, peer, bid);
     Completion::new(meta, result, payload, false)

@@ -33,7 +33,7 @@ use slab::Slab;
 use socket2::{SockRef, Type};
 
 use self::files::FileThreads;
-use self::io::{Attempt, Aux, Calls, Flags};
+use self::io::{Attempt, Calls, Flags, RecvInfo};
 use self::timers::Timers;
 use super::buf::{BufPool, FreeStack, Payload, PoolInner, Provider};
 use super::{errno, syscall, CancelTarget, Driver, Op, QueueCount};
@@ -331,7 +331,7 @@ impl Inner {
     fn stop_front(&self, f: &mut FdState, ops: &mut Slab<Entry>, ready: &mut Vec<Completion>, dir: Dir) {
         if let Some(idx) = f.queue(dir).pop_front() {
             let e = ops.remove(idx as usize);
-            ready.push(io::finish(e.meta, e.op, Err(errno(libc::ENOBUFS)), Aux::None));
+            ready.push(io::finish(e.meta, e.op, Err(errno(libc::ENOBUFS)), RecvInfo::None));
         }
     }
 
@@ -342,7 +342,8 @@ impl Inner {
         let writes = std::mem::take(&mut f.writes);
         for idx in reads.into_iter().chain(writes) {
             let e = st.ops.remove(idx as usize);
-            st.ready.push(io::finish(e.meta, e.op, Err(errno(code)), Aux::None));
+            st.ready
+                .push(io::finish(e.meta, e.op, Err(errno(code)), RecvInfo::None));
         }
     }
 
@@ -414,7 +415,8 @@ impl Inner {
                 let was_head = q.front() == Some(&(idx as u32));
                 q.retain(|&i| i as usize != idx);
                 let e = st.ops.remove(idx);
-                st.ready.push(io::finish(e.meta, e.op, Err(errno(code)), Aux::None));
+                st.ready
+                    .push(io::finish(e.meta, e.op, Err(errno(code)), RecvInfo::None));
                 if was_head {
                     // The next op in line may be able to run now.
                     self.run_queue(st, fd, dir);
@@ -425,7 +427,8 @@ impl Inner {
             Place::Job => st.file_threads.jobs.retain(|&i| i as usize != idx),
         }
         let e = st.ops.remove(idx);
-        st.ready.push(io::finish(e.meta, e.op, Err(errno(code)), Aux::None));
+        st.ready
+            .push(io::finish(e.meta, e.op, Err(errno(code)), RecvInfo::None));
         if place == Place::Timer {
             let ops = &st.ops;
             st.timers.compact(|id| timer_live(ops, id));
@@ -472,7 +475,7 @@ impl Inner {
         for idx in rest {
             let e = st.ops.remove(idx);
             st.ready
-                .push(io::finish(e.meta, e.op, Err(errno(libc::ECANCELED)), Aux::None));
+                .push(io::finish(e.meta, e.op, Err(errno(libc::ECANCELED)), RecvInfo::None));
         }
     }
 
@@ -536,7 +539,7 @@ fn queue_file_job(inner: &Arc<Inner>, st: &mut State, idx: u32) {
             // Nobody would ever run it: fail it now.
             st.file_threads.jobs.retain(|&i| i != idx);
             let entry = st.ops.remove(idx as usize);
-            st.ready.push(io::finish(entry.meta, entry.op, Err(e), Aux::None));
+            st.ready.push(io::finish(entry.meta, entry.op, Err(e), RecvInfo::None));
         }
         Err(_) => {}
     }
@@ -562,7 +565,7 @@ fn file_thread(inner: Arc<Inner>) {
         let res = files::run(&mut op, &inner.file_calls);
         st = inner.state.lock();
         let e = st.ops.remove(idx as usize);
-        st.ready.push(io::finish(e.meta, op, res, Aux::None));
+        st.ready.push(io::finish(e.meta, op, res, RecvInfo::None));
         inner.notify(&mut st);
     }
 }
@@ -607,7 +610,7 @@ impl Driver for Epoll {
         };
         if st.cancelled_all {
             // Shut down: the op completes at once, cancelled, buffers handed back.
-            return done(st, io::finish(meta, op, Err(errno(libc::ECANCELED)), Aux::None));
+            return done(st, io::finish(meta, op, Err(errno(libc::ECANCELED)), RecvInfo::None));
         }
         let place = match &op {
             Op::Nop => return done(st, Completion::new(meta, Ok(0), Payload::None, false)),
@@ -635,7 +638,7 @@ impl Driver for Epoll {
                 let fd = other.fd();
                 let dir = dir_of(other).expect("every other op is a socket op");
                 if fd < 0 {
-                    return done(st, io::finish(meta, op, Err(errno(libc::EBADF)), Aux::None));
+                    return done(st, io::finish(meta, op, Err(errno(libc::EBADF)), RecvInfo::None));
                 }
                 Place::Queued(fd, dir)
             }

@@ -23,7 +23,7 @@ use slab::Slab;
 
 use bufring::BufRing;
 
-use self::sqe::{Extra, InFlight, Pipe, SpliceState};
+use self::sqe::{InFlight, Pipe, SpliceState, SqeData};
 use super::buf::{Buf, BufPool, Payload, PoolInner, Provider};
 use super::{errno_result, syscall, CancelTarget, Driver, Op, QueueCount};
 use crate::backend::Backend;
@@ -394,7 +394,7 @@ impl Core {
         }
         // send_file: advance the splice state machine.
         let asked = matches!(f.op, Op::SendFile { .. }) && asked_to_cancel(st.cancelled_all, &st.cancelled_fds, f);
-        if let (Op::SendFile { fd, file, .. }, Extra::Splice(s)) = (&f.op, &mut f.extra) {
+        if let (Op::SendFile { fd, file, .. }, SqeData::Splice(s)) = (&f.op, &mut f.sqe_data) {
             let (sock, file) = (*fd, file.as_raw_fd());
             let next = if asked {
                 Err(libc::ECANCELED)
@@ -409,8 +409,8 @@ impl Core {
                 }
                 Ok(None) => {
                     let f = st.ops.remove(idx);
-                    let sent = match &f.extra {
-                        Extra::Splice(s) => s.sent,
+                    let sent = match &f.sqe_data {
+                        SqeData::Splice(s) => s.sent,
                         _ => 0,
                     };
                     self.finish(f, Ok(sent as usize), 0, out);
@@ -434,12 +434,12 @@ impl Core {
 
     /// Turns a finished op into its final completion, handing buffers back.
     fn finish(&self, f: InFlight, result: io::Result<usize>, flags: u32, out: &mut Vec<Completion>) {
-        let InFlight { meta, op, extra, .. } = f;
+        let InFlight { meta, op, sqe_data, .. } = f;
         let payload = match op {
             Op::SendFile { .. } => {
                 // Only a pipe known to be empty is reused: after an error or
                 // a cancel it may hold bytes of this file.
-                if let Extra::Splice(s) = extra {
+                if let SqeData::Splice(s) = sqe_data {
                     if result.is_ok() && s.in_pipe == 0 {
                         self.pipes.lock().push(s.pipe);
                     }
@@ -447,8 +447,8 @@ impl Core {
                 op.into_payload()
             }
             other => {
-                let peer = match &extra {
-                    Extra::Msg(m) => m.peer(),
+                let peer = match &sqe_data {
+                    SqeData::Msg(m) => m.peer(),
                     _ => None,
                 };
                 other.finish(&result, peer, cqueue::buffer_select(flags))
@@ -465,8 +465,8 @@ fn asked_to_cancel(all: bool, fds: &HashMap<RawFd, u64>, f: &InFlight) -> bool {
 
 /// The SQE that starts `f` again after the kernel cancelled it on its own.
 fn resubmission(f: &mut InFlight) -> Option<squeue::Entry> {
-    match (&mut f.op, &mut f.extra) {
-        (Op::SendFile { fd, file, .. }, Extra::Splice(s)) => {
+    match (&mut f.op, &mut f.sqe_data) {
+        (Op::SendFile { fd, file, .. }, SqeData::Splice(s)) => {
             let (sock, file) = (*fd, file.as_raw_fd());
             Some(if s.polling {
                 sqe::poll_writable(sock)
@@ -576,7 +576,7 @@ impl Driver for Uring {
             gen,
             meta,
             op,
-            extra: Extra::None,
+            sqe_data: SqeData::None,
             cancelled: false,
             failed: None,
             due: None,

@@ -3,7 +3,7 @@
 //!
 //! Every pointer put into an SQE points into heap memory owned by the
 //! operation's `InFlight` entry (a `Vec`'s or `Bytes`' data, a pool buffer, or
-//! a `Box` in `Extra`), never into the entry itself, which moves into the slab.
+//! a `Box` in `SqeData`), never into the entry itself, which moves into the slab.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -20,7 +20,7 @@ pub(super) struct InFlight {
     pub(super) gen: u32,
     pub(super) meta: Meta,
     pub(super) op: Op,
-    pub(super) extra: Extra,
+    pub(super) sqe_data: SqeData,
     pub(super) cancelled: bool,
     /// Set when the op could not start: its completion carries this errno.
     pub(super) failed: Option<i32>,
@@ -32,12 +32,15 @@ pub(super) struct InFlight {
     pub(super) stopped: bool,
 }
 
-// SAFETY: the raw pointers in `Extra` point into heap memory owned by this
+// SAFETY: the raw pointers in `SqeData` point into heap memory owned by this
 // same entry (boxes and the op's buffers); nothing else aliases them, so the
 // entry may move between threads with its owner, the locked slab.
 unsafe impl Send for InFlight {}
 
-pub(super) enum Extra {
+/// Memory an in-flight entry keeps beside its op because its SQE points at
+/// it (a timeout's timespec, a msghdr, the splice loop's state), boxed so
+/// it stays put while the entry moves.
+pub(super) enum SqeData {
     None,
     Ts(#[allow(dead_code)] Box<types::Timespec>),
     Msg(Box<MsgBox>),
@@ -159,7 +162,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<Pipe>) -
         Op::Timeout { dur } => {
             let ts = Box::new(types::Timespec::from(*dur));
             let e = opcode::Timeout::new(&*ts).build();
-            f.extra = Extra::Ts(ts);
+            f.sqe_data = SqeData::Ts(ts);
             e
         }
         // Multishot accepts are re-armed one at a time by the driver (see `Core::complete`).
@@ -195,7 +198,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<Pipe>) -
             let e = opcode::SendMsg::new(types::Fd(*fd), &m.hdr)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build();
-            f.extra = Extra::VecMsg(m);
+            f.sqe_data = SqeData::VecMsg(m);
             e
         }
         Op::RecvFrom { fd, buf } => {
@@ -207,7 +210,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<Pipe>) -
             let mut m = MsgBox::new(iov);
             m.link();
             let e = opcode::RecvMsg::new(types::Fd(*fd), &mut m.hdr).build();
-            f.extra = Extra::Msg(m);
+            f.sqe_data = SqeData::Msg(m);
             e
         }
         Op::SendTo { fd, buf, addr } => {
@@ -217,7 +220,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<Pipe>) -
             let e = opcode::SendMsg::new(types::Fd(*fd), &m.hdr)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build();
-            f.extra = Extra::Msg(m);
+            f.sqe_data = SqeData::Msg(m);
             e
         }
         Op::Shutdown { fd, how } => opcode::Shutdown::new(types::Fd(*fd), super::super::shut_how(*how)).build(),
@@ -253,7 +256,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<Pipe>) -
                     polling: false,
                 });
                 let e = splice_fill(&mut st, file.as_raw_fd());
-                f.extra = Extra::Splice(st);
+                f.sqe_data = SqeData::Splice(st);
                 e
             }
         }
