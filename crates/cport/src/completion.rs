@@ -1,169 +1,16 @@
-//! Completion packets and the small value types that travel with them.
+//! What an operation hands back: its completion packet, or, when it was
+//! refused, its buffers with the reason.
 
+use std::error::Error;
 use std::fmt;
 use std::io;
 
-use crate::buf::{Buf, Payload};
-use crate::error::ShutDownError;
-use crate::handle::Handle;
-
-/// The completion key: chosen by the program when it associates an I/O object
-/// (IOCP's `CompletionKey`), usually "which connection is this".
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(pub u64);
-
-/// Identifies one issued operation, for [`Port::cancel_op`](crate::Port::cancel_op).
-///
-/// Generation-tagged: an id whose operation has completed never matches a
-/// later one. It names its port too: another port refuses it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct OpId {
-    pub(crate) port: u32,
-    pub(crate) op: OpRef,
-}
-
-/// A backend's name for one operation: the slot of its in-flight table and
-/// the slot's generation, packed into the `user_data` the kernel hands back
-/// (IOCP's OVERLAPPED pointer).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub(crate) struct OpRef(pub(crate) u64);
-
-impl OpRef {
-    /// The op in slot `idx` of a driver's table, generation `gen`.
-    pub(crate) fn new(gen: u32, idx: usize) -> OpRef {
-        OpRef(((gen as u64) << 32) | idx as u64)
-    }
-    /// The slot in the driver's table.
-    pub(crate) fn idx(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
-    }
-    /// The generation the slot had when the op was pushed.
-    pub(crate) fn gen(self) -> u32 {
-        (self.0 >> 32) as u32
-    }
-}
-
-/// Whether a completion jumps the queue.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Priority {
-    /// Dequeued in arrival order.
-    #[default]
-    Normal,
-    /// Dequeued before every ready normal-priority completion.
-    High,
-}
-
-/// The per-operation context (IOCP's `OVERLAPPED` pointer): a value the
-/// program chooses, and the operation's priority.
-///
-/// A plain `u64` converts into a normal-priority context.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Ctx {
-    /// The value handed back in [`Completion::ctx`].
-    pub value: u64,
-    /// Where the completion goes in the queue.
-    pub priority: Priority,
-}
-
-impl Ctx {
-    /// A normal-priority context.
-    pub const fn new(value: u64) -> Self {
-        Ctx {
-            value,
-            priority: Priority::Normal,
-        }
-    }
-    /// A high-priority context: its completion is dequeued before normal ones.
-    pub const fn high(value: u64) -> Self {
-        Ctx {
-            value,
-            priority: Priority::High,
-        }
-    }
-}
-
-impl From<u64> for Ctx {
-    fn from(value: u64) -> Self {
-        Ctx::new(value)
-    }
-}
-
-/// The kind of operation a completion belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-#[allow(missing_docs)]
-pub enum OpKind {
-    Post,
-    Nop,
-    Timeout,
-    Accept,
-    Connect,
-    Recv,
-    RecvPooled,
-    Send,
-    SendVectored,
-    RecvFrom,
-    SendTo,
-    Shutdown,
-    ReadAt,
-    WriteAt,
-    Fsync,
-    SendFile,
-    /// A packet posted by [`Port::post_quit`](crate::Port::post_quit): the receiving worker should exit.
-    Quit,
-}
-
-impl OpKind {
-    /// Every kind, in counter order.
-    pub const ALL: [OpKind; 17] = [
-        OpKind::Post,
-        OpKind::Nop,
-        OpKind::Timeout,
-        OpKind::Accept,
-        OpKind::Connect,
-        OpKind::Recv,
-        OpKind::RecvPooled,
-        OpKind::Send,
-        OpKind::SendVectored,
-        OpKind::RecvFrom,
-        OpKind::SendTo,
-        OpKind::Shutdown,
-        OpKind::ReadAt,
-        OpKind::WriteAt,
-        OpKind::Fsync,
-        OpKind::SendFile,
-        OpKind::Quit,
-    ];
-
-    /// A short lowercase name, for logs and counters.
-    pub fn name(self) -> &'static str {
-        match self {
-            OpKind::Post => "post",
-            OpKind::Nop => "nop",
-            OpKind::Timeout => "timeout",
-            OpKind::Accept => "accept",
-            OpKind::Connect => "connect",
-            OpKind::Recv => "recv",
-            OpKind::RecvPooled => "recv_pooled",
-            OpKind::Send => "send",
-            OpKind::SendVectored => "send_vectored",
-            OpKind::RecvFrom => "recv_from",
-            OpKind::SendTo => "send_to",
-            OpKind::Shutdown => "shutdown",
-            OpKind::ReadAt => "read_at",
-            OpKind::WriteAt => "write_at",
-            OpKind::Fsync => "fsync",
-            OpKind::SendFile => "send_file",
-            OpKind::Quit => "quit",
-        }
-    }
-}
-
-impl fmt::Display for OpKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use crate::error::{ShutDownError, SubmitErrorKind};
+use crate::id::{Handle, OpId};
+use crate::index::GenIndex;
+use crate::key::{Ctx, Key, Priority};
+use crate::kind::OpKind;
+use crate::sys::buf::{Buf, Payload};
 
 /// How an operation started by a `try_` method (such as
 /// [`Port::try_send`](crate::Port::try_send)) went.
@@ -186,11 +33,11 @@ pub(crate) struct Meta {
     pub key: Key,
     /// The context value ([`Ctx::value`]).
     pub ctx: u64,
-    pub id: OpRef,
+    /// The backend's name for the operation (its in-flight slot).
+    pub id: GenIndex,
     /// The slot of the handle whose in-flight count this operation holds
-    /// (`NO_HANDLE`: none), and its generation.
-    handle_idx: u32,
-    handle_gen: u32,
+    /// (index `NO_HANDLE`: none), and its generation.
+    handle: GenIndex,
     /// The port the operation (and its handle) belongs to.
     pub port: u32,
     pub kind: OpKind,
@@ -199,7 +46,7 @@ pub(crate) struct Meta {
     pub more: bool,
 }
 
-/// `Meta::handle_idx` of an operation on no handle (no table holds 2^32 slots).
+/// `Meta::handle`'s index for an operation on no handle (no table holds 2^32 slots).
 const NO_HANDLE: u32 = u32::MAX;
 
 impl Meta {
@@ -207,10 +54,9 @@ impl Meta {
         Meta {
             key,
             ctx: ctx.value,
-            id: OpRef(0),
+            id: GenIndex::default(),
             port,
-            handle_idx: handle.map_or(NO_HANDLE, |h| h.idx),
-            handle_gen: handle.map_or(0, |h| h.gen),
+            handle: handle.map_or(GenIndex::new(NO_HANDLE, 0), |h| h.slot),
             kind,
             priority: ctx.priority,
             more: false,
@@ -218,9 +64,8 @@ impl Meta {
     }
     /// The handle the operation holds, if any.
     pub(crate) fn handle(&self) -> Option<Handle> {
-        (self.handle_idx != NO_HANDLE).then_some(Handle {
-            idx: self.handle_idx,
-            gen: self.handle_gen,
+        (self.handle.index() != NO_HANDLE).then_some(Handle {
+            slot: self.handle,
             port: self.port,
             key: self.key,
         })
@@ -322,6 +167,50 @@ impl Completion {
                 None
             }
         }
+    }
+}
+
+/// An operation that was not accepted; the buffers it was given come back in
+/// `payload`, so nothing the caller owned is lost.
+#[derive(Debug)]
+pub struct SubmitError {
+    /// Why.
+    pub kind: SubmitErrorKind,
+    /// The buffers (or file) the call was given, handed back.
+    pub payload: Payload,
+}
+
+impl SubmitError {
+    pub(crate) fn new(kind: SubmitErrorKind, payload: Payload) -> Self {
+        SubmitError { kind, payload }
+    }
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            SubmitErrorKind::QueueFull => "completion port queue limit reached",
+            SubmitErrorKind::InvalidHandle => "handle is closed or stale",
+            SubmitErrorKind::Closing => "handle is closing",
+            SubmitErrorKind::ShutDown => "completion port is shut down",
+            SubmitErrorKind::Unsupported => "operation not supported by this backend",
+            SubmitErrorKind::ForeignPort => "handle or operation belongs to another completion port",
+        })
+    }
+}
+
+impl Error for SubmitError {}
+
+impl From<SubmitError> for io::Error {
+    fn from(e: SubmitError) -> io::Error {
+        let kind = match e.kind {
+            SubmitErrorKind::QueueFull => io::ErrorKind::WouldBlock,
+            SubmitErrorKind::InvalidHandle | SubmitErrorKind::Closing => io::ErrorKind::NotFound,
+            SubmitErrorKind::ShutDown => io::ErrorKind::BrokenPipe,
+            SubmitErrorKind::Unsupported => io::ErrorKind::Unsupported,
+            SubmitErrorKind::ForeignPort => io::ErrorKind::InvalidInput,
+        };
+        io::Error::new(kind, e.to_string())
     }
 }
 

@@ -1,13 +1,14 @@
-//! Errors of the port, one enum per family of calls.
+//! Errors of the port, one enum per family of calls. (The refusal that
+//! hands an operation's buffers back, `SubmitError`, lives with the
+//! completion in `completion.rs`: both carry a payload.)
 
 use std::error::Error;
 use std::fmt;
 use std::io;
 
-use crate::buf::Payload;
-
 /// Why an operation (or a posted packet) was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SubmitErrorKind {
     /// Operations in flight plus completions queued reached the port's queue limit.
     QueueFull,
@@ -23,52 +24,9 @@ pub enum SubmitErrorKind {
     ForeignPort,
 }
 
-/// An operation that was not accepted; the buffers it was given come back in
-/// `payload`, so nothing the caller owned is lost.
-#[derive(Debug)]
-pub struct SubmitError {
-    /// Why.
-    pub kind: SubmitErrorKind,
-    /// The buffers (or file) the call was given, handed back.
-    pub payload: Payload,
-}
-
-impl SubmitError {
-    pub(crate) fn new(kind: SubmitErrorKind, payload: Payload) -> Self {
-        SubmitError { kind, payload }
-    }
-}
-
-impl fmt::Display for SubmitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.kind {
-            SubmitErrorKind::QueueFull => "completion port queue limit reached",
-            SubmitErrorKind::InvalidHandle => "handle is closed or stale",
-            SubmitErrorKind::Closing => "handle is closing",
-            SubmitErrorKind::ShutDown => "completion port is shut down",
-            SubmitErrorKind::Unsupported => "operation not supported by this backend",
-            SubmitErrorKind::ForeignPort => "handle or operation belongs to another completion port",
-        })
-    }
-}
-
-impl Error for SubmitError {}
-
-impl From<SubmitError> for io::Error {
-    fn from(e: SubmitError) -> io::Error {
-        let kind = match e.kind {
-            SubmitErrorKind::QueueFull => io::ErrorKind::WouldBlock,
-            SubmitErrorKind::InvalidHandle | SubmitErrorKind::Closing => io::ErrorKind::NotFound,
-            SubmitErrorKind::ShutDown => io::ErrorKind::BrokenPipe,
-            SubmitErrorKind::Unsupported => io::ErrorKind::Unsupported,
-            SubmitErrorKind::ForeignPort => io::ErrorKind::InvalidInput,
-        };
-        io::Error::new(kind, e.to_string())
-    }
-}
-
 /// Why [`Port::get`](crate::Port::get) returned no completion.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum GetError {
     /// The timeout passed with nothing to dequeue.
     Timeout,
@@ -109,6 +67,7 @@ impl From<GetError> for io::Error {
 
 /// Why a port could not be built.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum BuildError {
     /// io_uring was asked for and cannot be set up; the message names the cause
     /// (ENOSYS, EPERM, the `kernel.io_uring_disabled` sysctl, ...).

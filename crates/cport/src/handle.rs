@@ -1,31 +1,12 @@
-//! Handles: associated I/O objects, generation-checked.
+//! The handle table: associated fds, generation-checked, closed after
+//! their last operation.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use crate::completion::Key;
 use crate::error::SubmitErrorKind;
-
-/// An I/O object associated with a port (IOCP's association of a handle with
-/// a completion port and a key).
-///
-/// A handle is a small copyable name: the port owns the fd. It is
-/// generation-checked, so a handle that was closed never reaches the fd number
-/// the OS hands out next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Handle {
-    pub(crate) idx: u32,
-    pub(crate) gen: u32,
-    /// The port whose table holds it: every port's table starts at slot 0.
-    pub(crate) port: u32,
-    pub(crate) key: Key,
-}
-
-impl Handle {
-    /// The key chosen at association.
-    pub fn key(&self) -> Key {
-        self.key
-    }
-}
+use crate::id::Handle;
+use crate::index::GenIndex;
+use crate::key::Key;
 
 struct Slot {
     gen: u32,
@@ -68,8 +49,7 @@ impl HandleTable {
             slot.inflight = 0;
             slot.closing = false;
             return Handle {
-                idx,
-                gen: slot.gen,
+                slot: GenIndex::new(idx, slot.gen),
                 port: self.port,
                 key,
             };
@@ -82,8 +62,7 @@ impl HandleTable {
             closing: false,
         });
         Handle {
-            idx,
-            gen: 0,
+            slot: GenIndex::new(idx, 0),
             port: self.port,
             key,
         }
@@ -93,8 +72,8 @@ impl HandleTable {
         if h.port != self.port {
             return Err(SubmitErrorKind::ForeignPort);
         }
-        match self.slots.get_mut(h.idx as usize) {
-            Some(s) if s.gen == h.gen && s.fd.is_some() => Ok(s),
+        match self.slots.get_mut(h.slot.index() as usize) {
+            Some(s) if s.gen == h.slot.generation() && s.fd.is_some() => Ok(s),
             _ => Err(SubmitErrorKind::InvalidHandle),
         }
     }
@@ -138,7 +117,7 @@ impl HandleTable {
         s.closing = true;
         let raw = s.fd.as_ref().expect("live slot has an fd").as_raw_fd();
         let rel = if s.inflight == 0 {
-            self.retire(h.idx)
+            self.retire(h.slot.index())
         } else {
             Released::Nothing
         };
@@ -148,7 +127,7 @@ impl HandleTable {
     fn retire(&mut self, idx: u32) -> Released {
         let s = &mut self.slots[idx as usize];
         let fd = s.fd.take();
-        s.gen = s.gen.wrapping_add(1);
+        s.gen = GenIndex::next_generation(s.gen);
         s.closing = false;
         self.free.push(idx);
         self.live -= 1;

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -12,48 +12,18 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use socket2::SockAddr;
 
-use crate::buf::{Buf, Payload};
-use crate::completion::{Completion, Ctx, Issued, Key, Meta, OpId, OpKind};
-use crate::error::{BuildError, GetError, ShutDownError, SubmitError, SubmitErrorKind};
-use crate::handle::{Handle, HandleTable, Released};
+use crate::backend::Backend;
+use crate::completion::{Completion, Issued, Meta, SubmitError};
+use crate::error::{BuildError, GetError, ShutDownError, SubmitErrorKind};
+use crate::handle::{HandleTable, Released};
 use crate::handoff::{start_monitor, DelayHistogram};
+use crate::id::{Handle, OpId};
+use crate::key::{Ctx, Key, Priority};
+use crate::kind::OpKind;
 use crate::sched::{Prioritized, Sched, Waiter, WaiterRef};
 use crate::stats::{Counters, Stats, ThreadCounters};
-use crate::sys::{self, BufPool, CancelTarget, Driver, Op, QueueCount};
-
-/// Which kernel interface a port runs on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Backend {
-    /// io_uring if the kernel allows it, else epoll (the default). The
-    /// `CPORT_BACKEND=uring|epoll` environment variable overrides it.
-    #[default]
-    Auto,
-    /// io_uring only: building fails, naming the cause, if it cannot be set up.
-    IoUring,
-    /// epoll readiness turned into completions; file I/O on a small thread pool.
-    Epoll,
-}
-
-impl Backend {
-    /// The name used in logs and in `CPORT_BACKEND`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Auto => "auto",
-            Backend::IoUring => "uring",
-            Backend::Epoll => "epoll",
-        }
-    }
-
-    /// Parses `auto`, `uring`/`io_uring`, or `epoll`.
-    pub fn parse(s: &str) -> Option<Backend> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" | "" => Some(Backend::Auto),
-            "uring" | "io_uring" | "iouring" => Some(Backend::IoUring),
-            "epoll" => Some(Backend::Epoll),
-            _ => None,
-        }
-    }
-}
+use crate::sys::buf::{Buf, BufPool, Datagram, Payload};
+use crate::sys::{self, CancelTarget, Driver, Op, QueueCount};
 
 /// What issuing does when the queue limit is reached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -224,7 +194,7 @@ struct Shared {
 
 impl Prioritized for Completion {
     fn is_high(&self) -> bool {
-        self.priority() == crate::completion::Priority::High
+        self.priority() == Priority::High
     }
     fn ends_batch(&self) -> bool {
         self.kind() == OpKind::Quit
@@ -406,13 +376,32 @@ impl Port {
         }
     }
 
-    /// Starts `op` on `h` (or on no handle). On failure the op's buffers come back.
-    ///
-    /// The push happens under the handle table's lock, so a concurrent
-    /// `close` or `cancel` of `h` is ordered wholly before or after it: an
-    /// op can never slip in behind the cancel meant for it.
-    fn issue(&self, h: Option<&Handle>, kind: OpKind, ctx: Ctx, op: Op) -> Result<OpId, SubmitError> {
-        match self.issue_as(h, kind, ctx, op, false)? {
+    /// Starts an operation on no handle (nop, timeout). On refusal the op's
+    /// buffers come back.
+    fn issue_unbound(&self, kind: OpKind, ctx: Ctx, op: Op) -> Result<OpId, SubmitError> {
+        if let Err(k) = self.reserve() {
+            return Err(SubmitError::new(k, op.into_payload()));
+        }
+        let meta = Meta::new(self.shared.id, Key(0), ctx, kind, None);
+        let pushed = self.shared.driver.push(meta, op, false);
+        match self.after_issue(pushed.map_err(|(k, op)| (k, op.into_payload())))? {
+            Issued::Pending(id) => Ok(id),
+            Issued::Done(_) => unreachable!("only an inline issue finishes at once"),
+        }
+    }
+
+    /// Starts an operation on `h`: `build` makes it, whole, from the
+    /// handle's fd and what the caller hands over (`owned`). On refusal
+    /// `owned` comes back in the error.
+    fn issue<T: Owned>(
+        &self,
+        h: &Handle,
+        kind: OpKind,
+        ctx: Ctx,
+        owned: T,
+        build: impl FnOnce(RawFd, T) -> Op,
+    ) -> Result<OpId, SubmitError> {
+        match self.issue_as(h, kind, ctx, owned, build, false)? {
             Issued::Pending(id) => Ok(id),
             Issued::Done(_) => unreachable!("only an inline issue finishes at once"),
         }
@@ -421,42 +410,49 @@ impl Port {
     /// `issue`; with `inline`, an op that finishes while being pushed comes
     /// back as its completion instead of being queued, settled here as `get`
     /// would settle it.
-    fn issue_as(
+    ///
+    /// The push happens under the handle table's lock, so a concurrent
+    /// `close` or `cancel` of `h` is ordered wholly before or after it: an
+    /// op can never slip in behind the cancel meant for it.
+    fn issue_as<T: Owned>(
         &self,
-        h: Option<&Handle>,
+        h: &Handle,
         kind: OpKind,
         ctx: Ctx,
-        mut op: Op,
+        owned: T,
+        build: impl FnOnce(RawFd, T) -> Op,
         inline: bool,
     ) -> Result<Issued, SubmitError> {
         if let Err(k) = self.reserve() {
-            return Err(SubmitError::new(k, op.into_payload()));
+            return Err(SubmitError::new(k, owned.into_payload()));
         }
-        let push = |meta: Meta, op: Op| self.shared.driver.push(meta, op, inline);
         let mut closed = None;
-        let pushed = match h {
-            Some(h) => {
-                let mut table = self.shared.handles.lock();
-                match table.begin_op(h) {
-                    Ok(fd) => {
-                        op.set_fd(fd);
-                        let r = push(Meta::new(self.shared.id, h.key, ctx, kind, Some(h)), op);
-                        if !matches!(r, Ok(Issued::Pending(_))) {
-                            // Failed or finished: the op no longer holds the handle.
-                            if let Released::Close(fd) = table.end_op(h.idx) {
-                                closed = Some(fd);
-                            }
+        let pushed = {
+            let mut table = self.shared.handles.lock();
+            match table.begin_op(h) {
+                Ok(fd) => {
+                    let meta = Meta::new(self.shared.id, h.key, ctx, kind, Some(h));
+                    let r = self.shared.driver.push(meta, build(fd, owned), inline);
+                    if !matches!(r, Ok(Issued::Pending(_))) {
+                        // Failed or finished: the op no longer holds the handle.
+                        if let Released::Close(fd) = table.end_op(h.slot.index()) {
+                            closed = Some(fd);
                         }
-                        r
                     }
-                    Err(k) => Err((k, op)),
+                    r.map_err(|(k, op)| (k, op.into_payload()))
                 }
+                Err(k) => Err((k, owned.into_payload())),
             }
-            None => push(Meta::new(self.shared.id, Key(0), ctx, kind, None), op),
         };
         if let Some(fd) = closed {
             self.close_fds(vec![fd]);
         }
+        self.after_issue(pushed)
+    }
+
+    /// What the caller of `issue_*` gets for a push: an id, a completion
+    /// finished inline (settled here), or the refusal with its buffers.
+    fn after_issue(&self, pushed: Result<Issued, (SubmitErrorKind, Payload)>) -> Result<Issued, SubmitError> {
         match pushed {
             Ok(Issued::Pending(id)) => {
                 self.after_push();
@@ -470,9 +466,9 @@ impl Port {
                 self.count_inline(&c);
                 Ok(Issued::Done(c))
             }
-            Err((k, op)) => {
+            Err((k, payload)) => {
                 self.unreserve(1);
-                Err(SubmitError::new(k, op.into_payload()))
+                Err(SubmitError::new(k, payload))
             }
         }
     }
@@ -551,7 +547,7 @@ impl Port {
     /// # Errors
     /// [`SubmitError`] when the port is full or shut down.
     pub fn nop(&self, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(None, OpKind::Nop, ctx.into(), Op::Nop)
+        self.issue_unbound(OpKind::Nop, ctx.into(), Op::Nop)
     }
 
     /// Completes (with `Ok(0)`) after `dur` (IOCP users reach for timer queues).
@@ -559,7 +555,7 @@ impl Port {
     /// # Errors
     /// As for [`nop`](Self::nop).
     pub fn timeout(&self, dur: Duration, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(None, OpKind::Timeout, ctx.into(), Op::Timeout { dur })
+        self.issue_unbound(OpKind::Timeout, ctx.into(), Op::Timeout { dur })
     }
 
     /// Accepts one connection on a listening handle (AcceptEx). The completion
@@ -568,15 +564,8 @@ impl Port {
     /// # Errors
     /// [`SubmitError`] for a closed handle, a full queue, or shutdown.
     pub fn accept(&self, listener: &Handle, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(
-            Some(listener),
-            OpKind::Accept,
-            ctx.into(),
-            Op::Accept {
-                fd: -1,
-                multishot: false,
-            },
-        )
+        let accept = |fd, ()| Op::Accept { fd, multishot: false };
+        self.issue(listener, OpKind::Accept, ctx.into(), (), accept)
     }
 
     /// Keeps accepting without re-posting: one completion per connection, each
@@ -589,15 +578,8 @@ impl Port {
     /// # Errors
     /// As for [`accept`](Self::accept).
     pub fn accept_multi(&self, listener: &Handle, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(
-            Some(listener),
-            OpKind::Accept,
-            ctx.into(),
-            Op::Accept {
-                fd: -1,
-                multishot: true,
-            },
-        )
+        let accept = |fd, ()| Op::Accept { fd, multishot: true };
+        self.issue(listener, OpKind::Accept, ctx.into(), (), accept)
     }
 
     /// Connects a socket handle to `addr` (ConnectEx).
@@ -605,11 +587,11 @@ impl Port {
     /// # Errors
     /// As for [`accept`](Self::accept).
     pub fn connect(&self, h: &Handle, addr: SocketAddr, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        let op = Op::Connect {
-            fd: -1,
+        let connect = |fd, ()| Op::Connect {
+            fd,
             addr: Box::new(SockAddr::from(addr)),
         };
-        self.issue(Some(h), OpKind::Connect, ctx.into(), op)
+        self.issue(h, OpKind::Connect, ctx.into(), (), connect)
     }
 
     /// Receives into the spare capacity of `buf` (WSARecv); the completion
@@ -619,7 +601,7 @@ impl Port {
     /// # Errors
     /// As for [`accept`](Self::accept); `buf` comes back in the error.
     pub fn recv(&self, h: &Handle, buf: Vec<u8>, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(Some(h), OpKind::Recv, ctx.into(), Op::Recv { fd: -1, buf })
+        self.issue(h, OpKind::Recv, ctx.into(), buf, |fd, buf| Op::Recv { fd, buf })
     }
 
     /// Receives into a buffer the kernel picks from `pool` only when data
@@ -631,12 +613,12 @@ impl Port {
     /// pool made by another port.
     pub fn recv_pooled(&self, h: &Handle, pool: &BufPool, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
         self.check_pool(pool)?;
-        let op = Op::RecvPooled {
-            fd: -1,
-            pool: pool.clone(),
+        let recv = |fd, pool| Op::RecvPooled {
+            fd,
+            pool,
             multishot: false,
         };
-        self.issue(Some(h), OpKind::RecvPooled, ctx.into(), op)
+        self.issue(h, OpKind::RecvPooled, ctx.into(), pool.clone(), recv)
     }
 
     /// Like [`recv_pooled`](Self::recv_pooled) but stays armed: one completion
@@ -648,12 +630,12 @@ impl Port {
     /// As for [`accept`](Self::accept).
     pub fn recv_pooled_multi(&self, h: &Handle, pool: &BufPool, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
         self.check_pool(pool)?;
-        let op = Op::RecvPooled {
-            fd: -1,
-            pool: pool.clone(),
+        let recv = |fd, pool| Op::RecvPooled {
+            fd,
+            pool,
             multishot: true,
         };
-        self.issue(Some(h), OpKind::RecvPooled, ctx.into(), op)
+        self.issue(h, OpKind::RecvPooled, ctx.into(), pool.clone(), recv)
     }
 
     /// A pool belongs to the port (the ring) that made it: another port's
@@ -671,15 +653,7 @@ impl Port {
     /// # Errors
     /// As for [`accept`](Self::accept); the buffer comes back in the error.
     pub fn send(&self, h: &Handle, buf: impl Into<Buf>, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(
-            Some(h),
-            OpKind::Send,
-            ctx.into(),
-            Op::Send {
-                fd: -1,
-                buf: buf.into(),
-            },
-        )
+        self.issue(h, OpKind::Send, ctx.into(), buf.into(), |fd, buf| Op::Send { fd, buf })
     }
 
     /// Sends `buf`, and hands the completion straight back when the send
@@ -698,11 +672,8 @@ impl Port {
     /// # Errors
     /// As for [`send`](Self::send).
     pub fn try_send(&self, h: &Handle, buf: impl Into<Buf>, ctx: impl Into<Ctx>) -> Result<Issued, SubmitError> {
-        let op = Op::Send {
-            fd: -1,
-            buf: buf.into(),
-        };
-        self.issue_as(Some(h), OpKind::Send, ctx.into(), op, true)
+        let send = |fd, buf| Op::Send { fd, buf };
+        self.issue_as(h, OpKind::Send, ctx.into(), buf.into(), send, true)
     }
 
     /// [`send_vectored`](Self::send_vectored), finishing inline when it can,
@@ -711,8 +682,8 @@ impl Port {
     /// # Errors
     /// As for [`send`](Self::send).
     pub fn try_send_vectored(&self, h: &Handle, bufs: Vec<Buf>, ctx: impl Into<Ctx>) -> Result<Issued, SubmitError> {
-        let op = Op::SendVectored { fd: -1, bufs };
-        self.issue_as(Some(h), OpKind::SendVectored, ctx.into(), op, true)
+        let send = |fd, bufs| Op::SendVectored { fd, bufs };
+        self.issue_as(h, OpKind::SendVectored, ctx.into(), bufs, send, true)
     }
 
     /// Sends many buffers in one gathering call (WSASend with several WSABUFs).
@@ -720,12 +691,8 @@ impl Port {
     /// # Errors
     /// As for [`send`](Self::send).
     pub fn send_vectored(&self, h: &Handle, bufs: Vec<Buf>, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(
-            Some(h),
-            OpKind::SendVectored,
-            ctx.into(),
-            Op::SendVectored { fd: -1, bufs },
-        )
+        let send = |fd, bufs| Op::SendVectored { fd, bufs };
+        self.issue(h, OpKind::SendVectored, ctx.into(), bufs, send)
     }
 
     /// Receives one datagram (WSARecvFrom); the completion carries
@@ -734,7 +701,7 @@ impl Port {
     /// # Errors
     /// As for [`recv`](Self::recv).
     pub fn recv_from(&self, h: &Handle, buf: Vec<u8>, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(Some(h), OpKind::RecvFrom, ctx.into(), Op::RecvFrom { fd: -1, buf })
+        self.issue(h, OpKind::RecvFrom, ctx.into(), buf, |fd, buf| Op::RecvFrom { fd, buf })
     }
 
     /// Sends one datagram to `addr` (WSASendTo).
@@ -748,12 +715,12 @@ impl Port {
         addr: SocketAddr,
         ctx: impl Into<Ctx>,
     ) -> Result<OpId, SubmitError> {
-        let op = Op::SendTo {
-            fd: -1,
-            buf: buf.into(),
+        let send = |fd, (buf, addr)| Op::SendTo {
+            fd,
+            buf,
             addr: Box::new(SockAddr::from(addr)),
         };
-        self.issue(Some(h), OpKind::SendTo, ctx.into(), op)
+        self.issue(h, OpKind::SendTo, ctx.into(), (buf.into(), addr), send)
     }
 
     /// Shuts down one or both directions of a socket (DisconnectEx's first half).
@@ -761,7 +728,7 @@ impl Port {
     /// # Errors
     /// As for [`accept`](Self::accept).
     pub fn shutdown_socket(&self, h: &Handle, how: Shutdown, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(Some(h), OpKind::Shutdown, ctx.into(), Op::Shutdown { fd: -1, how })
+        self.issue(h, OpKind::Shutdown, ctx.into(), (), |fd, ()| Op::Shutdown { fd, how })
     }
 
     /// Reads at `offset` into the spare capacity of `buf` (ReadFile with an
@@ -770,7 +737,8 @@ impl Port {
     /// # Errors
     /// As for [`recv`](Self::recv).
     pub fn read_at(&self, h: &Handle, buf: Vec<u8>, offset: u64, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(Some(h), OpKind::ReadAt, ctx.into(), Op::ReadAt { fd: -1, buf, offset })
+        let read = |fd, buf| Op::ReadAt { fd, buf, offset };
+        self.issue(h, OpKind::ReadAt, ctx.into(), buf, read)
     }
 
     /// Writes `buf` at `offset` (WriteFile with an offset).
@@ -784,16 +752,8 @@ impl Port {
         offset: u64,
         ctx: impl Into<Ctx>,
     ) -> Result<OpId, SubmitError> {
-        self.issue(
-            Some(h),
-            OpKind::WriteAt,
-            ctx.into(),
-            Op::WriteAt {
-                fd: -1,
-                buf: buf.into(),
-                offset,
-            },
-        )
+        let write = |fd, buf| Op::WriteAt { fd, buf, offset };
+        self.issue(h, OpKind::WriteAt, ctx.into(), buf.into(), write)
     }
 
     /// Flushes a file to storage (`data_only`: fdatasync).
@@ -801,7 +761,7 @@ impl Port {
     /// # Errors
     /// As for [`accept`](Self::accept).
     pub fn fsync(&self, h: &Handle, data_only: bool, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
-        self.issue(Some(h), OpKind::Fsync, ctx.into(), Op::Fsync { fd: -1, data_only })
+        self.issue(h, OpKind::Fsync, ctx.into(), (), |fd, ()| Op::Fsync { fd, data_only })
     }
 
     /// Sends `len` bytes of `file` from `offset` to a socket without copying
@@ -822,13 +782,8 @@ impl Port {
         len: u64,
         ctx: impl Into<Ctx>,
     ) -> Result<OpId, SubmitError> {
-        let op = Op::SendFile {
-            fd: -1,
-            file: file.into(),
-            offset,
-            len,
-        };
-        self.issue(Some(h), OpKind::SendFile, ctx.into(), op)
+        let send = |fd, file| Op::SendFile { fd, file, offset, len };
+        self.issue(h, OpKind::SendFile, ctx.into(), file.into(), send)
     }
 
     // ----- posting, cancelling, closing ---------------------------------
@@ -1188,7 +1143,7 @@ impl Port {
                 if c.meta.more {
                     // A delivery: the op still holds its handle.
                 } else if let Some(h) = c.meta.handle() {
-                    if let Released::Close(fd) = handles.end_op(h.idx) {
+                    if let Released::Close(fd) = handles.end_op(h.slot.index()) {
                         to_close.push(fd);
                     }
                 }
@@ -1224,6 +1179,52 @@ impl Port {
         st.threads = threads.iter().map(|t| t.snapshot()).collect();
         s.counters.fill(&threads, &mut st);
         st
+    }
+}
+
+/// What an operation owns (buffers, a file, a pool) before it is built:
+/// handed back, as the error's payload, when the port refuses it.
+trait Owned {
+    fn into_payload(self) -> Payload;
+}
+
+impl Owned for () {
+    fn into_payload(self) -> Payload {
+        Payload::None
+    }
+}
+impl Owned for Vec<u8> {
+    fn into_payload(self) -> Payload {
+        Payload::Buf(Buf::Vec(self))
+    }
+}
+impl Owned for Buf {
+    fn into_payload(self) -> Payload {
+        Payload::Buf(self)
+    }
+}
+impl Owned for Vec<Buf> {
+    fn into_payload(self) -> Payload {
+        Payload::Bufs(self)
+    }
+}
+impl Owned for Arc<File> {
+    fn into_payload(self) -> Payload {
+        Payload::File(self)
+    }
+}
+impl Owned for BufPool {
+    fn into_payload(self) -> Payload {
+        Payload::None
+    }
+}
+/// A datagram to send and where.
+impl Owned for (Buf, SocketAddr) {
+    fn into_payload(self) -> Payload {
+        Payload::Datagram(Box::new(Datagram {
+            buf: self.0,
+            addr: self.1,
+        }))
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::completion::OpKind;
+use crate::kind::OpKind;
 
 /// A snapshot of a port's counters, from [`Port::stats`](crate::Port::stats).
 #[derive(Clone, Debug, Default)]

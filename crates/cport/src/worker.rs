@@ -5,8 +5,9 @@ use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::completion::{Completion, OpKind};
+use crate::completion::Completion;
 use crate::error::GetError;
+use crate::kind::OpKind;
 use crate::port::Port;
 
 /// Worker threads dequeuing from one port.

@@ -131,6 +131,21 @@ backend_tests! {
         assert_eq!(e.kind, SubmitErrorKind::InvalidHandle);
         assert!(matches!(e.payload, Payload::File(f) if Arc::ptr_eq(&f, &file)));
 
+        // A datagram comes back with its address; the other builders too.
+        let to: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let e = port.send_to(&h, b"dgram".to_vec(), to, 6u64).unwrap_err();
+        assert_eq!(e.kind, SubmitErrorKind::InvalidHandle);
+        assert!(matches!(e.payload, Payload::Datagram(d) if d.addr == to && d.buf.as_slice() == b"dgram"));
+        let e = port.try_send(&h, b"now".to_vec(), 7u64).unwrap_err();
+        assert!(matches!(e.payload, Payload::Buf(Buf::Vec(v)) if v == b"now"));
+        for e in [
+            port.read_at(&h, marked_buf(), 0, 8u64).unwrap_err(),
+            port.recv_from(&h, marked_buf(), 9u64).unwrap_err(),
+        ] {
+            let v = vec_back(e);
+            assert_marked(&v, v.capacity());
+        }
+
         for r in [port.cancel(&h), port.close(&h)] {
             assert_eq!(r.unwrap_err().kind, SubmitErrorKind::InvalidHandle);
         }

@@ -25,19 +25,20 @@ use std::time::{Duration, Instant};
 
 use socket2::SockAddr;
 
-use crate::buf::{Buf, Datagram, Payload};
-use crate::completion::{Completion, Issued, Meta, OpRef};
+use crate::backend::Backend;
+use crate::completion::{Completion, Issued, Meta};
 use crate::error::SubmitErrorKind;
-use crate::port::Backend;
+use crate::index::GenIndex;
 
-mod bufpool;
+pub(crate) mod buf;
 pub(crate) mod epoll;
 pub(crate) mod uring;
 
-pub use bufpool::{BufPool, PooledBuf};
+use buf::{Buf, BufPool, Datagram, Payload};
 
 /// One operation, as the port hands it to a backend: what to do, on which fd,
-/// with which owned buffers.
+/// with which owned buffers. Built whole by the port once it holds the
+/// handle's fd (under the handle table's lock), never patched afterwards.
 #[derive(Debug)]
 pub(crate) enum Op {
     Nop,
@@ -134,25 +135,6 @@ impl Op {
         )
     }
 
-    pub(crate) fn set_fd(&mut self, new: RawFd) {
-        match self {
-            Op::Nop | Op::Timeout { .. } => {}
-            Op::Accept { fd, .. }
-            | Op::Connect { fd, .. }
-            | Op::Recv { fd, .. }
-            | Op::RecvPooled { fd, .. }
-            | Op::Send { fd, .. }
-            | Op::SendVectored { fd, .. }
-            | Op::RecvFrom { fd, .. }
-            | Op::SendTo { fd, .. }
-            | Op::Shutdown { fd, .. }
-            | Op::ReadAt { fd, .. }
-            | Op::WriteAt { fd, .. }
-            | Op::Fsync { fd, .. }
-            | Op::SendFile { fd, .. } => *fd = new,
-        }
-    }
-
     /// What a finished op hands back: its buffers, with the `n` bytes the
     /// kernel wrote counted in (receives and reads), the datagram's `peer`,
     /// the pool buffer `bid` a pooled receive filled, or the accepted
@@ -194,7 +176,7 @@ impl Op {
             Op::Recv { buf, .. } | Op::RecvFrom { buf, .. } | Op::ReadAt { buf, .. } => Payload::Buf(Buf::Vec(buf)),
             Op::Send { buf, .. } | Op::WriteAt { buf, .. } => Payload::Buf(buf),
             Op::SendTo { buf, addr, .. } => match addr.as_socket() {
-                Some(addr) => Payload::Datagram(Box::new(crate::buf::Datagram { buf, addr })),
+                Some(addr) => Payload::Datagram(Box::new(Datagram { buf, addr })),
                 None => Payload::Buf(buf),
             },
             Op::SendVectored { bufs, .. } => Payload::Bufs(bufs),
@@ -213,7 +195,7 @@ impl Op {
 /// What to cancel.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum CancelTarget {
-    Op(OpRef),
+    Op(GenIndex),
     Fd(RawFd),
     All,
 }
@@ -226,14 +208,12 @@ fn grow(buf: &mut Vec<u8>, n: usize) {
     unsafe { buf.set_len(buf.len() + n) };
 }
 
-/// Generations stay below this, so an op id never looks like a reserved
-/// `user_data`/token (those have the top bit set).
-pub(crate) const GEN_MASK: u32 = 0x7fff_ffff;
-
-/// Takes the next op generation from a driver's counter.
+/// Takes the next op generation from a driver's counter. (Generations have
+/// 31 bits, so an op id never looks like a reserved `user_data`/token:
+/// those have the top bit set.)
 pub(crate) fn next_gen(counter: &mut u32) -> u32 {
     let gen = *counter;
-    *counter = (gen + 1) & GEN_MASK;
+    *counter = GenIndex::next_generation(gen);
     gen
 }
 
@@ -352,13 +332,13 @@ pub(crate) fn errno_result(res: i32) -> io::Result<usize> {
     }
 }
 
-/// Calls a libc function returning -1 on error and turns that into `io::Error`.
+/// Turns a libc call's -1 into the `io::Error` of `errno`:
+/// `syscall!(unsafe { libc::fcntl(fd, libc::F_GETFL) })`. The `unsafe`
+/// block stays at the call, so each call carries its own `// SAFETY:`
+/// line naming what makes its arguments valid.
 macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        #[allow(unused_unsafe)]
-        // SAFETY: every caller passes arguments valid for the named libc call;
-        // the call itself has no memory-safety preconditions beyond that.
-        let res = unsafe { libc::$fn($($arg),*) };
+    ($call:expr) => {{
+        let res = $call;
         if res == -1 {
             Err(std::io::Error::last_os_error())
         } else {
@@ -368,39 +348,32 @@ macro_rules! syscall {
 }
 pub(crate) use syscall;
 
-/// Reads an IPv4 or IPv6 address the kernel wrote into `storage`.
-pub(crate) fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<std::net::SocketAddr> {
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
-    match storage.ss_family as i32 {
-        libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in, and
-            // sockaddr_storage is large and aligned enough for it.
-            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
-        }
-        libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id).into())
-        }
-        _ => None,
-    }
+/// The IPv4 or IPv6 address the kernel wrote into `storage` (`len` bytes),
+/// read by socket2 (`None` for another family).
+pub(crate) fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let mut copy = socket2::SockAddrStorage::zeroed();
+    // SAFETY: `sockaddr_storage` is one of this platform's sockaddr types.
+    unsafe { *copy.view_as::<libc::sockaddr_storage>() = *storage };
+    let len = len.min(copy.size_of());
+    // SAFETY: the kernel initialised the first `len` bytes of `storage`
+    // with a socket address (the rest is zeroed or stale, and not read).
+    unsafe { SockAddr::new(copy, len) }.as_socket()
 }
 
 /// Sets or clears `O_NONBLOCK`.
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let raw = fd.as_raw_fd();
-    let flags = syscall!(fcntl(raw, libc::F_GETFL))?;
+    // SAFETY: integer arguments only; no memory is passed.
+    let flags = syscall!(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
     let new = if on {
         flags | libc::O_NONBLOCK
     } else {
         flags & !libc::O_NONBLOCK
     };
     if new != flags {
-        syscall!(fcntl(raw, libc::F_SETFL, new))?;
+        // SAFETY: as above.
+        syscall!(unsafe { libc::fcntl(raw, libc::F_SETFL, new) })?;
     }
     Ok(())
 }

@@ -6,14 +6,31 @@
 //! a local), and each call returns before the attempt does: nothing is left
 //! for the kernel to touch afterwards.
 
-use super::Calls;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::buf::{Buf, Payload};
 use crate::completion::{Completion, Meta};
+use socket2::SockRef;
+
+use crate::sys::buf::{Buf, Payload};
 use crate::sys::{errno, sockaddr_to_std, syscall, Op};
+
+/// Counts system calls. Written only under the driver's state lock, so a
+/// plain load and store does (no atomic read-modify-write per call); read
+/// from anywhere.
+#[derive(Default)]
+pub(super) struct Calls(AtomicU64);
+
+impl Calls {
+    pub(super) fn one(&self) {
+        self.0.store(self.0.load(Relaxed) + 1, Relaxed);
+    }
+    pub(super) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
 
 /// Iovecs gathered on the stack before falling back to the heap.
 const STACK_IOVS: usize = 32;
@@ -77,8 +94,9 @@ impl Flags {
     }
 }
 
-/// Extra result data that the final completion's payload is built from.
-pub(super) enum Aux {
+/// What a receive learned besides its byte count (the sender, or the pool
+/// buffer it filled): the final completion's payload is built from it.
+pub(super) enum RecvInfo {
     None,
     /// The datagram's sender (`recv_from`).
     Peer(Option<SocketAddr>),
@@ -98,7 +116,7 @@ pub(super) enum Attempt {
     /// second: two deliveries, in order (bytes, buffer); the op stays armed.
     EmitTwo((usize, Payload), (usize, Payload)),
     /// The op is finished.
-    Done(io::Result<usize>, Aux),
+    Done(io::Result<usize>, RecvInfo),
 }
 
 fn is_again(e: &io::Error) -> bool {
@@ -121,10 +139,10 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 let want = spare.len();
                 // SAFETY: the kernel writes at most `want` bytes into the
                 // spare capacity of a Vec this op owns.
-                match syscall!(recv(*fd, spare.as_mut_ptr().cast(), want, 0)) {
+                match syscall!(unsafe { libc::recv(*fd, spare.as_mut_ptr().cast(), want, 0) }) {
                     Ok(n) => {
                         flags.after_read(n as usize, want);
-                        Attempt::Done(Ok(n as usize), Aux::None)
+                        Attempt::Done(Ok(n as usize), RecvInfo::None)
                     }
                     Err(e) => read_error(e, flags),
                 }
@@ -167,17 +185,17 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                     // SAFETY: buffers `bid` and the spill were just taken from
                     // the free list, so this call is their only user; each
                     // iovec spans exactly one of them.
-                    syscall!(readv(*fd, iov.as_ptr(), 2))
+                    syscall!(unsafe { libc::readv(*fd, iov.as_ptr(), 2) })
                 } else {
                     // SAFETY: buffer `bid` was just taken from the free list,
                     // so this call is its only user; it is `size` bytes long.
-                    syscall!(recv(*fd, ptr.cast(), size, 0))
+                    syscall!(unsafe { libc::recv(*fd, ptr.cast(), size, 0) })
                 };
                 match r {
                     Ok(0) => {
                         give_back(true);
                         flags.after_read(0, want);
-                        Attempt::Done(Ok(0), Aux::None)
+                        Attempt::Done(Ok(0), RecvInfo::None)
                     }
                     Ok(n) => {
                         let n = n as usize;
@@ -193,7 +211,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                                 if *multishot {
                                     Attempt::Emit(Ok(n), Payload::Buf(Buf::Pooled(pool.claim(bid, n))))
                                 } else {
-                                    Attempt::Done(Ok(n), Aux::Bid(bid))
+                                    Attempt::Done(Ok(n), RecvInfo::Bid(bid))
                                 }
                             }
                         }
@@ -207,10 +225,10 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
             Op::Send { fd, buf } => {
                 let s = buf.as_slice();
                 // SAFETY: the kernel reads `s.len()` bytes of a buffer this op owns.
-                match syscall!(send(*fd, s.as_ptr().cast(), s.len(), libc::MSG_NOSIGNAL)) {
+                match syscall!(unsafe { libc::send(*fd, s.as_ptr().cast(), s.len(), libc::MSG_NOSIGNAL) }) {
                     Ok(n) => {
                         flags.after_write(n as usize, s.len());
-                        Attempt::Done(Ok(n as usize), Aux::None)
+                        Attempt::Done(Ok(n as usize), RecvInfo::None)
                     }
                     Err(e) => write_error(e, flags),
                 }
@@ -230,8 +248,8 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 hdr.msg_iovlen = 1;
                 // SAFETY: the header points at a live iovec over the op's spare
                 // capacity and at local address storage of the stated size.
-                match syscall!(recvmsg(*fd, &mut hdr, 0)) {
-                    Ok(n) => Attempt::Done(Ok(n as usize), Aux::Peer(sockaddr_to_std(&addr, hdr.msg_namelen))),
+                match syscall!(unsafe { libc::recvmsg(*fd, &mut hdr, 0) }) {
+                    Ok(n) => Attempt::Done(Ok(n as usize), RecvInfo::Peer(sockaddr_to_std(&addr, hdr.msg_namelen))),
                     Err(e) => read_error(e, flags),
                 }
             }
@@ -249,26 +267,28 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 hdr.msg_iovlen = 1;
                 // SAFETY: the header points at a live iovec over the op's
                 // buffer (only read) and at the op's own address.
-                match syscall!(sendmsg(*fd, &hdr, libc::MSG_NOSIGNAL)) {
-                    Ok(n) => Attempt::Done(Ok(n as usize), Aux::None),
+                match syscall!(unsafe { libc::sendmsg(*fd, &hdr, libc::MSG_NOSIGNAL) }) {
+                    Ok(n) => Attempt::Done(Ok(n as usize), RecvInfo::None),
                     Err(e) => write_error(e, flags),
                 }
             }
             Op::SendFile { fd, file, offset, len } => {
                 if *len == 0 {
-                    return Attempt::Done(Ok(*progress as usize), Aux::None);
+                    return Attempt::Done(Ok(*progress as usize), RecvInfo::None);
                 }
                 let mut off = *offset as libc::off_t;
                 let chunk = (*len).min(MAX_SENDFILE) as usize;
-                match syscall!(sendfile(*fd, file.as_raw_fd(), &mut off, chunk)) {
-                    Ok(0) => Attempt::Done(Ok(*progress as usize), Aux::None), // end of file
+                // SAFETY: `off` is a live local the call updates; the fds are
+                // open (the port holds the socket, the op holds the file).
+                match syscall!(unsafe { libc::sendfile(*fd, file.as_raw_fd(), &mut off, chunk) }) {
+                    Ok(0) => Attempt::Done(Ok(*progress as usize), RecvInfo::None), // end of file
                     Ok(n) => {
                         let n = n as u64;
                         *offset += n;
                         *len -= n.min(*len);
                         *progress += n;
                         if *len == 0 {
-                            Attempt::Done(Ok(*progress as usize), Aux::None)
+                            Attempt::Done(Ok(*progress as usize), RecvInfo::None)
                         } else {
                             Attempt::Step
                         }
@@ -281,7 +301,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
             | Op::Shutdown { .. }
             | Op::ReadAt { .. }
             | Op::WriteAt { .. }
-            | Op::Fsync { .. } => Attempt::Done(Err(errno(libc::EINVAL)), Aux::None),
+            | Op::Fsync { .. } => Attempt::Done(Err(errno(libc::EINVAL)), RecvInfo::None),
         };
         match a {
             Attempt::Done(Err(ref e), _) if is_intr(e) => continue,
@@ -295,7 +315,7 @@ fn read_error(e: io::Error, flags: &mut Flags) -> Attempt {
         flags.read_ready = false;
         Attempt::Again
     } else {
-        Attempt::Done(Err(e), Aux::None)
+        Attempt::Done(Err(e), RecvInfo::None)
     }
 }
 
@@ -304,75 +324,60 @@ fn write_error(e: io::Error, flags: &mut Flags) -> Attempt {
         flags.write_ready = false;
         Attempt::Again
     } else {
-        Attempt::Done(Err(e), Aux::None)
+        Attempt::Done(Err(e), RecvInfo::None)
     }
 }
 
 fn accept(fd: RawFd, multishot: bool, flags: &mut Flags) -> Attempt {
     // Blocking and close-on-exec, exactly as io_uring's accept hands it out:
     // the stream may be used without the port; `associate` makes it non-blocking.
-    match syscall!(accept4(
-        fd,
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        libc::SOCK_CLOEXEC
-    )) {
+    // SAFETY: null address pointers: the peer's address is not asked for.
+    match syscall!(unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) }) {
         Ok(s) if multishot => {
             // SAFETY: accept4 just created this fd; nothing else owns it.
             let stream = unsafe { TcpStream::from_raw_fd(s) };
             Attempt::Emit(Ok(0), Payload::Accepted(stream))
         }
-        Ok(s) => Attempt::Done(Ok(s as usize), Aux::None),
+        Ok(s) => Attempt::Done(Ok(s as usize), RecvInfo::None),
         // The connection went away before we took it: take the next.
-        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Attempt::Done(Err(errno(libc::EINTR)), Aux::None),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            Attempt::Done(Err(errno(libc::EINTR)), RecvInfo::None)
+        }
         Err(e) => read_error(e, flags),
     }
 }
 
 fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut Flags, calls: &Calls) -> Attempt {
     if *progress == 0 {
-        return match syscall!(connect(fd, addr.as_ptr().cast(), addr.len())) {
-            Ok(_) => Attempt::Done(Ok(0), Aux::None),
+        // SAFETY: `addr` is a valid socket address of `addr.len()` bytes,
+        // owned by the op; the kernel copies it during the call.
+        return match syscall!(unsafe { libc::connect(fd, addr.as_ptr().cast(), addr.len()) }) {
+            Ok(_) => Attempt::Done(Ok(0), RecvInfo::None),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => {
                 *progress = 1;
                 flags.write_ready = false;
                 Attempt::Again
             }
-            Err(e) => Attempt::Done(Err(e), Aux::None),
+            Err(e) => Attempt::Done(Err(e), RecvInfo::None),
         };
     }
+    // SAFETY: the port holds `fd` open while this op is counted on its handle.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let sock = SockRef::from(&fd);
     // Writable (or failed): the socket's pending error says how it went.
-    let mut err: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let r = syscall!(getsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_ERROR,
-        (&mut err as *mut libc::c_int).cast(),
-        &mut len
-    ));
-    if let Err(e) = r {
-        return Attempt::Done(Err(e), Aux::None);
-    }
-    if err != 0 {
-        return Attempt::Done(Err(errno(err)), Aux::None);
+    match sock.take_error() {
+        Ok(None) => {}
+        Ok(Some(e)) | Err(e) => return Attempt::Done(Err(e), RecvInfo::None),
     }
     // No error yet: connected, or still in progress (a stale readiness).
-    // SAFETY: all-zero bytes are a valid sockaddr_storage.
-    let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut plen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     calls.one();
-    match syscall!(getpeername(
-        fd,
-        (&mut peer as *mut libc::sockaddr_storage).cast(),
-        &mut plen
-    )) {
-        Ok(_) => Attempt::Done(Ok(0), Aux::None),
+    match sock.peer_addr() {
+        Ok(_) => Attempt::Done(Ok(0), RecvInfo::None),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             flags.write_ready = false;
             Attempt::Again
         }
-        Err(e) => Attempt::Done(Err(e), Aux::None),
+        Err(e) => Attempt::Done(Err(e), RecvInfo::None),
     }
 }
 
@@ -382,13 +387,13 @@ fn pool_empty(fd: RawFd, flags: &mut Flags, calls: &Calls) -> Attempt {
     let mut byte = 0u8;
     loop {
         // SAFETY: peeks at most one byte into a live local.
-        let r = syscall!(recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK));
+        let r = syscall!(unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK) });
         match r {
             Ok(0) => {
                 flags.rdhup = true;
-                return Attempt::Done(Ok(0), Aux::None);
+                return Attempt::Done(Ok(0), RecvInfo::None);
             }
-            Ok(_) => return Attempt::Done(Err(errno(libc::ENOBUFS)), Aux::None),
+            Ok(_) => return Attempt::Done(Err(errno(libc::ENOBUFS)), RecvInfo::None),
             Err(e) if is_intr(&e) => calls.one(),
             Err(e) => return read_error(e, flags),
         };
@@ -423,10 +428,10 @@ fn send_vectored(fd: RawFd, bufs: &[Buf], flags: &mut Flags) -> Attempt {
     hdr.msg_iovlen = iovs.len();
     // SAFETY: the header points at live iovecs over buffers this op owns,
     // which the kernel only reads.
-    match syscall!(sendmsg(fd, &hdr, libc::MSG_NOSIGNAL)) {
+    match syscall!(unsafe { libc::sendmsg(fd, &hdr, libc::MSG_NOSIGNAL) }) {
         Ok(n) => {
             flags.after_write(n as usize, total);
-            Attempt::Done(Ok(n as usize), Aux::None)
+            Attempt::Done(Ok(n as usize), RecvInfo::None)
         }
         Err(e) => write_error(e, flags),
     }
@@ -435,16 +440,17 @@ fn send_vectored(fd: RawFd, bufs: &[Buf], flags: &mut Flags) -> Attempt {
 /// `shutdown(2)`, done at once.
 pub(super) fn shutdown(fd: RawFd, how: Shutdown, calls: &Calls) -> io::Result<usize> {
     calls.one();
-    syscall!(shutdown(fd, crate::sys::shut_how(how))).map(|_| 0)
+    // SAFETY: integer arguments only; no memory is passed.
+    syscall!(unsafe { libc::shutdown(fd, crate::sys::shut_how(how)) }).map(|_| 0)
 }
 
 /// The final completion of an op, handing its buffers back exactly as the
 /// io_uring backend does.
-pub(super) fn finish(meta: Meta, op: Op, result: io::Result<usize>, aux: Aux) -> Completion {
+pub(super) fn finish(meta: Meta, op: Op, result: io::Result<usize>, aux: RecvInfo) -> Completion {
     let (peer, bid) = match aux {
-        Aux::None => (None, None),
-        Aux::Peer(p) => (p, None),
-        Aux::Bid(b) => (None, Some(b)),
+        RecvInfo::None => (None, None),
+        RecvInfo::Peer(p) => (p, None),
+        RecvInfo::Bid(b) => (None, Some(b)),
     };
     let payload = op.finish(&result, peer, bid);
     Completion::new(meta, result, payload, false)

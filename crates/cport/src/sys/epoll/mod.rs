@@ -26,20 +26,21 @@ use std::io as stdio;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use slab::Slab;
+use socket2::{SockRef, Type};
 
-use self::io::{Attempt, Aux, Flags};
+use self::files::FileThreads;
+use self::io::{Attempt, Calls, Flags, RecvInfo};
 use self::timers::Timers;
-use super::bufpool::{FreeStack, PoolInner, Provider};
-use super::{errno, syscall, BufPool, CancelTarget, Driver, Op, QueueCount, GEN_MASK};
-use crate::buf::Payload;
-use crate::completion::{Completion, Issued, Meta, OpRef};
+use super::buf::{BufPool, FreeStack, Payload, PoolInner, Provider};
+use super::{errno, syscall, CancelTarget, Driver, Op, QueueCount};
+use crate::backend::Backend;
+use crate::completion::{Completion, Issued, Meta};
 use crate::error::{BuildError, SubmitErrorKind};
-use crate::port::Backend;
+use crate::index::GenIndex;
 
 /// The epoll token of the wake-up eventfd (fd tokens have a 31-bit generation).
 const WAKE_TOKEN: u64 = u64::MAX;
@@ -53,21 +54,6 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Sets up the epoll backend.
 pub(crate) fn new_driver(entries: u32, queue: Arc<QueueCount>) -> Result<Box<dyn Driver>, BuildError> {
     Ok(Box::new(Epoll::new(entries, queue).map_err(BuildError::Epoll)?))
-}
-
-/// Counts system calls. Written only under the driver's state lock, so a
-/// plain load and store does (no atomic read-modify-write per call); read
-/// from anywhere.
-#[derive(Default)]
-pub(super) struct Calls(AtomicU64);
-
-impl Calls {
-    pub(super) fn one(&self) {
-        self.0.store(self.0.load(Relaxed) + 1, Relaxed);
-    }
-    fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
 }
 
 /// Which queue of an fd an operation waits in.
@@ -84,9 +70,9 @@ enum Place {
     Queued(RawFd, Dir),
     /// In the timer heap.
     Timer,
-    /// Waiting for a file-pool thread.
+    /// Waiting for a file thread.
     Job,
-    /// A file-pool thread is running it (the thread holds the op).
+    /// A file thread is running it (the thread holds the op).
     Running,
 }
 
@@ -123,18 +109,10 @@ impl FdState {
             Dir::Write => &mut self.writes,
         }
     }
+    /// The epoll token of `fd`: its number and this state's generation.
     fn token(&self, fd: RawFd) -> u64 {
-        ((self.gen as u64) << 32) | fd as u32 as u64
+        GenIndex::new(fd as u32, self.gen).to_u64()
     }
-}
-
-/// The blocking-thread pool's bookkeeping.
-#[derive(Default)]
-struct Pool {
-    jobs: VecDeque<u32>,
-    threads: Vec<JoinHandle<()>>,
-    idle: usize,
-    stopping: bool,
 }
 
 struct State {
@@ -147,7 +125,8 @@ struct State {
     /// Fds whose queues ran out of budget while still ready: no edge will
     /// come for them, so `wait` retries them itself.
     retry: Vec<(RawFd, u32)>,
-    pool: Pool,
+    /// The threads that run file operations (`files`).
+    file_threads: FileThreads,
     /// The leader sleeps in `epoll_wait` (with a non-zero timeout).
     blocked: bool,
     /// The eventfd was written since the leader went to sleep.
@@ -165,12 +144,12 @@ struct Inner {
     epfd: OwnedFd,
     wakefd: OwnedFd,
     state: Mutex<State>,
-    /// File-pool threads wait here for jobs.
+    /// File threads wait here for jobs.
     jobs_cv: Condvar,
     events: Mutex<Vec<libc::epoll_event>>,
     /// System calls made under `state`.
     kernel_calls: Calls,
-    /// System calls made by file-pool threads (outside `state`).
+    /// System calls made by file threads (outside `state`).
     file_calls: AtomicU64,
     /// The port's queue limit, which multishot deliveries count against.
     queue: Arc<QueueCount>,
@@ -183,10 +162,12 @@ pub(crate) struct Epoll {
 
 impl Epoll {
     fn new(entries: u32, queue: Arc<QueueCount>) -> stdio::Result<Epoll> {
-        let ep = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: integer arguments only; no memory is passed.
+        let ep = syscall!(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: epoll_create1 just returned this fd; nothing else owns it.
         let epfd = unsafe { OwnedFd::from_raw_fd(ep) };
-        let ev = syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))?;
+        // SAFETY: integer arguments only; no memory is passed.
+        let ev = syscall!(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
         // SAFETY: eventfd just returned this fd; nothing else owns it.
         let wakefd = unsafe { OwnedFd::from_raw_fd(ev) };
         // Edge-triggered: every write is an edge, so the counter is never read.
@@ -194,12 +175,8 @@ impl Epoll {
             events: (libc::EPOLLIN | libc::EPOLLET) as u32,
             u64: WAKE_TOKEN,
         };
-        syscall!(epoll_ctl(
-            epfd.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            wakefd.as_raw_fd(),
-            &mut e
-        ))?;
+        // SAFETY: `e` is a live epoll_event the kernel copies during the call.
+        syscall!(unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, wakefd.as_raw_fd(), &mut e) })?;
         let batch = entries.clamp(64, 1024) as usize;
         Ok(Epoll {
             id: crate::sys::next_driver_id(),
@@ -213,7 +190,7 @@ impl Epoll {
                     ready: Vec::new(),
                     timers: Timers::default(),
                     retry: Vec::new(),
-                    pool: Pool::default(),
+                    file_threads: FileThreads::default(),
                     blocked: false,
                     signalled: false,
                     woken: false,
@@ -231,11 +208,10 @@ impl Epoll {
     }
 }
 
-/// Whether timer heap entry `id` (an `OpRef`) still belongs to a pending timeout.
-fn timer_live(ops: &Slab<Entry>, id: u64) -> bool {
-    let id = OpRef(id);
-    ops.get(id.idx())
-        .is_some_and(|e| e.gen == id.gen() && e.place == Place::Timer)
+/// Whether timer heap entry `id` still belongs to a pending timeout.
+fn timer_live(ops: &Slab<Entry>, id: GenIndex) -> bool {
+    ops.get(id.index() as usize)
+        .is_some_and(|e| e.gen == id.generation() && e.place == Place::Timer)
 }
 
 fn dir_of(op: &Op) -> Option<Dir> {
@@ -281,25 +257,20 @@ impl Inner {
         };
         self.count();
         let ep = self.epfd.as_raw_fd();
-        if let Err(e) = syscall!(epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev)) {
+        // SAFETY: `ev` is a live epoll_event the kernel copies during the call.
+        if let Err(e) = syscall!(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }) {
             if e.raw_os_error() != Some(libc::EEXIST) {
                 return Err(e);
             }
             self.count();
-            syscall!(epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, &mut ev))?;
+            // SAFETY: as above.
+            syscall!(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, &mut ev) })?;
         }
         f.flags.registered = true;
-        let mut ty: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         self.count();
-        let r = syscall!(getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut ty as *mut libc::c_int).cast(),
-            &mut len
-        ));
-        f.flags.stream = r.is_ok() && ty == libc::SOCK_STREAM;
+        // SAFETY: the port holds `fd` open while an op on it is pushed.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        f.flags.stream = SockRef::from(&borrowed).r#type().is_ok_and(|t| t == Type::STREAM);
         Ok(())
     }
 
@@ -360,7 +331,7 @@ impl Inner {
     fn stop_front(&self, f: &mut FdState, ops: &mut Slab<Entry>, ready: &mut Vec<Completion>, dir: Dir) {
         if let Some(idx) = f.queue(dir).pop_front() {
             let e = ops.remove(idx as usize);
-            ready.push(io::finish(e.meta, e.op, Err(errno(libc::ENOBUFS)), Aux::None));
+            ready.push(io::finish(e.meta, e.op, Err(errno(libc::ENOBUFS)), RecvInfo::None));
         }
     }
 
@@ -371,14 +342,15 @@ impl Inner {
         let writes = std::mem::take(&mut f.writes);
         for idx in reads.into_iter().chain(writes) {
             let e = st.ops.remove(idx as usize);
-            st.ready.push(io::finish(e.meta, e.op, Err(errno(code)), Aux::None));
+            st.ready
+                .push(io::finish(e.meta, e.op, Err(errno(code)), RecvInfo::None));
         }
     }
 
     /// Handles one readiness event.
     fn on_event(&self, st: &mut State, token: u64, events: u32) {
-        let fd = (token & 0xffff_ffff) as u32 as RawFd;
-        let gen = (token >> 32) as u32;
+        let token = GenIndex::from_u64(token);
+        let (fd, gen) = (token.index() as RawFd, token.generation());
         let Some(f) = st.fds.get_mut(fd as usize) else { return };
         if f.gen != gen || !f.flags.registered {
             return;
@@ -423,7 +395,7 @@ impl Inner {
     fn expire_timers(&self, st: &mut State, now: Instant) {
         while let Some(id) = st.timers.pop_due(now) {
             if timer_live(&st.ops, id) {
-                let e = st.ops.remove(OpRef(id).idx());
+                let e = st.ops.remove(id.index() as usize);
                 st.ready.push(Completion::new(e.meta, Ok(0), Payload::None, false));
             } else {
                 st.timers.forget_stale();
@@ -431,7 +403,7 @@ impl Inner {
         }
     }
 
-    /// Cancels one op (not one that a pool thread is running).
+    /// Cancels one op (not one that a file thread is running).
     fn cancel_idx(&self, st: &mut State, idx: usize) {
         let code = libc::ECANCELED;
         let place = st.ops[idx].place;
@@ -443,7 +415,8 @@ impl Inner {
                 let was_head = q.front() == Some(&(idx as u32));
                 q.retain(|&i| i as usize != idx);
                 let e = st.ops.remove(idx);
-                st.ready.push(io::finish(e.meta, e.op, Err(errno(code)), Aux::None));
+                st.ready
+                    .push(io::finish(e.meta, e.op, Err(errno(code)), RecvInfo::None));
                 if was_head {
                     // The next op in line may be able to run now.
                     self.run_queue(st, fd, dir);
@@ -451,10 +424,11 @@ impl Inner {
                 return;
             }
             Place::Timer => st.timers.forget_one(),
-            Place::Job => st.pool.jobs.retain(|&i| i as usize != idx),
+            Place::Job => st.file_threads.jobs.retain(|&i| i as usize != idx),
         }
         let e = st.ops.remove(idx);
-        st.ready.push(io::finish(e.meta, e.op, Err(errno(code)), Aux::None));
+        st.ready
+            .push(io::finish(e.meta, e.op, Err(errno(code)), RecvInfo::None));
         if place == Place::Timer {
             let ops = &st.ops;
             st.timers.compact(|id| timer_live(ops, id));
@@ -464,7 +438,7 @@ impl Inner {
     fn cancel_fd(&self, st: &mut State, fd: RawFd) {
         self.fail_fd(st, fd, libc::ECANCELED);
         let jobs: Vec<u32> = st
-            .pool
+            .file_threads
             .jobs
             .iter()
             .copied()
@@ -491,7 +465,7 @@ impl Inner {
             self.fail_fd(st, fd, libc::ECANCELED);
         }
         st.timers.clear();
-        st.pool.jobs.clear();
+        st.file_threads.jobs.clear();
         let rest: Vec<usize> = st
             .ops
             .iter()
@@ -501,18 +475,22 @@ impl Inner {
         for idx in rest {
             let e = st.ops.remove(idx);
             st.ready
-                .push(io::finish(e.meta, e.op, Err(errno(libc::ECANCELED)), Aux::None));
+                .push(io::finish(e.meta, e.op, Err(errno(libc::ECANCELED)), RecvInfo::None));
         }
     }
 
     /// One `epoll_wait`; handles what it reports. Called without `state` held.
     fn poll(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> stdio::Result<MutexGuardState<'_>> {
-        let n = syscall!(epoll_wait(
-            self.epfd.as_raw_fd(),
-            events.as_mut_ptr(),
-            events.len() as i32,
-            timeout_ms
-        ));
+        // SAFETY: the kernel writes at most `events.len()` entries into
+        // `events`, a live slice this call borrows mutably.
+        let n = syscall!(unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout_ms,
+            )
+        });
         let mut st = self.state.lock();
         st.blocked = false;
         st.signalled = false;
@@ -538,6 +516,58 @@ type MutexGuardState<'a> = parking_lot::MutexGuard<'a, State>;
 fn timeout_ms(d: Duration) -> i32 {
     let ms = d.as_nanos().div_ceil(1_000_000);
     ms.min(i32::MAX as u128) as i32
+}
+
+/// Queues in-flight entry `idx` for a file thread, starting one if none is idle.
+/// (Never after `drain`: `push` refuses everything once all was cancelled.)
+fn queue_file_job(inner: &Arc<Inner>, st: &mut State, idx: u32) {
+    st.file_threads.jobs.push_back(idx);
+    if st.file_threads.idle > 0 {
+        inner.jobs_cv.notify_one();
+        return;
+    }
+    if st.file_threads.threads.len() >= files::MAX_THREADS {
+        return; // a busy thread takes it next
+    }
+    let me = inner.clone();
+    let spawned = std::thread::Builder::new()
+        .name("cport-file".into())
+        .spawn(move || file_thread(me));
+    match spawned {
+        Ok(t) => st.file_threads.threads.push(t),
+        Err(e) if st.file_threads.threads.is_empty() => {
+            // Nobody would ever run it: fail it now.
+            st.file_threads.jobs.retain(|&i| i != idx);
+            let entry = st.ops.remove(idx as usize);
+            st.ready.push(io::finish(entry.meta, entry.op, Err(e), RecvInfo::None));
+        }
+        Err(_) => {}
+    }
+}
+
+/// A file thread: runs queued file jobs until the driver drains.
+fn file_thread(inner: Arc<Inner>) {
+    let mut st = inner.state.lock();
+    loop {
+        if st.file_threads.stopping {
+            return;
+        }
+        let Some(idx) = st.file_threads.jobs.pop_front() else {
+            st.file_threads.idle += 1;
+            inner.jobs_cv.wait(&mut st);
+            st.file_threads.idle -= 1;
+            continue;
+        };
+        let e = &mut st.ops[idx as usize];
+        e.place = Place::Running;
+        let mut op = std::mem::replace(&mut e.op, Op::Nop);
+        drop(st);
+        let res = files::run(&mut op, &inner.file_calls);
+        st = inner.state.lock();
+        let e = st.ops.remove(idx as usize);
+        st.ready.push(io::finish(e.meta, op, res, RecvInfo::None));
+        inner.notify(&mut st);
+    }
 }
 
 impl Driver for Epoll {
@@ -567,7 +597,7 @@ impl Driver for Epoll {
             return Err((SubmitErrorKind::QueueFull, op));
         }
         let gen = super::next_gen(&mut st.next_gen);
-        let id = OpRef::new(gen, idx);
+        let id = GenIndex::new(idx as u32, gen);
         meta.id = id;
         let op_id = meta.op_id();
         let done = |st: &mut State, c: Completion| {
@@ -580,7 +610,7 @@ impl Driver for Epoll {
         };
         if st.cancelled_all {
             // Shut down: the op completes at once, cancelled, buffers handed back.
-            return done(st, io::finish(meta, op, Err(errno(libc::ECANCELED)), Aux::None));
+            return done(st, io::finish(meta, op, Err(errno(libc::ECANCELED)), RecvInfo::None));
         }
         let place = match &op {
             Op::Nop => return done(st, Completion::new(meta, Ok(0), Payload::None, false)),
@@ -597,7 +627,7 @@ impl Driver for Epoll {
                     progress: 0,
                     place: Place::Timer,
                 });
-                st.timers.push(at, id.0);
+                st.timers.push(at, id);
                 if !matches!(st.wake_at, Some(w) if w <= at) {
                     inner.notify(st);
                 }
@@ -608,7 +638,7 @@ impl Driver for Epoll {
                 let fd = other.fd();
                 let dir = dir_of(other).expect("every other op is a socket op");
                 if fd < 0 {
-                    return done(st, io::finish(meta, op, Err(errno(libc::EBADF)), Aux::None));
+                    return done(st, io::finish(meta, op, Err(errno(libc::EBADF)), RecvInfo::None));
                 }
                 Place::Queued(fd, dir)
             }
@@ -641,7 +671,7 @@ impl Driver for Epoll {
                     inner.run_queue(st, fd, dir);
                 }
             }
-            _ => files::queue_job(&self.inner, st, idx as u32),
+            _ => queue_file_job(&self.inner, st, idx as u32),
         }
         Ok(Issued::Pending(op_id))
     }
@@ -718,8 +748,12 @@ impl Driver for Epoll {
         let st = &mut *st;
         match target {
             CancelTarget::Op(id) => {
-                if st.ops.get(id.idx()).is_some_and(|e| e.gen == id.gen()) {
-                    inner.cancel_idx(st, id.idx());
+                if st
+                    .ops
+                    .get(id.index() as usize)
+                    .is_some_and(|e| e.gen == id.generation())
+                {
+                    inner.cancel_idx(st, id.index() as usize);
                 }
             }
             CancelTarget::Fd(fd) => inner.cancel_fd(st, fd),
@@ -744,9 +778,10 @@ impl Driver for Epoll {
         if f.flags.registered {
             inner.count();
             let mut ev = libc::epoll_event { events: 0, u64: 0 };
-            let _ = syscall!(epoll_ctl(inner.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev));
+            // SAFETY: `ev` is a live epoll_event (ignored by EPOLL_CTL_DEL).
+            let _ = syscall!(unsafe { libc::epoll_ctl(inner.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) });
         }
-        *f = FdState::new(f.gen.wrapping_add(1) & GEN_MASK);
+        *f = FdState::new(GenIndex::next_generation(f.gen));
     }
 
     fn in_flight(&self) -> usize {
@@ -772,9 +807,9 @@ impl Driver for Epoll {
         let threads = {
             let mut st = inner.state.lock();
             inner.cancel_all(&mut st);
-            st.pool.stopping = true;
+            st.file_threads.stopping = true;
             inner.jobs_cv.notify_all();
-            std::mem::take(&mut st.pool.threads)
+            std::mem::take(&mut st.file_threads.threads)
         };
         let start = Instant::now();
         while threads.iter().any(|t| !t.is_finished()) && start.elapsed() < DRAIN_LIMIT {

@@ -4,16 +4,18 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-/// Deadlines with the op id (`OpRef.0`) each belongs to.
+use crate::index::GenIndex;
+
+/// Deadlines with the op id each belongs to.
 #[derive(Default)]
 pub(super) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    heap: BinaryHeap<Reverse<(Instant, GenIndex)>>,
     /// Heap entries whose op was cancelled.
     stale: usize,
 }
 
 impl Timers {
-    pub(super) fn push(&mut self, at: Instant, id: u64) {
+    pub(super) fn push(&mut self, at: Instant, id: GenIndex) {
         self.heap.push(Reverse((at, id)));
     }
 
@@ -23,7 +25,7 @@ impl Timers {
     }
 
     /// The id of a timer due at `now`, removed from the heap.
-    pub(super) fn pop_due(&mut self, now: Instant) -> Option<u64> {
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<GenIndex> {
         match self.heap.peek() {
             Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse((_, id))| id),
             _ => None,
@@ -42,7 +44,7 @@ impl Timers {
 
     /// Drops stale entries once they outnumber live ones, so a server that
     /// cancels most of its timeouts keeps the heap small.
-    pub(super) fn compact(&mut self, live: impl Fn(u64) -> bool) {
+    pub(super) fn compact(&mut self, live: impl Fn(GenIndex) -> bool) {
         if self.stale > 64 && self.stale * 2 > self.heap.len() {
             self.heap.retain(|Reverse((_, id))| live(*id));
             self.stale = 0;

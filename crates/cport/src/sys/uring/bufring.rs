@@ -9,10 +9,14 @@ use std::sync::Arc;
 use io_uring::types::BufRingEntry;
 use parking_lot::Mutex;
 
-use super::Core;
+use io_uring::IoUring;
 
-pub(crate) struct BufRing {
-    core: Arc<Core>,
+use crate::sys::buf::KernelRing;
+
+/// A provided-buffer ring registered with the io_uring that `R` keeps
+/// alive (the driver's shared core), unregistered at drop.
+pub(crate) struct BufRing<R: AsRef<IoUring>> {
+    core: Arc<R>,
     entries: NonNull<BufRingEntry>,
     layout: Layout,
     mask: u16,
@@ -23,13 +27,13 @@ pub(crate) struct BufRing {
 
 // SAFETY: the ring memory is only written under `tail`'s lock (by us) and read
 // by the kernel up to the published tail; the raw pointer is never handed out.
-unsafe impl Send for BufRing {}
+unsafe impl<R: AsRef<IoUring> + Send + Sync> Send for BufRing<R> {}
 // SAFETY: as for `Send`: every write goes through the `tail` mutex.
-unsafe impl Sync for BufRing {}
+unsafe impl<R: AsRef<IoUring> + Send + Sync> Sync for BufRing<R> {}
 
-impl BufRing {
+impl<R: AsRef<IoUring>> BufRing<R> {
     /// Registers a ring of `entries` slots (a power of two) as group `bgid`.
-    pub(crate) fn register(core: Arc<Core>, entries: u16, bgid: u16) -> std::io::Result<Self> {
+    pub(crate) fn register(core: Arc<R>, entries: u16, bgid: u16) -> std::io::Result<Self> {
         let bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
         let layout = Layout::from_size_align(bytes, 4096).map_err(|_| std::io::ErrorKind::InvalidInput)?;
         // SAFETY: non-zero size (entries >= 1).
@@ -38,7 +42,8 @@ impl BufRing {
         // SAFETY: the ring memory stays allocated until `drop`, which
         // unregisters the group before freeing it.
         let reg = unsafe {
-            core.ring
+            (*core)
+                .as_ref()
                 .submitter()
                 .register_buf_ring_with_flags(ptr as u64, entries, bgid, 0)
         };
@@ -56,13 +61,14 @@ impl BufRing {
             tail: Mutex::new(0),
         })
     }
+}
 
-    pub(crate) fn bgid(&self) -> u16 {
+impl<R: AsRef<IoUring> + Send + Sync> KernelRing for BufRing<R> {
+    fn group(&self) -> u16 {
         self.bgid
     }
 
-    /// Publishes buffer `bid` (at `addr`, `len` bytes) for the kernel to fill.
-    pub(crate) fn give_back(&self, bid: u16, addr: *mut u8, len: usize) {
+    fn give_back(&self, bid: u16, addr: *mut u8, len: usize) {
         let mut tail = self.tail.lock();
         // SAFETY: `tail & mask` indexes inside the ring; the kernel only reads
         // slots below the published tail, and this slot is at the tail.
@@ -83,9 +89,9 @@ impl BufRing {
     }
 }
 
-impl Drop for BufRing {
+impl<R: AsRef<IoUring>> Drop for BufRing<R> {
     fn drop(&mut self) {
-        let _ = self.core.ring.submitter().unregister_buf_ring(self.bgid);
+        let _ = (*self.core).as_ref().submitter().unregister_buf_ring(self.bgid);
         // SAFETY: allocated in `register` with `layout`; unregistered above, so
         // the kernel no longer reads it.
         unsafe { alloc::dealloc(self.entries.as_ptr().cast(), self.layout) }

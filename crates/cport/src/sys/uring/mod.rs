@@ -20,16 +20,16 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use parking_lot::{Condvar, Mutex};
 use slab::Slab;
-use socket2::SockAddr;
 
-pub(crate) use bufring::BufRing;
+use bufring::BufRing;
 
-use super::bufpool::{PoolInner, Provider};
-use super::{errno_result, syscall, BufPool, CancelTarget, Driver, Op, QueueCount};
-use crate::buf::{Buf, Payload};
-use crate::completion::{Completion, Issued, Meta, OpRef};
+use self::sqe::{InFlight, Pipe, SpliceState, SqeData};
+use super::buf::{Buf, BufPool, Payload, PoolInner, Provider};
+use super::{errno_result, syscall, CancelTarget, Driver, Op, QueueCount};
+use crate::backend::Backend;
+use crate::completion::{Completion, Issued, Meta};
 use crate::error::{BuildError, SubmitErrorKind};
-use crate::port::Backend;
+use crate::index::GenIndex;
 
 /// `user_data` of internal entries whose completions are not delivered.
 const UD_WAKE: u64 = u64::MAX;
@@ -78,126 +78,6 @@ struct State {
     cancelled_all: bool,
     /// The multishot poll on `wake_fd` is in the ring.
     wake_armed: bool,
-}
-
-pub(super) struct InFlight {
-    gen: u32,
-    meta: Meta,
-    op: Op,
-    extra: Extra,
-    cancelled: bool,
-    /// Set when the op could not start: its completion carries this errno.
-    failed: Option<i32>,
-    /// When a timeout op is due (so a re-submission waits only what is left).
-    due: Option<Instant>,
-    /// Push order, for cancels by fd.
-    seq: u64,
-    /// The queue limit stopped this multishot op: its cancel ends it with ENOBUFS.
-    stopped: bool,
-}
-
-// SAFETY: the raw pointers in `Extra` point into heap memory owned by this
-// same entry (boxes and the op's buffers); nothing else aliases them, so the
-// entry may move between threads with its owner, the locked slab.
-unsafe impl Send for InFlight {}
-
-pub(super) enum Extra {
-    None,
-    Ts(#[allow(dead_code)] Box<types::Timespec>),
-    Msg(Box<MsgBox>),
-    VecMsg(#[allow(dead_code)] Box<VecMsg>),
-    Splice(Box<SpliceState>),
-}
-
-/// A `msghdr` with one iovec and an address, boxed so the kernel's pointers
-/// into it stay put.
-pub(super) struct MsgBox {
-    hdr: libc::msghdr,
-    iov: libc::iovec,
-    addr: libc::sockaddr_storage,
-}
-
-impl MsgBox {
-    fn new(iov: libc::iovec) -> Box<Self> {
-        // SAFETY: msghdr and sockaddr_storage are plain C structs for which
-        // all-zero bytes are a valid value.
-        let (hdr, addr) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-        Box::new(MsgBox { hdr, iov, addr })
-    }
-    fn set_addr(&mut self, a: &SockAddr) {
-        let len = (a.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
-        // SAFETY: copies `len` bytes of a valid sockaddr into storage of at
-        // least that size; the regions do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                a.as_ptr().cast::<u8>(),
-                (&mut self.addr as *mut libc::sockaddr_storage).cast(),
-                len,
-            )
-        };
-        self.hdr.msg_namelen = len as u32;
-    }
-    /// Points the header at this box's own iovec and address.
-    fn link(&mut self) {
-        self.hdr.msg_iov = &mut self.iov;
-        self.hdr.msg_iovlen = 1;
-        self.hdr.msg_name = (&mut self.addr as *mut libc::sockaddr_storage).cast();
-        if self.hdr.msg_namelen == 0 {
-            self.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-        }
-    }
-    fn peer(&self) -> Option<std::net::SocketAddr> {
-        super::sockaddr_to_std(&self.addr, self.hdr.msg_namelen)
-    }
-}
-
-/// A `msghdr` over many iovecs (gathering send).
-pub(super) struct VecMsg {
-    hdr: libc::msghdr,
-    iovs: Vec<libc::iovec>,
-}
-
-impl VecMsg {
-    fn new(iovs: Vec<libc::iovec>) -> Self {
-        // SAFETY: all-zero is a valid msghdr.
-        let hdr = unsafe { std::mem::zeroed() };
-        VecMsg { hdr, iovs }
-    }
-    fn link(&mut self) {
-        self.hdr.msg_iov = self.iovs.as_mut_ptr();
-        self.hdr.msg_iovlen = self.iovs.len();
-    }
-}
-
-/// A pipe used to splice file data to a socket without a user-space copy.
-pub(super) struct Pipe {
-    r: OwnedFd,
-    w: OwnedFd,
-    capacity: u32,
-}
-
-impl Pipe {
-    fn new() -> io::Result<Pipe> {
-        let mut fds = [0; 2];
-        syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
-        // SAFETY: pipe2 just returned two fresh fds that nothing else owns.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // A bigger pipe means fewer splice round trips for large files.
-        let capacity = syscall!(fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20))
-            .or_else(|_| syscall!(fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ)))
-            .unwrap_or(65536) as u32;
-        Ok(Pipe { r, w, capacity })
-    }
-}
-
-pub(super) struct SpliceState {
-    pipe: Pipe,
-    offset: u64,
-    remaining: u64,
-    sent: u64,
-    in_pipe: u32,
-    /// Waiting for the socket to take more (a drain met a full socket).
-    polling: bool,
 }
 
 pub(crate) struct Uring {
@@ -284,7 +164,8 @@ impl Uring {
                 source,
             });
         }
-        let efd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)).map_err(|source| {
+        // SAFETY: integer arguments only; no memory is passed.
+        let efd = syscall!(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) }).map_err(|source| {
             BuildError::IoUringUnavailable {
                 cause: format!("eventfd failed: {source}"),
                 source,
@@ -316,6 +197,12 @@ impl Uring {
                 pipes: Mutex::new(Vec::new()),
             }),
         })
+    }
+}
+
+impl AsRef<IoUring> for Core {
+    fn as_ref(&self) -> &IoUring {
+        &self.ring
     }
 }
 
@@ -446,8 +333,8 @@ impl Core {
         if ud == UD_CANCEL {
             return;
         }
-        let id = OpRef(ud);
-        let (idx, gen) = (id.idx(), id.gen());
+        let id = GenIndex::from_u64(ud);
+        let (idx, gen) = (id.index() as usize, id.generation());
         let Some(f) = st.ops.get_mut(idx) else { return };
         if f.gen != gen {
             return;
@@ -507,7 +394,7 @@ impl Core {
         }
         // send_file: advance the splice state machine.
         let asked = matches!(f.op, Op::SendFile { .. }) && asked_to_cancel(st.cancelled_all, &st.cancelled_fds, f);
-        if let (Op::SendFile { fd, file, .. }, Extra::Splice(s)) = (&f.op, &mut f.extra) {
+        if let (Op::SendFile { fd, file, .. }, SqeData::Splice(s)) = (&f.op, &mut f.sqe_data) {
             let (sock, file) = (*fd, file.as_raw_fd());
             let next = if asked {
                 Err(libc::ECANCELED)
@@ -522,8 +409,8 @@ impl Core {
                 }
                 Ok(None) => {
                     let f = st.ops.remove(idx);
-                    let sent = match &f.extra {
-                        Extra::Splice(s) => s.sent,
+                    let sent = match &f.sqe_data {
+                        SqeData::Splice(s) => s.sent,
                         _ => 0,
                     };
                     self.finish(f, Ok(sent as usize), 0, out);
@@ -547,12 +434,12 @@ impl Core {
 
     /// Turns a finished op into its final completion, handing buffers back.
     fn finish(&self, f: InFlight, result: io::Result<usize>, flags: u32, out: &mut Vec<Completion>) {
-        let InFlight { meta, op, extra, .. } = f;
+        let InFlight { meta, op, sqe_data, .. } = f;
         let payload = match op {
             Op::SendFile { .. } => {
                 // Only a pipe known to be empty is reused: after an error or
                 // a cancel it may hold bytes of this file.
-                if let Extra::Splice(s) = extra {
+                if let SqeData::Splice(s) = sqe_data {
                     if result.is_ok() && s.in_pipe == 0 {
                         self.pipes.lock().push(s.pipe);
                     }
@@ -560,8 +447,8 @@ impl Core {
                 op.into_payload()
             }
             other => {
-                let peer = match &extra {
-                    Extra::Msg(m) => m.peer(),
+                let peer = match &sqe_data {
+                    SqeData::Msg(m) => m.peer(),
                     _ => None,
                 };
                 other.finish(&result, peer, cqueue::buffer_select(flags))
@@ -578,8 +465,8 @@ fn asked_to_cancel(all: bool, fds: &HashMap<RawFd, u64>, f: &InFlight) -> bool {
 
 /// The SQE that starts `f` again after the kernel cancelled it on its own.
 fn resubmission(f: &mut InFlight) -> Option<squeue::Entry> {
-    match (&mut f.op, &mut f.extra) {
-        (Op::SendFile { fd, file, .. }, Extra::Splice(s)) => {
+    match (&mut f.op, &mut f.sqe_data) {
+        (Op::SendFile { fd, file, .. }, SqeData::Splice(s)) => {
             let (sock, file) = (*fd, file.as_raw_fd());
             Some(if s.polling {
                 sqe::poll_writable(sock)
@@ -682,14 +569,14 @@ impl Driver for Uring {
         if idx >= u32::MAX as usize {
             return Err((SubmitErrorKind::QueueFull, op));
         }
-        let id = OpRef::new(gen, idx);
+        let id = GenIndex::new(idx as u32, gen);
         meta.id = id;
         let op_id = meta.op_id();
         let mut f = InFlight {
             gen,
             meta,
             op,
-            extra: Extra::None,
+            sqe_data: SqeData::None,
             cancelled: false,
             failed: None,
             due: None,
@@ -703,7 +590,7 @@ impl Driver for Uring {
             // Shut down: the op completes at once, cancelled, buffers handed back.
             f.failed = Some(libc::ECANCELED);
             entry.insert(f);
-            core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(id.0));
+            core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(id.to_u64()));
             return Ok(Issued::Pending(op_id));
         }
         if let Op::SendFile { fd, .. } = &f.op {
@@ -716,7 +603,7 @@ impl Driver for Uring {
             if let Err(e) = super::set_nonblocking(sock, true) {
                 f.failed = Some(e.raw_os_error().unwrap_or(libc::EIO));
                 entry.insert(f);
-                core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(id.0));
+                core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(id.to_u64()));
                 return Ok(Issued::Pending(op_id));
             }
         }
@@ -728,12 +615,12 @@ impl Driver for Uring {
                 // Complete through the ring so the error arrives like any other.
                 f.failed = Some(e.raw_os_error().unwrap_or(libc::EIO));
                 entry.insert(f);
-                core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(id.0));
+                core.push_sqe(&mut st, &opcode::Nop::new().build().user_data(id.to_u64()));
                 return Ok(Issued::Pending(op_id));
             }
         };
         entry.insert(f);
-        core.push_sqe(&mut st, &sqe.user_data(id.0));
+        core.push_sqe(&mut st, &sqe.user_data(id.to_u64()));
         Ok(Issued::Pending(op_id))
     }
 
@@ -824,12 +711,12 @@ impl Driver for Uring {
             let mut st = core.state.lock();
             let entry = match target {
                 CancelTarget::Op(id) => {
-                    if let Some(f) = st.ops.get_mut(id.idx()) {
-                        if f.gen == id.gen() {
+                    if let Some(f) = st.ops.get_mut(id.index() as usize) {
+                        if f.gen == id.generation() {
                             f.cancelled = true;
                         }
                     }
-                    opcode::AsyncCancel::new(id.0).build()
+                    opcode::AsyncCancel::new(id.to_u64()).build()
                 }
 
                 CancelTarget::Fd(fd) => {
@@ -859,7 +746,7 @@ impl Driver for Uring {
     fn buf_pool(&self, count: u16, size: usize) -> io::Result<BufPool> {
         let bgid = self.core.next_bgid.fetch_add(1, Relaxed);
         let ring = BufRing::register(self.core.clone(), count.next_power_of_two(), bgid)?;
-        let inner = Arc::new(PoolInner::new(count, size, Provider::Ring(ring), self.id)?);
+        let inner = Arc::new(PoolInner::new(count, size, Provider::Ring(Box::new(ring)), self.id)?);
         if let Provider::Ring(r) = &inner.provider {
             for bid in 0..count {
                 r.give_back(bid, inner.addr(bid), size);

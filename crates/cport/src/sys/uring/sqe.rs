@@ -1,17 +1,146 @@
-//! Building one submission-queue entry per operation.
+//! An operation's in-flight entry, and the submission-queue entries built
+//! from it.
 //!
 //! Every pointer put into an SQE points into heap memory owned by the
 //! operation's `InFlight` entry (a `Vec`'s or `Bytes`' data, a pool buffer, or
-//! a `Box` in `Extra`), never into the entry itself, which moves into the slab.
+//! a `Box` in `SqeData`), never into the entry itself, which moves into the slab.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Instant;
 
 use io_uring::{opcode, squeue, types};
+use socket2::SockAddr;
 
-use super::{Extra, InFlight, MsgBox, SpliceState, VecMsg};
-use crate::buf::Buf;
-use crate::sys::Op;
+use crate::completion::Meta;
+use crate::sys::buf::Buf;
+use crate::sys::{syscall, Op};
+
+pub(super) struct InFlight {
+    pub(super) gen: u32,
+    pub(super) meta: Meta,
+    pub(super) op: Op,
+    pub(super) sqe_data: SqeData,
+    pub(super) cancelled: bool,
+    /// Set when the op could not start: its completion carries this errno.
+    pub(super) failed: Option<i32>,
+    /// When a timeout op is due (so a re-submission waits only what is left).
+    pub(super) due: Option<Instant>,
+    /// Push order, for cancels by fd.
+    pub(super) seq: u64,
+    /// The queue limit stopped this multishot op: its cancel ends it with ENOBUFS.
+    pub(super) stopped: bool,
+}
+
+// SAFETY: the raw pointers in `SqeData` point into heap memory owned by this
+// same entry (boxes and the op's buffers); nothing else aliases them, so the
+// entry may move between threads with its owner, the locked slab.
+unsafe impl Send for InFlight {}
+
+/// Memory an in-flight entry keeps beside its op because its SQE points at
+/// it (a timeout's timespec, a msghdr, the splice loop's state), boxed so
+/// it stays put while the entry moves.
+pub(super) enum SqeData {
+    None,
+    Ts(#[allow(dead_code)] Box<types::Timespec>),
+    Msg(Box<MsgBox>),
+    VecMsg(#[allow(dead_code)] Box<VecMsg>),
+    Splice(Box<SpliceState>),
+}
+
+/// A `msghdr` with one iovec and an address, boxed so the kernel's pointers
+/// into it stay put.
+pub(super) struct MsgBox {
+    pub(super) hdr: libc::msghdr,
+    pub(super) iov: libc::iovec,
+    pub(super) addr: libc::sockaddr_storage,
+}
+
+impl MsgBox {
+    pub(super) fn new(iov: libc::iovec) -> Box<Self> {
+        // SAFETY: msghdr and sockaddr_storage are plain C structs for which
+        // all-zero bytes are a valid value.
+        let (hdr, addr) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        Box::new(MsgBox { hdr, iov, addr })
+    }
+    pub(super) fn set_addr(&mut self, a: &SockAddr) {
+        let len = (a.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+        // SAFETY: copies `len` bytes of a valid sockaddr into storage of at
+        // least that size; the regions do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                a.as_ptr().cast::<u8>(),
+                (&mut self.addr as *mut libc::sockaddr_storage).cast(),
+                len,
+            )
+        };
+        self.hdr.msg_namelen = len as u32;
+    }
+    /// Points the header at this box's own iovec and address.
+    pub(super) fn link(&mut self) {
+        self.hdr.msg_iov = &mut self.iov;
+        self.hdr.msg_iovlen = 1;
+        self.hdr.msg_name = (&mut self.addr as *mut libc::sockaddr_storage).cast();
+        if self.hdr.msg_namelen == 0 {
+            self.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        }
+    }
+    pub(super) fn peer(&self) -> Option<std::net::SocketAddr> {
+        crate::sys::sockaddr_to_std(&self.addr, self.hdr.msg_namelen)
+    }
+}
+
+/// A `msghdr` over many iovecs (gathering send).
+pub(super) struct VecMsg {
+    pub(super) hdr: libc::msghdr,
+    pub(super) iovs: Vec<libc::iovec>,
+}
+
+impl VecMsg {
+    pub(super) fn new(iovs: Vec<libc::iovec>) -> Self {
+        // SAFETY: all-zero is a valid msghdr.
+        let hdr = unsafe { std::mem::zeroed() };
+        VecMsg { hdr, iovs }
+    }
+    pub(super) fn link(&mut self) {
+        self.hdr.msg_iov = self.iovs.as_mut_ptr();
+        self.hdr.msg_iovlen = self.iovs.len();
+    }
+}
+
+/// A pipe used to splice file data to a socket without a user-space copy.
+pub(super) struct Pipe {
+    pub(super) r: OwnedFd,
+    pub(super) w: OwnedFd,
+    pub(super) capacity: u32,
+}
+
+impl Pipe {
+    pub(super) fn new() -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        // SAFETY: the kernel writes two fds into `fds`, a live [c_int; 2].
+        syscall!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+        // SAFETY: pipe2 just returned two fresh fds that nothing else owns.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // A bigger pipe means fewer splice round trips for large files.
+        // SAFETY: integer arguments only; no memory is passed.
+        let capacity = syscall!(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) })
+            // SAFETY: as above.
+            .or_else(|_| syscall!(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) }))
+            .unwrap_or(65536) as u32;
+        Ok(Pipe { r, w, capacity })
+    }
+}
+
+pub(super) struct SpliceState {
+    pub(super) pipe: Pipe,
+    pub(super) offset: u64,
+    pub(super) remaining: u64,
+    pub(super) sent: u64,
+    pub(super) in_pipe: u32,
+    /// Waiting for the socket to take more (a drain met a full socket).
+    pub(super) polling: bool,
+}
 
 fn buf_ptr(b: &Buf) -> (*const u8, u32) {
     let s = b.as_slice();
@@ -27,13 +156,13 @@ fn iovec(b: &Buf) -> libc::iovec {
 }
 
 /// Builds the first SQE of `f`'s operation, allocating what it must point at.
-pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::Pipe>) -> io::Result<squeue::Entry> {
+pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<Pipe>) -> io::Result<squeue::Entry> {
     let entry = match &mut f.op {
         Op::Nop => opcode::Nop::new().build(),
         Op::Timeout { dur } => {
             let ts = Box::new(types::Timespec::from(*dur));
             let e = opcode::Timeout::new(&*ts).build();
-            f.extra = Extra::Ts(ts);
+            f.sqe_data = SqeData::Ts(ts);
             e
         }
         // Multishot accepts are re-armed one at a time by the driver (see `Core::complete`).
@@ -69,7 +198,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
             let e = opcode::SendMsg::new(types::Fd(*fd), &m.hdr)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build();
-            f.extra = Extra::VecMsg(m);
+            f.sqe_data = SqeData::VecMsg(m);
             e
         }
         Op::RecvFrom { fd, buf } => {
@@ -81,7 +210,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
             let mut m = MsgBox::new(iov);
             m.link();
             let e = opcode::RecvMsg::new(types::Fd(*fd), &mut m.hdr).build();
-            f.extra = Extra::Msg(m);
+            f.sqe_data = SqeData::Msg(m);
             e
         }
         Op::SendTo { fd, buf, addr } => {
@@ -91,7 +220,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
             let e = opcode::SendMsg::new(types::Fd(*fd), &m.hdr)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build();
-            f.extra = Extra::Msg(m);
+            f.sqe_data = SqeData::Msg(m);
             e
         }
         Op::Shutdown { fd, how } => opcode::Shutdown::new(types::Fd(*fd), super::super::shut_how(*how)).build(),
@@ -127,7 +256,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<super::P
                     polling: false,
                 });
                 let e = splice_fill(&mut st, file.as_raw_fd());
-                f.extra = Extra::Splice(st);
+                f.sqe_data = SqeData::Splice(st);
                 e
             }
         }

@@ -1,4 +1,12 @@
-//! Buffers owned by operations while they are in flight.
+//! Buffer memory: the buffers operations own while they are in flight
+//! ([`Buf`]), what an operation hands back ([`Payload`]), and the pools of
+//! receive buffers the kernel picks from ([`BufPool`], in `pool`).
+//!
+//! Imports nothing else of the crate: the value types above it (a
+//! completion, a refused operation) and the backends below it both hold
+//! these buffers.
+
+mod pool;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
@@ -8,7 +16,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::sys::PooledBuf;
+pub use pool::{BufPool, PooledBuf};
+pub(crate) use pool::{FreeStack, KernelRing, PoolInner, Provider};
 
 /// One buffer handed to the port for an operation and handed back in its completion.
 ///

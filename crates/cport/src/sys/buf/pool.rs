@@ -13,12 +13,21 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU16, AtomicU64};
 use std::sync::Arc;
 
-use super::uring::BufRing;
+/// A ring of buffer slots registered with the kernel, which takes a buffer
+/// from it when data arrives (io_uring's provided-buffer ring). The backend
+/// that registers it implements this, so buffer memory needs nothing of
+/// the backends.
+pub(crate) trait KernelRing: Send + Sync {
+    /// Publishes buffer `bid` (at `addr`, `len` bytes) for the kernel to fill.
+    fn give_back(&self, bid: u16, addr: *mut u8, len: usize);
+    /// The buffer group id receives name to pick from this ring.
+    fn group(&self) -> u16;
+}
 
 /// How buffers go back to whoever hands them out.
 pub(crate) enum Provider {
     /// io_uring: a registered provided-buffer ring.
-    Ring(BufRing),
+    Ring(Box<dyn KernelRing>),
     /// epoll: a free list of buffer ids.
     List(FreeStack),
 }
@@ -210,7 +219,7 @@ impl BufPool {
 
     pub(crate) fn bgid(&self) -> Option<u16> {
         match &self.inner.provider {
-            Provider::Ring(r) => Some(r.bgid()),
+            Provider::Ring(r) => Some(r.group()),
             Provider::List(_) => None,
         }
     }
