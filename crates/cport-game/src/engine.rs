@@ -431,7 +431,7 @@ impl Engine {
                 }
                 if tick.is_multiple_of(u32::from(self.rules.world.tick_hz.max(1))) {
                     let (bin, bout) = self.stats.bytes();
-                    let text = crate::web::stats_json(
+                    let text = crate::stats::stats_json(
                         &self.stats.snapshot(0),
                         self.stats.flush_p99_us(),
                         viewers.len(),

@@ -125,3 +125,21 @@ fn process_cpu_us() -> u64 {
     let t = clock_gettime(ClockId::ProcessCPUTime);
     t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000
 }
+
+/// The counters a page shows (sent once a second).
+pub(crate) fn stats_json(s: &Stats, flush_p99_us: u32, viewers: usize, bytes_in: u64, bytes_out: u64) -> String {
+    format!(
+        r#"{{"stats":{{"ticks":{},"tick_p50_us":{},"tick_p99_us":{},"tick_max_us":{},"flush_p99_us":{},"players":{},"handoffs":{},"corrections":{},"viewers":{},"bytes_in":{},"bytes_out":{}}}}}"#,
+        s.ticks,
+        s.tick_p50_us,
+        s.tick_p99_us,
+        s.tick_max_us,
+        flush_p99_us,
+        s.players,
+        s.handoffs,
+        s.corrections,
+        viewers,
+        bytes_in,
+        bytes_out
+    )
+}

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cport_http::{HttpConfig, WsClose, WsHandler, WsMessage, WsSession};
-use cport_proto::game::{Stats, WorldInfo};
+use cport_proto::game::WorldInfo;
 
 use crate::engine::Engine;
 
@@ -43,24 +43,6 @@ fn world_json(w: &WorldInfo) -> String {
     format!(
         r#"{{"world":{{"tick_hz":{},"zones_x":{},"zones_y":{},"zone_size":{},"cell_size":{}}}}}"#,
         w.tick_hz, w.zones_x, w.zones_y, w.zone_size, w.cell_size
-    )
-}
-
-/// The counters a page shows (sent once a second).
-pub(crate) fn stats_json(s: &Stats, flush_p99_us: u32, viewers: usize, bytes_in: u64, bytes_out: u64) -> String {
-    format!(
-        r#"{{"stats":{{"ticks":{},"tick_p50_us":{},"tick_p99_us":{},"tick_max_us":{},"flush_p99_us":{},"players":{},"handoffs":{},"corrections":{},"viewers":{},"bytes_in":{},"bytes_out":{}}}}}"#,
-        s.ticks,
-        s.tick_p50_us,
-        s.tick_p99_us,
-        s.tick_max_us,
-        flush_p99_us,
-        s.players,
-        s.handoffs,
-        s.corrections,
-        viewers,
-        bytes_in,
-        bytes_out
     )
 }
 

@@ -545,7 +545,9 @@ impl Lifecycle {
                     self.arm_recv(out);
                 }
             }
-            (None, Err(e)) if e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error()) && self.close.is_none() => {
+            (None, Err(e))
+                if e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error()) && self.close.is_none() =>
+            {
                 if !self.rx_paused {
                     self.wait_for_buffers(out);
                 }

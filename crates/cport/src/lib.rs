@@ -43,6 +43,7 @@ mod sys;
 
 mod handle;
 mod handoff;
+mod monitor;
 mod port;
 mod sched;
 mod stats;
