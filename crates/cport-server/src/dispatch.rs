@@ -157,7 +157,55 @@ impl<H: Handler> Dispatcher<H> {
                 self.rearm_if_starved();
             }
             OpKind::Post if c.ctx() == CTX_START => self.on_start(),
+            OpKind::Post if c.ctx() == CTX_RELEASE => {
+                let (idx, gen) = split_key(c.key());
+                self.release(idx, gen);
+                self.rearm_if_starved();
+            }
+            // File operations, timers and posts the handler issued itself.
+            OpKind::Post | OpKind::Timeout => self.handler.on_completion(c),
+            OpKind::ReadAt | OpKind::WriteAt | OpKind::Fsync => self.handler.on_completion(c),
             _ => {}
+        }
+    }
+
+    /// The handler released its hold on a session's input: it continues
+    /// what it held back (`on_resume`), then receiving resumes.
+    fn release(&self, idx: u32, gen: u32) {
+        let sh = &*self.shared;
+        let (Some(slot), Some(cell)) = (sh.slots.get(idx), self.rx.get(idx)) else {
+            return;
+        };
+        let mut fatal = None;
+        {
+            let mut rx = cell.lock();
+            {
+                let mut st = slot.state.lock();
+                if !st.is(gen) || st.close.is_some() {
+                    return;
+                }
+                st.recv_busy = true; // handler code runs: nothing may finalize
+            }
+            let RxSlot { session, user, .. } = &mut *rx;
+            if let (Some(s), Some(u)) = (session.as_ref(), user.as_mut()) {
+                let h = &self.handler;
+                if guarded(&sh.cfg.name, "on_resume", || h.on_resume(s, u)).is_none() {
+                    fatal = Some(DisconnectReason::HandlerPanicked);
+                }
+            }
+        }
+        let mut st = slot.state.lock();
+        st.recv_busy = false;
+        let fin = match fatal {
+            Some(reason) => sh.begin_close(slot, &mut st, reason, false),
+            None => sh.check_finalize(&mut st),
+        };
+        let resume = !fin && sh.resume_ready(slot, &st);
+        drop(st);
+        if fin {
+            self.finalize(idx, gen);
+        } else if resume {
+            self.resume(idx, gen);
         }
     }
 
@@ -270,6 +318,7 @@ impl<H: Handler> Dispatcher<H> {
         let now = sh.now();
         slot.closing.store(false, Release);
         slot.backed_up.store(false, Relaxed);
+        slot.held.store(false, Relaxed);
         slot.last_active.store(now, Relaxed);
         slot.frame_since.store(0, Relaxed);
         {
@@ -406,7 +455,7 @@ impl<H: Handler> Dispatcher<H> {
             return None;
         }
         let fatal = self.handle_input(slot, &mut rx, buf, shard);
-        if fatal.is_none() && slot.backed_up.load(Relaxed) {
+        if fatal.is_none() && slot.holds_input() {
             self.pause(slot, &mut rx);
         }
         fatal
@@ -418,7 +467,7 @@ impl<H: Handler> Dispatcher<H> {
     fn pause(&self, slot: &Slot, rx: &mut RxSlot<H::State>) {
         let mut st = slot.state.lock();
         // Drained meanwhile (another worker settled a send): nothing to do.
-        if !st.live || st.close.is_some() || st.rx_paused || !slot.backed_up.load(Relaxed) {
+        if !st.live || st.close.is_some() || st.rx_paused || !slot.holds_input() {
             return;
         }
         st.rx_paused = true;
@@ -468,7 +517,7 @@ impl<H: Handler> Dispatcher<H> {
                     rx.parked = None;
                 }
                 fatal = self.handle_input(slot, &mut rx, Buf::Bytes(piece), shard);
-                if fatal.is_none() && slot.backed_up.load(Relaxed) {
+                if fatal.is_none() && slot.holds_input() {
                     self.pause(slot, &mut rx);
                 }
             }

@@ -181,6 +181,43 @@ impl Session {
         })
     }
 
+    /// Holds this session's input back: once the message being handled
+    /// returns, no receive is re-armed (input already on its way is parked)
+    /// until [`resume_receiving`](Self::resume_receiving). Flow control for
+    /// work the handler started on the input, such as file writes: the peer
+    /// is slowed by TCP, nothing is buffered without bound.
+    pub fn pause_receiving(&self) {
+        if let Some(slot) = self.shared.slots.get(self.idx) {
+            if slot.state.lock().is(self.gen) {
+                slot.held.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Releases [`pause_receiving`](Self::pause_receiving): a worker calls
+    /// the handler's [`on_resume`](crate::Handler::on_resume) for this
+    /// session, then receiving resumes (unless answers still back up).
+    /// Call it once per pause, from any thread.
+    pub fn resume_receiving(&self) {
+        let Some(slot) = self.shared.slots.get(self.idx) else { return };
+        let st = slot.state.lock();
+        if !st.is(self.gen) {
+            return;
+        }
+        slot.held.store(false, std::sync::atomic::Ordering::Relaxed);
+        if st.close.is_none() {
+            let key = crate::shared::session_key(self.idx, self.gen);
+            let _ = self.shared.port.post(key, 0, crate::shared::CTX_RELEASE);
+        }
+    }
+
+    /// The completion port the session runs on: file operations issued here
+    /// (with a context of the handler's choosing) complete in
+    /// [`Handler::on_completion`](crate::Handler::on_completion).
+    pub fn port(&self) -> &cport::Port {
+        &self.shared.port
+    }
+
     /// Bytes queued and in flight, not yet sent.
     pub fn queued_bytes(&self) -> usize {
         self.shared.slots.get(self.idx).map_or(0, |slot| {

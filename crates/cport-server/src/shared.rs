@@ -34,6 +34,9 @@ pub(crate) const CTX_START: u64 = 7;
 /// A paused session's queue drained to the low-water mark: a worker resumes
 /// its receiving.
 pub(crate) const CTX_RESUME: u64 = 8;
+/// The handler released its hold on a session's input: a worker calls
+/// `Handler::on_resume` and resumes its receiving.
+pub(crate) const CTX_RELEASE: u64 = 9;
 /// Accepts carry `CTX_ACCEPT + listener index`.
 pub(crate) const CTX_ACCEPT: u64 = 1 << 32;
 
@@ -92,7 +95,18 @@ pub(crate) struct Slot {
     /// drained to the low one. Written under `state`; read without it on the
     /// receive path, after each delivered chunk.
     pub backed_up: AtomicBool,
+    /// The handler holds this session's input back
+    /// ([`Session::pause_receiving`](crate::Session::pause_receiving)), for
+    /// example while its own file writes are pending.
+    pub held: AtomicBool,
     pub state: Mutex<State>,
+}
+
+impl Slot {
+    /// Input must wait: the answers back up, or the handler holds it.
+    pub(crate) fn holds_input(&self) -> bool {
+        self.backed_up.load(Relaxed) || self.held.load(Relaxed)
+    }
 }
 
 /// How a session is closing.
@@ -544,7 +558,7 @@ impl Shared {
     /// A paused session may resume now: its queue drained, nothing of its
     /// receive is in flight or being handled, and it is not closing.
     pub(crate) fn resume_ready(&self, slot: &Slot, st: &State) -> bool {
-        st.rx_paused && st.close.is_none() && st.recv_op.is_none() && !st.recv_busy && !slot.backed_up.load(Relaxed)
+        st.rx_paused && st.close.is_none() && st.recv_op.is_none() && !st.recv_busy && !slot.holds_input()
     }
 
     /// Arms the session's receive. Returns `true` if that failed and the
