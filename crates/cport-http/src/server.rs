@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use cport::{Backend, Port, Stats};
 use cport_proto::http::{
-    check_method, decode_path, CanonicalRoot, DateCache, HttpError, Limits, Method, Request, ResponseHead,
+    check_method, decode_path, CanonicalRoot, DateCache, Event, Flow, HttpError, Limits, Method, Request,
+    RequestStream, ResponseHead,
 };
 use cport_server::{
     DisconnectReason, Framing, Handler, Message, Server, ServerHandle, ServerStats, Session, ShutdownReport,
@@ -20,15 +21,21 @@ use cport_server::{
 };
 
 use crate::cache::FileCache;
-use crate::conn::{Event, Flow, RequestStream};
 use crate::files::{Body, Files, Reply};
 use crate::stats::{self, HttpCounters, HttpStats, Snapshot};
+use crate::upload::{Start, Upload, Uploads, TEMP_DIR};
 use crate::watchdog::Watchdog;
 use crate::ws::{Upgraded, WsRoutes, WsTimers};
 use crate::HttpConfig;
 
 /// The request path of the JSON stats endpoint.
 pub const STATS_PATH: &str = "/_cport/stats";
+
+/// The request path of the recent uploads (JSON), when uploads are on.
+pub const UPLOADS_PATH: &str = "/_cport/uploads";
+
+/// Finished uploads are served under this path (from the upload directory).
+const FILES_PREFIX: &str = "files";
 
 /// File bodies are queued in ranges of at most this many bytes: each range's
 /// completion counts as progress for the idle timeout, so a client that
@@ -59,6 +66,9 @@ struct App {
     live: OnceLock<Live>,
     ws: WsRoutes,
     ws_timers: WsTimers,
+    uploads: Option<Uploads>,
+    /// The upload directory, served under `/files/`.
+    upload_files: Option<Files>,
 }
 
 /// A connection's state, owned by the worker handling it.
@@ -70,6 +80,11 @@ pub(crate) struct Conn {
     since: Option<Instant>,
     /// Set once the connection upgraded to WebSocket: every chunk goes there.
     ws: Option<Upgraded>,
+    /// The upload whose body is arriving.
+    upload: Option<Arc<parking_lot::Mutex<Upload>>>,
+    /// An upload's body is in and its answer not yet out: the stream is
+    /// paused (the session's input is held) until `on_resume`.
+    finishing: bool,
 }
 
 struct HttpHandler(Arc<App>);
@@ -95,9 +110,22 @@ impl Handler for HttpHandler {
         }
     }
 
+    fn on_resume(&self, s: &Session, conn: &mut Conn) {
+        self.0.on_resume(s, conn);
+    }
+
+    fn on_completion(&self, c: cport::Completion) {
+        if let Some(uploads) = &self.0.uploads {
+            uploads.on_completion(c);
+        }
+    }
+
     fn on_disconnect(&self, s: &Session, conn: Conn, _: &DisconnectReason) {
         if conn.since.is_some() {
             self.0.watch.claim(s.id());
+        }
+        if let (Some(up), Some(uploads)) = (&conn.upload, &self.0.uploads) {
+            uploads.disconnected(up);
         }
         if let Some(ws) = conn.ws {
             ws.on_disconnect(&self.0.ws_timers);
@@ -114,13 +142,43 @@ impl App {
         }
         let was_partial = conn.stream.has_partial();
         let mut upgraded = None;
+        let Conn {
+            stream,
+            upload,
+            finishing,
+            ..
+        } = conn;
         let fed = DATE.with_borrow_mut(|dates| {
             let date = dates.get(SystemTime::now());
-            conn.stream.feed(chunk, &self.limits, |ev| match ev {
+            stream.feed(chunk, &self.limits, |ev| match ev {
                 Event::Upgrade(req, head) => self.upgrade(s, &req, head, date, &mut upgraded),
+                Event::Request(req) if self.uploads.is_some() && Uploads::is_upload_path(req.target) => {
+                    self.start_upload(s, &req, date, upload)
+                }
+                Event::Body(piece) => {
+                    if let (Some(up), Some(uploads)) = (upload.as_ref(), &self.uploads) {
+                        uploads.body(up, piece);
+                    }
+                    Flow::Continue
+                }
+                Event::BodyEnd => match (upload.take(), &self.uploads) {
+                    (Some(up), Some(uploads)) => {
+                        uploads.body_end(&up);
+                        *finishing = true;
+                        Flow::Pause
+                    }
+                    _ => Flow::Continue,
+                },
                 ev => self.answer(s, ev, date),
             })
         });
+        if conn.finishing {
+            // Waiting for an upload's answer: no request deadline meanwhile.
+            if conn.since.take().is_some() {
+                self.watch.claim(s.id());
+            }
+            return;
+        }
         if let Some(mut ws) = upgraded {
             if let Some(rest) = &fed.rest {
                 ws.on_chunk(rest);
@@ -128,14 +186,56 @@ impl App {
             conn.ws = Some(ws);
         }
         if conn.stream.has_partial() {
+            // Body bytes are progress: the deadline is one of idleness.
             let since = match conn.since {
-                Some(t) if was_partial && fed.events == 0 => t,
+                Some(t) if was_partial && fed.events == 0 && fed.body_bytes == 0 => t,
                 _ => Instant::now(),
             };
             conn.since = Some(since);
             self.watch.arm(s, since + self.request_timeout);
         } else {
             conn.since = None;
+        }
+    }
+
+    /// Receiving resumed after an upload's answer: go on with what followed
+    /// its body.
+    fn on_resume(&self, s: &Session, conn: &mut Conn) {
+        if std::mem::take(&mut conn.finishing) && conn.ws.is_none() {
+            self.on_message(s, conn, &[]);
+        }
+    }
+
+    /// A PUT, PATCH, HEAD or OPTIONS of `/upload/<name>`: answered at once,
+    /// or its body is read into the upload.
+    fn start_upload(
+        &self,
+        s: &Session,
+        req: &Request<'_>,
+        date: &str,
+        upload: &mut Option<Arc<parking_lot::Mutex<Upload>>>,
+    ) -> Flow {
+        let Some(uploads) = &self.uploads else { return Flow::Stop };
+        match uploads.start(s, req, date) {
+            Start::Body(up) => {
+                *upload = Some(up);
+                Flow::ReadBody
+            }
+            Start::Answer(head, keep_alive) => {
+                let status = head
+                    .get(9..12)
+                    .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+                    .unwrap_or(0);
+                self.counters.answered(status, 0, false);
+                if s.send(head).is_err() {
+                    return Flow::Stop;
+                }
+                if !keep_alive {
+                    s.close();
+                    return Flow::Stop;
+                }
+                Flow::Continue
+            }
         }
     }
 
@@ -189,6 +289,7 @@ impl App {
                 }
                 self.queue(s, reply)
             }
+            Event::Body(_) | Event::BodyEnd => Flow::Continue,
         }
     }
 
@@ -206,6 +307,28 @@ impl App {
             head.content_type = Some("application/json; charset=utf-8");
             head.extra = &[("Cache-Control", "no-store")];
             return Reply::in_memory(head, Bytes::from(self.stats_json()), head_only, date);
+        }
+        // Uploads in progress are never served, wherever they are.
+        if path.rel.components().any(|c| c.as_os_str() == TEMP_DIR) {
+            return Reply::error(HttpError::NOT_FOUND, req.keep_alive, head_only, date);
+        }
+        if let (Some(uploads), Some(files)) = (&self.uploads, &self.upload_files) {
+            if !path.dir && path.rel.as_os_str() == &UPLOADS_PATH[1..] {
+                let mut head = ResponseHead::new(200, 0, req.keep_alive);
+                head.content_type = Some("application/json; charset=utf-8");
+                head.extra = &[("Cache-Control", "no-store")];
+                return Reply::in_memory(head, Bytes::from(uploads.recent_json()), head_only, date);
+            }
+            if let Ok(rel) = path.rel.strip_prefix(FILES_PREFIX) {
+                if rel.as_os_str().is_empty() || path.dir {
+                    return Reply::error(HttpError::NOT_FOUND, req.keep_alive, head_only, date);
+                }
+                let inner = cport_proto::http::DecodedPath {
+                    rel: rel.to_path_buf(),
+                    dir: false,
+                };
+                return files.respond(req, &inner, date);
+            }
         }
         self.files.respond(req, &path, date)
     }
@@ -338,13 +461,34 @@ impl HttpServer {
             ));
         }
         let threads = cfg.threads.max(1);
+        let mut limits = cfg.limits.clone();
+        let (uploads, upload_files) = match (&cfg.upload_dir, &cfg.upload_token) {
+            (Some(dir), Some(token)) => {
+                let uploads = Uploads::new(dir, token, cfg.max_upload)
+                    .map_err(|e| io::Error::new(e.kind(), format!("upload dir {}: {e}", dir.display())))?;
+                let files = Files::new(
+                    CanonicalRoot::new(uploads.dir())?,
+                    FileCache::new(cfg.cache_max_file, cfg.cache_max_total / 4),
+                    false,
+                );
+                limits.max_upload = cfg.max_upload.max(1);
+                (Some(uploads), Some(files))
+            }
+            (None, None) => (None, None),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "uploads need both an upload directory and a token",
+                ))
+            }
+        };
         let app = Arc::new(App {
             files: Files::new(
                 root,
                 FileCache::new(cfg.cache_max_file, cfg.cache_max_total),
                 cfg.listing,
             ),
-            limits: cfg.limits.clone(),
+            limits,
             access_log: cfg.access_log,
             stats_endpoint: cfg.stats_endpoint,
             request_timeout: cfg.request_timeout,
@@ -355,6 +499,8 @@ impl HttpServer {
             live: OnceLock::new(),
             ws: cfg.ws.clone(),
             ws_timers: WsTimers::default(),
+            uploads,
+            upload_files,
         });
         let tick = (cfg.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
         let mut builder = Server::builder();
