@@ -85,6 +85,9 @@ pub(crate) struct Conn {
     /// An upload's body is in and its answer not yet out: the stream is
     /// paused (the session's input is held) until `on_resume`.
     finishing: bool,
+    /// A refused upload's body is being read and dropped; the connection
+    /// closes at its end.
+    draining: bool,
 }
 
 struct HttpHandler(Arc<App>);
@@ -146,6 +149,7 @@ impl App {
             stream,
             upload,
             finishing,
+            draining,
             ..
         } = conn;
         let fed = DATE.with_borrow_mut(|dates| {
@@ -153,7 +157,7 @@ impl App {
             stream.feed(chunk, &self.limits, |ev| match ev {
                 Event::Upgrade(req, head) => self.upgrade(s, &req, head, date, &mut upgraded),
                 Event::Request(req) if self.uploads.is_some() && Uploads::is_upload_path(req.target) => {
-                    self.start_upload(s, &req, date, upload)
+                    self.start_upload(s, &req, date, upload, draining)
                 }
                 Event::Body(piece) => {
                     if let (Some(up), Some(uploads)) = (upload.as_ref(), &self.uploads) {
@@ -166,6 +170,10 @@ impl App {
                         uploads.body_end(&up);
                         *finishing = true;
                         Flow::Pause
+                    }
+                    _ if std::mem::take(draining) => {
+                        s.close();
+                        Flow::Stop
                     }
                     _ => Flow::Continue,
                 },
@@ -214,19 +222,29 @@ impl App {
         req: &Request<'_>,
         date: &str,
         upload: &mut Option<Arc<parking_lot::Mutex<Upload>>>,
+        draining: &mut bool,
     ) -> Flow {
         let Some(uploads) = &self.uploads else { return Flow::Stop };
+        let status = |head: &Bytes| {
+            head.get(9..12)
+                .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+                .unwrap_or(0)
+        };
         match uploads.start(s, req, date) {
             Start::Body(up) => {
                 *upload = Some(up);
                 Flow::ReadBody
             }
+            Start::Refuse(head) => {
+                self.counters.answered(status(&head), 0, false);
+                if s.send(head).is_err() {
+                    return Flow::Stop;
+                }
+                *draining = true;
+                Flow::ReadBody
+            }
             Start::Answer(head, keep_alive) => {
-                let status = head
-                    .get(9..12)
-                    .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
-                    .unwrap_or(0);
-                self.counters.answered(status, 0, false);
+                self.counters.answered(status(&head), 0, false);
                 if s.send(head).is_err() {
                     return Flow::Stop;
                 }

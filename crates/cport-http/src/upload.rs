@@ -158,9 +158,17 @@ impl std::fmt::Debug for Upload {
 pub(crate) enum Start {
     /// Stream the body into this upload (a 100 Continue was sent if asked).
     Body(Arc<Mutex<Upload>>),
-    /// A complete answer; the body (if any) is not read when it closes.
+    /// A complete answer, and whether the connection stays open (there
+    /// is no body to read).
     Answer(Bytes, bool),
+    /// A refusal sent before the body: the body is read and dropped, then
+    /// the connection closes (so the client sees the answer, not a reset).
+    Refuse(Bytes),
 }
+
+/// A refused body up to this size is read and dropped before closing;
+/// a larger one is cut at once.
+const DRAIN_MAX: u64 = 64 << 20;
 
 impl Uploads {
     /// Prepares `dir` (created if missing, with its temp directory emptied).
@@ -205,10 +213,16 @@ impl Uploads {
             Method::Head => "HEAD",
         };
         let body = req.chunked || req.content_length > 0;
-        // A refusal closes when a body follows: it is not read.
+        // A refusal closes when a body follows, once the body is read.
         let refuse = |status: u16, extra: &[(&str, &str)]| {
-            let close = body || !ka;
-            Start::Answer(text_response(status, !close, extra, date), !close)
+            let head = text_response(status, ka && !body, extra, date);
+            if !body {
+                Start::Answer(head, ka)
+            } else if req.chunked || req.content_length <= DRAIN_MAX {
+                Start::Refuse(head)
+            } else {
+                Start::Answer(head, false)
+            }
         };
         if method == "OPTIONS" {
             let max = self.max.to_string();

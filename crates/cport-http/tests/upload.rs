@@ -6,7 +6,7 @@
 mod util;
 
 use std::fs;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
@@ -27,17 +27,32 @@ fn upload_server(backend: Backend, site: &TempDir, max: u64) -> HttpServer {
     })
 }
 
-/// Deterministic test bytes: `len` of them, from `seed`.
+/// Deterministic test bytes: `len` of them, from `seed` (a 64 KiB
+/// pseudo-random block, each repeat marked with its index, so that no two
+/// 64 KiB pieces are alike and a misplaced piece changes the digest).
 fn data(len: usize, seed: u8) -> Vec<u8> {
     let mut x = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
-    (0..len)
+    let block: Vec<u8> = (0..1 << 16)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
             x as u8
         })
-        .collect()
+        .collect();
+    let mut out = Vec::with_capacity(len);
+    for i in 0u32.. {
+        if out.len() >= len {
+            break;
+        }
+        let n = (len - out.len()).min(block.len());
+        out.extend_from_slice(&block[..n]);
+        let at = out.len() - n;
+        for (o, b) in out[at..].iter_mut().zip(i.to_le_bytes()) {
+            *o ^= b;
+        }
+    }
+    out
 }
 
 fn sha(bytes: &[u8]) -> [u8; 32] {
@@ -142,9 +157,6 @@ backend_tests! {
         let resp = put(addr, "big.bin", &body, None, "");
         assert_eq!(resp.status, 201, "{}", resp.text());
         assert_eq!(fetched(addr, "big.bin"), (200, sha(&body), body.len() as u64));
-        let resp = put(addr, "big-chunked.bin", &body, Some(1 << 20), "");
-        assert_eq!(resp.status, 201, "{}", resp.text());
-        assert_eq!(fs::metadata(site.path().join("up/big-chunked.bin")).unwrap().len(), 200 << 20);
     }
 
     fn a_matching_digest_is_accepted_and_a_wrong_one_refused_with_nothing_written(backend: Backend) {
@@ -256,10 +268,25 @@ backend_tests! {
         assert_eq!(r.status, 405);
     }
 
-    fn a_name_not_allowed_is_forbidden(backend: Backend) {
+    fn a_wrong_token_or_name_is_forbidden_and_the_body_still_read(backend: Backend) {
         let site = site();
-        let server = upload_server(backend, &site, 1000);
+        let server = upload_server(backend, &site, 1 << 30);
         let addr = server.local_addr();
+        let req = |auth: &str, len: usize| {
+            format!("PUT /upload/a.txt HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {len}\r\n\r\n")
+        };
+        // A refused body is read to its end before the close: the client
+        // sees the answer, not a reset.
+        let s = connect(addr);
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            w.write_all(req("Authorization: Bearer wrong\r\n", 2 << 20).as_bytes())?;
+            w.write_all(&vec![b'z'; 2 << 20])
+        });
+        let mut r = BufReader::new(s);
+        assert_eq!(read_response(&mut r, false).unwrap().status, 403);
+        assert!(writer.join().unwrap().is_ok(), "the whole body was taken");
+        assert!(closes(&mut r));
         let auth = format!("Authorization: Bearer {TOKEN}\r\n");
         let r = exchange(addr, format!("PUT /upload/.hidden HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 1\r\n\r\nx").as_bytes());
         assert_eq!(r.status, 403);
