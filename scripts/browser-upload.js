@@ -44,7 +44,7 @@ function cdp(method, params = {}, sessionId) {
   await cdp("Page.enable", {}, sessionId);
   await cdp("Runtime.enable", {}, sessionId);
   await cdp("DOM.enable", {}, sessionId);
-  await cdp("Emulation.setDeviceMetricsOverride", { width: 1100, height: 1500, deviceScaleFactor: 1, mobile: false }, sessionId);
+  await cdp("Emulation.setDeviceMetricsOverride", { width: 1100, height: 760, deviceScaleFactor: 1, mobile: false }, sessionId);
   await cdp("Page.navigate", { url: `http://${webAddr}/` }, sessionId);
   const evaluate = async (expr) => {
     const r = await cdp("Runtime.evaluate", { expression: expr, returnByValue: true, awaitPromise: true }, sessionId);
@@ -82,6 +82,7 @@ function cdp(method, params = {}, sessionId) {
   if (sum(got) !== sum(want)) throw new Error(`GET ${href}: ${got.length} bytes, not the file sent`);
 
   if (pageErrors.length) throw new Error("errors on the page: " + pageErrors.join("; "));
+  await evaluate("document.getElementById('uploads').scrollIntoView(); true");
   const { data } = await cdp("Page.captureScreenshot", { format: "png", captureBeyondViewport: false }, sessionId);
   fs.writeFileSync(shot, Buffer.from(data, "base64"));
   console.log(`browser-upload: refused with a wrong token, stored and verified with the right one, listed and served back identical; no script or console errors; screenshot in ${shot}`);
