@@ -53,7 +53,9 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-mkdir -p "$WORK/nginx/root/upload" "$WORK/www" "$WORK/cport"
+mkdir -p "$WORK/nginx/root/upload" "$WORK/nginx/root/tmp" "$WORK/www" "$WORK/cport"
+# nginx's worker runs as an unprivileged user: it must write there.
+chmod 1777 "$WORK/nginx/root/upload" "$WORK/nginx/root/tmp"
 echo "bench-token-$$" >"$WORK/token"
 echo ok >"$WORK/www/index.html"
 

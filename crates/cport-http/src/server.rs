@@ -224,7 +224,9 @@ impl App {
         upload: &mut Option<Arc<parking_lot::Mutex<Upload>>>,
         draining: &mut bool,
     ) -> Flow {
-        let Some(uploads) = &self.uploads else { return Flow::Stop };
+        let Some(uploads) = &self.uploads else {
+            return Flow::Stop;
+        };
         let status = |head: &Bytes| {
             head.get(9..12)
                 .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())

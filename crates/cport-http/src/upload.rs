@@ -110,6 +110,8 @@ enum Phase {
     Draining,
     /// The fsync is in flight.
     Syncing,
+    /// Renamed into place; the directory's fsync is in flight.
+    SyncingDir,
     /// Answered (or abandoned): nothing more happens.
     Done,
 }
@@ -142,6 +144,10 @@ pub(crate) struct Upload {
     orphaned: bool,
     /// The body's end was seen.
     body_in: bool,
+    /// The upload directory, open for its fsync after the rename.
+    dir: Option<Handle>,
+    /// The digest computed, once the data is in.
+    sum: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Upload {
@@ -349,6 +355,8 @@ impl Uploads {
             holding: false,
             orphaned: false,
             body_in: false,
+            dir: None,
+            sum: None,
         }));
         self.live.lock().insert(id, up.clone());
         Start::Body(up)
@@ -372,7 +380,9 @@ impl Uploads {
         if u.phase != Phase::Receiving || u.failed.is_some() {
             return;
         }
-        if u.length.is_some_and(|l| u.issued + (u.staged.len() + piece.len()) as u64 > l) {
+        if u.length
+            .is_some_and(|l| u.issued + (u.staged.len() + piece.len()) as u64 > l)
+        {
             // A PATCH whose chunked body runs past the declared length.
             u.failed = Some(413);
             self.settle(&mut u);
@@ -468,6 +478,17 @@ impl Uploads {
                     u.session.resume_receiving();
                 }
             }
+            OpKind::Fsync if u.phase == Phase::SyncingDir => {
+                // The rename is done; a failed directory fsync only weakens
+                // its durability: logged, and the upload stands.
+                if let Err(e) = res {
+                    tracing::warn!(error = %e, "upload directory fsync failed");
+                }
+                if let Some(d) = u.dir.take() {
+                    let _ = u.session.port().close(&d);
+                }
+                return self.conclude(&mut u, 0);
+            }
             OpKind::Fsync => {
                 if let Err(e) = res {
                     tracing::warn!(error = %e, name = u.name, "upload fsync failed");
@@ -505,7 +526,7 @@ impl Uploads {
     /// Moves an upload on once its writes are in: fail, keep as a partial,
     /// or fsync.
     fn settle(&self, u: &mut Upload) {
-        if u.writes > 0 || u.phase == Phase::Syncing || u.phase == Phase::Done {
+        if u.writes > 0 || matches!(u.phase, Phase::Syncing | Phase::SyncingDir | Phase::Done) {
             return;
         }
         if u.failed.is_some() {
@@ -530,7 +551,7 @@ impl Uploads {
             return self.answer(u, head);
         }
         u.length = Some(u.written);
-        match u.session.port().fsync(&u.file, false, u.id) {
+        match u.session.port().fsync(&u.file, true, u.id) {
             Ok(_) => u.phase = Phase::Syncing,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot issue an upload fsync");
@@ -540,26 +561,42 @@ impl Uploads {
         }
     }
 
-    /// After the fsync (or a failure): check the digest, rename, answer.
+    /// After the fsync (or a failure): check the digest, rename, then
+    /// fsync the directory (the new name is durable once it is) or answer.
     fn complete(&self, u: &mut Upload) {
-        let date = now_date();
         let sum: [u8; 32] = std::mem::take(&mut u.hasher).finalize().into();
-        let field = repr_digest(&sum);
+        u.sum = Some(sum);
         let status = match u.failed {
             Some(s) => s,
             None if u.digest.is_some_and(|d| d != sum) => 400,
             None => match fs::rename(&u.temp, self.dir.join(&u.name)) {
-                Ok(()) => {
-                    // The new name is durable once the directory is.
-                    let _ = File::open(&self.dir).and_then(|d| d.sync_all());
-                    0
-                }
+                Ok(()) => 0,
                 Err(e) => {
                     tracing::warn!(error = %e, name = u.name, "cannot rename an upload into place");
                     storage_status(&e)
                 }
             },
         };
+        if status == 0 {
+            let port = u.session.port();
+            let dir = File::open(&self.dir).and_then(|d| port.associate(d, Key(u.id)));
+            if let Ok(d) = dir {
+                if port.fsync(&d, false, u.id).is_ok() {
+                    u.dir = Some(d);
+                    u.phase = Phase::SyncingDir;
+                    return;
+                }
+                let _ = port.close(&d);
+            }
+        }
+        self.conclude(u, status);
+    }
+
+    /// Ends an upload: closes its file, frees its name, answers `status`
+    /// (0: stored).
+    fn conclude(&self, u: &mut Upload, status: u16) {
+        let date = now_date();
+        let field = repr_digest(&u.sum.unwrap_or_default());
         let _ = u.session.port().close(&u.file);
         self.live.lock().remove(&u.id);
         {
@@ -778,7 +815,10 @@ mod tests {
     #[test]
     fn upload_names_are_one_plain_segment() {
         assert_eq!(upload_name("/upload/a.txt"), Ok("a.txt".into()));
-        assert_eq!(upload_name("/upload/My%20Photo%20(1).jpg"), Ok("My Photo (1).jpg".into()));
+        assert_eq!(
+            upload_name("/upload/My%20Photo%20(1).jpg"),
+            Ok("My Photo (1).jpg".into())
+        );
         for (target, status) in [
             ("/upload/../etc/passwd", 400),
             ("/upload/%2e%2e/x", 400),

@@ -74,9 +74,8 @@ fn put(addr: SocketAddr, name: &str, body: &[u8], chunked: Option<usize>, extra:
         Some(_) => "Transfer-Encoding: chunked".to_owned(),
         None => format!("Content-Length: {}", body.len()),
     };
-    let head = format!(
-        "PUT /upload/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n{framing}\r\n{extra}\r\n"
-    );
+    let head =
+        format!("PUT /upload/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n{framing}\r\n{extra}\r\n");
     let writer = {
         let mut s = s.try_clone().unwrap();
         let body = body.to_vec();
@@ -106,7 +105,8 @@ fn put(addr: SocketAddr, name: &str, body: &[u8], chunked: Option<usize>, extra:
 fn fetched(addr: SocketAddr, name: &str) -> (u16, [u8; 32], u64) {
     let s = connect(addr);
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    (&s).write_all(format!("GET /files/{name} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+    (&s).write_all(format!("GET /files/{name} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     let r = read_response(&mut BufReader::new(s), false).expect("reading the file back");
     (r.status, sha(&r.body), r.body.len() as u64)
 }
@@ -114,7 +114,10 @@ fn fetched(addr: SocketAddr, name: &str) -> (u16, [u8; 32], u64) {
 /// Names in a directory (not recursing), sorted.
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -433,7 +436,15 @@ fn curl_uploads_with_a_digest() {
         .arg(format!("http://{}/upload/curl.bin", server.local_addr()))
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(fetched(server.local_addr(), "curl.bin"), (200, sha(&body), body.len() as u64));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "201",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fetched(server.local_addr(), "curl.bin"),
+        (200, sha(&body), body.len() as u64)
+    );
     let _ = TcpStream::connect(server.local_addr());
 }

@@ -199,7 +199,9 @@ impl Session {
     /// session, then receiving resumes (unless answers still back up).
     /// Call it once per pause, from any thread.
     pub fn resume_receiving(&self) {
-        let Some(slot) = self.shared.slots.get(self.idx) else { return };
+        let Some(slot) = self.shared.slots.get(self.idx) else {
+            return;
+        };
         let st = slot.state.lock();
         if !st.is(self.gen) {
             return;

@@ -78,12 +78,17 @@ pub fn run(args: HttpArgs) -> io::Result<()> {
         None => None,
     };
     let (dir, max) = (args.upload_dir.clone(), args.max_upload);
-    let server = start_with(args.root, args.listen, args.listing, args.access_log, &args.server, |cfg| {
-        match (dir, token) {
+    let server = start_with(
+        args.root,
+        args.listen,
+        args.listing,
+        args.access_log,
+        &args.server,
+        |cfg| match (dir, token) {
             (Some(d), Some(t)) => cfg.uploads(d, t.trim()).max_upload(max),
             _ => cfg,
-        }
-    })?;
+        },
+    )?;
     announce("http", &server);
     run_until_signal(sig, vec![("http", server)], args.server.shutdown_deadline());
     Ok(())

@@ -170,9 +170,9 @@ impl ChunkedDecoder {
         if digits == 0 || digits > 16 || !(rest.is_empty() || rest[0] == b';') {
             return Err(HttpError::BAD_REQUEST);
         }
-        let size = text[..digits]
-            .iter()
-            .fold(0u64, |acc, &b| acc << 4 | u64::from(char::from(b).to_digit(16).unwrap_or(0)));
+        let size = text[..digits].iter().fold(0u64, |acc, &b| {
+            acc << 4 | u64::from(char::from(b).to_digit(16).unwrap_or(0))
+        });
         self.total = self.total.checked_add(size).ok_or(HttpError::PAYLOAD_TOO_LARGE)?;
         if self.total > self.max {
             return Err(HttpError::PAYLOAD_TOO_LARGE);
@@ -229,7 +229,12 @@ mod tests {
             b"0\r\nno colon\r\n\r\n",
             b"-1\r\n",
         ] {
-            assert_eq!(decode_all(&[bad], 1 << 40), Err(400), "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                decode_all(&[bad], 1 << 40),
+                Err(400),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let long = [&b"1"[..], &[b' '; MAX_LINE], b"\r\n"].concat();
         assert_eq!(decode_all(&[&long], 100), Err(400));

@@ -43,7 +43,11 @@ pub fn parse_repr_digest(value: &str) -> Result<Option<[u8; 32]>, DigestError> {
             .strip_prefix(':')
             .and_then(|b| b.strip_suffix(':'))
             .ok_or(DigestError::Malformed)?;
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.*".contains(&b)) {
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.*".contains(&b))
+        {
             return Err(DigestError::Malformed);
         }
         let decoded = base64::engine::general_purpose::STANDARD
@@ -59,10 +63,7 @@ pub fn parse_repr_digest(value: &str) -> Result<Option<[u8; 32]>, DigestError> {
 /// The `Repr-Digest` field value for a sha-256 sum: `sha-256=:…:`.
 #[must_use]
 pub fn repr_digest(sha256: &[u8; 32]) -> String {
-    format!(
-        "sha-256=:{}:",
-        base64::engine::general_purpose::STANDARD.encode(sha256)
-    )
+    format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(sha256))
 }
 
 #[cfg(test)]

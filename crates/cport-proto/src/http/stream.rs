@@ -213,7 +213,11 @@ impl RequestStream {
                             let piece = &data[off + start..off + end];
                             off += end;
                             fed.body_bytes += piece.len() as u64;
-                            Some(if deliver { on(Event::Body(piece)) } else { Flow::Continue })
+                            Some(if deliver {
+                                on(Event::Body(piece))
+                            } else {
+                                Flow::Continue
+                            })
                         }
                         Ok(Decoded::More) => {
                             off = data.len();

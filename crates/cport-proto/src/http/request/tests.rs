@@ -331,11 +331,15 @@ fn uploads_may_be_chunked_or_long_under_max_upload_only() {
     assert_eq!(parse_request(post, &limits), Err(HttpError::LENGTH_REQUIRED));
     // Uploads off (the default): chunked PUT is 411 as before.
     assert_eq!(status(chunked), 411);
-    let long = |n: u64| format!("PATCH /upload/a HTTP/1.1\r\nHost: h\r\nContent-Length: {n}\r\nUpload-Offset: 7\r\n\r\n");
+    let long =
+        |n: u64| format!("PATCH /upload/a HTTP/1.1\r\nHost: h\r\nContent-Length: {n}\r\nUpload-Offset: 7\r\n\r\n");
     let at_limit = long(100);
     let Ok(Parse::Complete { request, .. }) = parse_request(at_limit.as_bytes(), &limits) else {
         panic!("complete");
     };
     assert_eq!((request.content_length, request.upload.offset), (100, Some("7")));
-    assert_eq!(parse_request(long(101).as_bytes(), &limits), Err(HttpError::PAYLOAD_TOO_LARGE));
+    assert_eq!(
+        parse_request(long(101).as_bytes(), &limits),
+        Err(HttpError::PAYLOAD_TOO_LARGE)
+    );
 }

@@ -107,10 +107,7 @@ fn body_over_the_limit_on_other_methods_is_405_or_501_and_on_get_413() {
         assert_eq!(refused(req.as_bytes(), &none), vec![(status, true)], "{method}");
     }
     // With uploads on, an upload past their limit is 413.
-    let uploads = Limits {
-        max_upload: 2,
-        ..none
-    };
+    let uploads = Limits { max_upload: 2, ..none };
     assert_eq!(
         refused(format!("PUT / HTTP/1.1\r\n{body}").as_bytes(), &uploads),
         vec![(413, true)]
