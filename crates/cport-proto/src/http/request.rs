@@ -121,6 +121,9 @@ impl Request<'_> {
 
 /// Result of [`parse_request`] on a buffer that may hold part of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Returned by value and matched at once; boxing the request would cost an
+// allocation per request on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum Parse<'a> {
     /// The head is not complete yet: receive more and parse again.
     Partial,
