@@ -296,7 +296,17 @@ impl App {
     fn answer(&self, s: &Session, ev: Event<'_>, date: &str) -> Flow {
         match ev {
             Event::Request(req) | Event::Upgrade(req, _) => {
-                let reply = self.reply(&req, date);
+                // An upload-sized body off the upload path is not read.
+                let reply = if req.chunked || req.content_length > self.limits.max_body {
+                    let refusal = match &req.method {
+                        Method::Other(m) => cport_proto::http::method_refusal(m.as_bytes()),
+                        _ => HttpError::PAYLOAD_TOO_LARGE,
+                    };
+                    let err = HttpError { close: true, ..refusal };
+                    Reply::error(err, false, req.method == Method::Head, date)
+                } else {
+                    self.reply(&req, date)
+                };
                 if self.access_log {
                     access_log(s, method_name(&req.method), req.target, req.version_minor, &reply);
                 }

@@ -266,6 +266,10 @@ backend_tests! {
         assert_eq!(resp.status, 408);
         assert!(closes(&mut conn));
         assert!(!site.path().join("up/a.txt").exists());
+        // An upload-sized body elsewhere is refused, not read.
+        let (r, mut conn) = exchange_conn(addr, format!("PUT /hello.txt HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 405);
+        assert!(closes(&mut conn));
         // Other methods on the upload path.
         let r = exchange(addr, format!("DELETE /upload/a.txt HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes());
         assert_eq!(r.status, 405);
