@@ -238,6 +238,39 @@ backend_tests! {
         assert!(temp_files(&site).is_empty());
     }
 
+    fn a_cut_chunked_upload_resumes_with_a_deferred_length(backend: Backend) {
+        let site = site();
+        let server = upload_server(backend, &site, 1 << 30);
+        let addr = server.local_addr();
+        let body = data(600_000, 6);
+        {
+            let mut s = connect(addr);
+            let head = format!("PUT /upload/c.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n");
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(format!("{:x}\r\n", 300_000).as_bytes()).unwrap();
+            s.write_all(&body[..300_000]).unwrap();
+            s.write_all(b"\r\n").unwrap();
+        }
+        let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+        let mut offset = 0u64;
+        wait_until("the partial upload", || {
+            let r = exchange(addr, format!("HEAD /upload/c.bin HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes());
+            offset = r.header("upload-offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+            r.status == 200 && r.header("upload-length").is_none()
+        });
+        assert!(!site.path().join("up/c.bin").exists());
+        let mut req = format!(
+            "PATCH /upload/c.bin HTTP/1.1\r\nHost: x\r\n{auth}Upload-Offset: {offset}\r\nUpload-Length: {}\r\nContent-Length: {}\r\n\r\n",
+            body.len(),
+            body.len() as u64 - offset
+        )
+        .into_bytes();
+        req.extend_from_slice(&body[offset as usize..]);
+        let r = exchange(addr, &req);
+        assert_eq!(r.status, 204, "{}", r.text());
+        assert_eq!(fetched(addr, "c.bin"), (200, sha(&body), body.len() as u64));
+    }
+
     fn unauthorised_oversized_and_stalled_uploads_are_refused(backend: Backend) {
         let site = site();
         let server = upload_server(backend, &site, 1000);
