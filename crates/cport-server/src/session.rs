@@ -143,6 +143,30 @@ impl Session {
         })
     }
 
+    /// Holds this session's input back: once the message being handled
+    /// returns, no receive is re-armed (input already on its way is parked)
+    /// until [`resume_receiving`](Self::resume_receiving). Flow control for
+    /// work the handler started on the input, such as file writes: the peer
+    /// is slowed by TCP, nothing is buffered without bound.
+    pub fn pause_receiving(&self) {
+        self.shared.hold_input(self.idx, self.gen);
+    }
+
+    /// Releases [`pause_receiving`](Self::pause_receiving): a worker calls
+    /// the handler's [`on_resume`](crate::Handler::on_resume) for this
+    /// session, then receiving resumes (unless answers still back up).
+    /// Call it once per pause, from any thread.
+    pub fn resume_receiving(&self) {
+        self.shared.release_input(self.idx, self.gen);
+    }
+
+    /// The completion port the session runs on (as [`ServerHandle::port`]):
+    /// operations issued on it with [`app_ctx`](crate::app_ctx)`(tag)`
+    /// complete in [`Handler::on_completion`](crate::Handler::on_completion).
+    pub fn port(&self) -> &cport::Port {
+        &self.shared.port
+    }
+
     /// Bytes queued and in flight, not yet sent.
     pub fn queued_bytes(&self) -> usize {
         self.shared.slots.get(self.idx).map_or(0, |slot| {
