@@ -7,8 +7,10 @@
 //! The events: [`connected`](Lifecycle::connected), [`enqueue`](Lifecycle::enqueue),
 //! [`transmit`](Lifecycle::transmit), [`on_sent`](Lifecycle::on_sent),
 //! [`recv_armed`](Lifecycle::recv_armed), [`on_received`](Lifecycle::on_received),
-//! [`close`](Lifecycle::close), [`on_timeout`](Lifecycle::on_timeout), and
-//! the handler's timer ([`set_timer`](Lifecycle::set_timer)). Every way a
+//! [`close`](Lifecycle::close), [`on_timeout`](Lifecycle::on_timeout),
+//! the handler's timer ([`set_timer`](Lifecycle::set_timer)), and its hold
+//! on the input ([`hold`](Lifecycle::hold), [`release`](Lifecycle::release),
+//! [`on_release`](Lifecycle::on_release), [`released`](Lifecycle::released)). Every way a
 //! session ends goes through [`Action::Finalize`], pushed exactly once.
 
 use std::io;
