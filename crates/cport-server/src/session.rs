@@ -134,7 +134,8 @@ impl Session {
     }
 
     /// `true` while the session's receiving is paused because its answers
-    /// wait to be read (back-pressure): input it sent may sit unread in the
+    /// wait to be read (back-pressure) or the handler holds its input
+    /// ([`pause_receiving`](Self::pause_receiving)): input it sent may sit unread in the
     /// kernel, so a timer on the peer's pace should not count this time.
     pub fn is_receiving_paused(&self) -> bool {
         self.shared.slots.get(self.idx).is_some_and(|slot| {
@@ -144,10 +145,13 @@ impl Session {
     }
 
     /// Holds this session's input back: once the message being handled
-    /// returns, no receive is re-armed (input already on its way is parked)
-    /// until [`resume_receiving`](Self::resume_receiving). Flow control for
-    /// work the handler started on the input, such as file writes: the peer
-    /// is slowed by TCP, nothing is buffered without bound.
+    /// returns (called outside `on_message`: after the next one), receiving
+    /// pauses exactly as when answers back up, no receive is re-armed
+    /// (input already on its way is parked) until
+    /// [`resume_receiving`](Self::resume_receiving). Flow control for work
+    /// the handler started on the input, such as file writes: the peer is
+    /// slowed by TCP, nothing is buffered without bound. The session's
+    /// timer ([`set_timer`](Self::set_timer)) waits while it is paused.
     pub fn pause_receiving(&self) {
         self.shared.hold_input(self.idx, self.gen);
     }
