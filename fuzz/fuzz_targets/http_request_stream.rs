@@ -7,11 +7,19 @@
 //! from a prefix of the stream parses the same from all of it (more bytes
 //! never change a complete head); every error is a 4xx/5xx status; a
 //! decoded path is relative with no `..`; a partial range lies in the file.
+//!
+//! Then the same bytes through `RequestStream` (the server's connection
+//! parser, chunked upload bodies included), cut into pieces the input
+//! chooses: no more body handed out than arrived or than the upload limit
+//! allows, every body piece inside a request that asked for it, nothing
+//! after the stream ended, and pauses lose nothing.
 #![no_main]
 
 use std::path::Component;
 
-use cport_proto::http::{check_method, decode_path, parse_range, parse_request, Limits, Parse, RangeOutcome};
+use cport_proto::http::{
+    check_method, decode_path, parse_range, parse_request, Event, Flow, Limits, Method, Parse, RangeOutcome, RequestStream,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -27,8 +35,10 @@ fuzz_target!(|data: &[u8]| {
             max_header_bytes: 256,
             max_headers: 4,
             max_body: u64::from(knobs >> 4) * 16,
+            max_upload: u64::from(knobs >> 2) * 64,
         }
     };
+    stream(knobs, input, &limits);
     let mut pos = 0;
     // Each round consumes at least one byte, so this ends.
     while pos < input.len() {
@@ -87,3 +97,68 @@ fuzz_target!(|data: &[u8]| {
         pos = next;
     }
 });
+
+/// Feeds `input` to a `RequestStream` in pieces of 1 to 64 bytes (sizes
+/// from the input itself), reading the bodies of PUT and PATCH, pausing at
+/// every other body end.
+fn stream(knobs: u8, input: &[u8], limits: &Limits) {
+    let mut s = RequestStream::default();
+    let (mut in_body, mut body, mut total_body, mut ended) = (false, 0u64, 0u64, false);
+    let mut pause = knobs & 2 != 0;
+    let mut at = 0;
+    let mut step = 0usize;
+    while at < input.len() {
+        let n = 1 + (input[(at + step) % input.len()] as usize % 64);
+        step += 1;
+        let piece = &input[at..(at + n).min(input.len())];
+        at += piece.len();
+        let mut chunk = piece;
+        loop {
+            let mut paused = false;
+            let _ = s.feed(chunk, limits, |ev| {
+                assert!(!ended, "an event after the stream ended");
+                match ev {
+                    Event::Request(r) | Event::Upgrade(r, _) => {
+                        assert!(!in_body, "a request inside a body");
+                        let upload = matches!(&r.method, Method::Other(m) if m == "PUT" || m == "PATCH");
+                        if upload {
+                            in_body = true;
+                            body = 0;
+                            Flow::ReadBody
+                        } else {
+                            Flow::Continue
+                        }
+                    }
+                    Event::Body(b) => {
+                        assert!(in_body && !b.is_empty());
+                        body += b.len() as u64;
+                        total_body += b.len() as u64;
+                        assert!(body <= limits.max_upload.max(limits.max_body), "{body}");
+                        Flow::Continue
+                    }
+                    Event::BodyEnd => {
+                        assert!(in_body);
+                        in_body = false;
+                        pause = !pause;
+                        paused = pause;
+                        if pause {
+                            Flow::Pause
+                        } else {
+                            Flow::Continue
+                        }
+                    }
+                    Event::Refused(e) => {
+                        assert!((400..=599).contains(&e.status) && e.close, "{e:?}");
+                        ended = true;
+                        Flow::Stop
+                    }
+                }
+            });
+            chunk = &[];
+            if !paused {
+                break;
+            }
+        }
+        assert!(total_body <= at as u64);
+    }
+}

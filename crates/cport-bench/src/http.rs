@@ -1,4 +1,6 @@
-//! HTTP load: keep-alive connections each sending GET requests (closed loop).
+//! HTTP load: keep-alive connections each sending GET requests (closed
+//! loop), or, with an upload size, each sending `PUT` uploads of that size
+//! one after another (to cport's `/upload/` or to nginx's DAV module).
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,7 +29,16 @@ pub struct HttpConfig {
     pub warmup: Duration,
     /// Client backend.
     pub backend: Backend,
+    /// Send `PUT` uploads of this many bytes instead of GETs (the path is
+    /// the upload prefix, e.g. `/upload/`; each connection uploads to a name
+    /// of its own).
+    pub upload: Option<u64>,
+    /// Bearer token for uploads.
+    pub token: Option<String>,
 }
+
+/// Upload bodies go out in sends of this size (one shared buffer).
+const UPLOAD_PIECE: usize = 1 << 20;
 
 /// Parses `http://host:port/path` into an address, host and path.
 ///
@@ -136,6 +147,9 @@ impl ResponseReader {
 /// # Errors
 /// When the client port cannot be built.
 pub fn run(cfg: &HttpConfig) -> io::Result<Report> {
+    if let Some(size) = cfg.upload {
+        return run_upload(cfg, size);
+    }
     let port = Port::builder().concurrency(1).backend(cfg.backend).build()?;
     let req = Bytes::from(format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: cport-bench\r\n\r\n",
@@ -209,8 +223,147 @@ pub fn run(cfg: &HttpConfig) -> io::Result<Report> {
     Ok(rep)
 }
 
+/// Runs the upload load: each connection PUTs `size` bytes, waits for the
+/// answer, and starts the next. Bytes count as they are accepted by the
+/// server's socket (the server pauses reading while its disk writes are
+/// pending, so they are what it took in); an upload counts once answered.
+fn run_upload(cfg: &HttpConfig, size: u64) -> io::Result<Report> {
+    let port = Port::builder().concurrency(1).backend(cfg.backend).build()?;
+    let piece = Bytes::from(vec![b'u'; UPLOAD_PIECE]);
+    let auth = cfg
+        .token
+        .as_ref()
+        .map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let mut rep = Report {
+        kind: "http-upload".into(),
+        target: format!("{}{}", cfg.target, cfg.path),
+        conns: cfg.conns,
+        size: size as usize,
+        ..Report::default()
+    };
+    struct C {
+        h: cport::Handle,
+        rd: ResponseReader,
+        sent: Instant,
+        /// Body bytes still to send of the current upload.
+        left: u64,
+        head: Bytes,
+    }
+    let mut cs = Vec::with_capacity(cfg.conns);
+    for i in 0..cfg.conns {
+        let h = conn::open(&port, cfg.target, None, i as u64, 0)?;
+        let head = Bytes::from(format!(
+            "PUT {}bench-{i}.bin HTTP/1.1\r\nHost: {}\r\nUser-Agent: cport-bench\r\n{auth}Content-Length: {size}\r\n\r\n",
+            cfg.path, cfg.host
+        ));
+        cs.push(C {
+            h,
+            rd: ResponseReader::default(),
+            sent: Instant::now(),
+            left: 0,
+            head,
+        });
+    }
+    // The next send of an upload: its head with the first piece, or a piece.
+    let next = |x: &mut C, port: &Port, first: bool| -> io::Result<()> {
+        let n = x.left.min(UPLOAD_PIECE as u64) as usize;
+        x.left -= n as u64;
+        if first {
+            port.send_vectored(&x.h, vec![x.head.clone().into(), piece.slice(..n).into()], 0)?;
+        } else {
+            port.send(&x.h, piece.slice(..n), 0)?;
+        }
+        Ok(())
+    };
+    let mut window = Window::start(cfg.warmup, cfg.duration);
+    let mut lat = LatencyRecorder::default();
+    while let Some(c) = window.next(&port)? {
+        let Some(x) = cs.get_mut(c.key().0 as usize) else {
+            continue;
+        };
+        match c.kind() {
+            OpKind::Connect if c.result().is_ok() => {
+                x.sent = Instant::now();
+                x.left = size;
+                next(x, &port, true)?;
+                port.recv(&x.h, Vec::with_capacity(4096), 0)?;
+            }
+            OpKind::Connect => rep.connect_errors += 1,
+            OpKind::Send | OpKind::SendVectored => match c.result() {
+                Ok(n) => {
+                    if window.measures(Instant::now()) {
+                        rep.bytes += *n as u64;
+                    }
+                    if x.left > 0 {
+                        next(x, &port, false)?;
+                    }
+                }
+                Err(_) => rep.errors += 1,
+            },
+            OpKind::Recv => match c.into_parts() {
+                (Ok(n), Payload::Buf(b)) if n > 0 => {
+                    let mut v = b.into_vec();
+                    let (done, _, bad) = x.rd.feed(&v);
+                    let now = Instant::now();
+                    if bad {
+                        rep.errors += 1;
+                        continue;
+                    }
+                    for _ in 0..done {
+                        if window.measures(now) {
+                            lat.record(now - x.sent);
+                            rep.messages += 1;
+                        }
+                        x.sent = now;
+                        x.left = size;
+                        next(x, &port, true)?;
+                    }
+                    v.clear();
+                    port.recv(&x.h, v, 0)?;
+                }
+                _ => rep.errors += 1,
+            },
+            _ => {}
+        }
+    }
+    window.finish(&mut rep, &lat);
+    Ok(rep)
+}
+
+/// Parses a size such as `1MiB`, `1GiB`, `512KiB` or `4096`.
+///
+/// # Errors
+/// When it is not a number with an optional KiB, MiB or GiB suffix.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ]
+    .iter()
+    .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
+    .unwrap_or((s, 1));
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("not a size: {s:?} (e.g. 1MiB, 1GiB, 4096)"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(super::parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(super::parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(super::parse_size("4096"), Ok(4096));
+        assert!(super::parse_size("1TB").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -144,6 +144,13 @@ struct HttpArgs {
     /// Connections.
     #[arg(long, default_value_t = 50)]
     conns: usize,
+    /// Upload instead: each connection PUTs files of this size (1MiB, 1GiB)
+    /// under the target path, e.g. http://127.0.0.1:8080/upload/
+    #[arg(long, value_parser = http::parse_size)]
+    upload: Option<u64>,
+    /// File holding the bearer token for uploads.
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -233,6 +240,11 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
                 duration: a.common.duration,
                 warmup: a.common.warmup,
                 backend: a.common.client.backend,
+                upload: a.upload,
+                token: match &a.token_file {
+                    Some(f) => Some(std::fs::read_to_string(f)?.trim().to_owned()),
+                    None => None,
+                },
             };
             run_timed(&a.common, || http::run(&cfg))
         }

@@ -79,6 +79,13 @@ pub struct HttpConfig {
     /// How long a connection's queue may stay past the cap before it is cut
     /// off as a slow consumer (default 5 s).
     pub slow_consumer_timeout: Duration,
+    /// Where `PUT /upload/<name>` stores files (default: none, uploads off).
+    /// They are served under `/files/<name>`.
+    pub upload_dir: Option<PathBuf>,
+    /// The bearer token uploads must carry (required with `upload_dir`).
+    pub upload_token: Option<String>,
+    /// Largest upload, in bytes (413 past it) (default 16 GiB).
+    pub max_upload: u64,
 }
 
 impl Default for HttpConfig {
@@ -101,6 +108,9 @@ impl Default for HttpConfig {
             ws: WsRoutes::default(),
             water_marks: (512 << 10, 128 << 10),
             slow_consumer_timeout: Duration::from_secs(5),
+            upload_dir: None,
+            upload_token: None,
+            max_upload: 16 << 30,
         }
     }
 }
@@ -209,6 +219,20 @@ impl HttpConfig {
     #[must_use]
     pub fn water_marks(mut self, high: usize, low: usize) -> Self {
         self.water_marks = (high, low);
+        self
+    }
+    /// Turns uploads on: `PUT /upload/<name>` with `Authorization: Bearer
+    /// <token>` stores files in `dir`, served back under `/files/<name>`.
+    #[must_use]
+    pub fn uploads(mut self, dir: impl Into<PathBuf>, token: impl Into<String>) -> Self {
+        self.upload_dir = Some(dir.into());
+        self.upload_token = Some(token.into());
+        self
+    }
+    /// Sets [`max_upload`](Self::max_upload).
+    #[must_use]
+    pub fn max_upload(mut self, n: u64) -> Self {
+        self.max_upload = n;
         self
     }
     /// Sets [`slow_consumer_timeout`](Self::slow_consumer_timeout).

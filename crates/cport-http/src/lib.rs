@@ -24,6 +24,11 @@
 //!   413); other methods get 405 with `Allow`; a request head that does not
 //!   arrive within the request timeout gets 408 and a close; idle
 //!   connections are closed.
+//! - Uploads, off by default ([`HttpConfig::uploads`]): `PUT /upload/<name>`
+//!   with a bearer token, streamed to disk with the port's `write_at` under
+//!   flow control, atomic (temp file, fsync, rename), checked against
+//!   `Repr-Digest` (RFC 9530), resumable with tus 1.0 `HEAD`/`PATCH`, and
+//!   served back under `/files/` (docs/UPLOADS.md).
 //! - WebSocket (RFC 6455) on configured paths: `Upgrade: websocket`, then
 //!   the session speaks WebSocket on the same port ([`WsHandler`]).
 //! - Live counters as JSON at [`STATS_PATH`], and an optional access log line
@@ -43,11 +48,11 @@
 
 mod cache;
 mod config;
-mod conn;
 mod files;
 mod listing;
 mod server;
 mod stats;
+mod upload;
 mod ws;
 
 pub use cache::CacheStats;
@@ -55,6 +60,6 @@ pub use config::{bundled_www, HttpConfig};
 pub use cport::Backend;
 pub use cport_proto::http::Limits;
 pub use cport_proto::ws::{Close as WsClose, CloseCause as WsCloseCause, WsConfig};
-pub use server::{HttpServer, STATS_PATH};
+pub use server::{HttpServer, STATS_PATH, UPLOADS_PATH};
 pub use stats::HttpStats;
 pub use ws::{WsHandler, WsMessage, WsRoutes, WsSession};

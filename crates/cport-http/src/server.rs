@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use cport::{Backend, Port, Stats};
 use cport_proto::http::{
-    check_method, decode_path, CanonicalRoot, DateCache, HttpError, Limits, Method, Request, ResponseHead,
+    check_method, decode_path, CanonicalRoot, DateCache, Event, Flow, HttpError, Limits, Method, Request,
+    RequestStream, ResponseHead,
 };
 use cport_server::{
     DisconnectReason, Framing, Handler, Message, Server, ServerHandle, ServerStats, Session, ShutdownReport,
@@ -20,14 +21,20 @@ use cport_server::{
 };
 
 use crate::cache::FileCache;
-use crate::conn::{Event, Flow, RequestStream};
 use crate::files::{Body, Files, Reply};
 use crate::stats::{self, HttpCounters, HttpStats, Snapshot};
+use crate::upload::{Start, Upload, Uploads, TEMP_DIR};
 use crate::ws::{Upgraded, WsRoutes, WsTimers};
 use crate::HttpConfig;
 
 /// The request path of the JSON stats endpoint.
 pub const STATS_PATH: &str = "/_cport/stats";
+
+/// The request path of the recent uploads (JSON), when uploads are on.
+pub const UPLOADS_PATH: &str = "/_cport/uploads";
+
+/// Finished uploads are served under this path (from the upload directory).
+const FILES_PREFIX: &str = "files";
 
 /// File bodies are queued in ranges of at most this many bytes: each range's
 /// completion counts as progress for the idle timeout, so a client that
@@ -57,6 +64,9 @@ struct App {
     live: OnceLock<Live>,
     ws: WsRoutes,
     ws_timers: WsTimers,
+    uploads: Option<Uploads>,
+    /// The upload directory, served under `/files/`.
+    upload_files: Option<Files>,
 }
 
 /// A connection's state, owned by the worker handling it.
@@ -68,6 +78,14 @@ pub(crate) struct Conn {
     since: Option<Instant>,
     /// Set once the connection upgraded to WebSocket: every chunk goes there.
     ws: Option<Upgraded>,
+    /// The upload whose body is arriving.
+    upload: Option<Arc<parking_lot::Mutex<Upload>>>,
+    /// An upload's body is in and its answer not yet out: the stream is
+    /// paused (the session's input is held) until `on_resume`.
+    finishing: bool,
+    /// A refused upload's body is being read and dropped; the connection
+    /// closes at its end.
+    draining: bool,
 }
 
 struct HttpHandler(Arc<App>);
@@ -94,16 +112,30 @@ impl Handler for HttpHandler {
     }
 
     fn on_timer(&self, s: &Session, conn: &mut Conn) {
-        // The request head did not complete in time (the server core does
-        // not fire the timer while it has paused reading this connection:
-        // the rest of the head may be waiting unread in the kernel).
+        // The request (its head, or an upload's body) made no progress in
+        // time (the server core does not fire the timer while it has paused
+        // reading this connection: the rest may be waiting unread in the
+        // kernel).
         if conn.since.take().is_some() && conn.ws.is_none() {
             conn.stream.finish();
             self.0.expire(s);
         }
     }
 
+    fn on_resume(&self, s: &Session, conn: &mut Conn) {
+        self.0.on_resume(s, conn);
+    }
+
+    fn on_completion(&self, _: &ServerHandle, tag: u64, c: cport::Completion) {
+        if let Some(uploads) = &self.0.uploads {
+            uploads.on_completion(tag, c);
+        }
+    }
+
     fn on_disconnect(&self, _: &Session, conn: Conn, _: &DisconnectReason) {
+        if let (Some(up), Some(uploads)) = (&conn.upload, &self.0.uploads) {
+            uploads.disconnected(up);
+        }
         if let Some(ws) = conn.ws {
             ws.on_disconnect(&self.0.ws_timers);
         }
@@ -114,13 +146,48 @@ impl App {
     fn on_message(&self, s: &Session, conn: &mut Conn, chunk: &[u8]) {
         let was_partial = conn.stream.has_partial();
         let mut upgraded = None;
+        let Conn {
+            stream,
+            upload,
+            finishing,
+            draining,
+            ..
+        } = conn;
         let fed = DATE.with_borrow_mut(|dates| {
             let date = dates.get(SystemTime::now());
-            conn.stream.feed(chunk, &self.limits, |ev| match ev {
+            stream.feed(chunk, &self.limits, |ev| match ev {
                 Event::Upgrade(req, head) => self.upgrade(s, &req, head, date, &mut upgraded),
+                Event::Request(req) if self.uploads.is_some() && Uploads::is_upload_path(req.target) => {
+                    self.start_upload(s, &req, date, upload, draining)
+                }
+                Event::Body(piece) => {
+                    if let (Some(up), Some(uploads)) = (upload.as_ref(), &self.uploads) {
+                        uploads.body(up, piece);
+                    }
+                    Flow::Continue
+                }
+                Event::BodyEnd => match (upload.take(), &self.uploads) {
+                    (Some(up), Some(uploads)) => {
+                        uploads.body_end(&up);
+                        *finishing = true;
+                        Flow::Pause
+                    }
+                    _ if std::mem::take(draining) => {
+                        s.close();
+                        Flow::Stop
+                    }
+                    _ => Flow::Continue,
+                },
                 ev => self.answer(s, ev, date),
             })
         });
+        if conn.finishing {
+            // Waiting for an upload's answer: no request deadline meanwhile.
+            if conn.since.take().is_some() {
+                s.set_timer(None);
+            }
+            return;
+        }
         if let Some(mut ws) = upgraded {
             if let Some(rest) = &fed.rest {
                 ws.on_chunk(rest);
@@ -128,13 +195,75 @@ impl App {
             conn.ws = Some(ws);
         }
         if conn.stream.has_partial() {
-            // The deadline runs from the start of the pending request.
-            if conn.since.is_none() || !was_partial || fed.events > 0 {
+            // The deadline runs from the start of the pending request, or
+            // from its body's last bytes: body bytes are progress.
+            if conn.since.is_none() || !was_partial || fed.events > 0 || fed.body_bytes > 0 {
                 conn.since = Some(Instant::now());
                 s.set_timer(Some(self.request_timeout));
             }
         } else if conn.since.take().is_some() {
             s.set_timer(None);
+        }
+    }
+
+    /// Receiving resumed after an upload's answer: go on with what followed
+    /// its body.
+    fn on_resume(&self, s: &Session, conn: &mut Conn) {
+        if conn.ws.is_some() {
+            return;
+        }
+        if std::mem::take(&mut conn.finishing) {
+            self.on_message(s, conn, &[]);
+        } else if conn.since.is_some() {
+            // Held for the upload's writes: the wait was the disk's, not
+            // the client's; the deadline starts again.
+            conn.since = Some(Instant::now());
+            s.set_timer(Some(self.request_timeout));
+        }
+    }
+
+    /// A PUT, PATCH, HEAD or OPTIONS of `/upload/<name>`: answered at once,
+    /// or its body is read into the upload.
+    fn start_upload(
+        &self,
+        s: &Session,
+        req: &Request<'_>,
+        date: &str,
+        upload: &mut Option<Arc<parking_lot::Mutex<Upload>>>,
+        draining: &mut bool,
+    ) -> Flow {
+        let Some(uploads) = &self.uploads else {
+            return Flow::Stop;
+        };
+        let status = |head: &Bytes| {
+            head.get(9..12)
+                .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+                .unwrap_or(0)
+        };
+        match uploads.start(s, req, date) {
+            Start::Body(up) => {
+                *upload = Some(up);
+                Flow::ReadBody
+            }
+            Start::Refuse(head) => {
+                self.counters.answered(status(&head), 0, false);
+                if s.send(head).is_err() {
+                    return Flow::Stop;
+                }
+                *draining = true;
+                Flow::ReadBody
+            }
+            Start::Answer(head, keep_alive) => {
+                self.counters.answered(status(&head), 0, false);
+                if s.send(head).is_err() {
+                    return Flow::Stop;
+                }
+                if !keep_alive {
+                    s.close();
+                    return Flow::Stop;
+                }
+                Flow::Continue
+            }
         }
     }
 
@@ -175,7 +304,17 @@ impl App {
     fn answer(&self, s: &Session, ev: Event<'_>, date: &str) -> Flow {
         match ev {
             Event::Request(req) | Event::Upgrade(req, _) => {
-                let reply = self.reply(&req, date);
+                // An upload-sized body off the upload path is not read.
+                let reply = if req.chunked || req.content_length > self.limits.max_body {
+                    let refusal = match &req.method {
+                        Method::Other(m) => cport_proto::http::method_refusal(m.as_bytes()),
+                        _ => HttpError::PAYLOAD_TOO_LARGE,
+                    };
+                    let err = HttpError { close: true, ..refusal };
+                    Reply::error(err, false, req.method == Method::Head, date)
+                } else {
+                    self.reply(&req, date)
+                };
                 if self.access_log {
                     access_log(s, method_name(&req.method), req.target, req.version_minor, &reply);
                 }
@@ -188,6 +327,7 @@ impl App {
                 }
                 self.queue(s, reply)
             }
+            Event::Body(_) | Event::BodyEnd => Flow::Continue,
         }
     }
 
@@ -205,6 +345,28 @@ impl App {
             head.content_type = Some("application/json; charset=utf-8");
             head.extra = &[("Cache-Control", "no-store")];
             return Reply::in_memory(head, Bytes::from(self.stats_json()), head_only, date);
+        }
+        // Uploads in progress are never served, wherever they are.
+        if path.rel.components().any(|c| c.as_os_str() == TEMP_DIR) {
+            return Reply::error(HttpError::NOT_FOUND, req.keep_alive, head_only, date);
+        }
+        if let (Some(uploads), Some(files)) = (&self.uploads, &self.upload_files) {
+            if !path.dir && path.rel.as_os_str() == &UPLOADS_PATH[1..] {
+                let mut head = ResponseHead::new(200, 0, req.keep_alive);
+                head.content_type = Some("application/json; charset=utf-8");
+                head.extra = &[("Cache-Control", "no-store")];
+                return Reply::in_memory(head, Bytes::from(uploads.recent_json()), head_only, date);
+            }
+            if let Ok(rel) = path.rel.strip_prefix(FILES_PREFIX) {
+                if rel.as_os_str().is_empty() || path.dir {
+                    return Reply::error(HttpError::NOT_FOUND, req.keep_alive, head_only, date);
+                }
+                let inner = cport_proto::http::DecodedPath {
+                    rel: rel.to_path_buf(),
+                    dir: false,
+                };
+                return files.respond(req, &inner, date);
+            }
         }
         self.files.respond(req, &path, date)
     }
@@ -336,13 +498,34 @@ impl HttpServer {
             ));
         }
         let threads = cfg.threads.max(1);
+        let mut limits = cfg.limits.clone();
+        let (uploads, upload_files) = match (&cfg.upload_dir, &cfg.upload_token) {
+            (Some(dir), Some(token)) => {
+                let uploads = Uploads::new(dir, token, cfg.max_upload)
+                    .map_err(|e| io::Error::new(e.kind(), format!("upload dir {}: {e}", dir.display())))?;
+                let files = Files::new(
+                    CanonicalRoot::new(uploads.dir())?,
+                    FileCache::new(cfg.cache_max_file, cfg.cache_max_total / 4),
+                    false,
+                );
+                limits.max_upload = cfg.max_upload.max(1);
+                (Some(uploads), Some(files))
+            }
+            (None, None) => (None, None),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "uploads need both an upload directory and a token",
+                ))
+            }
+        };
         let app = Arc::new(App {
             files: Files::new(
                 root,
                 FileCache::new(cfg.cache_max_file, cfg.cache_max_total),
                 cfg.listing,
             ),
-            limits: cfg.limits.clone(),
+            limits,
             access_log: cfg.access_log,
             stats_endpoint: cfg.stats_endpoint,
             request_timeout: cfg.request_timeout,
@@ -352,6 +535,8 @@ impl HttpServer {
             live: OnceLock::new(),
             ws: cfg.ws.clone(),
             ws_timers: WsTimers::default(),
+            uploads,
+            upload_files,
         });
         // One timer for the idle and the request timeouts: a tick fine
         // enough for the shorter.

@@ -31,6 +31,9 @@ pub(crate) enum Context {
     /// A paused session's queue drained to the low-water mark: a worker
     /// resumes its receiving.
     Resume,
+    /// The handler released its hold on a session's input: a worker runs
+    /// its `on_resume`, then resumes its receiving.
+    Release,
     /// An operation the application issued on the server's port with
     /// [`app_ctx`]; the payload is the application's tag.
     App(u64),
@@ -54,6 +57,7 @@ impl Context {
             Context::Finalize => (6, 0),
             Context::SendQueued => (7, 0),
             Context::Resume => (8, 0),
+            Context::Release => (10, 0),
             Context::App(t) => (9, t & PAYLOAD),
         };
         (tag << SHIFT) | payload
@@ -72,6 +76,7 @@ impl Context {
             6 => bare(Context::Finalize),
             7 => bare(Context::SendQueued),
             8 => bare(Context::Resume),
+            10 => bare(Context::Release),
             9 => Some(Context::App(payload)),
             _ => None,
         }
@@ -142,6 +147,7 @@ mod tests {
             Context::Finalize,
             Context::SendQueued,
             Context::Resume,
+            Context::Release,
             Context::App(0),
             Context::App(MAX_APP_TAG),
         ];

@@ -118,6 +118,12 @@ impl<H: Handler> Dispatcher<H> {
                 self.resume(k.idx, k.gen);
                 self.rearm_if_starved();
             }
+            Context::Release => {
+                // `on_resume` may answer: its sends may settle inline.
+                let k = SessionKey::of(c.key());
+                self.release(k.idx, k.gen);
+                self.rearm_if_starved();
+            }
             Context::Start => self.on_start(),
             Context::App(tag) => {
                 let server = &self.server;
@@ -240,6 +246,7 @@ impl<H: Handler> Dispatcher<H> {
         let f = &slot.flags;
         f.closing.store(false, Release);
         f.backed_up.store(false, Relaxed);
+        f.held.store(false, Relaxed);
         f.last_active.store(now, Relaxed);
         f.frame_since.store(0, Relaxed);
         *slot.state.lock() = Lifecycle::opened(idx, gen, id, peer, handle);
@@ -324,7 +331,7 @@ impl<H: Handler> Dispatcher<H> {
             return None;
         }
         let fatal = self.handle_input(slot, &mut rx, buf, shard);
-        if fatal.is_none() && slot.flags.backed_up.load(Relaxed) {
+        if fatal.is_none() && slot.flags.holds_input() {
             self.pause(slot, &mut rx);
         }
         fatal
@@ -376,7 +383,7 @@ impl<H: Handler> Dispatcher<H> {
                     rx.parked = None;
                 }
                 fatal = self.handle_input(slot, &mut rx, Buf::Bytes(piece), shard);
-                if fatal.is_none() && slot.flags.backed_up.load(Relaxed) {
+                if fatal.is_none() && slot.flags.holds_input() {
                     self.pause(slot, &mut rx);
                 }
             }
@@ -391,6 +398,44 @@ impl<H: Handler> Dispatcher<H> {
             if !again {
                 return;
             }
+        }
+    }
+
+    /// The handler let go of a session's input: runs its `on_resume` (in
+    /// order with `on_message`, under the receive side's lock), then
+    /// resumes receiving if nothing holds it any more.
+    fn release(&self, idx: u32, gen: u32) {
+        let sh = &*self.shared;
+        let (Some(slot), Some(cell)) = (sh.slots.get(idx), self.rx.get(idx)) else {
+            return;
+        };
+        let mut rx = cell.lock();
+        {
+            let mut st = slot.state.lock();
+            if !st.is(gen) || !st.on_release() {
+                return;
+            }
+        }
+        let mut fatal = None;
+        let RxSlot { session, user, .. } = &mut *rx;
+        if let (Some(s), Some(u)) = (session.as_ref(), user.as_mut()) {
+            let h = &self.handler;
+            if guarded(&sh.cfg.name, "on_resume", || h.on_resume(s, u)).is_none() {
+                fatal = Some(DisconnectReason::HandlerPanicked);
+            }
+        }
+        // It held the input again, or its answers backed up: stay paused.
+        if fatal.is_none() && slot.flags.holds_input() {
+            self.pause(slot, &mut rx);
+        }
+        drop(rx);
+        let mut resume = false;
+        self.with_session(idx, gen, |f, st, out| {
+            st.released(fatal, sh.now(), &sh.cfg, f, out);
+            resume = !st.finalizing && st.resume_ready(f);
+        });
+        if resume {
+            self.resume(idx, gen);
         }
     }
 

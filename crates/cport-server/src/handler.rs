@@ -51,6 +51,14 @@ pub trait Handler: Send + Sync + 'static {
         let _ = (session, state, reason);
     }
 
+    /// The handler released its hold on the session's input
+    /// ([`Session::resume_receiving`]): continue with what was held back
+    /// (for example requests that followed in the same chunk). Runs before
+    /// receiving resumes, in order with `on_message`.
+    fn on_resume(&self, session: &Session, state: &mut Self::State) {
+        let _ = (session, state);
+    }
+
     /// A received frame broke the codec's rules. The default ends the session;
     /// return [`FrameAction::Skip`] to drop the frame and go on (after, for
     /// example, sending the peer an error line).

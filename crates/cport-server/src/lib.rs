@@ -18,7 +18,10 @@
 //!   zero-copy file range in the same queue, in order;
 //! - flow control, never loss: when the answers to a session's own input
 //!   back its queue up past a high-water mark, its receiving pauses until
-//!   they drain to a low-water mark ([`ServerBuilder::water_marks`]); the
+//!   they drain to a low-water mark ([`ServerBuilder::water_marks`]), and
+//!   the handler may hold a session's input itself while work it started
+//!   on it is pending ([`Session::pause_receiving`]; on release a worker
+//!   runs [`Handler::on_resume`] before receiving resumes); the
 //!   per-session cap on queued bytes only cuts a session that does not read
 //!   what others send it, after a deadline, and never mid-message;
 //! - [`broadcast`] queues one reference-counted buffer on many sessions;

@@ -7,8 +7,10 @@
 //! The events: [`connected`](Lifecycle::connected), [`enqueue`](Lifecycle::enqueue),
 //! [`transmit`](Lifecycle::transmit), [`on_sent`](Lifecycle::on_sent),
 //! [`recv_armed`](Lifecycle::recv_armed), [`on_received`](Lifecycle::on_received),
-//! [`close`](Lifecycle::close), [`on_timeout`](Lifecycle::on_timeout), and
-//! the handler's timer ([`set_timer`](Lifecycle::set_timer)). Every way a
+//! [`close`](Lifecycle::close), [`on_timeout`](Lifecycle::on_timeout),
+//! the handler's timer ([`set_timer`](Lifecycle::set_timer)), and its hold
+//! on the input ([`hold`](Lifecycle::hold), [`release`](Lifecycle::release),
+//! [`on_release`](Lifecycle::on_release), [`released`](Lifecycle::released)). Every way a
 //! session ends goes through [`Action::Finalize`], pushed exactly once.
 
 use std::io;
@@ -39,6 +41,9 @@ pub(crate) enum Action {
     PostSend,
     /// Post the paused session's resume to a worker.
     PostResume,
+    /// The handler released its hold on the input: post it to a worker,
+    /// which runs `Handler::on_resume`, then resumes receiving.
+    PostRelease,
     /// The receive found the pool empty: re-arm it when buffers come back.
     Starved,
     /// The handler's timer is due: run `Handler::on_timer`.
@@ -95,6 +100,17 @@ pub(crate) struct SlotFlags {
     /// The send queue's backlog passed the high-water mark and has not yet
     /// drained to the low one. Written under the session's lock.
     pub backed_up: AtomicBool,
+    /// The handler holds the session's input back (`Session::pause_receiving`),
+    /// for example while its own file writes are pending. Written under the
+    /// session's lock.
+    pub held: AtomicBool,
+}
+
+impl SlotFlags {
+    /// Input must wait: the answers back up, or the handler holds it.
+    pub(crate) fn holds_input(&self) -> bool {
+        self.backed_up.load(Relaxed) || self.held.load(Relaxed)
+    }
 }
 
 /// How a session is closing.
@@ -133,6 +149,9 @@ pub(crate) struct Lifecycle {
     pub rx_eof: bool,
     /// A resume packet is on its way to a worker.
     pub resume_posted: bool,
+    /// A release packet (the handler let go of the input) is on its way to
+    /// a worker.
+    pub release_posted: bool,
     /// Tick since which the queue holds more than the cap (`NEVER`: it does not).
     pub over_cap_since: Tick,
     pub close: Option<Closing>,
@@ -350,7 +369,7 @@ impl Lifecycle {
     fn drained(&mut self, cfg: &Config, f: &SlotFlags, out: &mut Actions) {
         if f.backed_up.load(Relaxed) && self.queue.backlog() <= cfg.low_water {
             f.backed_up.store(false, Relaxed);
-            if self.rx_paused && !self.resume_posted && self.close.is_none() {
+            if self.rx_paused && !self.resume_posted && self.close.is_none() && !f.held.load(Relaxed) {
                 self.resume_posted = true;
                 out.push(Action::PostResume);
             }
@@ -564,7 +583,7 @@ impl Lifecycle {
     /// the session open. Returns `true` if it paused.
     pub(crate) fn pause(&mut self, f: &SlotFlags, out: &mut Actions) -> bool {
         // Drained meanwhile (another worker settled a send): nothing to do.
-        if !self.live || self.close.is_some() || self.rx_paused || !f.backed_up.load(Relaxed) {
+        if !self.live || self.close.is_some() || self.rx_paused || !f.holds_input() {
             return false;
         }
         self.rx_paused = true;
@@ -574,14 +593,16 @@ impl Lifecycle {
         true
     }
 
-    /// A paused session may resume now: its queue drained, nothing of its
-    /// receive is in flight or being handled, and it is not closing.
+    /// A paused session may resume now: its queue drained, the handler does
+    /// not hold its input (and its `on_resume` ran), nothing of its receive is in flight or being
+    /// handled, and it is not closing.
     pub(crate) fn resume_ready(&self, f: &SlotFlags) -> bool {
         self.rx_paused
             && self.close.is_none()
             && self.recv_op.is_none()
             && !self.recv_busy
-            && !f.backed_up.load(Relaxed)
+            && !f.holds_input()
+            && !self.release_posted
     }
 
     /// Resumes receiving if ready: parked input is delivered next, outside
@@ -616,6 +637,59 @@ impl Lifecycle {
             self.close(DisconnectReason::PeerClosed, true, now, cfg, f, out);
         } else {
             self.arm_recv(out);
+        }
+    }
+
+    /// The handler holds the session's input back: once the delivery in
+    /// progress returns, receiving pauses (as when answers back up) and
+    /// stays paused until [`release`](Self::release).
+    pub(crate) fn hold(&mut self, f: &SlotFlags) {
+        if self.live && self.close.is_none() {
+            f.held.store(true, Relaxed);
+        }
+    }
+
+    /// The handler let go of the input: a worker is to run its `on_resume`
+    /// (posted once; a release without a hold does nothing).
+    pub(crate) fn release(&mut self, f: &SlotFlags, out: &mut Actions) {
+        if !f.held.swap(false, Relaxed) {
+            return;
+        }
+        if self.live && self.close.is_none() && !self.release_posted {
+            self.release_posted = true;
+            out.push(Action::PostRelease);
+        }
+    }
+
+    /// The release packet reached a worker: `true` if the handler's
+    /// `on_resume` is to run now (outside the lock; nothing may finalize
+    /// meanwhile), `false` if the session is closing.
+    pub(crate) fn on_release(&mut self) -> bool {
+        self.release_posted = false;
+        if !self.live || self.close.is_some() {
+            return false;
+        }
+        self.recv_busy = true;
+        true
+    }
+
+    /// `on_resume` returned (`fatal`: a reason to close it produced). The
+    /// caller resumes receiving if [`resume_ready`](Self::resume_ready).
+    pub(crate) fn released(
+        &mut self,
+        fatal: Option<DisconnectReason>,
+        now: Tick,
+        cfg: &Config,
+        f: &SlotFlags,
+        out: &mut Actions,
+    ) {
+        self.recv_busy = false;
+        match fatal {
+            Some(reason) => {
+                let graceful = graceful(&reason);
+                self.close(reason, graceful, now, cfg, f, out);
+            }
+            None => self.check_finalize(out),
         }
     }
 

@@ -211,6 +211,30 @@ impl ServerCore {
         self.follow_up_elsewhere(idx, gen, next);
     }
 
+    /// The handler holds session (`idx`, `gen`)'s input back.
+    pub(crate) fn hold_input(&self, idx: u32, gen: u32) {
+        let Some(slot) = self.slots.get(idx) else { return };
+        let mut st = slot.state.lock();
+        if st.is(gen) {
+            st.hold(&slot.flags);
+        }
+    }
+
+    /// The handler lets go of session (`idx`, `gen`)'s input: a worker runs
+    /// its `on_resume` and resumes receiving.
+    pub(crate) fn release_input(&self, idx: u32, gen: u32) {
+        let Some(slot) = self.slots.get(idx) else { return };
+        let mut st = slot.state.lock();
+        if !st.is(gen) {
+            return;
+        }
+        let mut out = Actions::default();
+        st.release(&slot.flags, &mut out);
+        let next = self.apply(&slot.flags, &mut st, &mut out);
+        drop(st);
+        self.follow_up_elsewhere(idx, gen, next);
+    }
+
     /// What is left after actions run outside the dispatcher: a finalize
     /// goes to a worker.
     fn follow_up_elsewhere(&self, idx: u32, gen: u32, next: Followup) {
@@ -286,6 +310,9 @@ impl ServerCore {
                 }
                 Action::PostResume => {
                     st.resume_posted = self.port.post(key.key(), 0, Context::Resume.ctx()).is_ok();
+                }
+                Action::PostRelease => {
+                    st.release_posted = self.port.post(key.key(), 0, Context::Release.ctx()).is_ok();
                 }
                 Action::Starved => {
                     self.starved.lock().push(key);

@@ -134,13 +134,41 @@ impl Session {
     }
 
     /// `true` while the session's receiving is paused because its answers
-    /// wait to be read (back-pressure): input it sent may sit unread in the
+    /// wait to be read (back-pressure) or the handler holds its input
+    /// ([`pause_receiving`](Self::pause_receiving)): input it sent may sit unread in the
     /// kernel, so a timer on the peer's pace should not count this time.
     pub fn is_receiving_paused(&self) -> bool {
         self.shared.slots.get(self.idx).is_some_and(|slot| {
             let st = slot.state.lock();
             st.is(self.gen) && st.rx_paused
         })
+    }
+
+    /// Holds this session's input back: once the message being handled
+    /// returns (called outside `on_message`: after the next one), receiving
+    /// pauses exactly as when answers back up, no receive is re-armed
+    /// (input already on its way is parked) until
+    /// [`resume_receiving`](Self::resume_receiving). Flow control for work
+    /// the handler started on the input, such as file writes: the peer is
+    /// slowed by TCP, nothing is buffered without bound. The session's
+    /// timer ([`set_timer`](Self::set_timer)) waits while it is paused.
+    pub fn pause_receiving(&self) {
+        self.shared.hold_input(self.idx, self.gen);
+    }
+
+    /// Releases [`pause_receiving`](Self::pause_receiving): a worker calls
+    /// the handler's [`on_resume`](crate::Handler::on_resume) for this
+    /// session, then receiving resumes (unless answers still back up).
+    /// Call it once per pause, from any thread.
+    pub fn resume_receiving(&self) {
+        self.shared.release_input(self.idx, self.gen);
+    }
+
+    /// The completion port the session runs on (as [`ServerHandle::port`]):
+    /// operations issued on it with [`app_ctx`](crate::app_ctx)`(tag)`
+    /// complete in [`Handler::on_completion`](crate::Handler::on_completion).
+    pub fn port(&self) -> &cport::Port {
+        &self.shared.port
     }
 
     /// Bytes queued and in flight, not yet sent.

@@ -25,25 +25,22 @@ pub struct HttpArgs {
     /// Log one line per request.
     #[arg(long)]
     pub access_log: bool,
+    /// Take uploads (`PUT /upload/<name>`) into this directory, served back
+    /// under /files/ (needs --upload-token-file; docs/UPLOADS.md).
+    #[arg(long, requires = "upload_token_file")]
+    pub upload_dir: Option<PathBuf>,
+    /// File holding the bearer token uploads must carry.
+    #[arg(long, requires = "upload_dir")]
+    pub upload_token_file: Option<PathBuf>,
+    /// Largest upload in bytes (413 past it).
+    #[arg(long, default_value_t = 16 << 30)]
+    pub max_upload: u64,
     #[command(flatten)]
     pub server: ServerArgs,
 }
 
-/// Starts the HTTP server on `listen`, serving `root` (or the bundled web root).
-///
-/// # Errors
-/// No web root, or the server cannot start.
-pub fn start(
-    root: Option<PathBuf>,
-    listen: SocketAddr,
-    listing: bool,
-    access_log: bool,
-    args: &ServerArgs,
-) -> io::Result<Server> {
-    start_with(root, listen, listing, access_log, args, |cfg| cfg)
-}
-
-/// [`start`], with `more` adding to the configuration (WebSocket routes).
+/// Starts the HTTP server on `listen`, serving `root` (or the bundled web
+/// root), with `more` adding to the configuration (WebSocket routes, uploads).
 ///
 /// # Errors
 /// No web root, or the server cannot start.
@@ -73,7 +70,25 @@ pub fn start_with(
 /// Runs `cport http` until SIGINT/SIGTERM.
 pub fn run(args: HttpArgs) -> io::Result<()> {
     let sig = signals()?;
-    let server = start(args.root, args.listen, args.listing, args.access_log, &args.server)?;
+    let token = match &args.upload_token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| io::Error::new(e.kind(), format!("upload token file {}: {e}", f.display())))?,
+        ),
+        None => None,
+    };
+    let (dir, max) = (args.upload_dir.clone(), args.max_upload);
+    let server = start_with(
+        args.root,
+        args.listen,
+        args.listing,
+        args.access_log,
+        &args.server,
+        |cfg| match (dir, token) {
+            (Some(d), Some(t)) => cfg.uploads(d, t.trim()).max_upload(max),
+            _ => cfg,
+        },
+    )?;
     announce("http", &server);
     run_until_signal(sig, vec![("http", server)], args.server.shutdown_deadline());
     Ok(())

@@ -112,6 +112,8 @@ mod tests {
             if_none_match: None,
             if_modified_since: None,
             content_length: 0,
+            chunked: false,
+            upload: Default::default(),
         }
     }
 

@@ -42,6 +42,10 @@ pub struct Limits {
     /// static server reads a small body (a `GET` some clients send with
     /// one) and ignores it; 0 refuses every body.
     pub max_body: u64,
+    /// Largest body of a `PUT` or `PATCH` (an upload, streamed to the
+    /// consumer rather than skipped), chunked or not. Larger is 413.
+    /// Default 0: uploads are off and those methods fall under `max_body`.
+    pub max_upload: u64,
 }
 
 impl Default for Limits {
@@ -51,6 +55,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_body: 64 * 1024,
+            max_upload: 0,
         }
     }
 }
@@ -81,9 +86,29 @@ pub struct Request<'a> {
     pub if_none_match: Option<Cow<'a, str>>,
     /// The `If-Modified-Since` header.
     pub if_modified_since: Option<&'a str>,
-    /// Length of the body that follows the head (0: no body). Bodies are
-    /// only ever framed by `Content-Length`; chunked ones are refused.
+    /// Length of the body that follows the head (0: no body, or a chunked
+    /// one). Only uploads ([`Limits::max_upload`]) may be chunked; other
+    /// chunked bodies are refused.
     pub content_length: u64,
+    /// The body is `Transfer-Encoding: chunked` (an upload).
+    pub chunked: bool,
+    /// The headers an upload acts on.
+    pub upload: UploadHeaders<'a>,
+}
+
+/// Request headers for uploads, borrowed from the buffer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadHeaders<'a> {
+    /// `Authorization`.
+    pub authorization: Option<&'a str>,
+    /// `Repr-Digest` (RFC 9530).
+    pub repr_digest: Option<&'a str>,
+    /// `Upload-Offset` (tus 1.0), as sent.
+    pub offset: Option<&'a str>,
+    /// `Upload-Length` (tus 1.0), as sent.
+    pub length: Option<&'a str>,
+    /// `Expect: 100-continue`: the client waits for a 100 before the body.
+    pub expect_continue: bool,
 }
 
 impl Request<'_> {
@@ -96,6 +121,9 @@ impl Request<'_> {
 
 /// Result of [`parse_request`] on a buffer that may hold part of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Returned by value and matched at once; boxing the request would cost an
+// allocation per request on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum Parse<'a> {
     /// The head is not complete yet: receive more and parse again.
     Partial,
@@ -234,6 +262,7 @@ struct Fields<'a> {
     if_range: Option<&'a str>,
     if_none_match: Option<Cow<'a, str>>,
     if_modified_since: Option<&'a str>,
+    upload: UploadHeaders<'a>,
 }
 
 fn build<'a>(parsed: &httparse::Request<'_, 'a>, limits: &Limits) -> Result<Request<'a>, HttpError> {
@@ -248,18 +277,21 @@ fn build<'a>(parsed: &httparse::Request<'_, 'a>, limits: &Limits) -> Result<Requ
     if f.host_count > 1 || (version_minor >= 1 && f.host_count == 0) {
         return Err(HttpError::BAD_REQUEST);
     }
+    let upload = limits.max_upload > 0 && matches!(method, "PUT" | "PATCH");
     if f.transfer_encoding {
         if version_minor == 0 || f.content_length.is_some() || !f.chunked_last {
             return Err(HttpError::BAD_REQUEST);
         }
-        return Err(if limits.max_body == 0 {
-            HttpError::PAYLOAD_TOO_LARGE
-        } else {
-            HttpError::LENGTH_REQUIRED
-        });
+        if !upload {
+            return Err(if limits.max_body == 0 {
+                HttpError::PAYLOAD_TOO_LARGE
+            } else {
+                HttpError::LENGTH_REQUIRED
+            });
+        }
     }
     let content_length = f.content_length.unwrap_or(0);
-    if content_length > limits.max_body {
+    if content_length > if upload { limits.max_upload } else { limits.max_body } {
         return Err(HttpError::PAYLOAD_TOO_LARGE);
     }
 
@@ -280,6 +312,8 @@ fn build<'a>(parsed: &httparse::Request<'_, 'a>, limits: &Limits) -> Result<Requ
         if_none_match: f.if_none_match,
         if_modified_since: f.if_modified_since,
         content_length,
+        chunked: f.transfer_encoding,
+        upload: f.upload,
     })
 }
 
@@ -315,6 +349,16 @@ fn read_field<'a>(f: &mut Fields<'a>, name: &str, value: &'a [u8]) -> Result<(),
         f.if_range = f.if_range.take().or_else(|| utf8(value));
     } else if is("if-modified-since") {
         f.if_modified_since = f.if_modified_since.take().or_else(|| utf8(value));
+    } else if is("authorization") {
+        f.upload.authorization = utf8(value);
+    } else if is("repr-digest") {
+        f.upload.repr_digest = utf8(value);
+    } else if is("upload-offset") {
+        f.upload.offset = utf8(value);
+    } else if is("upload-length") {
+        f.upload.length = utf8(value);
+    } else if is("expect") {
+        f.upload.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
     } else if is("if-none-match") {
         if let Some(v) = utf8(value) {
             match &mut f.if_none_match {

@@ -345,6 +345,7 @@ fn parse_request_never_panics_on_any_bytes() {
                     max_header_bytes: 64,
                     max_headers: 3,
                     max_body: 4,
+                    max_upload: 0,
                 }
             } else {
                 Limits::default()

@@ -24,6 +24,7 @@ enum Did {
     Schedule(Tick),
     PostSend,
     PostResume,
+    PostRelease,
     Starved,
     FireTimer,
     Finalize,
@@ -42,6 +43,7 @@ fn drain(out: &mut Actions) -> Vec<Did> {
             Action::Schedule(t) => Did::Schedule(t),
             Action::PostSend => Did::PostSend,
             Action::PostResume => Did::PostResume,
+            Action::PostRelease => Did::PostRelease,
             Action::Starved => Did::Starved,
             Action::FireTimer => Did::FireTimer,
             Action::Finalize => Did::Finalize,
@@ -351,6 +353,138 @@ fn the_handlers_timer_fires_once_and_waits_while_paused() {
     );
     assert!(r.ev(|lc, _, _, now, out| lc.set_timer(None, now, out)).is_empty());
     assert!(r.timeout_at(7).is_empty());
+}
+
+impl Rig {
+    /// The release packet reaches a worker, `on_resume` runs and returns
+    /// (`fatal`: a reason to close it produced): what that asked for.
+    fn release_delivered(&mut self, fatal: Option<DisconnectReason>) -> Vec<Did> {
+        assert!(self.lc.on_release(), "on_resume runs");
+        assert!(self.lc.recv_busy, "nothing may finalize while it runs");
+        self.ev(|lc, c, f, now, out| lc.released(fatal, now, c, f, out))
+    }
+}
+
+#[test]
+fn a_hold_on_input_pauses_receiving_until_released_and_on_resume_ran() {
+    let mut r = Rig::new(cfg());
+    r.lc.hold(&r.flags);
+    assert!(r.flags.holds_input(), "held");
+    let did = r.ev(|lc, _, f, _, out| {
+        assert!(lc.pause(f, out), "held: the delivery pauses, as when answers back up");
+    });
+    assert_eq!(did, vec![Did::CancelRecv]);
+    assert!(r.recv_cancelled().is_empty(), "paused: no re-arm");
+    assert!(!r.lc.resume_ready(&r.flags), "held");
+    assert_eq!(r.ev(|lc, _, f, _, out| lc.release(f, out)), vec![Did::PostRelease]);
+    assert!(
+        r.ev(|lc, _, f, _, out| lc.release(f, out)).is_empty(),
+        "one release per hold: a second one does nothing"
+    );
+    assert!(!r.lc.resume_ready(&r.flags), "on_resume has not run yet");
+    assert!(r.release_delivered(None).is_empty());
+    assert!(r.lc.resume_ready(&r.flags), "released and on_resume ran: resume");
+    assert!(r.lc.resume(&r.flags));
+    let did = r.ev(|lc, c, f, now, out| lc.resumed(None, now, c, f, out));
+    assert_eq!(did, vec![Did::ArmRecv], "the receive re-armed once");
+}
+
+#[test]
+fn receiving_resumes_only_when_neither_the_queue_nor_the_handler_holds_it() {
+    // The queue drains first, the handler lets go after.
+    let mut r = Rig::new(cfg());
+    r.send(60).0.unwrap();
+    r.lc.hold(&r.flags);
+    let _ = r.ev(|lc, _, f, _, out| {
+        assert!(lc.pause(f, out));
+    });
+    assert!(r.recv_cancelled().is_empty());
+    assert!(r.sent(60, 60).is_empty(), "drained, but held: no resume posted");
+    assert!(!r.lc.resume_ready(&r.flags));
+    assert!(!r.lc.resume(&r.flags), "a stray resume finds it held");
+    assert_eq!(r.ev(|lc, _, f, _, out| lc.release(f, out)), vec![Did::PostRelease]);
+    assert!(r.release_delivered(None).is_empty());
+    assert!(r.lc.resume(&r.flags));
+    assert_eq!(
+        r.ev(|lc, c, f, now, out| lc.resumed(None, now, c, f, out)),
+        vec![Did::ArmRecv]
+    );
+
+    // The handler lets go first, the queue drains after.
+    let mut r = Rig::new(cfg());
+    r.send(60).0.unwrap();
+    r.lc.hold(&r.flags);
+    let _ = r.ev(|lc, _, f, _, out| {
+        assert!(lc.pause(f, out));
+    });
+    assert!(r.recv_cancelled().is_empty());
+    assert_eq!(r.ev(|lc, _, f, _, out| lc.release(f, out)), vec![Did::PostRelease]);
+    assert!(r.release_delivered(None).is_empty());
+    assert!(!r.lc.resume_ready(&r.flags), "still backed up");
+    assert_eq!(r.sent(60, 60), vec![Did::PostResume], "drained: now it resumes");
+    assert!(r.lc.resume(&r.flags));
+    assert_eq!(
+        r.ev(|lc, c, f, now, out| lc.resumed(None, now, c, f, out)),
+        vec![Did::ArmRecv]
+    );
+}
+
+#[test]
+fn a_held_sessions_timer_waits_and_its_release_after_a_close_posts_nothing() {
+    let mut r = Rig::new(cfg());
+    r.lc.hold(&r.flags);
+    let _ = r.ev(|lc, _, f, _, out| {
+        assert!(lc.pause(f, out));
+    });
+    assert!(r.recv_cancelled().is_empty());
+    r.flags.last_active.store(4, Relaxed);
+    assert_eq!(
+        r.ev(|lc, _, _, now, out| lc.set_timer(Some(4), now, out)),
+        vec![Did::Schedule(4)]
+    );
+    assert_eq!(
+        r.timeout_at(4),
+        vec![Did::Schedule(5)],
+        "held: the timer waits (idle at 9)"
+    );
+    assert_eq!(r.timeout_at(5), vec![Did::Schedule(6)], "still held: no FireTimer");
+    let did = r.ev(|lc, c, f, now, out| lc.close(DisconnectReason::Closed, true, now, c, f, out));
+    assert_eq!(did, vec![Did::CloseHandle, Did::Finalize], "nothing in flight");
+    assert!(
+        r.ev(|lc, _, f, _, out| lc.release(f, out)).is_empty(),
+        "closing: no on_resume"
+    );
+    assert_eq!(r.reason(), ReasonKind::Closed);
+}
+
+#[test]
+fn a_session_closed_while_on_resume_runs_is_finalized_once_after_it() {
+    let mut r = Rig::new(cfg());
+    r.lc.hold(&r.flags);
+    let _ = r.ev(|lc, _, f, _, out| {
+        assert!(lc.pause(f, out));
+    });
+    assert!(r.recv_cancelled().is_empty());
+    assert_eq!(r.ev(|lc, _, f, _, out| lc.release(f, out)), vec![Did::PostRelease]);
+    assert!(r.lc.on_release());
+    // Another thread closes it while on_resume runs: not finalized yet.
+    let did = r.ev(|lc, c, f, now, out| lc.close(DisconnectReason::Aborted, false, now, c, f, out));
+    assert_eq!(did, vec![Did::CloseHandle]);
+    let mut all = r.ev(|lc, c, f, now, out| lc.released(None, now, c, f, out));
+    all.extend(r.ev(|lc, _, _, _, out| lc.check_finalize(out)));
+    assert_eq!(all, vec![Did::Finalize], "once, after on_resume returned");
+    assert_eq!(r.reason(), ReasonKind::Aborted);
+
+    // A panic in on_resume closes the session (abortively).
+    let mut r = Rig::new(cfg());
+    r.lc.hold(&r.flags);
+    assert_eq!(r.ev(|lc, _, f, _, out| lc.release(f, out)), vec![Did::PostRelease]);
+    let did = r.release_delivered(Some(DisconnectReason::HandlerPanicked));
+    assert_eq!(did, vec![Did::CloseHandle]);
+    assert_eq!(r.recv_cancelled(), vec![Did::Finalize]);
+    assert_eq!(r.reason(), ReasonKind::HandlerPanicked);
+    // A release packet for a session already gone does nothing.
+    assert!(!r.lc.on_release());
 }
 
 /// An operation id for a rig built by hand.

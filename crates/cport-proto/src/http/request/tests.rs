@@ -312,3 +312,34 @@ fn unrecognised_methods_are_501_and_standard_ones_405() {
         assert!(!err.close, "{m}: no body, the stream is intact");
     }
 }
+
+#[test]
+fn uploads_may_be_chunked_or_long_under_max_upload_only() {
+    let limits = Limits {
+        max_upload: 100,
+        ..Limits::default()
+    };
+    let chunked = b"PUT /upload/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nAuthorization: Bearer t\r\nRepr-Digest: sha-256=:x:\r\nExpect: 100-continue\r\n\r\n";
+    let Ok(Parse::Complete { request, .. }) = parse_request(chunked, &limits) else {
+        panic!("complete");
+    };
+    assert!(request.chunked && request.upload.expect_continue);
+    assert_eq!(request.upload.authorization, Some("Bearer t"));
+    assert_eq!(request.upload.repr_digest, Some("sha-256=:x:"));
+    // POST is no upload: chunked stays 411.
+    let post = b"POST /upload/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_eq!(parse_request(post, &limits), Err(HttpError::LENGTH_REQUIRED));
+    // Uploads off (the default): chunked PUT is 411 as before.
+    assert_eq!(status(chunked), 411);
+    let long =
+        |n: u64| format!("PATCH /upload/a HTTP/1.1\r\nHost: h\r\nContent-Length: {n}\r\nUpload-Offset: 7\r\n\r\n");
+    let at_limit = long(100);
+    let Ok(Parse::Complete { request, .. }) = parse_request(at_limit.as_bytes(), &limits) else {
+        panic!("complete");
+    };
+    assert_eq!((request.content_length, request.upload.offset), (100, Some("7")));
+    assert_eq!(
+        parse_request(long(101).as_bytes(), &limits),
+        Err(HttpError::PAYLOAD_TOO_LARGE)
+    );
+}
