@@ -37,7 +37,7 @@ enum Command {
     Blocking(apps::blocking::BlockingArgs),
     /// Load generator (echo, http, chat, idle), on cport's own port.
     Bench(bench::BenchArgs),
-    /// The seeds' I/O models side by side under the same echo load.
+    /// The classic server I/O models (thread per connection, select, poll, epoll, the completion port) side by side under the same echo load.
     Models(models::shootout::ModelsArgs),
 }
 

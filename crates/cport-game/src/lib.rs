@@ -1,6 +1,6 @@
 //! `cport game`: an authoritative real-time game server on the completion port.
 //!
-//! The seeds name game servers first among IOCP's uses. This one is built
+//! Game servers come first among IOCP's classic uses. This one is built
 //! the way they are: the server core (`cport-server`) accepts connections,
 //! keeps one receive pending per session and gathers each session's
 //! outgoing packets into one send; the game itself is a world of zones on a

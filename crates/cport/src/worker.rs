@@ -21,7 +21,7 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// The seeds' advice: two workers per processor, so a worker that blocks
+    /// IOCP's classic advice: two workers per processor, so a worker that blocks
     /// does not starve the port.
     pub fn default_size() -> usize {
         2 * std::thread::available_parallelism().map_or(1, |n| n.get())

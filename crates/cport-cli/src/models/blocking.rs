@@ -1,6 +1,6 @@
 //! Echo with a thread per connection and blocking reads and writes.
 //!
-//! The first model in the seeds and the plainest to read: accept, start a
+//! The first model and the plainest to read: accept, start a
 //! thread, and let that thread read and write back in a loop, sleeping in the
 //! kernel whenever there is nothing to do. Each connection costs a whole thread
 //! (a stack, a scheduler entry, a context switch for every wake-up), which is

@@ -1,4 +1,4 @@
-//! The completion port model: cport's `Port`, the model the seeds build up to.
+//! The completion port model: cport's `Port`, the model the others lead up to.
 //!
 //! One multishot accept, one multishot pooled receive per connection (an idle
 //! connection pins no buffer), and each received buffer sent back as it is.

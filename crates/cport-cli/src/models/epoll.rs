@@ -1,6 +1,6 @@
 //! Echo with one thread and edge-triggered `epoll`.
 //!
-//! The Linux counterpart of the seeds' WSAEventSelect: each socket is
+//! The Linux counterpart of Windows' WSAEventSelect: each socket is
 //! registered once with a kernel object that keeps the interest list, and a
 //! wait returns only the sockets whose state changed, so a turn costs what is
 //! ready rather than what is open. Edge triggering reports a change once, so

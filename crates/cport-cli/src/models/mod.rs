@@ -1,6 +1,6 @@
-//! The seeds' I/O models, side by side, as echo servers.
+//! The classic server I/O models, side by side, as echo servers.
 //!
-//! The seeds explain IOCP by contrast with what came before it: a thread per
+//! IOCP is best understood by contrast with what came before it: a thread per
 //! connection, `select()`, `poll()` and event-driven readiness. Each model here
 //! is one small echo server with the same behaviour and the same
 //! [`ModelReport`], so `cport models` can put all of them under the same load
@@ -51,7 +51,7 @@ pub enum Model {
 }
 
 impl Model {
-    /// Every model, in the order the seeds introduce them.
+    /// Every model, from the oldest to the completion port.
     pub const ALL: [Model; 5] = [
         Model::Blocking,
         Model::Select,

@@ -1,6 +1,6 @@
 //! Echo with one thread and `select()` over non-blocking sockets.
 //!
-//! The oldest readiness model in the seeds: every turn, the server builds a
+//! The oldest readiness model: every turn, the server builds a
 //! bit set of all its sockets and hands it to the kernel, which scans it and
 //! hands back the ready ones. The cost of each turn grows with the number of
 //! sockets, and `FD_SETSIZE` (1024) caps the descriptor *numbers* a set can

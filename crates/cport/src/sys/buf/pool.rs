@@ -1,6 +1,6 @@
 //! Provided-buffer pools: receive memory picked only when data arrives.
 //!
-//! A connection that is idle pins no buffer (the seeds' "zero-byte recv"
+//! A connection that is idle pins no buffer (IOCP's "zero-byte recv"
 //! problem): the io_uring backend registers the pool as a provided-buffer ring
 //! and the kernel picks a buffer at receive time; the epoll backend takes one
 //! from a free list only when the socket is readable.
