@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use cport_chat::{Chat, ChatConfig};
 use cport_http::HttpServer;
 use cport_server::Server;
+use cport_testutil::Retrying;
 use tungstenite::{Message, WebSocket};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -81,7 +82,7 @@ impl Running {
 /// A chat client over either transport, reading one line at a time.
 enum Client {
     Tcp(BufReader<TcpStream>),
-    Ws(Box<WebSocket<TcpStream>>),
+    Ws(Box<WebSocket<Retrying<TcpStream>>>),
 }
 
 impl Client {
@@ -95,7 +96,7 @@ impl Client {
     fn ws(addr: SocketAddr) -> Client {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(LONG)).unwrap();
-        let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), s).unwrap();
+        let (ws, _) = tungstenite::client(format!("ws://{addr}/ws"), Retrying(s)).unwrap();
         let mut c = Client::Ws(Box::new(ws));
         assert!(c.line().unwrap().starts_with("* welcome"));
         c

@@ -35,7 +35,7 @@ backend_tests! {
         let ok = player.login("alice");
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(LONG)).unwrap();
-        let (mut ws, _) = tungstenite::client(format!("ws://{addr}/ws"), s).unwrap();
+        let (mut ws, _) = tungstenite::client(format!("ws://{addr}/ws"), cport_testutil::Retrying(s)).unwrap();
         let Message::Text(first) = ws.read().unwrap() else { panic!("the geometry comes first, as text") };
         assert!(first.contains(r#""world":{"tick_hz":20,"zones_x":1,"zones_y":1,"zone_size":200,"cell_size":100}"#), "{first}");
 

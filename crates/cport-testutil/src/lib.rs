@@ -22,6 +22,38 @@ pub mod server;
 /// A temporary directory, removed on drop (also when the test panics).
 pub use tempfile::TempDir;
 
+/// A client socket that retries reads and writes a signal interrupted, as
+/// std's `read_line` and `read_to_end` do, for clients (tungstenite's, say)
+/// that give up on EINTR. Tests that run a server in their own process need
+/// it: on io_uring the kernel runs a request's completion work on the thread
+/// that submitted it, which interrupts a blocking call on that thread.
+pub struct Retrying<S>(pub S);
+
+impl<S: std::io::Read> std::io::Read for Retrying<S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl<S: std::io::Write> std::io::Write for Retrying<S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Open file descriptors of this process.
 pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
