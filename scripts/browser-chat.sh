@@ -25,8 +25,8 @@ CPORT=${CARGO_TARGET_DIR:-target}/debug/cport
 WORK=$(mktemp -d /tmp/cport-browser-chat.XXXXXX)
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
-    rm -rf "$WORK"
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK" 2>/dev/null || true
 }
 trap cleanup EXIT
 

@@ -27,7 +27,7 @@ CPORT=${CARGO_TARGET_DIR:-target}/debug/cport
 WORK=$(mktemp -d /tmp/cport-browser-upload.XXXXXX)
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
     rm -rf "$WORK" 2>/dev/null || true
 }
 trap cleanup EXIT
