@@ -105,8 +105,14 @@ impl<'a> Launch<'a> {
         argv.push(cport.into());
         argv.extend(self.args.iter().cloned());
         argv.extend(["--backend".into(), backend.flag().into()]);
+        // Each server keeps its data (the chat's history database) in a
+        // directory of its own: two servers sharing one database (the same
+        // case on both backends runs at once) fail at start with "database
+        // is locked".
+        let data = tempfile::Builder::new().prefix("cport-faults-data-").tempdir().unwrap();
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
+            .env("CPORT_DATA", data.path())
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
             .env_remove("CPORT_BACKEND")
@@ -146,6 +152,7 @@ impl<'a> Launch<'a> {
             lines,
             stderr,
             _cgroup: self.cgroup,
+            _data: data,
         };
         let end = Instant::now() + LONG;
         while self.servers.iter().any(|s| !server.addrs.contains_key(*s)) {
@@ -174,6 +181,7 @@ pub struct Server {
     stderr: Arc<Mutex<Vec<String>>>,
     // Removed after the child is gone (fields drop after `Drop::drop`).
     _cgroup: Option<PidsCgroup>,
+    _data: tempfile::TempDir,
 }
 
 impl Server {
