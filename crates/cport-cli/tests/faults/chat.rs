@@ -104,6 +104,10 @@ pub fn slow_consumer(b: Backend) {
         "{b:?}: slow member still open"
     );
     drop(slow);
-    server.assert_flat(&before, Tolerance::CONNECTIONS);
+    // A bulk case by the suite's own rule: about 50 MB went through the
+    // server (10 MB to each of five members), so the allocator and the
+    // io_uring buffer ring's touched pages may stay resident (14 MiB was
+    // seen on a fresh machine); fds and threads must still be exact.
+    server.assert_flat(&before, Tolerance::BULK);
     server.assert_no_panic();
 }
