@@ -489,7 +489,7 @@ impl<H: Handler> Dispatcher<H> {
                         FrameError::TooLarge { .. } => {
                             guarded(name, "on_frame_error", || h.on_frame_error(session, user, &e))
                         }
-                        FrameError::Malformed(_) => Some(FrameAction::Close),
+                        _ => Some(FrameAction::Close), // Malformed, and any later kind.
                     };
                     match action {
                         Some(FrameAction::Skip) if r.skip_frame(&e) => continue,

@@ -170,11 +170,13 @@ pub fn raise_fd_limit() {
 
 /// A line-protocol client with timeouts.
 pub struct LineClient {
+    /// The connection (public for `shutdown`, clones and raw writes).
     pub stream: TcpStream,
     buf: Vec<u8>,
 }
 
 impl LineClient {
+    /// Connects to `addr`, with generous read and write timeouts.
     pub fn connect(addr: SocketAddr) -> LineClient {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(LONG)).unwrap();
@@ -193,6 +195,7 @@ impl LineClient {
         }
     }
 
+    /// Writes `text` as it is (the caller adds the newline).
     pub fn send(&mut self, text: &str) {
         self.stream.write_all(text.as_bytes()).unwrap();
     }

@@ -39,7 +39,9 @@ pub type Disconnects = Arc<Mutex<Vec<(u64, ReasonKind)>>>;
 /// line framing) each line goes back with its newline.
 #[derive(Default, Clone)]
 pub struct Echo {
+    /// Every disconnect this handler saw.
     pub gone: Disconnects,
+    /// Echo line by line (newline restored) instead of chunk by chunk.
     pub lines: bool,
 }
 
@@ -73,6 +75,7 @@ impl Handler for Echo {
 /// A handler that runs `f` on each message and records disconnects.
 #[derive(Clone)]
 pub struct OnMessage<F> {
+    /// Every disconnect this handler saw.
     pub gone: Disconnects,
     f: F,
 }
@@ -157,6 +160,7 @@ pub use crate::fd_count;
 pub struct Rng(pub u64);
 
 impl Rng {
+    /// The next value.
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
@@ -165,9 +169,13 @@ impl Rng {
         self.0 = x;
         x
     }
+
+    /// A value in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+
+    /// `n` pseudo-random bytes.
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(n + 8);
         while v.len() < n {

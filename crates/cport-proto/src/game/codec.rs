@@ -14,6 +14,7 @@ pub const UPDATE_MAX_ENTRIES: usize = 1500;
 /// Why bytes are not a packet. Any of these closes the connection with
 /// [`KickReason::MALFORMED`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The length field is below 2 (no room for type and version).
     TooShort(usize),
