@@ -69,8 +69,10 @@ pub(crate) struct ServerCore {
     pub finished: AtomicBool,
     /// Notified when the last session ends during shutdown (`counters.sessions` reaches 0).
     pub all_closed: (Mutex<()>, Condvar),
-    /// Sessions whose receive found the pool empty.
+    /// Sessions whose receive found the buffer pool empty ("starved" of
+    /// buffers; the scheduler's "starved" is of threads).
     pub starved: Mutex<Vec<GenIndex>>,
+    /// `starved` is not empty (read without its lock on every completion).
     pub starved_any: AtomicBool,
     /// The server's one port timer: what is in flight.
     pub timer: Mutex<TimerPlan>,
