@@ -19,6 +19,7 @@ pub mod http;
 pub mod port;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod usage;
 
 /// A temporary directory, removed on drop (also when the test panics).
 pub use tempfile::TempDir;

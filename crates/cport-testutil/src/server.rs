@@ -99,6 +99,45 @@ impl<F: Fn(&Session, Message) + Send + Sync + 'static> Handler for OnMessage<F> 
     }
 }
 
+/// Remembers every open session, so the test can send to them from
+/// outside (a session leaves the list when it ends).
+#[derive(Default, Clone)]
+pub struct Keep {
+    /// The sessions open now.
+    pub sessions: Arc<Mutex<Vec<Session>>>,
+    /// Every disconnect this handler saw.
+    pub gone: Disconnects,
+}
+
+impl Handler for Keep {
+    type State = ();
+    fn on_connect(&self, s: &Session) {
+        self.sessions.lock().push(s.clone());
+    }
+    fn on_message(&self, _: &Session, _: &mut (), _: Message) {}
+    fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
+        self.sessions.lock().retain(|x| x.id() != s.id());
+        self.gone.lock().push((s.id(), reason.kind()));
+    }
+}
+
+/// The session `keep` holds for `client` (found by the client's address),
+/// waiting up to [`LONG`] for it to connect.
+pub fn session_of(keep: &Keep, client: &TcpStream) -> Session {
+    let local = client.local_addr().unwrap();
+    let mut found = None;
+    assert!(eventually(LONG, || {
+        found = keep
+            .sessions
+            .lock()
+            .iter()
+            .find(|s| s.peer_addr() == Some(local))
+            .cloned();
+        found.is_some()
+    }));
+    found.unwrap()
+}
+
 /// A loopback client with timeouts, so no test can hang on a read.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");

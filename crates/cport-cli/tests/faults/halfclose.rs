@@ -84,7 +84,7 @@ pub fn case(b: Backend) {
     // Chat: `/quit` gets its goodbye, then the end of the stream.
     let mut c = LineClient::connect(server.addr("chat"));
     c.send("/quit\n");
-    c.until("* bye");
+    c.until_line("* bye");
     assert_eq!(c.line(), None, "{b:?}: chat closes after /quit");
 
     server.assert_flat(&before, Tolerance::CONNECTIONS);
