@@ -22,6 +22,26 @@ pub use rustix::process::{Pid, Signal};
 /// How long a test waits for something that should happen soon.
 pub const LONG: Duration = Duration::from_secs(20);
 
+/// `cport serve` with every server on a free loopback port: what a test
+/// of the whole set starts (add `--root DIR` and the like with
+/// [`serve_args`]).
+pub const SERVE: [&str; 9] = [
+    "serve",
+    "--echo",
+    "127.0.0.1:0",
+    "--chat",
+    "127.0.0.1:0",
+    "--game",
+    "127.0.0.1:0",
+    "--http",
+    "127.0.0.1:0",
+];
+
+/// [`SERVE`] followed by `extra`.
+pub fn serve_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    SERVE.iter().copied().chain(extra.iter().copied()).collect()
+}
+
 /// The `cport` binary cargo built for this test run: `CARGO_BIN_EXE_cport`
 /// when cargo sets it at run time, else beside the test binary's `deps/`.
 pub fn cport_bin() -> std::path::PathBuf {

@@ -3,4 +3,4 @@
 //! cgroup, and what it uses (fds, threads, RSS, CPU time) read from /proc.
 //! The helpers live in `cport_testutil::cli`, shared with the other CLI tests.
 
-pub use cport_testutil::cli::{Backend, Cli as Server, Launch, PidsCgroup, Tolerance, Usage, LONG};
+pub use cport_testutil::cli::{serve_args, Backend, Cli as Server, Launch, PidsCgroup, Tolerance, Usage, LONG};
