@@ -270,11 +270,11 @@ def cycles(edges):
 
 
 def workspace_members():
-    """The folders the root Cargo.toml lists under `[workspace] members`."""
-    import tomllib
-
-    with open(ROOT / "Cargo.toml", "rb") as f:
-        members = tomllib.load(f)["workspace"]["members"]
+    """The folders the root Cargo.toml lists under `[workspace] members`
+    (read as text: no TOML parser before Python 3.11)."""
+    text = (ROOT / "Cargo.toml").read_text()
+    block = re.search(r"^\[workspace\][^\[]*?^members\s*=\s*\[(.*?)\]", text, re.S | re.M)
+    members = re.findall(r'"([^"]+)"', block.group(1)) if block else []
     return [d for p in members for d in sorted(ROOT.glob(p)) if (d / "Cargo.toml").is_file()]
 
 
@@ -285,6 +285,9 @@ def main(argv):
         crates = [Path(a) if Path(a).is_dir() else ROOT / "crates" / a for a in args]
     else:
         crates = workspace_members()
+        if not crates:
+            print("no workspace members found in Cargo.toml", file=sys.stderr)
+            return 2
     failed = []
     for crate in crates:
         if not (crate / "src").is_dir():
