@@ -283,22 +283,13 @@ impl Lines {
 
 impl Decoder for Lines {
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        match scan_line(buf, self.scanned, self.max_line) {
-            LineScan::Complete { content, total } => {
-                self.scanned = 0;
-                let mut line = buf.split_to(total);
-                line.truncate(content);
-                Ok(Some(line.freeze()))
-            }
-            LineScan::Incomplete => {
-                self.scanned = buf.len();
-                Ok(None)
-            }
-            LineScan::TooLong { seen } => Err(FrameError::TooLarge {
-                len: seen,
-                max: self.max_line,
-            }),
-        }
+        let Some((line, total)) = self.decode_slice(buf)? else {
+            return Ok(None);
+        };
+        let content = line.len();
+        let mut line = buf.split_to(total);
+        line.truncate(content);
+        Ok(Some(line.freeze()))
     }
 }
 
