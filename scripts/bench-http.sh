@@ -30,36 +30,18 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
 cd "$(dirname "$0")/.."
+. scripts/lib/bench.sh
+bench_init bench-http
 
 # ----- tools --------------------------------------------------------------
-PATH="$PATH:/usr/sbin:/sbin"
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-    echo "== installing nginx-light and wrk"
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light wrk >/dev/null
-fi
+bench_install "nginx wrk" nginx-light wrk
 for tool in nginx wrk taskset cargo; do
     command -v "$tool" >/dev/null || { echo "bench-http: $tool not found" >&2; exit 1; }
 done
-
-echo "== building cport (release)"
-cargo build --release -q -p cport-cli --bin cport
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-CPORT="$TARGET_DIR/release/cport"
+bench_build_cport
 
 # ----- the web root and nginx's config ----------------------------------------
-WORK=$(mktemp -d /tmp/cport-bench-http.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK" 2>/dev/null || true
-}
-trap cleanup EXIT
+bench_workdir /tmp
 
 mkdir -p "$WORK/root" "$WORK/nginx"
 head -c 1024 /dev/urandom >"$WORK/root/1k.bin"
@@ -111,15 +93,6 @@ for b in $BACKENDS; do
     port=$((port + 1))
 done
 
-wait_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "bench-http: nothing listens on port $1" >&2
-    cat "$WORK"/cport-*.log "$WORK/nginx/error.log" >&2 || true
-    exit 1
-}
 for p in "${PORTS[@]}"; do wait_port "$p"; done
 CPU_PIDS[0]=$(pgrep -P "${PIDS[0]}" | head -1)
 
@@ -157,8 +130,6 @@ run_wrk() { # port path conns duration server_pid
         /Socket errors|Non-2xx/ { print "bench-http: wrk: " $0 > "/dev/stderr" }
         END { printf "%.1f %.1f %.1f %.1f %d %.2f\n", rps, avg, p99, tr, n, cpu / hz }'
 }
-
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "== warming up"
 for i in "${!PORTS[@]}"; do

@@ -31,30 +31,13 @@ NGINX_BODY_BUFFER=${NGINX_BODY_BUFFER:-16k}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
 cd "$(dirname "$0")/.."
-PATH="$PATH:/usr/sbin:/sbin"
-if ! command -v nginx >/dev/null; then
-    echo "== installing nginx-light"
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light >/dev/null
-fi
+. scripts/lib/bench.sh
+bench_init bench-upload
+bench_install nginx nginx-light
 nginx -V 2>&1 | grep -q http_dav_module || { echo "bench-upload: nginx lacks the DAV module" >&2; exit 1; }
+bench_build_cport
 
-echo "== building cport (release)"
-cargo build --release -q -p cport-cli --bin cport
-CPORT="${CARGO_TARGET_DIR:-target}/release/cport"
-
-WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/cport-bench-upload.XXXXXX")
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK" 2>/dev/null || true
-}
-trap cleanup EXIT
+bench_workdir "${BENCH_DIR:-/var/tmp}"
 mkdir -p "$WORK/nginx/root/upload" "$WORK/nginx/root/tmp" "$WORK/www" "$WORK/cport"
 # nginx's worker runs as an unprivileged user: it must write there.
 chmod 1777 "$WORK/nginx/root/upload" "$WORK/nginx/root/tmp"
@@ -108,15 +91,6 @@ for b in $BACKENDS; do
     RSS_PIDS+=($!)
     port=$((port + 1))
 done
-wait_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "bench-upload: nothing listens on port $1" >&2
-    cat "$WORK"/cport-*.log "$WORK/nginx/error.log" >&2 || true
-    exit 1
-}
 for p in "${PORTS[@]}"; do wait_port "$p"; done
 RSS_PIDS[0]=$(pgrep -P "${PIDS[0]}" | head -1)
 
@@ -127,7 +101,6 @@ run() { # port size duration
         python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("%.1f %d %d" % (r["bytes_per_sec"]/1048576, r["messages"], r["errors"]))'
 }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 biggest=${SIZES##* }
 
 echo "== load: $(uptime)"

@@ -6,65 +6,16 @@
 //   bob a private message. Each page must show the others' messages.
 // Usage: node --experimental-websocket scripts/browser-chat.js DEVTOOLS_WS_URL WEB_ADDR TCP_ADDR SCREENSHOT
 "use strict";
-const fs = require("fs");
 const net = require("net");
+const { connect, run, sleep } = require("./lib/cdp");
 
 const [browserUrl, webAddr, tcpAddr, shot] = process.argv.slice(2);
 const deadline = Date.now() + 60_000;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const ws = new WebSocket(browserUrl);
-let nextId = 1;
-const pending = new Map();
-// Script errors and console.error calls on any page: the run fails on any.
-const pageErrors = [];
-ws.onmessage = (ev) => {
-  const msg = JSON.parse(ev.data);
-  if (msg.method === "Runtime.exceptionThrown") {
-    pageErrors.push(JSON.stringify(msg.params.exceptionDetails));
-  } else if (msg.method === "Runtime.consoleAPICalled" && msg.params.type === "error") {
-    pageErrors.push(msg.params.args.map((a) => a.value ?? a.description).join(" "));
-  }
-  if (msg.id && pending.has(msg.id)) {
-    const { resolve, reject } = pending.get(msg.id);
-    pending.delete(msg.id);
-    if (msg.error) reject(new Error(JSON.stringify(msg.error)));
-    else resolve(msg.result);
-  }
-};
-function cdp(method, params = {}, sessionId) {
-  const id = nextId++;
-  ws.send(JSON.stringify({ id, method, params, sessionId }));
-  return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
-}
-
-async function openPage(name) {
-  const { targetId } = await cdp("Target.createTarget", { url: "about:blank" });
-  const { sessionId } = await cdp("Target.attachToTarget", { targetId, flatten: true });
-  await cdp("Page.enable", {}, sessionId);
-  await cdp("Runtime.enable", {}, sessionId);
-  await cdp("Emulation.setDeviceMetricsOverride", { width: 1100, height: 620, deviceScaleFactor: 1, mobile: false }, sessionId);
-  await cdp("Page.navigate", { url: `http://${webAddr}/` }, sessionId);
-  const page = {
-    name,
-    eval: async (expr) => {
-      const r = await cdp("Runtime.evaluate", { expression: expr, returnByValue: true, awaitPromise: true }, sessionId);
-      if (r.exceptionDetails) throw new Error(`${name}: ${JSON.stringify(r.exceptionDetails)}`);
-      return r.result.value;
-    },
-    sessionId,
-  };
-  await until(page, "document.readyState === 'complete' && document.getElementById('status').classList.contains('on')", "connected");
+async function openPage(browser, name) {
+  const page = await browser.openPage(`http://${webAddr}/`, { name, width: 1100, height: 620 });
+  await page.until("document.readyState === 'complete' && document.getElementById('status').classList.contains('on')", "connected");
   return page;
-}
-
-async function until(page, expr, what) {
-  while (Date.now() < deadline) {
-    if (await page.eval(expr)) return;
-    await sleep(100);
-  }
-  const text = await page.eval("document.body.innerText");
-  throw new Error(`${page.name}: timed out waiting for ${what}\n--- page text ---\n${text}`);
 }
 
 const submit = (page, input, value, form) =>
@@ -90,46 +41,40 @@ function tcpClient() {
   };
 }
 
-(async () => {
-  await new Promise((r, j) => { ws.onopen = r; ws.onerror = j; });
-  const alice = await openPage("alice");
-  const bob = await openPage("bob");
+run("browser-chat", async () => {
+  const browser = await connect(browserUrl, deadline);
+  const alice = await openPage(browser, "alice");
+  const bob = await openPage(browser, "bob");
 
   await submit(alice, "nick", "alice", "nick-form");
   await submit(alice, "join", "lobby", "join-form");
-  await until(alice, shows("alice joined lobby"), "alice in lobby");
+  await alice.until(shows("alice joined lobby"), "alice in lobby");
   await submit(alice, "say", "hello from alice", "say-form");
-  await until(alice, shows("hello from alice"), "alice's own message");
+  await alice.until(shows("hello from alice"), "alice's own message");
 
   await submit(bob, "nick", "bob", "nick-form");
   await submit(bob, "join", "lobby", "join-form");
-  await until(bob, shows("hello from alice"), "alice's message in bob's history");
+  await bob.until(shows("hello from alice"), "alice's message in bob's history");
 
   const nc = tcpClient();
   nc.send("/nick terminal");
   nc.send("/join lobby");
   await nc.until("* terminal joined lobby");
   nc.send("hello from nc");
-  await until(bob, shows("hello from nc"), "the TCP client's message on bob's page");
+  await bob.until(shows("hello from nc"), "the TCP client's message on bob's page");
 
   await submit(bob, "say", "hi alice, bob here", "say-form");
-  await until(alice, shows("hi alice, bob here"), "bob's message on alice's page");
+  await alice.until(shows("hi alice, bob here"), "bob's message on alice's page");
   await nc.until("[lobby] bob: hi alice, bob here");
-  await until(alice, shows("hello from nc"), "the TCP client's message on alice's page");
+  await alice.until(shows("hello from nc"), "the TCP client's message on alice's page");
 
   await submit(alice, "say", "/msg bob see you at five", "say-form");
-  await until(bob, "document.querySelector('#pms .unread') !== null", "an unread mark for the private message");
-  await until(bob, "document.getElementById('members').innerText.includes('terminal')", "members list");
-  await until(bob, "document.getElementById('rooms').innerText.includes('lobby (3)')", "room list");
+  await bob.until("document.querySelector('#pms .unread') !== null", "an unread mark for the private message");
+  await bob.until("document.getElementById('members').innerText.includes('terminal')", "members list");
+  await bob.until("document.getElementById('rooms').innerText.includes('lobby (3)')", "room list");
 
-  if (pageErrors.length) throw new Error("errors on the pages: " + pageErrors.join("; "));
-  const { data } = await cdp("Page.captureScreenshot", { format: "png" }, bob.sessionId);
-  fs.writeFileSync(shot, Buffer.from(data, "base64"));
+  browser.checkErrors("the pages");
+  await bob.screenshot(shot);
   nc.end();
   console.log("browser-chat: both pages saw each other's messages (and the TCP client's), no script or console errors; screenshot in " + shot);
-  ws.close();
-  process.exit(0);
-})().catch((e) => {
-  console.error("browser-chat: FAILED: " + e.message);
-  process.exit(1);
 });

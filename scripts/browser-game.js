@@ -5,65 +5,19 @@
 // area of interest drawn around it); no script or console error anywhere.
 // Usage: node --experimental-websocket scripts/browser-game.js DEVTOOLS_WS_URL WEB_ADDR BOTS SCREENSHOT
 "use strict";
-const fs = require("fs");
+const { connect, run, sleep } = require("./lib/cdp");
 
 const [browserUrl, webAddr, botsArg, shot] = process.argv.slice(2);
 const bots = Number(botsArg);
 const deadline = Date.now() + 90_000;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const ws = new WebSocket(browserUrl);
-let nextId = 1;
-const pending = new Map();
-const pageErrors = [];
-ws.onmessage = (ev) => {
-  const msg = JSON.parse(ev.data);
-  if (msg.method === "Runtime.exceptionThrown") {
-    pageErrors.push(JSON.stringify(msg.params.exceptionDetails));
-  } else if (msg.method === "Runtime.consoleAPICalled" && msg.params.type === "error") {
-    pageErrors.push(msg.params.args.map((a) => a.value ?? a.description).join(" "));
-  }
-  if (msg.id && pending.has(msg.id)) {
-    const { resolve, reject } = pending.get(msg.id);
-    pending.delete(msg.id);
-    if (msg.error) reject(new Error(JSON.stringify(msg.error)));
-    else resolve(msg.result);
-  }
-};
-function cdp(method, params = {}, sessionId) {
-  const id = nextId++;
-  ws.send(JSON.stringify({ id, method, params, sessionId }));
-  return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
-}
-
-async function until(page, expr, what) {
-  while (Date.now() < deadline) {
-    if (await page.eval(expr)) return;
-    await sleep(100);
-  }
-  const text = await page.eval("document.body.innerText");
-  throw new Error(`timed out waiting for ${what}\n--- page text ---\n${text}`);
-}
-
-(async () => {
-  await new Promise((r, j) => { ws.onopen = r; ws.onerror = j; });
-  const { targetId } = await cdp("Target.createTarget", { url: "about:blank" });
-  const { sessionId } = await cdp("Target.attachToTarget", { targetId, flatten: true });
-  await cdp("Page.enable", {}, sessionId);
-  await cdp("Runtime.enable", {}, sessionId);
-  await cdp("Emulation.setDeviceMetricsOverride", { width: 1200, height: 760, deviceScaleFactor: 1, mobile: false }, sessionId);
-  await cdp("Page.navigate", { url: `http://${webAddr}/` }, sessionId);
-  const page = {
-    eval: async (expr) => {
-      const r = await cdp("Runtime.evaluate", { expression: expr, returnByValue: true, awaitPromise: true }, sessionId);
-      if (r.exceptionDetails) throw new Error(JSON.stringify(r.exceptionDetails));
-      return r.result.value;
-    },
-  };
+run("browser-game", async () => {
+  const browser = await connect(browserUrl, deadline);
+  const page = await browser.openPage(`http://${webAddr}/`, { width: 1200, height: 760 });
   const want = Math.floor(bots * 0.9);
-  await until(page, "document.readyState === 'complete' && document.getElementById('status').classList.contains('on')", "the socket");
-  await until(page, `gameView.world !== null && gameView.players.size >= ${want}`, `${want} players in the snapshot`);
-  await until(page, `gameView.stats !== null && gameView.stats.players >= ${want} && gameView.lastStats !== null`, "two rounds of counters");
+  await page.until("document.readyState === 'complete' && document.getElementById('status').classList.contains('on')", "the socket");
+  await page.until(`gameView.world !== null && gameView.players.size >= ${want}`, `${want} players in the snapshot`);
+  await page.until(`gameView.stats !== null && gameView.stats.players >= ${want} && gameView.lastStats !== null`, "two rounds of counters");
 
   // The players move: positions a second apart differ for most of them.
   const before = await page.eval("JSON.stringify([gameView.tick, [...gameView.players]])");
@@ -94,19 +48,13 @@ async function until(page, expr, what) {
       const inner = p.x > w.zone_size / 2 && p.y > w.zone_size / 2 && p.x < (w.zones_x - 0.5) * w.zone_size && p.y < (w.zones_y - 0.5) * w.zone_size;
       if (inner && ex + ey < bd) { bd = ex + ey; best = id; } }
     document.getElementById('follow-id').value = best; document.getElementById('follow-form').requestSubmit(); return best; })()`);
-  await until(page, `gameView.following === ${id} && document.getElementById('f-id').textContent === '#${id}'`, "following a player");
+  await page.until(`gameView.following === ${id} && document.getElementById('f-id').textContent === '#${id}'`, "following a player");
   const p0 = await page.eval(`JSON.stringify(gameView.players.get(${id}))`);
-  await until(page, `JSON.stringify(gameView.players.get(${id})) !== ${JSON.stringify(p0)}`, "the followed player moving");
-  await until(page, `document.getElementById('f-pos').textContent.includes(',')`, "the followed player's position");
+  await page.until(`JSON.stringify(gameView.players.get(${id})) !== ${JSON.stringify(p0)}`, "the followed player moving");
+  await page.until(`document.getElementById('f-pos').textContent.includes(',')`, "the followed player's position");
 
-  if (pageErrors.length) throw new Error("errors on the page: " + pageErrors.join("; "));
+  browser.checkErrors();
   await sleep(300);
-  const { data } = await cdp("Page.captureScreenshot", { format: "png" }, sessionId);
-  fs.writeFileSync(shot, Buffer.from(data, "base64"));
+  await page.screenshot(shot);
   console.log(`browser-game: ${moved[1]} of ${bots} players moved in a second (${moved[0]} ticks drawn), counters shown, followed player #${id}; no script or console errors; screenshot in ${shot}`);
-  ws.close();
-  process.exit(0);
-})().catch((e) => {
-  console.error("browser-game: FAILED: " + e.message);
-  process.exit(1);
 });

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print each crate's module import graph and fail on a cycle.
 
-    scripts/module-graph.py                    # every crate under crates/
+    scripts/module-graph.py                    # every workspace member
     scripts/module-graph.py cport cport-proto  # only these (names or paths)
     scripts/module-graph.py --quiet cport      # only cycles and the verdict
 
@@ -269,13 +269,25 @@ def cycles(edges):
     return out
 
 
+def workspace_members():
+    """The folders the root Cargo.toml lists under `[workspace] members`
+    (read as text: no TOML parser before Python 3.11)."""
+    text = (ROOT / "Cargo.toml").read_text()
+    block = re.search(r"^\[workspace\][^\[]*?^members\s*=\s*\[(.*?)\]", text, re.S | re.M)
+    members = re.findall(r'"([^"]+)"', block.group(1)) if block else []
+    return [d for p in members for d in sorted(ROOT.glob(p)) if (d / "Cargo.toml").is_file()]
+
+
 def main(argv):
     quiet = "--quiet" in argv
     args = [a for a in argv if a != "--quiet"]
     if args:
         crates = [Path(a) if Path(a).is_dir() else ROOT / "crates" / a for a in args]
     else:
-        crates = sorted(p.parent for p in (ROOT / "crates").glob("*/src") if p.is_dir())
+        crates = workspace_members()
+        if not crates:
+            print("no workspace members found in Cargo.toml", file=sys.stderr)
+            return 2
     failed = []
     for crate in crates:
         if not (crate / "src").is_dir():

@@ -4,6 +4,8 @@
 //! can be pinned to one core and never becomes the bottleneck it measures
 //! unnoticed: every report says how busy the client's own thread was.
 
+#![deny(missing_docs)]
+
 pub mod blocking;
 pub mod chat;
 pub mod conn;

@@ -17,6 +17,8 @@
 //!
 //! History lines a joiner receives read `[history ROOM UNIX_MS] NICK: TEXT`.
 
+#![deny(missing_docs)]
+
 mod history;
 mod messenger;
 mod server;

@@ -250,7 +250,7 @@ impl Handler for TcpChat {
                 let _ = session.send(format!("! line too long (at most {max} bytes); dropped\n"));
                 FrameAction::Skip
             }
-            FrameError::Malformed(_) => FrameAction::Close,
+            _ => FrameAction::Close, // Malformed, and any later kind.
         }
     }
 }

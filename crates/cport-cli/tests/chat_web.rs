@@ -57,20 +57,7 @@ fn chat_web_serves_the_page_and_the_socket() {
 
 #[test]
 fn serve_has_the_chat_page_and_socket_on_its_web_port() {
-    let cli = Cli::spawn(
-        &[
-            "serve",
-            "--echo",
-            "127.0.0.1:0",
-            "--chat",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--game",
-            "127.0.0.1:0",
-        ],
-        &["echo", "chat", "http"],
-    );
+    let cli = Cli::spawn(&SERVE, &["echo", "chat", "http"]);
     let page = get(cli.addr("http"), "/chat/");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.contains("<title>cport chat</title>"));

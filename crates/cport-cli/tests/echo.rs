@@ -65,20 +65,7 @@ fn echo_returns_identical_bytes_on_epoll() {
 
 #[test]
 fn serve_runs_echo_chat_and_web_and_says_where() {
-    let cli = Cli::spawn(
-        &[
-            "serve",
-            "--echo",
-            "127.0.0.1:0",
-            "--chat",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--game",
-            "127.0.0.1:0",
-        ],
-        &["echo", "chat", "http", "game"],
-    );
+    let cli = Cli::spawn(&SERVE, &["echo", "chat", "http", "game"]);
     let mut e = LineClient::connect(cli.addr("echo"));
     e.send("ping\n");
     assert_eq!(e.line().unwrap(), "ping");

@@ -3,7 +3,7 @@
 
 use cport_testutil::cli as util;
 
-use util::{run_json, Cli};
+use util::{run_json, Cli, SERVE};
 
 #[test]
 fn bench_game_bots_play_without_desyncs() {
@@ -67,20 +67,7 @@ fn http(addr: std::net::SocketAddr, head: &str) -> String {
 
 #[test]
 fn serve_and_game_web_serve_the_viewer_and_its_socket() {
-    let serve = Cli::spawn(
-        &[
-            "serve",
-            "--echo",
-            "127.0.0.1:0",
-            "--chat",
-            "127.0.0.1:0",
-            "--game",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ],
-        &["game", "http"],
-    );
+    let serve = Cli::spawn(&SERVE, &["game", "http"]);
     let game = Cli::spawn(
         &["game", "--listen", "127.0.0.1:0", "--web", "127.0.0.1:0"],
         &["game", "game-web"],

@@ -78,20 +78,7 @@ fn sigterm_under_load_exits_cleanly_within_the_deadline_and_no_fd_leaks() {
 
 #[test]
 fn sigint_stops_every_server_of_serve() {
-    let mut cli = Cli::spawn(
-        &[
-            "serve",
-            "--echo",
-            "127.0.0.1:0",
-            "--chat",
-            "127.0.0.1:0",
-            "--game",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ],
-        &["echo", "chat"],
-    );
+    let mut cli = Cli::spawn(&SERVE, &["echo", "chat"]);
     let mut chat = LineClient::connect(cli.addr("chat"));
     chat.line();
     cli.signal(Signal::INT);

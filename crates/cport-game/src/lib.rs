@@ -26,6 +26,8 @@
 //!
 //! The wire protocol is `cport_proto::game`, documented in `docs/GAME.md`.
 
+#![deny(missing_docs)]
+
 mod conn;
 mod engine;
 pub mod rules;

@@ -46,6 +46,8 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+#![deny(missing_docs)]
+
 mod cache;
 mod config;
 mod files;

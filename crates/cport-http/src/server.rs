@@ -6,7 +6,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -24,7 +23,7 @@ use crate::cache::FileCache;
 use crate::files::{Body, Files, Reply};
 use crate::stats::{self, HttpCounters, HttpStats, Snapshot};
 use crate::upload::{Start, Upload, Uploads, TEMP_DIR};
-use crate::ws::{Upgraded, WsRoutes, WsTimers};
+use crate::ws::{Upgraded, WsRoutes};
 use crate::HttpConfig;
 
 /// The request path of the JSON stats endpoint.
@@ -63,7 +62,6 @@ struct App {
     counters: HttpCounters,
     live: OnceLock<Live>,
     ws: WsRoutes,
-    ws_timers: WsTimers,
     uploads: Option<Uploads>,
     /// The upload directory, served under `/files/`.
     upload_files: Option<Files>,
@@ -116,7 +114,9 @@ impl Handler for HttpHandler {
         // time (the server core does not fire the timer while it has paused
         // reading this connection: the rest may be waiting unread in the
         // kernel).
-        if conn.since.take().is_some() && conn.ws.is_none() {
+        if let Some(ws) = &mut conn.ws {
+            ws.on_timer();
+        } else if conn.since.take().is_some() {
             conn.stream.finish();
             self.0.expire(s);
         }
@@ -137,7 +137,7 @@ impl Handler for HttpHandler {
             uploads.disconnected(up);
         }
         if let Some(ws) = conn.ws {
-            ws.on_disconnect(&self.0.ws_timers);
+            ws.on_disconnect();
         }
     }
 }
@@ -189,6 +189,9 @@ impl App {
             return;
         }
         if let Some(mut ws) = upgraded {
+            // The request's timeout is over: the timer is the WebSocket's.
+            conn.since = None;
+            ws.start_timer();
             if let Some(rest) = &fed.rest {
                 ws.on_chunk(rest);
             }
@@ -287,7 +290,7 @@ impl App {
                 if s.send(up.response).is_err() {
                     return Flow::Stop;
                 }
-                *upgraded = Some(Upgraded::open(s, handler.clone(), &self.ws.config, &self.ws_timers));
+                *upgraded = Some(Upgraded::open(s, handler.clone(), &self.ws.config));
                 Flow::Upgrade
             }
             Err(e) => {
@@ -470,7 +473,6 @@ fn access_log(s: &Session, method: &str, target: &str, minor: u8, reply: &Reply)
 pub struct HttpServer {
     app: Arc<App>,
     server: Option<Server>,
-    ws_timer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -534,7 +536,6 @@ impl HttpServer {
             counters: HttpCounters::default(),
             live: OnceLock::new(),
             ws: cfg.ws.clone(),
-            ws_timers: WsTimers::default(),
             uploads,
             upload_files,
         });
@@ -566,19 +567,6 @@ impl HttpServer {
             handle: server.handle(),
             port: server.port().clone(),
         });
-        let mut ws_timer = None;
-        if !app.ws.is_empty() {
-            let a = app.clone();
-            let tick = Duration::from_millis(250);
-            ws_timer = Some(
-                std::thread::Builder::new()
-                    .name("cport-ws-timer".into())
-                    .spawn(move || {
-                        let done = || a.live.get().is_some_and(|l| l.port.is_shut_down());
-                        a.ws_timers.run(tick, done);
-                    })?,
-            );
-        }
         tracing::info!(
             root = %app.files.root().display(),
             addr = %server.local_addr(),
@@ -589,7 +577,6 @@ impl HttpServer {
         Ok(HttpServer {
             app,
             server: Some(server),
-            ws_timer,
         })
     }
 
@@ -599,10 +586,8 @@ impl HttpServer {
     }
 
     /// The server core underneath, to run and shut down beside other
-    /// `cport_server` servers. The WebSocket timer, if any, keeps running and
-    /// ends by itself once that server has shut down.
+    /// `cport_server` servers (WebSocket timers are its sessions' timers).
     pub fn into_server(mut self) -> Server {
-        self.ws_timer.take(); // detached: it ends when the port shuts down
         self.server.take().expect("the server runs until shutdown")
     }
 
@@ -662,10 +647,6 @@ impl HttpServer {
         let Some(server) = self.server.take() else {
             return ShutdownReport::default(); // handed out by `into_server`
         };
-        self.app.ws_timers.stop();
-        if let Some(t) = self.ws_timer.take() {
-            let _ = t.join();
-        }
         server.shutdown(deadline)
     }
 }

@@ -7,18 +7,19 @@
 //! ([`HttpConfig::websocket`](crate::HttpConfig::websocket)); a request on
 //! that path with `Upgrade: websocket` is checked (400, 426, 403) and
 //! answered 101, and from then on every received chunk goes to the codec.
-//! A small timer thread runs the idle pings and close deadlines.
+//! The idle pings and close deadlines run on the session's own timer
+//! ([`Session::set_timer`], fired through `Handler::on_timer` in order with
+//! the session's chunks): no thread of their own.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use cport_proto::ws::{encode_frame, Close, FrameHead, Opcode, WsConfig, WsConn, WsEvent};
 use cport_server::Session;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 /// A complete message received on a WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +122,47 @@ const COPY_MAX: usize = 16 << 10;
 #[derive(Clone)]
 pub struct WsSession {
     session: Session,
-    conn: Arc<Mutex<WsConn>>,
+    conn: Arc<Mutex<WsState>>,
+}
+
+/// The codec and the deadline the session's timer is set for.
+struct WsState {
+    conn: WsConn,
+    /// When the session's timer fires next (`None`: not set). It is moved
+    /// only earlier between firings: a deadline that moved later (a message
+    /// arrived, so the idle ping waits) is found when the timer fires, which
+    /// sets it again. A received message then costs no timer call.
+    timer: Option<Instant>,
+}
+
+impl std::ops::Deref for WsState {
+    type Target = WsConn;
+    fn deref(&self) -> &WsConn {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WsState {
+    fn deref_mut(&mut self) -> &mut WsConn {
+        &mut self.conn
+    }
+}
+
+impl WsState {
+    /// Sets the session's timer for the codec's next deadline if that is
+    /// earlier than the one it is set for (or `always`).
+    fn arm(&mut self, session: &Session, always: bool) {
+        let want = self.conn.poll_timeout();
+        let earlier = match (want, self.timer) {
+            (Some(w), Some(t)) => w < t,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if earlier || always {
+            self.timer = want;
+            session.set_timer(want.map(|w| w.saturating_duration_since(Instant::now())));
+        }
+    }
 }
 
 impl fmt::Debug for WsSession {
@@ -198,8 +239,9 @@ impl WsSession {
     }
 }
 
-/// Sends what the codec queued; closes the TCP side once it is closed.
-fn flush(session: &Session, conn: &mut WsConn) {
+/// Sends what the codec queued; closes the TCP side once it is closed, or
+/// else has the session's timer run at the codec's next deadline.
+fn flush(session: &Session, conn: &mut WsState) {
     while let Some(f) = conn.poll_transmit() {
         if session.send(f).is_err() {
             break;
@@ -207,6 +249,8 @@ fn flush(session: &Session, conn: &mut WsConn) {
     }
     if conn.is_closed() {
         session.close();
+    } else {
+        conn.arm(session, false);
     }
 }
 
@@ -229,14 +273,16 @@ impl fmt::Debug for Upgraded {
 
 impl Upgraded {
     /// Starts WebSocket on `session` (its 101 answer already queued).
-    pub(crate) fn open(session: &Session, handler: Arc<dyn WsHandler>, cfg: &WsConfig, timers: &WsTimers) -> Upgraded {
+    /// Its timer is not set yet: [`start_timer`](Self::start_timer) does,
+    /// once the request's own timeout is over.
+    pub(crate) fn open(session: &Session, handler: Arc<dyn WsHandler>, cfg: &WsConfig) -> Upgraded {
         let ws = WsSession {
             session: session.clone(),
-            conn: Arc::new(Mutex::new(WsConn::new(cfg.clone(), Instant::now()))),
+            conn: Arc::new(Mutex::new(WsState {
+                conn: WsConn::new(cfg.clone(), Instant::now()),
+                timer: None,
+            })),
         };
-        if cfg.ping_interval.is_some() {
-            timers.add(&ws);
-        }
         handler.on_open(&ws);
         Upgraded {
             handler,
@@ -282,73 +328,37 @@ impl Upgraded {
         }
     }
 
-    /// The session ended.
-    pub(crate) fn on_disconnect(self, timers: &WsTimers) {
-        timers.remove(self.ws.id());
-        self.handler.on_close(&self.ws, self.close.as_ref());
-    }
-}
-
-#[derive(Default)]
-struct TimerInner {
-    sessions: HashMap<u64, WsSession>,
-    stop: bool,
-}
-
-/// The idle-ping and close-deadline timer of every WebSocket session.
-#[derive(Default)]
-pub(crate) struct WsTimers {
-    inner: Mutex<TimerInner>,
-    wake: Condvar,
-}
-
-impl WsTimers {
-    fn add(&self, ws: &WsSession) {
-        self.inner.lock().sessions.insert(ws.id(), ws.clone());
+    /// Hands the session's timer (the request timeout's until now) to the
+    /// codec's deadlines.
+    pub(crate) fn start_timer(&self) {
+        self.ws.conn.lock().arm(&self.ws.session, true);
     }
 
-    fn remove(&self, id: u64) {
-        self.inner.lock().sessions.remove(&id);
-    }
-
-    /// Stops [`run`](Self::run).
-    pub(crate) fn stop(&self) {
-        self.inner.lock().stop = true;
-        self.wake.notify_all();
-    }
-
-    /// Every `tick`, runs each session's timers, until stopped or `done()`.
-    pub(crate) fn run(&self, tick: Duration, done: impl Fn() -> bool) {
-        let mut due = Vec::new();
-        loop {
-            {
-                let mut g = self.inner.lock();
-                if g.stop || done() {
-                    g.sessions.clear();
-                    return;
-                }
-                self.wake.wait_for(&mut g, tick);
-                if g.stop {
-                    g.sessions.clear();
-                    return;
-                }
-                let now = Instant::now();
-                due.extend(g.sessions.values().cloned());
-                drop(g);
-                let mut events = Vec::new();
-                for ws in due.drain(..) {
-                    let mut conn = ws.conn.lock();
-                    if conn.poll_timeout().is_some_and(|t| t <= now) {
-                        conn.handle_timeout(now, &mut events);
-                        if conn.is_closed() {
-                            // The peer stopped answering: nothing it would read.
-                            ws.session.abort();
-                        } else {
-                            flush(&ws.session, &mut conn);
-                        }
-                    }
-                }
+    /// The session's timer fired: runs the codec's timers if one is due
+    /// (the idle ping, or giving up on a peer that answers neither it nor
+    /// our close frame), and sets the timer for the next deadline.
+    pub(crate) fn on_timer(&mut self) {
+        let now = Instant::now();
+        let mut events = std::mem::take(&mut self.events);
+        {
+            let mut conn = self.ws.conn.lock();
+            conn.timer = None;
+            if conn.poll_timeout().is_some_and(|t| t <= now) {
+                conn.handle_timeout(now, &mut events);
+            }
+            if conn.is_closed() {
+                // The peer stopped answering: nothing it would read.
+                self.ws.session.abort();
+            } else {
+                flush(&self.ws.session, &mut conn);
             }
         }
+        self.dispatch(&mut events);
+        self.events = events;
+    }
+
+    /// The session ended.
+    pub(crate) fn on_disconnect(self) {
+        self.handler.on_close(&self.ws, self.close.as_ref());
     }
 }

@@ -1,6 +1,7 @@
 //! WebSocket on the HTTP server's port: upgrades only on configured paths
 //! (ordinary requests still served beside them), the `Origin` allow-list,
-//! and the server core's send cap applying to an upgraded session.
+//! and the server core's send cap applying to an upgraded session; idle
+//! pings and close deadlines on the session's own timer.
 
 use cport_testutil::http as util;
 
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cport_http::{WsHandler, WsMessage, WsSession};
+use cport_http::{WsClose, WsCloseCause, WsHandler, WsMessage, WsSession};
 use cport_proto::ws::{encode_client_frame, Opcode};
 use util::*;
 
@@ -32,6 +33,32 @@ impl WsHandler for Flood {
             }
         }
     }
+}
+
+/// Closes the WebSocket when a message says `bye`; records how each ended.
+#[derive(Default)]
+struct Closer {
+    closed: parking_lot::Mutex<Vec<Option<WsCloseCause>>>,
+}
+
+impl WsHandler for Closer {
+    fn on_message(&self, ws: &WsSession, msg: WsMessage) {
+        if msg.as_text() == Some("bye") {
+            ws.close(1000, "bye");
+        }
+    }
+    fn on_close(&self, _: &WsSession, close: Option<&WsClose>) {
+        self.closed.lock().push(close.map(|c| c.cause));
+    }
+}
+
+/// Threads of this process named `name` (Linux's /proc/self/task/*/comm).
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
 }
 
 fn upgrade(addr: SocketAddr, path: &str, origin: Option<&str>) -> (TcpStream, String) {
@@ -137,5 +164,53 @@ backend_tests! {
         let mut head = [0u8; 4];
         s.read_exact(&mut head).unwrap();
         assert_eq!(head, [0x82, 127, 0, 0], "still served after three pings");
+    }
+
+    fn pings_and_the_close_deadline_run_on_the_sessions_timer(backend: Backend) {
+        let site = site();
+        let closer = Arc::new(Closer::default());
+        let server = serve_with(backend, site.path(), |c| {
+            c.websocket("/ws", closer.clone()).ws_config(cport_http::WsConfig {
+                ping_interval: Some(Duration::from_millis(300)),
+                ping_timeout: Duration::from_secs(5),
+                close_timeout: Duration::from_millis(300),
+                ..cport_http::WsConfig::default()
+            })
+        });
+        assert_eq!(threads_named("cport-ws-timer"), 0, "no timer thread of its own");
+        // An upgrade that arrives in two pieces ran the request timeout
+        // first: the session's timer is handed over, and the ping comes.
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        s.set_read_timeout(Some(LONG)).unwrap();
+        s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+            head.push(b[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
+        let mut ping = [0u8; 2];
+        s.read_exact(&mut ping).unwrap();
+        assert_eq!(ping, [0x89, 0], "an empty ping after the idle interval");
+        s.write_all(&encode_client_frame(Opcode::Pong, true, b"", [5; 4])).unwrap();
+        // A close the server starts, never answered: the TCP side ends at
+        // the close deadline, and the handler hears it timed out.
+        s.write_all(&encode_client_frame(Opcode::Text, true, b"bye", [5; 4])).unwrap();
+        let t0 = Instant::now();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(t0.elapsed() < Duration::from_secs(5), "closed after {:?}", t0.elapsed());
+        assert_eq!(rest.first(), Some(&0x88), "our close frame went out first: {rest:?}");
+        let until = Instant::now() + LONG;
+        while closer.closed.lock().is_empty() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(*closer.closed.lock(), vec![Some(WsCloseCause::Timeout)]);
     }
 }

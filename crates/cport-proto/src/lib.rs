@@ -12,6 +12,8 @@
 //!   heads for a static file server.
 //! - [`ws`]: WebSocket (RFC 6455): the upgrade handshake and the frame codec.
 
+#![deny(missing_docs)]
+
 pub mod chat;
 pub mod framing;
 pub mod game;

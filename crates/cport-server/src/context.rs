@@ -3,10 +3,10 @@
 //! The port hands back two words per completion, the handle's [`Key`] and
 //! the operation's context (IOCP's completion key and OVERLAPPED). This
 //! module is the only place that packs meaning into them and reads it back:
-//! [`Context`] for the context word, [`SessionKey`] for a session's key.
-//! A leaf: it imports nothing else of the crate.
+//! [`Context`] for the context word, [`session_key`] for a session's key.
+//! A leaf: it imports nothing of the crate, only the core's value types.
 
-use cport::{Ctx, Key};
+use cport::{Ctx, GenIndex, Key};
 
 /// Where a completion goes. Encoded in the operation's context word: the
 /// top byte is the variant, the low 56 bits its payload.
@@ -101,27 +101,15 @@ pub fn app_ctx(tag: u64) -> Ctx {
 }
 
 /// A session's completion key: its slot in the session table and the
-/// slot's generation, so a completion of an ended session never reaches a
-/// later one in the same slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct SessionKey {
-    pub idx: u32,
-    pub gen: u32,
+/// slot's generation ([`GenIndex`]), so a completion of an ended session
+/// never reaches a later one in the same slot.
+pub(crate) fn session_key(session: GenIndex) -> Key {
+    Key(session.to_u64())
 }
 
-impl SessionKey {
-    /// The key the session's handle is associated with.
-    pub(crate) fn key(self) -> Key {
-        Key(((self.gen as u64) << 32) | self.idx as u64)
-    }
-
-    /// The session a key names.
-    pub(crate) fn of(k: Key) -> SessionKey {
-        SessionKey {
-            idx: k.0 as u32,
-            gen: (k.0 >> 32) as u32,
-        }
-    }
+/// The session a key names ([`session_key`] read back).
+pub(crate) fn session_of(k: Key) -> GenIndex {
+    GenIndex::from_u64(k.0)
 }
 
 /// The key of the server's own packets and listeners: the context says
@@ -174,9 +162,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn session_keys_round_trip(idx in any::<u32>(), gen in any::<u32>()) {
-            let k = SessionKey { idx, gen };
-            prop_assert_eq!(SessionKey::of(k.key()), k);
+        fn session_keys_round_trip(idx in 0..u32::MAX, gen in 0..=GenIndex::MAX_GENERATION) {
+            let s = GenIndex::new(idx, gen);
+            prop_assert_eq!(session_of(session_key(s)), s);
+            prop_assert_ne!(session_key(s), SERVER_KEY);
         }
     }
 }

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use cport::{Buf, Completion, Payload};
+use cport::{Buf, Completion, GenIndex, Payload};
 use cport_proto::framing::{FrameError, FrameStream};
 use parking_lot::Mutex;
 use rustix::io::Errno;
 
 use crate::config::Tick;
-use crate::context::{Context, SessionKey};
+use crate::context::{session_key, session_of, Context};
 use crate::error::{DisconnectReason, ReasonKind};
 use crate::handler::Handler;
 use crate::lifecycle::{Actions, Lifecycle, SlotFlags};
@@ -109,19 +109,19 @@ impl<H: Handler> Dispatcher<H> {
             Context::Timer(at) => self.on_timer(Duration::from_micros(at), &c),
             Context::Finalize => self.finalize_deferred(),
             Context::SendQueued => {
-                let k = SessionKey::of(c.key());
-                self.on_send_queued(k.idx, k.gen);
+                let k = session_of(c.key());
+                self.on_send_queued(k.index(), k.generation());
             }
             Context::Resume => {
                 // Delivers parked input: its answers may settle sends inline.
-                let k = SessionKey::of(c.key());
-                self.resume(k.idx, k.gen);
+                let k = session_of(c.key());
+                self.resume(k.index(), k.generation());
                 self.rearm_if_starved();
             }
             Context::Release => {
                 // `on_resume` may answer: its sends may settle inline.
-                let k = SessionKey::of(c.key());
-                self.release(k.idx, k.gen);
+                let k = session_of(c.key());
+                self.release(k.index(), k.generation());
                 self.rearm_if_starved();
             }
             Context::Start => self.on_start(),
@@ -232,7 +232,7 @@ impl<H: Handler> Dispatcher<H> {
         let slot = sh.slots.ensure(idx);
         let cell = self.rx.ensure(idx);
         let gen = slot.state.lock().gen;
-        let handle = match sh.port.associate(stream, SessionKey { idx, gen }.key()) {
+        let handle = match sh.port.associate(stream, session_key(GenIndex::new(idx, gen))) {
             Ok(h) => h,
             Err(e) => {
                 sh.free.release(idx);
@@ -274,7 +274,8 @@ impl<H: Handler> Dispatcher<H> {
 
     fn on_recv(&self, c: Completion) {
         let sh = &*self.shared;
-        let SessionKey { idx, gen } = SessionKey::of(c.key());
+        let k = session_of(c.key());
+        let (idx, gen) = (k.index(), k.generation());
         let Some(slot) = sh.slots.get(idx) else { return };
         let more = c.more();
         let cancelled = c.is_cancelled() || c.is_shutdown();
@@ -489,7 +490,7 @@ impl<H: Handler> Dispatcher<H> {
                         FrameError::TooLarge { .. } => {
                             guarded(name, "on_frame_error", || h.on_frame_error(session, user, &e))
                         }
-                        FrameError::Malformed(_) => Some(FrameAction::Close),
+                        _ => Some(FrameAction::Close), // Malformed, and any later kind.
                     };
                     match action {
                         Some(FrameAction::Skip) if r.skip_frame(&e) => continue,
@@ -541,7 +542,7 @@ impl<H: Handler> Dispatcher<H> {
         }
         let list = std::mem::take(&mut *sh.starved.lock());
         for k in list {
-            self.with_session(k.idx, k.gen, |_, st, out| st.buffers_back(out));
+            self.with_session(k.index(), k.generation(), |_, st, out| st.buffers_back(out));
         }
     }
 
@@ -555,7 +556,8 @@ impl<H: Handler> Dispatcher<H> {
 
     fn on_send(&self, c: Completion) {
         let sh = &*self.shared;
-        let SessionKey { idx, gen } = SessionKey::of(c.key());
+        let k = session_of(c.key());
+        let (idx, gen) = (k.index(), k.generation());
         self.with_session(idx, gen, |f, st, out| {
             let cancelled = c.is_cancelled() || c.is_shutdown();
             let (res, payload) = c.into_parts();
@@ -599,7 +601,9 @@ impl<H: Handler> Dispatcher<H> {
     /// A session's wheel check came due: its state machine decides.
     fn check_timeouts(&self, e: Entry, now: Tick) {
         let sh = &*self.shared;
-        self.with_session(e.idx, e.gen, |f, st, out| st.on_timeout(e.due, now, &sh.cfg, f, out));
+        self.with_session(e.session.index(), e.session.generation(), |f, st, out| {
+            st.on_timeout(e.due, now, &sh.cfg, f, out)
+        });
     }
 
     /// Runs the handler's timer of session (`idx`, `gen`), in order with
@@ -630,7 +634,7 @@ impl<H: Handler> Dispatcher<H> {
     /// Finalizes the sessions handed over by other threads.
     fn finalize_deferred(&self) {
         for k in self.shared.take_to_finalize() {
-            self.finalize(k.idx, k.gen);
+            self.finalize(k.index(), k.generation());
         }
     }
 

@@ -17,7 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 
-use cport::{Handle, OpId, Payload};
+use cport::{GenIndex, Handle, OpId, Payload};
 
 use crate::config::{Config, Tick, NEVER};
 use crate::error::DisconnectReason;
@@ -469,7 +469,7 @@ impl Lifecycle {
         }
         let reason = self.close.take().map_or(DisconnectReason::Closed, |c| c.reason);
         let id = self.id;
-        *self = Lifecycle::vacant(self.idx, self.gen.wrapping_add(1));
+        *self = Lifecycle::vacant(self.idx, GenIndex::next_generation(self.gen));
         Some((reason, id))
     }
 

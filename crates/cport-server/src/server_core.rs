@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
-use cport::{Backend, BufPool, Handle, Issued, Port};
+use cport::{Backend, BufPool, GenIndex, Handle, Issued, Port};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::{Config, NEVER};
-use crate::context::{Context, SessionKey, MAX_APP_TAG, SERVER_KEY};
+use crate::context::{session_key, Context, MAX_APP_TAG, SERVER_KEY};
 use crate::error::DisconnectReason;
 use crate::error::SendErrorKind;
 use crate::lifecycle::{Action, Actions, Lifecycle, SlotFlags};
@@ -69,8 +69,10 @@ pub(crate) struct ServerCore {
     pub finished: AtomicBool,
     /// Notified when the last session ends during shutdown (`counters.sessions` reaches 0).
     pub all_closed: (Mutex<()>, Condvar),
-    /// Sessions whose receive found the pool empty.
-    pub starved: Mutex<Vec<SessionKey>>,
+    /// Sessions whose receive found the buffer pool empty ("starved" of
+    /// buffers; the scheduler's "starved" is of threads).
+    pub starved: Mutex<Vec<GenIndex>>,
+    /// `starved` is not empty (read without its lock on every completion).
     pub starved_any: AtomicBool,
     /// The server's one port timer: what is in flight.
     pub timer: Mutex<TimerPlan>,
@@ -78,7 +80,7 @@ pub(crate) struct ServerCore {
     /// worker, or inside a handler call): a worker finalizes them, woken by
     /// one `Context::Finalize` packet (or, if that cannot be posted, by the
     /// next tick).
-    pub to_finalize: Mutex<Vec<SessionKey>>,
+    pub to_finalize: Mutex<Vec<GenIndex>>,
     /// A `Context::Finalize` packet is on its way.
     pub finalize_posted: AtomicBool,
     pub counters: ServerCounters,
@@ -239,7 +241,7 @@ impl ServerCore {
     /// goes to a worker.
     fn follow_up_elsewhere(&self, idx: u32, gen: u32, next: Followup) {
         if next.finalize {
-            self.defer_finalize(SessionKey { idx, gen });
+            self.defer_finalize(GenIndex::new(idx, gen));
         }
     }
 
@@ -249,10 +251,8 @@ impl ServerCore {
     /// may add actions). What must wait for the lock's release is returned.
     pub(crate) fn apply(&self, f: &SlotFlags, st: &mut Lifecycle, out: &mut Actions) -> Followup {
         let mut next = Followup::default();
-        let key = SessionKey {
-            idx: st.idx,
-            gen: st.gen,
-        };
+        let session = GenIndex::new(st.idx, st.gen);
+        let key = session_key(session);
         while let Some(a) = out.pop() {
             match a {
                 Action::Send(h, batch) => {
@@ -295,27 +295,23 @@ impl ServerCore {
                     let _ = self.port.close(&h);
                 }
                 Action::Schedule(due) => {
-                    st.wheel_due = self.wheel.lock().schedule(Entry {
-                        idx: key.idx,
-                        gen: key.gen,
-                        due,
-                    });
+                    st.wheel_due = self.wheel.lock().schedule(Entry { session, due });
                 }
                 Action::PostSend => {
-                    if self.port.post(key.key(), 0, Context::SendQueued.ctx()).is_err() {
+                    if self.port.post(key, 0, Context::SendQueued.ctx()).is_err() {
                         // The port's queue is full: issue it from here.
                         st.send_posted = false;
                         st.transmit(out);
                     }
                 }
                 Action::PostResume => {
-                    st.resume_posted = self.port.post(key.key(), 0, Context::Resume.ctx()).is_ok();
+                    st.resume_posted = self.port.post(key, 0, Context::Resume.ctx()).is_ok();
                 }
                 Action::PostRelease => {
-                    st.release_posted = self.port.post(key.key(), 0, Context::Release.ctx()).is_ok();
+                    st.release_posted = self.port.post(key, 0, Context::Release.ctx()).is_ok();
                 }
                 Action::Starved => {
-                    self.starved.lock().push(key);
+                    self.starved.lock().push(session);
                     self.starved_any.store(true, Release);
                     self.wake_at(self.start.elapsed() + STARVED_RETRY);
                 }
@@ -328,7 +324,7 @@ impl ServerCore {
 
     /// Hands the end of a session to a worker: the one way a thread that
     /// cannot run `on_disconnect` itself gets it run.
-    pub(crate) fn defer_finalize(&self, k: SessionKey) {
+    pub(crate) fn defer_finalize(&self, k: GenIndex) {
         self.to_finalize.lock().push(k);
         if !self.finalize_posted.swap(true, AcqRel) && self.port.post(SERVER_KEY, 0, Context::Finalize.ctx()).is_err() {
             // Full or shutting down: the next tick finalizes the list.
@@ -337,7 +333,7 @@ impl ServerCore {
     }
 
     /// The sessions waiting to be finalized (for a worker to finalize).
-    pub(crate) fn take_to_finalize(&self) -> Vec<SessionKey> {
+    pub(crate) fn take_to_finalize(&self) -> Vec<GenIndex> {
         self.finalize_posted.store(false, Release);
         std::mem::take(&mut *self.to_finalize.lock())
     }

@@ -10,11 +10,12 @@
 /// A point in time, in ticks since the server started.
 pub(crate) type Tick = u32;
 
+use cport::GenIndex;
+
 /// One scheduled check: which session (slot index and generation) and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
-    pub idx: u32,
-    pub gen: u32,
+    pub session: GenIndex,
     pub due: Tick,
 }
 
@@ -95,7 +96,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn e(idx: u32, due: Tick) -> Entry {
-        Entry { idx, gen: 0, due }
+        Entry {
+            session: GenIndex::new(idx, 0),
+            due,
+        }
     }
 
     #[test]
@@ -131,7 +135,7 @@ mod tests {
         w.expire(10, &mut out);
         w.schedule(e(7, 5));
         w.expire(11, &mut out);
-        assert_eq!(out[0].idx, 7);
+        assert_eq!(out[0].session.index(), 7);
     }
 
     #[test]
@@ -168,10 +172,10 @@ mod tests {
                 out.clear();
                 w.expire(now, &mut out);
                 for x in &out {
-                    prop_assert!(fired[x.idx as usize].is_none(), "fired twice");
+                    prop_assert!(fired[x.session.index() as usize].is_none(), "fired twice");
                     prop_assert!(x.due <= now, "fired early");
                     prop_assert!(x.due > prev, "fired late: due {} but already at {}", x.due, prev);
-                    fired[x.idx as usize] = Some(now);
+                    fired[x.session.index() as usize] = Some(now);
                 }
                 prev = now;
             }

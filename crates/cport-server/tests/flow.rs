@@ -8,48 +8,13 @@
 use cport_testutil::server as util;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
+use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cport_server::{DisconnectReason, Framing, Handler, Message, ReasonKind, RecvMode, Session};
-use parking_lot::Mutex;
+use cport_server::{Framing, ReasonKind, RecvMode};
 use util::*;
-
-/// Remembers every session, so the test can send to them from outside.
-#[derive(Default, Clone)]
-struct Keep {
-    sessions: Arc<Mutex<Vec<Session>>>,
-    gone: Disconnects,
-}
-
-impl Handler for Keep {
-    type State = ();
-    fn on_connect(&self, s: &Session) {
-        self.sessions.lock().push(s.clone());
-    }
-    fn on_message(&self, _: &Session, _: &mut (), _: Message) {}
-    fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
-        self.gone.lock().push((s.id(), reason.kind()));
-    }
-}
-
-fn session_of(keep: &Keep, client: &TcpStream) -> Session {
-    let local = client.local_addr().unwrap();
-    let mut found = None;
-    assert!(eventually(LONG, || {
-        found = keep
-            .sessions
-            .lock()
-            .iter()
-            .find(|s| s.peer_addr() == Some(local))
-            .cloned();
-        found.is_some()
-    }));
-    found.unwrap()
-}
 
 /// Sends `data` in one write, shuts the write side, and reads everything
 /// that comes back until the server closes (a reader at full speed).

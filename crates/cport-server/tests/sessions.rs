@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cport_server::{DisconnectReason, Framing, Handler, LengthWidth, Message, ReasonKind, SendErrorKind, Session};
-use parking_lot::Mutex;
 use util::*;
 
 /// Makes the next close of `s` send a reset instead of a FIN.
@@ -25,40 +24,6 @@ fn set_linger_zero(s: &TcpStream) {
 /// Shrinks a client's receive buffer so the server's queue fills quickly.
 fn small_rcvbuf(s: &TcpStream) {
     cport_testutil::set_rcvbuf(s, 4096);
-}
-
-/// Remembers every session, so the test can send to them from outside.
-#[derive(Default, Clone)]
-struct Keep {
-    sessions: Arc<Mutex<Vec<Session>>>,
-    gone: Disconnects,
-}
-
-impl Handler for Keep {
-    type State = ();
-    fn on_connect(&self, s: &Session) {
-        self.sessions.lock().push(s.clone());
-    }
-    fn on_message(&self, _: &Session, _: &mut (), _: Message) {}
-    fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
-        self.sessions.lock().retain(|x| x.id() != s.id());
-        self.gone.lock().push((s.id(), reason.kind()));
-    }
-}
-
-fn session_of(keep: &Keep, client: &TcpStream) -> Session {
-    let local = client.local_addr().unwrap();
-    let mut found = None;
-    assert!(eventually(LONG, || {
-        found = keep
-            .sessions
-            .lock()
-            .iter()
-            .find(|s| s.peer_addr() == Some(local))
-            .cloned();
-        found.is_some()
-    }));
-    found.unwrap()
 }
 
 backend_tests! {

@@ -28,6 +28,7 @@ pub fn small_world() -> Rules {
     r
 }
 
+/// A game configuration on `backend` with `rules` and two zone threads.
 pub fn config(backend: Backend, rules: Rules) -> GameConfig {
     GameConfig {
         rules,
@@ -37,6 +38,7 @@ pub fn config(backend: Backend, rules: Rules) -> GameConfig {
     }
 }
 
+/// Starts a game server on a free loopback port (tick 50 ms), logging to the test's output.
 pub fn start(cfg: GameConfig) -> GameServer {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -51,6 +53,7 @@ pub fn start(cfg: GameConfig) -> GameServer {
 pub struct TempDir(pub PathBuf, tempfile::TempDir);
 
 impl TempDir {
+    /// A new directory whose name starts `cport-game-TAG-`.
     pub fn new(tag: &str) -> TempDir {
         let d = tempfile::Builder::new()
             .prefix(&format!("cport-game-{tag}-"))
@@ -62,16 +65,20 @@ impl TempDir {
 
 /// A blocking client.
 pub struct Client {
+    /// The connection.
     pub s: TcpStream,
     buf: Vec<u8>,
+    /// The last input sequence number sent ([`Client::step`] counts it up).
     pub seq: u32,
 }
 
 impl Client {
+    /// Connects to `addr`.
     pub fn connect(addr: SocketAddr) -> Client {
         Client::from_stream(TcpStream::connect(addr).unwrap())
     }
 
+    /// A client over a stream connected already (`TCP_NODELAY` set).
     pub fn from_stream(s: TcpStream) -> Client {
         s.set_nodelay(true).unwrap();
         Client {
@@ -81,6 +88,7 @@ impl Client {
         }
     }
 
+    /// Encodes and writes one packet.
     pub fn send(&mut self, p: &Packet) {
         self.s.write_all(&encode_to_bytes(p)).unwrap();
     }
@@ -90,6 +98,7 @@ impl Client {
         let _ = self.s.write_all(&encode_to_bytes(p));
     }
 
+    /// Writes bytes as they are (for malformed input).
     pub fn send_raw(&mut self, b: &[u8]) {
         self.s.write_all(b).unwrap();
     }
@@ -133,6 +142,7 @@ impl Client {
         }
     }
 
+    /// Logs in as `name` and returns the server's `LoginOk`; panics on a kick.
     pub fn login(&mut self, name: &str) -> LoginOk {
         self.send(&Packet::Login { name: name.into() });
         self.until(|p| match p {
@@ -142,6 +152,7 @@ impl Client {
         })
     }
 
+    /// Sends one move input and returns its sequence number.
     pub fn step(&mut self, dx: i8, dy: i8) -> u32 {
         self.seq += 1;
         let seq = self.seq;

@@ -5,8 +5,9 @@
 //!
 //! Dev-only: never published, never a dependency of a library.
 
+#![deny(missing_docs)]
 // Test helpers, not an API: `Rng::next` is the plain name tests read best.
-#![allow(missing_docs, dead_code, clippy::should_implement_trait)]
+#![allow(dead_code, clippy::should_implement_trait)]
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod port;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod usage;
 
 /// A temporary directory, removed on drop (also when the test panics).
 pub use tempfile::TempDir;

@@ -39,7 +39,9 @@ pub type Disconnects = Arc<Mutex<Vec<(u64, ReasonKind)>>>;
 /// line framing) each line goes back with its newline.
 #[derive(Default, Clone)]
 pub struct Echo {
+    /// Every disconnect this handler saw.
     pub gone: Disconnects,
+    /// Echo line by line (newline restored) instead of chunk by chunk.
     pub lines: bool,
 }
 
@@ -73,6 +75,7 @@ impl Handler for Echo {
 /// A handler that runs `f` on each message and records disconnects.
 #[derive(Clone)]
 pub struct OnMessage<F> {
+    /// Every disconnect this handler saw.
     pub gone: Disconnects,
     f: F,
 }
@@ -94,6 +97,45 @@ impl<F: Fn(&Session, Message) + Send + Sync + 'static> Handler for OnMessage<F> 
     fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
         self.gone.lock().push((s.id(), reason.kind()));
     }
+}
+
+/// Remembers every open session, so the test can send to them from
+/// outside (a session leaves the list when it ends).
+#[derive(Default, Clone)]
+pub struct Keep {
+    /// The sessions open now.
+    pub sessions: Arc<Mutex<Vec<Session>>>,
+    /// Every disconnect this handler saw.
+    pub gone: Disconnects,
+}
+
+impl Handler for Keep {
+    type State = ();
+    fn on_connect(&self, s: &Session) {
+        self.sessions.lock().push(s.clone());
+    }
+    fn on_message(&self, _: &Session, _: &mut (), _: Message) {}
+    fn on_disconnect(&self, s: &Session, _: (), reason: &DisconnectReason) {
+        self.sessions.lock().retain(|x| x.id() != s.id());
+        self.gone.lock().push((s.id(), reason.kind()));
+    }
+}
+
+/// The session `keep` holds for `client` (found by the client's address),
+/// waiting up to [`LONG`] for it to connect.
+pub fn session_of(keep: &Keep, client: &TcpStream) -> Session {
+    let local = client.local_addr().unwrap();
+    let mut found = None;
+    assert!(eventually(LONG, || {
+        found = keep
+            .sessions
+            .lock()
+            .iter()
+            .find(|s| s.peer_addr() == Some(local))
+            .cloned();
+        found.is_some()
+    }));
+    found.unwrap()
 }
 
 /// A loopback client with timeouts, so no test can hang on a read.
@@ -157,6 +199,7 @@ pub use crate::fd_count;
 pub struct Rng(pub u64);
 
 impl Rng {
+    /// The next value.
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
@@ -165,9 +208,13 @@ impl Rng {
         self.0 = x;
         x
     }
+
+    /// A value in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+
+    /// `n` pseudo-random bytes.
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(n + 8);
         while v.len() < n {

@@ -168,6 +168,8 @@ impl PortBuilder {
     }
 }
 
+/// The port itself, shared by every clone of [`Port`] (and its handles):
+/// its driver, scheduler, handle table, counters and queue limit.
 struct Shared {
     /// This port's identity, carried by its handles and op ids.
     id: u32,

@@ -96,6 +96,9 @@ impl<T> Waiter<T> {
     }
 }
 
+/// The scheduler's state under its one lock (the counterpart of the
+/// uring and epoll drivers' own `State`s, private to each module): queued
+/// packets, parked threads, running slots, hand-off.
 struct State<T> {
     high: VecDeque<T>,
     normal: VecDeque<T>,

@@ -15,7 +15,7 @@ use std::thread::{self, Scope};
 use std::time::Duration;
 
 use super::echo::{self, Accept, READ_BUFFER_SIZE};
-use super::{Model, ModelReport, STOP_CHECK_INTERVAL};
+use super::model::{Model, ModelReport, STOP_CHECK_INTERVAL};
 
 /// Stack for each connection thread: it only loops over `read` and `write`,
 /// and a small stack lets the model reach more connections before it breaks.

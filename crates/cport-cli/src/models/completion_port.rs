@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cport::{Backend, Buf, Completion, Handle, Key, OpKind, Payload, Port};
 
-use super::{Model, ModelReport, STOP_CHECK_INTERVAL};
+use super::model::{Model, ModelReport, STOP_CHECK_INTERVAL};
 
 const LISTENER: Key = Key(0);
 /// Stop receiving on a connection while this many buffers wait to be sent:

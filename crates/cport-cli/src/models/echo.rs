@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 
-use super::{Model, ModelReport};
+use super::model::{Model, ModelReport};
 
 /// Bytes read from a connection at a time: also the most a connection can
 /// have waiting to be written back.

@@ -18,7 +18,7 @@ use rustix::io::Errno;
 use slab::Slab;
 
 use super::echo::{self, AcceptPause, EchoConn, Step, READ_BUFFER_SIZE};
-use super::{Model, ModelReport, STOP_CHECK_INTERVAL};
+use super::model::{Model, ModelReport, STOP_CHECK_INTERVAL};
 
 /// The token the listener is registered under; connections use their index.
 const LISTENER: u64 = u64::MAX;

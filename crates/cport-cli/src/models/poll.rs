@@ -15,7 +15,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 
 use super::echo::{self, AcceptPause, EchoConn, Step, READ_BUFFER_SIZE};
-use super::{Model, ModelReport, STOP_CHECK_INTERVAL};
+use super::model::{Model, ModelReport, STOP_CHECK_INTERVAL};
 
 /// Serves echo on `listener` until `stop` is set.
 pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<ModelReport> {

@@ -23,7 +23,7 @@ use nix::sys::time::{TimeVal, TimeValLike};
 pub(super) const FD_SETSIZE: usize = nix::sys::select::FD_SETSIZE;
 
 use super::echo::{self, AcceptPause, EchoConn, Step, READ_BUFFER_SIZE};
-use super::{Model, ModelReport, STOP_CHECK_INTERVAL};
+use super::model::{Model, ModelReport, STOP_CHECK_INTERVAL};
 
 /// What the report says when `FD_SETSIZE` turns a connection away.
 const BEYOND_FD_SETSIZE: &str = "select() cannot watch descriptors at or above FD_SETSIZE (1024): too many connections";

@@ -33,7 +33,7 @@ pub fn slow_consumer(b: Backend) {
     let mut slow = LineClient::from_stream(sock.into());
     slow.stream.set_read_timeout(Some(crate::server::LONG)).unwrap();
     slow.send("/nick slow\n/join r\n");
-    slow.until("* slow joined r");
+    slow.until_line("* slow joined r");
     let before = server.quiet_usage();
 
     // 4 x 4,000 lines of 600 bytes: ~10 MB for each member, far past what
@@ -48,7 +48,7 @@ pub fn slow_consumer(b: Backend) {
     // Everyone joined: wait for the last join on each talker's stream.
     let last = format!("* t{} joined r", TALKERS - 1);
     for (c, ..) in talkers.iter_mut().take(TALKERS - 1) {
-        c.until(&last);
+        c.until_line(&last);
     }
     let t0 = Instant::now();
     let mut threads = Vec::new();

@@ -6,15 +6,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::server::LONG;
+pub use cport_testutil::cli::{connect, LineClient};
 
-/// A connected stream with read and write timeouts of `LONG`.
-pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(LONG)).unwrap();
-    s.set_write_timeout(Some(LONG)).unwrap();
-    s
-}
+use crate::server::LONG;
 
 /// One echo round trip of `n` bytes on `s`; `Err` if the server closed or
 /// sent something else.
@@ -177,80 +171,6 @@ pub fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return true,
         }
-    }
-}
-
-/// A line-protocol (chat) client with timeouts.
-pub struct LineClient {
-    /// The connection.
-    pub stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl LineClient {
-    /// Connects to `addr`.
-    pub fn connect(addr: SocketAddr) -> LineClient {
-        LineClient {
-            stream: connect(addr),
-            buf: Vec::new(),
-        }
-    }
-
-    /// A client over a stream connected already (a clone, say).
-    pub fn from_stream(stream: TcpStream) -> LineClient {
-        LineClient {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Sends `text` as it is.
-    pub fn send(&mut self, text: &str) {
-        self.stream.write_all(text.as_bytes()).unwrap();
-    }
-
-    /// The next line without its newline; `None` at end of stream or reset.
-    pub fn line(&mut self) -> Option<String> {
-        self.try_line().unwrap_or_else(|e| panic!("read: {e}"))
-    }
-
-    /// [`line`](Self::line), with a read timeout as an error.
-    pub fn try_line(&mut self) -> io::Result<Option<String>> {
-        loop {
-            if let Some(i) = memchr::memchr(b'\n', &self.buf) {
-                let rest = self.buf.split_off(i + 1);
-                let mut line = std::mem::replace(&mut self.buf, rest);
-                line.pop();
-                return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
-            }
-            let mut chunk = [0u8; 16384];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Ok(None),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Reads lines until one equals `want`.
-    pub fn until(&mut self, want: &str) {
-        loop {
-            match self.line() {
-                Some(l) if l == want => return,
-                Some(_) => {}
-                None => panic!("stream ended before {want:?}"),
-            }
-        }
-    }
-
-    /// A chat member: renamed to `nick`, in `room`.
-    pub fn member(addr: SocketAddr, nick: &str, room: &str) -> LineClient {
-        let mut c = LineClient::connect(addr);
-        c.send(&format!("/nick {nick}\n/join {room}\n"));
-        c.until(&format!("* {nick} joined {room}"));
-        c
     }
 }
 

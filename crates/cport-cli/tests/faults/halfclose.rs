@@ -8,29 +8,13 @@ use std::net::Shutdown;
 use std::thread;
 
 use crate::clients::{connect, read_head, skip_body, warm_chat, warm_echo, warm_http, LineClient, Scratch};
-use crate::server::{Backend, Launch, Tolerance};
+use crate::server::{serve_args, Backend, Launch, Tolerance};
 
 pub fn case(b: Backend) {
     let root = Scratch::new("halfclose");
     root.file("one.bin", 300_000);
     root.file("small.txt", 100);
-    let server = Launch::new(
-        &[
-            "serve",
-            "--echo",
-            "127.0.0.1:0",
-            "--chat",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--game",
-            "127.0.0.1:0",
-            "--root",
-            root.as_str(),
-        ],
-        &["echo", "chat", "http"],
-    )
-    .spawn(b);
+    let server = Launch::new(&serve_args(&["--root", root.as_str()]), &["echo", "chat", "http"]).spawn(b);
     warm_echo(server.addr("echo"));
     warm_http(server.addr("http"), "/small.txt", "/one.bin");
     warm_chat(server.addr("chat"));
@@ -84,7 +68,7 @@ pub fn case(b: Backend) {
     // Chat: `/quit` gets its goodbye, then the end of the stream.
     let mut c = LineClient::connect(server.addr("chat"));
     c.send("/quit\n");
-    c.until("* bye");
+    c.until_line("* bye");
     assert_eq!(c.line(), None, "{b:?}: chat closes after /quit");
 
     server.assert_flat(&before, Tolerance::CONNECTIONS);

@@ -106,7 +106,7 @@ pub fn chat(b: Backend) {
     warm_chat(addr);
     let mut a = LineClient::member(addr, "a", "r");
     let mut z = LineClient::member(addr, "z", "r");
-    a.until("* z joined r");
+    a.until_line("* z joined r");
     let before = server.quiet_usage();
     let mut n = 0;
     let cuts = trickle(
@@ -117,7 +117,7 @@ pub fn chat(b: Backend) {
         Duration::from_secs(8),
         || {
             z.send(&format!("hi {n}\n"));
-            a.until(&format!("[r] z: hi {n}"));
+            a.until_line(&format!("[r] z: hi {n}"));
             n += 1;
         },
     );
@@ -126,7 +126,7 @@ pub fn chat(b: Backend) {
         assert!(cut < Duration::from_secs(5), "{b:?}: cut only at {cut:?}");
     }
     z.send("still here\n");
-    a.until("[r] z: still here");
+    a.until_line("[r] z: still here");
     drop((a, z));
     server.assert_flat(&before, Tolerance::CONNECTIONS);
     server.assert_no_panic();

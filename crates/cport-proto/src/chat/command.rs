@@ -45,6 +45,7 @@ pub enum Command<'a> {
 /// Why a line was refused. The [`Display`](fmt::Display) text is what the
 /// user sees after `! `.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChatError {
     /// The line is not valid UTF-8.
     InvalidUtf8,

@@ -31,7 +31,7 @@
 
 use bytes::{Buf as _, Bytes, BytesMut};
 
-use super::{Decoder, FrameError, LengthPrefixed, Lines};
+use super::codec::{Decoder, FrameError, LengthPrefixed, Lines};
 
 /// The codec a stream decodes with.
 #[derive(Debug, Clone)]
@@ -183,7 +183,7 @@ impl FrameStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::{Encoder, LengthWidth};
+    use crate::framing::codec::{Encoder, LengthWidth};
     use proptest::prelude::*;
 
     /// Feeds `chunks`, skipping oversized frames (`skip`) or stopping at the

@@ -6,7 +6,6 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::packet::*;
-use super::{HEADER_LEN, MAX_PACKET, VERSION};
 
 /// Entries (enters + moves + leaves) one [`Update`] may carry; [`encode`]
 /// drops what is past it, so senders split bigger updates ([`Update::split`]).
@@ -15,6 +14,7 @@ pub const UPDATE_MAX_ENTRIES: usize = 1500;
 /// Why bytes are not a packet. Any of these closes the connection with
 /// [`KickReason::MALFORMED`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The length field is below 2 (no room for type and version).
     TooShort(usize),
@@ -339,7 +339,7 @@ fn put_str(out: &mut BytesMut, s: &str, max: usize) {
 ///
 /// Strings longer than their limit are cut; an [`Update`] keeps at most
 /// [`UPDATE_MAX_ENTRIES`] entries and a [`Snapshot`] at most
-/// [`SNAPSHOT_PART_ENTRIES`](super::SNAPSHOT_PART_ENTRIES), so every encoded
+/// [`SNAPSHOT_PART_ENTRIES`](SNAPSHOT_PART_ENTRIES), so every encoded
 /// packet fits the length field. (A decoder refuses names with characters
 /// outside the name set and empty chat text: send valid ones.)
 pub fn encode(p: &Packet, out: &mut BytesMut) {
@@ -412,7 +412,7 @@ pub fn encode(p: &Packet, out: &mut BytesMut) {
             out.put_u16_le(s.part);
             out.put_u16_le(s.parts);
             out.put_u32_le(s.players);
-            let n = s.entries.len().min(super::SNAPSHOT_PART_ENTRIES);
+            let n = s.entries.len().min(SNAPSHOT_PART_ENTRIES);
             out.put_u16_le(n as u16);
             for e in &s.entries[..n] {
                 out.put_u32_le(e.id);

@@ -41,13 +41,6 @@ pub use codec::{
 };
 pub use packet::{
     valid_name, ChatMsg, Entity, EntityMove, Input, KickReason, LoginOk, Packet, PacketType, SnapEntry, Snapshot,
-    Stats, Update, WorldInfo, MAX_CHAT, MAX_NAME,
+    Stats, Update, WorldInfo, HEADER_LEN, MAX_CHAT, MAX_NAME, MAX_PACKET, SNAPSHOT_PART_ENTRIES, VERSION,
 };
-pub use snapshot::{spectator_snapshot, SNAPSHOT_PART_ENTRIES};
-
-/// The protocol version every packet carries.
-pub const VERSION: u8 = 1;
-/// Bytes of the header: length (2), type (1), version (1).
-pub const HEADER_LEN: usize = 4;
-/// The largest value of the length field (type + version + body).
-pub const MAX_PACKET: usize = u16::MAX as usize;
+pub use snapshot::spectator_snapshot;

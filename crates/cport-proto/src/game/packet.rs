@@ -1,4 +1,15 @@
-//! The packets: one type per message, the fields in wire order.
+//! The packets: one type per message, the fields in wire order, and the
+//! header's constants.
+
+/// The protocol version every packet carries.
+pub const VERSION: u8 = 1;
+/// Bytes of the header: length (2), type (1), version (1).
+pub const HEADER_LEN: usize = 4;
+/// The largest value of the length field (type + version + body).
+pub const MAX_PACKET: usize = u16::MAX as usize;
+/// Players per [`Snapshot`] part (14 bytes each: a part stays under the
+/// 64 KiB packet limit).
+pub const SNAPSHOT_PART_ENTRIES: usize = 4000;
 
 /// The longest player name, in bytes.
 pub const MAX_NAME: usize = 16;

@@ -3,11 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::codec::encode;
-use super::packet::{Packet, SnapEntry, Snapshot};
-
-/// Players per [`Snapshot`] part (14 bytes each: a part stays under the
-/// 64 KiB packet limit).
-pub const SNAPSHOT_PART_ENTRIES: usize = 4000;
+use super::packet::{Packet, SnapEntry, Snapshot, SNAPSHOT_PART_ENTRIES};
 
 /// Encodes the world's players at `tick` as one or more [`Snapshot`]
 /// packets, concatenated in one buffer (parts `0..parts`, in order).

@@ -9,6 +9,7 @@ use base64::Engine as _;
 
 /// Why a `Repr-Digest` value is refused (400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DigestError {
     /// Not a dictionary of `key=:base64:` members.
     Malformed,

@@ -25,6 +25,7 @@ pub struct DecodedPath {
 
 /// Why a request target is refused. All map to 400 Bad Request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PathError {
     /// The target is neither `/path` nor `http(s)://authority/path`.
     NotOriginForm,

@@ -49,6 +49,7 @@ impl Default for WsConfig {
 
 /// Who ended the connection, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseCause {
     /// The peer sent a close frame (ours echoed it).
     Peer,

@@ -33,6 +33,7 @@ pub fn accept_key(key: &str) -> String {
 
 /// Why an upgrade request was refused, and the status to answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// 400: not a GET over HTTP/1.1, `Upgrade`/`Connection` missing, or a
     /// `Sec-WebSocket-Key` that is not 16 bytes in base64.

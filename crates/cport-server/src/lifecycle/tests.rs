@@ -519,3 +519,20 @@ fn actions_come_out_in_order_past_the_inline_room() {
     let want: Vec<Did> = (4..10).map(Did::Schedule).collect();
     assert_eq!(left, want);
 }
+
+#[test]
+fn a_slot_past_its_last_generation_wraps_to_one_its_key_still_names() {
+    use crate::context::{session_key, session_of};
+    let mut r = Rig::new(cfg());
+    r.lc.gen = GenIndex::MAX_GENERATION;
+    r.ev(|lc, c, f, now, out| lc.close(DisconnectReason::Aborted, false, now, c, f, out));
+    r.recv_cancelled();
+    assert_eq!(r.reason(), ReasonKind::Aborted);
+    assert_eq!(r.lc.gen, 0, "generations wrap as GenIndex's do");
+    let key = session_key(GenIndex::new(r.lc.idx, r.lc.gen));
+    assert_eq!(
+        session_of(key).generation(),
+        r.lc.gen,
+        "the next session's completions find it"
+    );
+}

@@ -115,6 +115,8 @@ impl FdState {
     }
 }
 
+/// The epoll driver's state under its lock: operations in flight, per-fd
+/// queues, completions ready, timers, file threads.
 struct State {
     ops: Slab<Entry>,
     next_gen: u32,

@@ -56,6 +56,8 @@ pub(crate) struct Core {
     pipes: Mutex<Vec<Pipe>>,
 }
 
+/// The io_uring driver's state under its lock: operations in flight, the
+/// submission backlog, cancellations, wake-ups.
 struct State {
     ops: Slab<InFlight>,
     /// SQEs that found the submission queue full, oldest first. Pushing never
