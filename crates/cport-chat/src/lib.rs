@@ -17,6 +17,7 @@
 //!
 //! History lines a joiner receives read `[history ROOM UNIX_MS] NICK: TEXT`.
 
+pub mod cluster;
 mod history;
 mod messenger;
 mod server;
