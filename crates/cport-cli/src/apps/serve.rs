@@ -54,8 +54,9 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         history: args.history.clone(),
         server: args.server.clone(),
     };
-    let messenger = cport_chat::Chat::new(&args.history.config(args.max_line))?;
+    let messenger = cport_chat::Chat::new(&args.history.config(args.max_line)?)?;
     let chat = chat::builder(args.chat, &chat_args).start(messenger.tcp_handler())?;
+    messenger.attach(&chat.handle())?;
     announce("chat", &chat);
     let game_args = GameArgs {
         listen: args.game,
