@@ -231,6 +231,12 @@ impl<T> RedisLink<T> {
         self.queued_bytes
     }
 
+    /// Commands written whose replies have not come yet.
+    #[must_use]
+    pub fn awaiting(&self) -> usize {
+        self.inflight.len()
+    }
+
     /// The channels subscribed (or to be, once up).
     pub fn channels(&self) -> impl Iterator<Item = &Bytes> {
         self.channels.iter()

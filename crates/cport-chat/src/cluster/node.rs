@@ -762,3 +762,202 @@ fn split_once(s: &[u8], at: u8) -> Option<(&[u8], &[u8])> {
     let i = s.iter().position(|c| *c == at)?;
     Some((&s[..i], &s[i + 1..]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messenger::RecentLimits;
+
+    const HELLO: &[u8] = b"%1\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n";
+
+    struct Rig {
+        node: ClusterNode,
+        m: Messenger,
+        out: Output,
+        sends: Sends,
+        now: Instant,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let now = Instant::now();
+            let cfg = ClusterConfig::new("127.0.0.1:1".parse().unwrap(), "me");
+            let mut node = ClusterNode::new(cfg, now, 1);
+            assert!(node.link().poll_connect(now));
+            node.link().on_connected();
+            let hello = node.link().poll_transmit().unwrap();
+            assert!(hello.starts_with(b"*2\r\n$5\r\nHELLO"));
+            node.link().on_sent();
+            node.link().on_received(HELLO, now);
+            let limits = RecentLimits { per_room: 0, rooms: 1 };
+            let mut r = Rig {
+                node,
+                m: Messenger::new(limits, Vec::new()),
+                out: Output::new(),
+                sends: Sends::default(),
+                now,
+            };
+            r.pump();
+            r.wire(); // the heartbeat after the handshake
+            r
+        }
+
+        fn pump(&mut self) {
+            self.node.pump(&mut self.m, self.now, 1000, &mut self.sends);
+        }
+
+        /// What the node wrote to Redis since the last call.
+        fn wire(&mut self) -> String {
+            let mut all = String::new();
+            while let Some(b) = self.node.link().poll_transmit() {
+                all.push_str(&String::from_utf8_lossy(&b));
+                self.node.link().on_sent();
+            }
+            all
+        }
+
+        /// Answers every command written so far with `+OK`.
+        fn settle(&mut self) {
+            self.wire();
+            for _ in 0..self.node.link().awaiting() {
+                self.node.link().on_received(b"+OK\r\n", self.now);
+            }
+            self.pump();
+        }
+
+        fn connect(&mut self, id: u64) {
+            self.m.connect(id, &mut self.out);
+            self.node.connect(&self.m, id, 1000);
+        }
+
+        fn line(&mut self, id: u64, l: &str) {
+            self.node
+                .line(&mut self.m, id, l.as_bytes(), 1000, &mut self.out, &mut self.sends);
+        }
+
+        /// A push from Redis on `channel`.
+        fn push(&mut self, channel: &str, payload: &str) {
+            let frame = format!(
+                ">3\r\n$8\r\nsmessage\r\n${}\r\n{channel}\r\n${}\r\n{payload}\r\n",
+                channel.len(),
+                payload.len()
+            );
+            self.node.link().on_received(frame.as_bytes(), self.now);
+            self.pump();
+        }
+
+        fn sent(&mut self) -> Vec<(Vec<u64>, String)> {
+            self.sends
+                .items
+                .drain(..)
+                .map(|(to, d)| (to, String::from_utf8_lossy(&d).into_owned()))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn subscribes_while_a_local_member_is_in_the_room() {
+        let mut r = Rig::new();
+        r.connect(1);
+        r.connect(2);
+        r.line(1, "/join lobby");
+        let w = r.wire();
+        assert!(w.contains("SSUBSCRIBE") && w.contains("cport:chat:room:lobby"), "{w}");
+        assert!(w.contains("* guest-1 joined lobby"), "the join is published: {w}");
+        r.line(2, "/join lobby");
+        assert!(!r.wire().contains("SSUBSCRIBE"), "subscribed once per room");
+        r.line(1, "/leave");
+        assert!(!r.wire().contains("SUNSUBSCRIBE"), "a member is left");
+        r.line(2, "/quit");
+        let w = r.wire();
+        assert!(w.contains("SUNSUBSCRIBE") && w.contains("* guest-2 left lobby"), "{w}");
+    }
+
+    #[test]
+    fn remote_messages_reach_local_members_once_and_own_echoes_none() {
+        let mut r = Rig::new();
+        r.connect(1);
+        r.line(1, "/join lobby");
+        r.line(1, "hi");
+        let w = r.wire();
+        assert!(
+            w.contains("SPUBLISH") && w.contains("me@1 2\n[lobby] guest-1: hi\n"),
+            "{w}"
+        );
+        r.sent();
+        // Our own echo: already delivered by the hub.
+        r.push("cport:chat:room:lobby", "me@1 2\n[lobby] guest-1: hi\n");
+        assert!(r.sent().is_empty());
+        // Another node's, then its replay after a reconnect, then the next.
+        r.push("cport:chat:room:lobby", "other@5 7\n[lobby] bob: one\n");
+        r.push("cport:chat:room:lobby", "other@5 7\n[lobby] bob: one\n");
+        r.push("cport:chat:room:lobby", "other@5 6\n[lobby] bob: older\n");
+        r.push("cport:chat:room:lobby", "other@5 8\n[lobby] bob: two\n");
+        let got = r.sent();
+        assert_eq!(
+            got,
+            vec![
+                (vec![1], "[lobby] bob: one\n".to_owned()),
+                (vec![1], "[lobby] bob: two\n".to_owned()),
+            ]
+        );
+        assert_eq!(r.node.stats().duplicates, 2);
+        // A room without local members, and garbage: nothing, no panic.
+        r.push("cport:chat:room:elsewhere", "other@5 9\n[elsewhere] bob: x\n");
+        r.push("cport:chat:room:lobby", "no sequence here");
+        r.push("cport:chat:room:lobby", "other@5 notanumber\nx\n");
+        assert!(r.sent().is_empty());
+    }
+
+    #[test]
+    fn local_rooms_work_while_redis_is_away_and_queries_say_so() {
+        let mut r = Rig::new();
+        r.connect(1);
+        r.connect(2);
+        r.line(1, "/join lobby");
+        r.line(2, "/join lobby");
+        r.wire();
+        r.node.link().on_lost(r.now, "gone");
+        r.pump();
+        r.out.clear();
+        r.line(1, "still here");
+        let local: Vec<_> = r.out.deliveries().map(|d| d.to.len()).collect();
+        assert_eq!(local, vec![2], "both local members get it from the hub");
+        r.line(1, "/who");
+        let sent = r.sent();
+        assert!(sent.iter().any(|(_, t)| t.contains("this node only")), "{sent:?}");
+        r.line(1, "/nick alice");
+        assert!(r.sent().iter().any(|(_, t)| t.contains("cannot change")));
+        r.line(1, "/msg someone hi");
+        assert!(r.sent().iter().any(|(_, t)| t.contains("unreachable")));
+        assert!(r.node.stats().link.refused_down >= 2);
+    }
+
+    #[test]
+    fn a_nickname_is_claimed_in_redis_before_it_is_taken() {
+        let mut r = Rig::new();
+        r.connect(1);
+        r.line(1, "/join lobby");
+        r.settle();
+        r.sent();
+        r.line(1, "/nick alice");
+        let w = r.wire();
+        assert!(w.contains("cport:chat:nick:alice") && w.contains("NX"), "{w}");
+        assert_eq!(r.m.hub().nick(1), Some("guest-1"), "not before Redis agrees");
+        r.node.link().on_received(b"_\r\n", r.now); // NX failed: taken elsewhere
+        r.pump();
+        assert_eq!(r.sent(), vec![(vec![1], "! nickname alice is taken\n".to_owned())]);
+        r.line(1, "/nick alice");
+        r.wire();
+        assert_eq!(r.node.link().awaiting(), 1);
+        r.node.link().on_received(b"+OK\r\n", r.now);
+        r.pump();
+        assert_eq!(r.m.hub().nick(1), Some("alice"));
+        let w = r.wire();
+        assert!(
+            w.contains("* guest-1 is now known as alice"),
+            "the room's other nodes hear it: {w}"
+        );
+        assert!(w.contains("DEL") && w.contains("cport:chat:nick:guest-1"), "{w}");
+    }
+}
