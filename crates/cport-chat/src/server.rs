@@ -170,6 +170,48 @@ impl Chat {
         self.inner.lock().cluster.as_ref().map(|c| c.node.stats())
     }
 
+    /// The messenger's part of `/_cport/stats`: sessions, and in a cluster
+    /// the Redis link (up or not, reconnects, what overflowed).
+    pub fn stats_json(&self) -> serde_json::Value {
+        let (sessions, cluster) = {
+            let g = self.inner.lock();
+            let cluster = g.cluster.as_ref().map(|c| (c.node.origin().to_owned(), c.node.stats()));
+            (g.messenger.hub().sessions(), cluster)
+        };
+        let cluster = cluster.map_or(serde_json::Value::Null, |(origin, s)| {
+            serde_json::json!({
+                "node": origin,
+                "redis_up": s.up,
+                "rooms_subscribed": s.rooms_subscribed,
+                "published": s.published,
+                "publish_dropped": s.publish_dropped,
+                "remote_delivered": s.remote_delivered,
+                "duplicates_dropped": s.duplicates,
+                "reconnects": s.link.reconnects,
+                "link_losses": s.link.losses,
+                "commands_overflowed": s.link.overflowed,
+                "commands_refused_down": s.link.refused_down,
+                "commands_failed": s.link.failed,
+                "redis_errors": s.link.errors,
+            })
+        });
+        serde_json::json!({
+            "sessions": sessions,
+            "history_dropped": self.history_dropped(),
+            "cluster": cluster,
+        })
+    }
+
+    /// Adds [`stats_json`](Chat::stats_json) to a web server's
+    /// `/_cport/stats` as `"chat"`.
+    #[must_use]
+    pub fn with_stats(self: &Arc<Self>, cfg: HttpConfig) -> HttpConfig {
+        let chat = Arc::downgrade(self);
+        cfg.stats_section("chat", move || {
+            chat.upgrade().map_or(serde_json::Value::Null, |c| c.stats_json())
+        })
+    }
+
     /// A completion of the Redis link's operations.
     fn on_link_completion(&self, tag: u64, c: Completion) {
         let now = Instant::now();
@@ -435,7 +477,7 @@ pub fn tcp_builder(addr: SocketAddr, max_line: usize, line_timeout: Option<Durat
 /// The web side for `cport chat --web`: the page from `root` at `/` and
 /// the socket at `/ws`.
 pub fn web_config(chat: &Arc<Chat>, root: PathBuf, addr: SocketAddr) -> HttpConfig {
-    HttpConfig::new(root)
+    chat.with_stats(HttpConfig::new(root))
         .listen(addr)
         .websocket("/ws", chat.ws_handler())
         .ws_config(ws_config(chat.max_line))

@@ -298,6 +298,31 @@ fn said(lines: &[String]) -> HashMap<String, Vec<u64>> {
     by
 }
 
+/// The `chat.cluster` part of a node's `/_cport/stats`.
+fn cluster_stats(web: SocketAddr) -> serde_json::Value {
+    let mut s = TcpStream::connect(web).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    s.write_all(b"GET /_cport/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let json = &body[body.find("\r\n\r\n").expect("a response") + 4..];
+    let v: serde_json::Value = serde_json::from_str(json).expect("JSON stats");
+    v["chat"]["cluster"].clone()
+}
+
+/// Waits until the node's stats satisfy `f`.
+fn await_stats(web: SocketAddr, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let end = Instant::now() + LONG;
+    loop {
+        let v = cluster_stats(web);
+        if f(&v) || Instant::now() > end {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn redis_unreachable_at_start_is_a_clear_error() {
     // A port in our range with nothing on it.
@@ -445,7 +470,9 @@ fn a_killed_node_leaves_presence_and_the_others_lose_nothing() {
 #[test]
 fn a_redis_restart_is_survived_without_duplicates() {
     let mut redis = Redis::start();
-    let nodes: Vec<Cli> = (0..2).map(|i| node(&redis, &format!("x{i}"), false)).collect();
+    let nodes: Vec<Cli> = (0..2).map(|i| node(&redis, &format!("x{i}"), i == 0)).collect();
+    let web = nodes[0].addr("chat-web");
+    assert_eq!(cluster_stats(web)["redis_up"], true);
     let a1 = member(nodes[0].addr("chat"), "a1", "room");
     let a2 = member(nodes[0].addr("chat"), "a2", "room");
     let mut b1 = member(nodes[1].addr("chat"), "b1", "room");
@@ -466,6 +493,8 @@ fn a_redis_restart_is_survived_without_duplicates() {
     });
     assert!(crossed, "the first 50 crossed nodes before the outage");
     redis.stop();
+    let v = await_stats(web, |v| v["redis_up"] == false);
+    assert_eq!(v["redis_up"], false, "the outage shows in /_cport/stats: {v}");
     say(&mut rd, 50);
     // Local members hear the outage's messages at once.
     let local = rd.until(LONG, |lines| said(&lines[1]).get("a1").map_or(0, Vec::len) >= 100);
@@ -492,6 +521,8 @@ fn a_redis_restart_is_survived_without_duplicates() {
         );
         extra += 1;
     }
+    let v = await_stats(web, |v| v["redis_up"] == true);
+    assert!(v["reconnects"].as_u64() >= Some(1), "{v}");
     say(&mut rd, 50);
     rd.until(LONG, |lines| {
         said(&lines[1]).get("b1").is_some_and(|s| s.contains(&149))
