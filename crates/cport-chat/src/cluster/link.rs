@@ -710,3 +710,37 @@ mod tests {
         assert_eq!(l.state(), LinkState::Down);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever Redis sends, the link neither panics nor grows without
+        /// bound: it stays up with the frames it could read, or drops the
+        /// connection.
+        #[test]
+        fn any_bytes_from_redis_are_handled(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16)) {
+            let now = Instant::now();
+            let cfg = LinkConfig { max_frame: 1024, ..LinkConfig::default() };
+            let mut l: RedisLink<u32> = RedisLink::new(cfg, now);
+            prop_assert!(l.poll_connect(now));
+            l.on_connected();
+            let _ = l.poll_transmit();
+            l.on_sent();
+            l.on_received(b"%1\r\n$7\r\nversion\r\n$5\r\n7.2.0\r\n", now);
+            for i in 0..8u32 {
+                let _ = l.command(&[Bytes::from_static(b"GET"), Bytes::from(i.to_string())], Some(i), Replay::Never);
+            }
+            let _ = l.poll_transmit();
+            l.on_sent();
+            for c in &chunks {
+                l.on_received(c, now);
+                while l.poll_event().is_some() {}
+            }
+            prop_assert!(matches!(l.state(), LinkState::Up | LinkState::Down));
+            prop_assert!(l.awaiting() <= 8);
+        }
+    }
+}
