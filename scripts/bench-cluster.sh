@@ -50,8 +50,11 @@ start() { # name args...
         >"$WORK/$name.out" 2>&1 &
     PIDS+=("$!")
     for _ in $(seq 100); do
-        ADDR=$(grep -o '127\.0\.0\.1:[0-9]*' "$WORK/$name.out" | head -1 || true)
-        [ -n "$ADDR" ] && return 0
+        ADDR=$(grep -o 'chat: listening on 127\.0\.0\.1:[0-9]*' "$WORK/$name.out" | grep -o '127.*' || true)
+        WEB=$(grep -o 'chat-web: listening on 127\.0\.0\.1:[0-9]*' "$WORK/$name.out" | grep -o '127.*' || true)
+        if [ -n "$ADDR" ] && { [ -n "$WEB" ] || [[ " $* " != *" --web "* ]]; }; then
+            return 0
+        fi
         sleep 0.1
     done
     echo "bench-cluster: $name did not start" >&2
@@ -62,9 +65,11 @@ start() { # name args...
 start single
 SINGLE=$ADDR
 NODES=()
+WEBS=()
 for n in a b c; do
-    start "node-$n" --cluster "redis://127.0.0.1:$REDIS_PORT" --node-id "$n"
+    start "node-$n" --cluster "redis://127.0.0.1:$REDIS_PORT" --node-id "$n" --web 127.0.0.1:0
     NODES+=("$ADDR")
+    WEBS+=("$WEB")
 done
 CLUSTER=$(IFS=,; echo "${NODES[*]}")
 
@@ -93,3 +98,7 @@ print(f"{'one node':>22} {s[0]:>13.0f} {s[1]:>9.0f} {s[2]:>9.0f}")
 print(f"{'three nodes + Redis':>22} {c[0]:>13.0f} {c[1]:>9.0f} {c[2]:>9.0f}")
 print(f"{'cluster / single':>22} {c[0]/s[0]:>13.2f} {c[1]/max(s[1],1):>9.2f} {c[2]/max(s[2],1):>9.2f}")
 EOF
+# What the backbone dropped or repeated, per node (/_cport/stats).
+for w in "${WEBS[@]}"; do
+    curl -s "http://$w/_cport/stats" | python3 -c 'import json,sys; c=json.load(sys.stdin)["chat"]["cluster"]; print(c["node"], {k: c[k] for k in ("published", "publish_dropped", "commands_overflowed", "duplicates_dropped", "reconnects")})'
+done

@@ -96,11 +96,8 @@ impl ClusterIo {
         }
         match kind {
             KICK => self.arm_tick(),
-            TICK => {
-                if !self.stopped {
-                    self.arm_tick();
-                }
-            }
+            TICK if !self.stopped => self.arm_tick(),
+            TICK => {}
             _ if gen != self.gen || self.handle.is_none() => {} // an old connection's
             CONNECT => match c.result() {
                 Ok(_) => {
@@ -176,7 +173,7 @@ impl ClusterIo {
         sock.set_tcp_nodelay(true)?;
         let h = port.associate(OwnedFd::from(sock), Key(0))?;
         self.gen += 1;
-        self.handle = Some(h.clone());
+        self.handle = Some(h);
         port.connect(&h, self.addr, app_ctx(tag(CONNECT, self.gen)))
             .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(())
