@@ -21,6 +21,9 @@ use crate::report::{LatencyRecorder, Report, Window};
 pub struct ChatConfig {
     /// Chat server address.
     pub target: SocketAddr,
+    /// Nodes of one chat cluster: client `i` connects to `targets[i % n]`
+    /// (empty: every client to `target`).
+    pub targets: Vec<SocketAddr>,
     /// Clients.
     pub conns: usize,
     /// Rooms the clients are spread over.
@@ -68,13 +71,25 @@ pub fn run(cfg: &ChatConfig) -> io::Result<Report> {
     let port = Port::builder().concurrency(1).backend(cfg.backend).build()?;
     let mut rep = Report {
         kind: "chat".into(),
-        target: cfg.target.to_string(),
+        target: if cfg.targets.is_empty() {
+            cfg.target.to_string()
+        } else {
+            cfg.targets
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        },
         conns: cfg.conns,
         ..Report::default()
     };
     let mut clients = Vec::with_capacity(cfg.conns);
     for i in 0..cfg.conns {
-        let h = conn::open(&port, cfg.target, None, i as u64, 0)?;
+        let target = match cfg.targets.len() {
+            0 => cfg.target,
+            n => cfg.targets[i % n],
+        };
+        let h = conn::open(&port, target, None, i as u64, 0)?;
         clients.push(Client {
             h,
             pending: Vec::new(),

@@ -19,10 +19,14 @@
 
 #![deny(missing_docs)]
 
+pub mod cluster;
 mod history;
 mod messenger;
 mod server;
 
+pub use cluster::{ClusterConfig, ClusterStats};
 pub use history::{now_ms, History, HistoryLimits, DB_FILE};
 pub use messenger::{Entry, Extra, Messenger, RecentLimits};
-pub use server::{bundled_page, start_web, tcp_builder, web_config, ws_config, Chat, ChatConfig, TcpChat};
+pub use server::{
+    bundled_page, start_web, tcp_builder, web_config, ws_config, Chat, ChatConfig, TcpChat, NODE_ID_STRIDE,
+};

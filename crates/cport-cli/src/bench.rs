@@ -160,6 +160,11 @@ struct ChatArgs {
     /// Chat server address.
     #[arg(long, default_value = "127.0.0.1:7001")]
     target: SocketAddr,
+    /// Several chat nodes of one cluster (`cport chat --cluster`): clients
+    /// are spread over them in turn, so each room has members on every
+    /// node. Overrides `--target`.
+    #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
+    targets: Vec<SocketAddr>,
     /// Clients.
     #[arg(long, default_value_t = 100)]
     conns: usize,
@@ -251,6 +256,7 @@ pub fn run(args: BenchArgs) -> io::Result<()> {
         Kind::Chat(a) => {
             let cfg = chat::ChatConfig {
                 target: a.target,
+                targets: a.targets.clone(),
                 conns: a.conns,
                 rooms: a.rooms,
                 rate_per_client: a.rate,

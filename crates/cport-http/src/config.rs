@@ -86,6 +86,25 @@ pub struct HttpConfig {
     pub upload_token: Option<String>,
     /// Largest upload, in bytes (413 past it) (default 16 GiB).
     pub max_upload: u64,
+    /// Sections an application adds to the stats document (see
+    /// [`stats_section`](Self::stats_section)).
+    pub stats_sections: Vec<StatsSection>,
+}
+
+/// A named part of the stats document that an application fills in (the
+/// chat cluster's Redis link, say): called on each request of the page.
+#[derive(Clone)]
+pub struct StatsSection {
+    /// The key in the document.
+    pub name: String,
+    /// Produces the section's value.
+    pub value: std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+}
+
+impl std::fmt::Debug for StatsSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsSection").field("name", &self.name).finish()
+    }
 }
 
 impl Default for HttpConfig {
@@ -111,6 +130,7 @@ impl Default for HttpConfig {
             upload_dir: None,
             upload_token: None,
             max_upload: 16 << 30,
+            stats_sections: Vec::new(),
         }
     }
 }
@@ -184,6 +204,20 @@ impl HttpConfig {
         self.cache_max_total = max_total;
         self
     }
+    /// Adds `name` to the stats document, its value from `value` at each
+    /// request.
+    pub fn stats_section(
+        mut self,
+        name: impl Into<String>,
+        value: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.stats_sections.push(StatsSection {
+            name: name.into(),
+            value: std::sync::Arc::new(value),
+        });
+        self
+    }
+
     /// Sets [`stats_endpoint`](Self::stats_endpoint).
     #[must_use]
     pub fn stats_endpoint(mut self, on: bool) -> Self {

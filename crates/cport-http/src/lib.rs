@@ -58,7 +58,7 @@ mod upload;
 mod ws;
 
 pub use cache::CacheStats;
-pub use config::{bundled_www, HttpConfig};
+pub use config::{bundled_www, HttpConfig, StatsSection};
 pub use cport::Backend;
 pub use cport_proto::http::Limits;
 pub use cport_proto::ws::{Close as WsClose, CloseCause as WsCloseCause, WsConfig};

@@ -65,6 +65,8 @@ struct App {
     uploads: Option<Uploads>,
     /// The upload directory, served under `/files/`.
     upload_files: Option<Files>,
+    /// The application's parts of the stats document.
+    stats_sections: Vec<crate::StatsSection>,
 }
 
 /// A connection's state, owned by the worker handling it.
@@ -421,6 +423,20 @@ impl App {
     }
 
     fn stats_json(&self) -> String {
+        let doc = self.core_stats_json();
+        if self.stats_sections.is_empty() {
+            return doc;
+        }
+        let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str::<serde_json::Value>(&doc) else {
+            return doc;
+        };
+        for s in &self.stats_sections {
+            map.insert(s.name.clone(), (s.value)());
+        }
+        serde_json::Value::Object(map).to_string()
+    }
+
+    fn core_stats_json(&self) -> String {
         let live = self.live.get();
         let backend = live.map_or("starting", |l| l.port.backend().name());
         stats::to_json(&Snapshot {
@@ -538,6 +554,7 @@ impl HttpServer {
             ws: cfg.ws.clone(),
             uploads,
             upload_files,
+            stats_sections: cfg.stats_sections.clone(),
         });
         // One timer for the idle and the request timeouts: a tick fine
         // enough for the shorter.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use cport_chat::{Chat, ChatConfig, HistoryLimits, RecentLimits};
+use cport_chat::{Chat, ChatConfig, ClusterConfig, HistoryLimits, RecentLimits};
 use cport_server::ServerBuilder;
 
 use super::{announce, run_until_signal, signals, ServerArgs};
@@ -65,17 +65,73 @@ pub struct HistoryArgs {
     /// Messages shown to someone joining a room.
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub history_on_join: usize,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// One messenger on many machines: Redis as the backbone (docs/CLUSTER.md).
+#[derive(Args, Clone, Debug)]
+pub struct ClusterArgs {
+    /// Run as one node of a chat cluster on this Redis (6 or later; 7
+    /// uses sharded pub/sub): rooms, presence, nicknames and history span
+    /// every node started with the same Redis. History then lives in
+    /// Redis streams, not in SQLite.
+    #[arg(long, value_name = "redis://HOST:PORT")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster (default: HOSTNAME-PID).
+    #[arg(long, value_name = "ID", requires = "cluster")]
+    pub node_id: Option<String>,
+    /// Seconds after which the users of a node that stopped (crashed, cut
+    /// off) leave presence; the node refreshes every third of it.
+    #[arg(long, default_value_t = 10, value_name = "SECS", requires = "cluster")]
+    pub presence_ttl: u64,
+}
+
+impl ClusterArgs {
+    /// The cluster settings, if `--cluster` was given.
+    ///
+    /// # Errors
+    /// When the Redis address is not `redis://HOST[:PORT]` or does not resolve.
+    pub fn config(&self, history_on_join: usize) -> io::Result<Option<ClusterConfig>> {
+        let Some(url) = &self.cluster else { return Ok(None) };
+        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("--cluster {url}: {why}"));
+        let rest = url.strip_prefix("redis://").unwrap_or(url);
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() || rest.contains('/') || rest.contains('@') {
+            return Err(bad("expected redis://HOST:PORT (no database number, no credentials)"));
+        }
+        let with_port = if rest.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+            rest.to_owned()
+        } else {
+            format!("{rest}:6379")
+        };
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+            .map_err(|e| bad(&e.to_string()))?
+            .next()
+            .ok_or_else(|| bad("the host does not resolve"))?;
+        let node_id = self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        let mut cfg = ClusterConfig::new(addr, node_id);
+        cfg.presence_ttl = Duration::from_secs(self.presence_ttl.max(1));
+        cfg.history_on_join = history_on_join;
+        Ok(Some(cfg))
+    }
 }
 
 impl HistoryArgs {
     /// The messenger's configuration for lines of at most `max_line` bytes.
-    pub fn config(&self, max_line: usize) -> ChatConfig {
+    ///
+    /// # Errors
+    /// When `--cluster` is given a bad address.
+    pub fn config(&self, max_line: usize) -> io::Result<ChatConfig> {
         let data = self
             .data
             .clone()
             .or_else(|| std::env::var_os("CPORT_DATA").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("."));
-        ChatConfig {
+        Ok(ChatConfig {
             max_line,
             data_dir: (!self.no_history).then_some(data),
             history: HistoryLimits {
@@ -86,7 +142,8 @@ impl HistoryArgs {
                 per_room: self.history_on_join,
                 ..RecentLimits::default()
             },
-        }
+            cluster: self.cluster.config(self.history_on_join)?,
+        })
     }
 }
 
@@ -100,8 +157,9 @@ pub fn builder(addr: SocketAddr, args: &ChatArgs) -> ServerBuilder {
 /// Runs `cport chat` until SIGINT/SIGTERM.
 pub fn run(args: ChatArgs) -> io::Result<()> {
     let sig = signals()?;
-    let chat: Arc<Chat> = Chat::new(&args.history.config(args.max_line))?;
+    let chat: Arc<Chat> = Chat::new(&args.history.config(args.max_line)?)?;
     let server = builder(args.listen, &args).start(chat.tcp_handler())?;
+    chat.attach(&server.handle())?;
     announce("chat", &server);
     let mut servers = vec![("chat", server)];
     if let Some(web) = args.web {

@@ -54,8 +54,9 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         history: args.history.clone(),
         server: args.server.clone(),
     };
-    let messenger = cport_chat::Chat::new(&args.history.config(args.max_line))?;
+    let messenger = cport_chat::Chat::new(&args.history.config(args.max_line)?)?;
     let chat = chat::builder(args.chat, &chat_args).start(messenger.tcp_handler())?;
+    messenger.attach(&chat.handle())?;
     announce("chat", &chat);
     let game_args = GameArgs {
         listen: args.game,
@@ -73,7 +74,9 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
     // The web clients at /chat/ and /game/ (from the web root), their
     // sockets at /chat/ws and /game/ws.
     let web = http::start_with(args.root.clone(), args.http, false, false, &args.server, |cfg| {
-        cfg.websocket("/chat/ws", messenger.ws_handler())
+        messenger
+            .with_stats(cfg)
+            .websocket("/chat/ws", messenger.ws_handler())
             .websocket("/game/ws", game.viewer())
             .ws_config(cport_chat::ws_config(args.max_line))
     })?;
