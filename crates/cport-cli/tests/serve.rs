@@ -35,8 +35,21 @@ fn every_server_answers_on_one_port(backend: &str) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut cli = Cli::spawn(
         &[
-            "serve", "--echo", "127.0.0.1:0", "--chat", "127.0.0.1:0", "--game", "127.0.0.1:0", "--http",
-            "127.0.0.1:0", "--threads", "3", "--concurrency", "2", "--backend", backend,
+            "serve",
+            "--echo",
+            "127.0.0.1:0",
+            "--chat",
+            "127.0.0.1:0",
+            "--game",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--threads",
+            "3",
+            "--concurrency",
+            "2",
+            "--backend",
+            backend,
         ],
         &["echo", "chat", "game", "http"],
     );
@@ -65,7 +78,10 @@ fn every_server_answers_on_one_port(backend: &str) {
     // Before, each server had its own port and pool: 5 ports, and 4 x 3
     // workers plus the game world's.
     let p = ports(pid);
-    assert!((1..=2).contains(&p), "{p} completion ports: want the shared one (and the game world's, until it moves)");
+    assert!(
+        (1..=2).contains(&p),
+        "{p} completion ports: want the shared one (and the game world's, until it moves)"
+    );
     let workers = threads_named(pid, "cport-worker-");
     assert!(
         (3..=3 + cpus).contains(&workers),
@@ -102,7 +118,15 @@ fn every_server_answers_on_one_port_epoll() {
 #[test]
 fn serve_prints_the_pool_it_chose_and_why() {
     let (mut cmd, _data) = util::command(&[
-        "serve", "--echo", "127.0.0.1:0", "--chat", "127.0.0.1:0", "--game", "127.0.0.1:0", "--http", "127.0.0.1:0",
+        "serve",
+        "--echo",
+        "127.0.0.1:0",
+        "--chat",
+        "127.0.0.1:0",
+        "--game",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
     ]);
     let mut child = cmd
         .stdin(std::process::Stdio::null())
@@ -129,5 +153,8 @@ fn serve_prints_the_pool_it_chose_and_why() {
         line.contains(&format!("{} worker threads", 2 * cpus)) && line.contains(&format!("concurrency {cpus}")),
         "{line}"
     );
-    assert!(line.contains("2 x concurrency") && line.contains("one per CPU"), "{line}");
+    assert!(
+        line.contains("2 x concurrency") && line.contains("one per CPU"),
+        "{line}"
+    );
 }

@@ -41,7 +41,9 @@ impl Routes {
                 to.handle(c);
                 enter_route(Route(0));
             }
-            None => tracing::warn!(route = r.0, kind = ?c.kind(), "a completion for no server on this runtime: dropped"),
+            None => {
+                tracing::warn!(route = r.0, kind = ?c.kind(), "a completion for no server on this runtime: dropped")
+            }
         }
     }
 }
@@ -164,7 +166,12 @@ impl RuntimeBuilder {
             w.enter();
             r.dispatch(c);
         })?;
-        tracing::info!(backend = port.backend().name(), threads = sizes.threads, concurrency = sizes.concurrency, "runtime started");
+        tracing::info!(
+            backend = port.backend().name(),
+            threads = sizes.threads,
+            concurrency = sizes.concurrency,
+            "runtime started"
+        );
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 port,

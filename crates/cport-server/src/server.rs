@@ -364,7 +364,11 @@ impl ServerBuilder {
             shutdown_deadline: self.shutdown_deadline,
         };
         // A worker arms the accepts and the timer: see `ServerCore::worker`.
-        if let Err(e) = server.shared.port.post(SERVER_KEY, 0, server.shared.ctx(Context::Start)) {
+        if let Err(e) = server
+            .shared
+            .port
+            .post(SERVER_KEY, 0, server.shared.ctx(Context::Start))
+        {
             server.shutdown_inner(Duration::ZERO);
             return Err(e.into());
         }

@@ -361,7 +361,9 @@ impl ServerCore {
     /// cannot run `on_disconnect` itself gets it run.
     pub(crate) fn defer_finalize(&self, k: SessionKey) {
         self.to_finalize.lock().push(k);
-        if !self.finalize_posted.swap(true, AcqRel) && self.port.post(SERVER_KEY, 0, self.ctx(Context::Finalize)).is_err() {
+        if !self.finalize_posted.swap(true, AcqRel)
+            && self.port.post(SERVER_KEY, 0, self.ctx(Context::Finalize)).is_err()
+        {
             // Full or shutting down: the next tick finalizes the list.
             self.finalize_posted.store(false, Release);
         }

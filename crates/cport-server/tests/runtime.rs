@@ -63,7 +63,12 @@ fn pair() -> (TcpStream, TcpStream) {
 
 fn servers_share_one_port_and_one_pool(backend: Backend) {
     // One worker for two servers: with a pool each, two threads would run them.
-    let rt = Runtime::builder().threads(1).concurrency(1).backend(backend).build().unwrap();
+    let rt = Runtime::builder()
+        .threads(1)
+        .concurrency(1)
+        .backend(backend)
+        .build()
+        .unwrap();
     assert_eq!((rt.sizes().threads, rt.sizes().concurrency), (1, 1));
     let (tx, rx) = mpsc::channel();
     let (ha, hb) = (named(b"a:", &tx), named(b"b:", &tx));
@@ -119,14 +124,25 @@ fn servers_share_one_port_and_one_pool(backend: Backend) {
         .unwrap();
     drop(cb);
     b.shutdown(LONG);
-    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "nothing completes while the runtime lives on");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing completes while the runtime lives on"
+    );
     drop(rt);
-    assert_eq!(rx.recv_timeout(LONG).expect("completed at the runtime's end"), (&b"b:"[..], 33, false));
+    assert_eq!(
+        rx.recv_timeout(LONG).expect("completed at the runtime's end"),
+        (&b"b:"[..], 33, false)
+    );
     assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "completed once");
 }
 
 fn many_workers_serve_many_servers(backend: Backend) {
-    let rt = Runtime::builder().threads(4).concurrency(2).backend(backend).build().unwrap();
+    let rt = Runtime::builder()
+        .threads(4)
+        .concurrency(2)
+        .backend(backend)
+        .build()
+        .unwrap();
     let (tx, _rx) = mpsc::channel();
     let servers: Vec<_> = (0..3)
         .map(|_| builder(backend).runtime(&rt).start(named(b"s:", &tx)).unwrap())
@@ -151,7 +167,10 @@ fn many_workers_serve_many_servers(backend: Backend) {
         let r = s.shutdown(LONG);
         assert_eq!(r.aborted, 0);
     }
-    assert!(rt.port().stats().max_running <= 2, "never more than the concurrency ran");
+    assert!(
+        rt.port().stats().max_running <= 2,
+        "never more than the concurrency ran"
+    );
 }
 
 backend_tests! {

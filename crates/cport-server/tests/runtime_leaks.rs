@@ -21,7 +21,12 @@ fn threads() -> usize {
 fn a_runtime_and_its_servers_leave_no_thread_or_fd() {
     for backend in [Backend::IoUring, Backend::Epoll] {
         let (t0, f0) = (threads(), cport_testutil::fd_count());
-        let rt = Runtime::builder().threads(3).concurrency(2).backend(backend).build().unwrap();
+        let rt = Runtime::builder()
+            .threads(3)
+            .concurrency(2)
+            .backend(backend)
+            .build()
+            .unwrap();
         let a = builder(backend).runtime(&rt).start(Echo::default()).unwrap();
         let b = builder(backend).runtime(&rt).start(Echo::default()).unwrap();
         let mut ca = connect(a.local_addr());

@@ -143,7 +143,11 @@ impl ServerArgs {
 /// the backend (scripts and tests read this line).
 pub fn announce(what: &str, server: &Server) {
     let threads = server.threads();
-    let shared = if server.runtime().is_some() { ", the shared port" } else { "" };
+    let shared = if server.runtime().is_some() {
+        ", the shared port"
+    } else {
+        ""
+    };
     for addr in server.local_addrs() {
         println!(
             "cport {what}: listening on {addr} (backend {}, {threads} worker thread{}{shared})",

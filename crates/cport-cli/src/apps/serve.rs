@@ -80,7 +80,11 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         no_interest: false,
         server: args.server.clone(),
     };
-    let game = game::start_on(args.game, &game_args, args.server.apply(Server::builder().name("game")).runtime(&rt))?;
+    let game = game::start_on(
+        args.game,
+        &game_args,
+        args.server.apply(Server::builder().name("game")).runtime(&rt),
+    )?;
     // The web clients at /chat/ and /game/ (from the web root), their
     // sockets at /chat/ws and /game/ws.
     let web = http::start_with(args.root.clone(), args.http, false, false, &args.server, |cfg| {
