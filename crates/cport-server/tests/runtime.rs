@@ -16,13 +16,16 @@ use cport_server::{Backend, Completion, Handler, Message, ReasonKind, Runtime, S
 use parking_lot::Mutex;
 use util::*;
 
+/// What a handler reports of its own completions: (server, tag, ok).
+type Seen = (&'static [u8], u64, bool);
+
 /// Echoes with a prefix naming the server, records the threads that ran
 /// it, and reports its own completions as (server, tag, ok).
 #[derive(Clone)]
 struct Named {
     name: &'static [u8],
     threads: Arc<Mutex<HashSet<ThreadId>>>,
-    seen: Arc<Mutex<mpsc::Sender<(&'static [u8], u64, bool)>>>,
+    seen: Arc<Mutex<mpsc::Sender<Seen>>>,
     gone: Disconnects,
 }
 
@@ -44,7 +47,7 @@ impl Handler for Named {
     }
 }
 
-fn named(name: &'static [u8], seen: &mpsc::Sender<(&'static [u8], u64, bool)>) -> Named {
+fn named(name: &'static [u8], seen: &mpsc::Sender<Seen>) -> Named {
     Named {
         name,
         threads: Arc::default(),
