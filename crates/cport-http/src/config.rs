@@ -86,6 +86,10 @@ pub struct HttpConfig {
     pub upload_token: Option<String>,
     /// Largest upload, in bytes (413 past it) (default 16 GiB).
     pub max_upload: u64,
+    /// Run on this runtime's completion port and workers, beside other
+    /// servers, instead of a port and threads of its own (default: none;
+    /// `threads`, `concurrency` and `backend` are then the runtime's).
+    pub runtime: Option<cport_server::Runtime>,
     /// Sections an application adds to the stats document (see
     /// [`stats_section`](Self::stats_section)).
     pub stats_sections: Vec<StatsSection>,
@@ -131,6 +135,7 @@ impl Default for HttpConfig {
             upload_token: None,
             max_upload: 16 << 30,
             stats_sections: Vec::new(),
+            runtime: None,
         }
     }
 }
@@ -165,6 +170,12 @@ impl HttpConfig {
     #[must_use]
     pub fn backend(mut self, b: Backend) -> Self {
         self.backend = b;
+        self
+    }
+    /// Sets [`runtime`](Self::runtime).
+    #[must_use]
+    pub fn runtime(mut self, rt: &cport_server::Runtime) -> Self {
+        self.runtime = Some(rt.clone());
         self
     }
     /// Sets [`listing`](Self::listing).

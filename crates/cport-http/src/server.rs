@@ -515,7 +515,7 @@ impl HttpServer {
                 format!("web root {} is not a directory", root.as_path().display()),
             ));
         }
-        let threads = cfg.threads.max(1);
+        let threads = cfg.runtime.as_ref().map_or(cfg.threads.max(1), |rt| rt.sizes().threads);
         let mut limits = cfg.limits.clone();
         let (uploads, upload_files) = match (&cfg.upload_dir, &cfg.upload_token) {
             (Some(dir), Some(token)) => {
@@ -564,6 +564,9 @@ impl HttpServer {
         let mut builder = Server::builder();
         if let Some(c) = cfg.concurrency {
             builder = builder.concurrency(c);
+        }
+        if let Some(rt) = &cfg.runtime {
+            builder = builder.runtime(rt);
         }
         let server = builder
             .name("http")

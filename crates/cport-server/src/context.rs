@@ -9,7 +9,9 @@
 use cport::{Ctx, GenIndex, Key};
 
 /// Where a completion goes. Encoded in the operation's context word: the
-/// top byte is the variant, the low 56 bits its payload.
+/// top byte is the variant, the next byte the server's route on a shared
+/// [`Runtime`](crate::Runtime) (0 for a server with a port of its own),
+/// the low 48 bits the variant's payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Context {
     /// Posted once at start: a worker arms the accepts and the timer.
@@ -21,8 +23,8 @@ pub(crate) enum Context {
     /// A session's gathering send.
     Send,
     /// The server's one timer (see `timer`), armed to fire at this many
-    /// microseconds since the server started: the completion names the
-    /// deadline it was armed for.
+    /// microseconds since the server started (48 bits: 8.9 years): the
+    /// completion names the deadline it was armed for.
     Timer(u64),
     /// Sessions wait in the finalize list: a worker ends them.
     Finalize,
@@ -40,13 +42,44 @@ pub(crate) enum Context {
 }
 
 const SHIFT: u32 = 56;
-const PAYLOAD: u64 = (1 << SHIFT) - 1;
+const ROUTE_SHIFT: u32 = 48;
+const PAYLOAD: u64 = (1 << ROUTE_SHIFT) - 1;
 
-/// The largest application tag (56 bits); higher bits of a tag are dropped.
+/// The largest application tag (48 bits); higher bits of a tag are dropped.
 pub const MAX_APP_TAG: u64 = PAYLOAD;
 
+/// Which server on a shared [`Runtime`](crate::Runtime) a completion
+/// belongs to: the second byte of its context word. 0 names no server (a
+/// server with a port of its own ignores the byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Route(pub u8);
+
+impl Route {
+    /// The route a context word carries.
+    pub(crate) fn of(word: u64) -> Route {
+        Route((word >> ROUTE_SHIFT) as u8)
+    }
+}
+
+thread_local! {
+    /// The route of the server whose completion this runtime worker is
+    /// running (0 elsewhere): what [`app_ctx`] stamps on a context.
+    static CURRENT_ROUTE: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as running `route`'s completion (a runtime
+/// worker, before it hands a completion to its server).
+pub(crate) fn enter_route(route: Route) {
+    CURRENT_ROUTE.with(|r| r.set(route.0));
+}
+
 impl Context {
-    /// The context word.
+    /// The context word, for the server on `route`.
+    pub(crate) fn encode_on(self, route: Route) -> u64 {
+        self.encode() | ((route.0 as u64) << ROUTE_SHIFT)
+    }
+
+    /// The context word, without a route.
     pub(crate) fn encode(self) -> u64 {
         let (tag, payload) = match self {
             Context::Start => (1, 0),
@@ -63,7 +96,8 @@ impl Context {
         (tag << SHIFT) | payload
     }
 
-    /// Reads a context word back; `None` for a word this server never issued.
+    /// Reads a context word back (whatever its route); `None` for a word
+    /// this server never issued.
     pub(crate) fn decode(word: u64) -> Option<Context> {
         let payload = word & PAYLOAD;
         let bare = |c| (payload == 0).then_some(c);
@@ -82,22 +116,28 @@ impl Context {
         }
     }
 
-    /// As a normal-priority [`Ctx`].
-    pub(crate) fn ctx(self) -> Ctx {
-        Ctx::new(self.encode())
+    /// As a normal-priority [`Ctx`] for the server on `route`.
+    pub(crate) fn ctx(self, route: Route) -> Ctx {
+        Ctx::new(self.encode_on(route))
     }
 
     /// As a high-priority [`Ctx`]: dequeued before normal completions.
-    pub(crate) fn high(self) -> Ctx {
-        Ctx::high(self.encode())
+    pub(crate) fn high(self, route: Route) -> Ctx {
+        Ctx::high(self.encode_on(route))
     }
 }
 
 /// The context for an operation the application issues on a server's port:
 /// its completion goes to [`Handler::on_completion`](crate::Handler::on_completion)
-/// with `tag` (56 bits; higher bits are dropped).
+/// with `tag` (48 bits; higher bits are dropped).
+///
+/// On a [`Runtime`](crate::Runtime) shared by several servers the context
+/// also names the server: the one whose handler the calling worker is
+/// running. From any other thread use
+/// [`ServerHandle::app_ctx`](crate::ServerHandle::app_ctx), which names
+/// its server explicitly.
 pub fn app_ctx(tag: u64) -> Ctx {
-    Context::App(tag).ctx()
+    Context::App(tag).ctx(Route(CURRENT_ROUTE.with(|r| r.get())))
 }
 
 /// A session's completion key: its slot in the session table and the
@@ -152,12 +192,32 @@ mod tests {
     }
 
     #[test]
-    fn app_tags_keep_their_low_56_bits() {
+    fn app_tags_keep_their_low_48_bits() {
         assert_eq!(
             Context::decode(app_ctx(u64::MAX).value),
             Some(Context::App(MAX_APP_TAG))
         );
         assert_eq!(Context::decode(app_ctx(42).value), Some(Context::App(42)));
+    }
+
+    #[test]
+    fn a_route_travels_beside_every_context_and_changes_none() {
+        for c in [Context::Start, Context::Recv, Context::Timer(PAYLOAD), Context::App(7)] {
+            for r in [0u8, 1, 200, 255] {
+                let w = c.encode_on(Route(r));
+                assert_eq!(Context::decode(w), Some(c), "{c:?} on {r}");
+                assert_eq!(Route::of(w), Route(r));
+            }
+        }
+    }
+
+    #[test]
+    fn app_ctx_names_the_route_of_the_worker_running_it() {
+        enter_route(Route(9));
+        let w = app_ctx(5).value;
+        enter_route(Route(0));
+        assert_eq!((Route::of(w), Context::decode(w)), (Route(9), Some(Context::App(5))));
+        assert_eq!(Route::of(app_ctx(5).value), Route(0));
     }
 
     proptest! {

@@ -181,7 +181,7 @@ impl<H: Handler> Dispatcher<H> {
     fn arm_accept(&self, li: usize) -> io::Result<()> {
         let sh = &*self.shared;
         sh.port
-            .accept_multi(&sh.listeners[li], Context::Accept(li as u32).ctx())?;
+            .accept_multi(&sh.listeners[li], sh.ctx(Context::Accept(li as u32)))?;
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,13 @@ use cport_proto::framing::{LengthPrefixed, LengthWidth};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::{Config, Tick};
-use crate::context::{Context, SERVER_KEY};
+use crate::context::{Context, Route, SERVER_KEY};
 use crate::dispatch::Dispatcher;
 use crate::error::DisconnectReason;
 use crate::handler::Handler;
 use crate::message::Framing;
-use crate::server_core::ServerCore;
+use crate::runtime::{Routed, Runtime};
+use crate::server_core::{ServerCore, WorkerIds};
 use crate::session::{broadcast, sessions_of, Broadcast, ServerHandle, Session};
 use crate::stats::{ServerCounters, ServerStats};
 use crate::table::{FreeList, Table};
@@ -85,6 +86,7 @@ pub struct ServerBuilder {
     backlog: i32,
     recv_mode: RecvMode,
     shutdown_deadline: Duration,
+    runtime: Option<Runtime>,
 }
 
 impl Default for ServerBuilder {
@@ -110,6 +112,7 @@ impl Default for ServerBuilder {
             backlog: 4096,
             recv_mode: RecvMode::Auto,
             shutdown_deadline: Duration::from_secs(5),
+            runtime: None,
         }
     }
 }
@@ -241,6 +244,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs the server on `rt`'s port and workers, beside the other servers
+    /// there, instead of on a port and threads of its own: one completion
+    /// port for the whole process. [`threads`](Self::threads),
+    /// [`concurrency`](Self::concurrency) and [`backend`](Self::backend)
+    /// are then the runtime's.
+    pub fn runtime(mut self, rt: &Runtime) -> Self {
+        self.runtime = Some(rt.clone());
+        self
+    }
+
     /// Binds, starts the workers and starts accepting.
     ///
     /// # Errors
@@ -249,7 +262,10 @@ impl ServerBuilder {
     /// worker cannot be spawned, or `RecvMode::Multishot` is combined with
     /// more than one thread.
     pub fn start<H: Handler>(self, handler: H) -> io::Result<Server> {
-        let threads = self.threads.max(1);
+        let threads = match &self.runtime {
+            Some(rt) => rt.sizes().threads,
+            None => self.threads.max(1),
+        };
         let multishot = match self.recv_mode {
             RecvMode::Auto => threads == 1,
             RecvMode::Multishot if threads > 1 => {
@@ -261,10 +277,16 @@ impl ServerBuilder {
             RecvMode::Multishot => true,
             RecvMode::Single => false,
         };
-        let port = Port::builder()
-            .concurrency(self.concurrency.unwrap_or(threads))
-            .backend(self.backend)
-            .build()?;
+        let (port, route, ids) = match &self.runtime {
+            Some(rt) => (rt.port().clone(), rt.reserve_route()?, rt.worker_ids()),
+            None => {
+                let port = Port::builder()
+                    .concurrency(self.concurrency.unwrap_or(threads))
+                    .backend(self.backend)
+                    .build()?;
+                (port, Route(0), Arc::new(WorkerIds::default()))
+            }
+        };
         let pool = port.buf_pool(self.recv_buffers.0, self.recv_buffers.1)?;
         let mut sockets = self.listeners;
         for a in &self.addrs {
@@ -320,21 +342,33 @@ impl ServerBuilder {
             to_finalize: Mutex::new(Vec::new()),
             finalize_posted: AtomicBool::new(false),
             counters: ServerCounters::new(threads),
-            next_shard: AtomicUsize::new(0),
+            workers: ids,
+            route,
             next_id: AtomicU64::new(1),
             local_addrs,
             listeners,
         });
         let disp = Dispatcher::new(shared.clone(), handler, self.max_sessions);
-        let workers = WorkerPool::start(&port, threads, move |_, c| disp.handle(c))?;
+        let workers = match &self.runtime {
+            Some(rt) => {
+                rt.install(route, Arc::new(disp));
+                None
+            }
+            None => Some(WorkerPool::start(&port, threads, move |_, c| disp.handle(c))?),
+        };
         let mut server = Server {
             shared,
-            workers: Some(workers),
+            workers,
+            runtime: self.runtime,
             done: false,
             shutdown_deadline: self.shutdown_deadline,
         };
         // A worker arms the accepts and the timer: see `ServerCore::worker`.
-        if let Err(e) = server.shared.port.post(SERVER_KEY, 0, Context::Start.ctx()) {
+        if let Err(e) = server
+            .shared
+            .port
+            .post(SERVER_KEY, 0, server.shared.ctx(Context::Start))
+        {
             server.shutdown_inner(Duration::ZERO);
             return Err(e.into());
         }
@@ -344,9 +378,16 @@ impl ServerBuilder {
             backend = server.backend().name(),
             threads,
             multishot,
+            route = route.0,
             "listening"
         );
         Ok(server)
+    }
+}
+
+impl<H: Handler> Routed for Dispatcher<H> {
+    fn handle(&self, c: cport::Completion) {
+        Dispatcher::handle(self, c);
     }
 }
 
@@ -376,7 +417,10 @@ pub struct ShutdownReport {
 /// Dropping it shuts it down (with the builder's shutdown deadline).
 pub struct Server {
     shared: Arc<ServerCore>,
+    /// Its own workers; `None` on a runtime.
     workers: Option<WorkerPool>,
+    /// The runtime it runs on, kept alive while the server is.
+    runtime: Option<Runtime>,
     done: bool,
     shutdown_deadline: Duration,
 }
@@ -412,9 +456,15 @@ impl Server {
         self.shared.backend()
     }
 
-    /// Worker threads.
+    /// Worker threads (on a runtime: the runtime's, shared with its other
+    /// servers).
     pub fn threads(&self) -> usize {
         self.shared.cfg.threads
+    }
+
+    /// The runtime this server shares its port and workers with, if any.
+    pub fn runtime(&self) -> Option<&Runtime> {
+        self.runtime.as_ref()
     }
 
     /// The server's completion port, for its counters ([`Port::stats`]).
@@ -449,8 +499,9 @@ impl Server {
     /// (reason [`DisconnectReason::Shutdown`]) and every socket is closed.
     ///
     /// # Panics
-    /// When called from one of this server's handlers: it waits for the
-    /// worker threads, so it must run on another thread.
+    /// When called from one of this server's handlers (on a runtime: from
+    /// any worker of the runtime): it waits for the worker threads, so it
+    /// must run on another thread.
     pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         assert!(
             self.shared.worker().is_none(),
@@ -482,8 +533,11 @@ impl Server {
             }
         }
         sh.finished.store(true, SeqCst);
-        sh.port.shutdown();
+        // A runtime's port and workers go on serving its other servers;
+        // this server's last completions (its timer, the listeners'
+        // cancelled accepts) still reach its dispatcher, which drops them.
         if let Some(w) = self.workers.take() {
+            sh.port.shutdown();
             w.stop();
         }
         let report = ShutdownReport {

@@ -9,13 +9,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cport::{Backend, BufPool, GenIndex, Handle, Issued, Port};
+use cport::{Backend, BufPool, Ctx, GenIndex, Handle, Issued, Port};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::{Config, NEVER};
-use crate::context::{session_key, Context, MAX_APP_TAG, SERVER_KEY};
+use crate::context::{session_key, Context, Route, MAX_APP_TAG, SERVER_KEY};
 use crate::error::DisconnectReason;
 use crate::error::SendErrorKind;
 use crate::lifecycle::{Action, Actions, Lifecycle, SlotFlags};
@@ -26,9 +27,39 @@ use crate::timer::{next_tick_at, TimerPlan};
 use crate::wheel::{Entry, Tick, Wheel};
 
 thread_local! {
-    /// The server whose worker this thread is (its `ServerCore` address, or 0),
-    /// and the worker's counter shard.
+    /// The worker pool this thread belongs to (its `WorkerIds` address, or
+    /// 0), and the worker's number in it (its counter shard).
     static WORKER_OF: std::cell::Cell<(usize, Shard)> = const { std::cell::Cell::new((0, Shard::SHARED)) };
+}
+
+/// The worker pool a server's completions run on: its own, or a
+/// [`Runtime`](crate::Runtime)'s shared by several servers. Each thread of
+/// the pool numbers itself once; the number picks its counter shard in
+/// every server on the pool.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerIds {
+    next: AtomicUsize,
+}
+
+impl WorkerIds {
+    /// Marks the calling thread as one of this pool's workers (numbered on
+    /// its first call).
+    pub(crate) fn enter(self: &Arc<Self>) {
+        let me = Arc::as_ptr(self) as usize;
+        WORKER_OF.with(|w| {
+            if w.get().0 != me {
+                w.set((me, Shard(self.next.fetch_add(1, Relaxed))));
+            }
+        });
+    }
+
+    /// The calling thread's number, if it is one of this pool's workers.
+    pub(crate) fn current(self: &Arc<Self>) -> Option<Shard> {
+        WORKER_OF.with(|w| {
+            let (of, shard) = w.get();
+            (of == Arc::as_ptr(self) as usize).then_some(shard)
+        })
+    }
 }
 
 /// How soon a receive that found the pool empty is tried again, if no
@@ -84,8 +115,11 @@ pub(crate) struct ServerCore {
     /// A `Context::Finalize` packet is on its way.
     pub finalize_posted: AtomicBool,
     pub counters: ServerCounters,
-    /// The next worker's counter shard.
-    pub next_shard: AtomicUsize,
+    /// The pool whose threads are this server's workers.
+    pub workers: Arc<WorkerIds>,
+    /// This server's byte in its completions' context words (0 with a port
+    /// of its own).
+    pub route: Route,
     pub next_id: AtomicU64,
     pub local_addrs: Vec<SocketAddr>,
     pub listeners: Vec<Handle>,
@@ -98,33 +132,30 @@ impl ServerCore {
 
     /// Marks the calling thread as one of this server's workers.
     pub(crate) fn enter_worker(&self) {
-        let me = self as *const ServerCore as usize;
-        WORKER_OF.with(|w| {
-            if w.get().0 != me {
-                // Each worker thread numbers itself once; past the expected
-                // count (never, with the pool the server starts), the shared shard.
-                let i = self.next_shard.fetch_add(1, Relaxed);
-                let shard = if i < self.counters.worker_shards() {
-                    Shard(i)
-                } else {
-                    Shard::SHARED
-                };
-                w.set((me, shard));
-            }
-        });
+        self.workers.enter();
     }
 
-    /// `true` on this server's worker threads.
+    /// `true` on this server's worker threads (those of its pool, which on
+    /// a [`Runtime`](crate::Runtime) serve its other servers too).
     ///
     /// Operations are issued only from workers: on io_uring, the kernel runs
     /// an operation's completion work in the thread that submitted it, which
     /// would interrupt an application thread's blocking calls with `EINTR`.
-    /// (As `Some(its counter shard)`.)
+    /// (As `Some(its counter shard)`; past the shards counted, which never
+    /// happens with the pool the server was built for, the shared one.)
     pub(crate) fn worker(&self) -> Option<Shard> {
-        WORKER_OF.with(|w| {
-            let (of, shard) = w.get();
-            (of == self as *const ServerCore as usize).then_some(shard)
+        self.workers.current().map(|s| {
+            if s.0 < self.counters.worker_shards() {
+                s
+            } else {
+                Shard::SHARED
+            }
         })
+    }
+
+    /// `c`'s context for this server's operations and packets.
+    pub(crate) fn ctx(&self, c: Context) -> Ctx {
+        c.ctx(self.route)
     }
 
     /// The calling thread's counter shard.
@@ -261,7 +292,7 @@ impl ServerCore {
                     // send queues. A send the socket takes at once (epoll)
                     // comes back inline and is settled here, skipping its
                     // trip through the port.
-                    let ctx = Context::Send.high();
+                    let ctx = Context::Send.high(self.route);
                     let r = match batch {
                         Batch::One(b) => self.port.try_send(&h, b, ctx),
                         Batch::Many(v) => self.port.try_send_vectored(&h, v, ctx),
@@ -282,9 +313,9 @@ impl ServerCore {
                 }
                 Action::ArmRecv(h) => {
                     let r = if self.cfg.multishot {
-                        self.port.recv_pooled_multi(&h, &self.pool, Context::Recv.ctx())
+                        self.port.recv_pooled_multi(&h, &self.pool, self.ctx(Context::Recv))
                     } else {
-                        self.port.recv_pooled(&h, &self.pool, Context::Recv.ctx())
+                        self.port.recv_pooled(&h, &self.pool, self.ctx(Context::Recv))
                     };
                     st.recv_armed(r.map_err(Into::into), self.now(), &self.cfg, f, out);
                 }
@@ -298,17 +329,17 @@ impl ServerCore {
                     st.wheel_due = self.wheel.lock().schedule(Entry { session, due });
                 }
                 Action::PostSend => {
-                    if self.port.post(key, 0, Context::SendQueued.ctx()).is_err() {
+                    if self.port.post(key, 0, self.ctx(Context::SendQueued)).is_err() {
                         // The port's queue is full: issue it from here.
                         st.send_posted = false;
                         st.transmit(out);
                     }
                 }
                 Action::PostResume => {
-                    st.resume_posted = self.port.post(key, 0, Context::Resume.ctx()).is_ok();
+                    st.resume_posted = self.port.post(key, 0, self.ctx(Context::Resume)).is_ok();
                 }
                 Action::PostRelease => {
-                    st.release_posted = self.port.post(key, 0, Context::Release.ctx()).is_ok();
+                    st.release_posted = self.port.post(key, 0, self.ctx(Context::Release)).is_ok();
                 }
                 Action::Starved => {
                     self.starved.lock().push(session);
@@ -326,7 +357,9 @@ impl ServerCore {
     /// cannot run `on_disconnect` itself gets it run.
     pub(crate) fn defer_finalize(&self, k: GenIndex) {
         self.to_finalize.lock().push(k);
-        if !self.finalize_posted.swap(true, AcqRel) && self.port.post(SERVER_KEY, 0, Context::Finalize.ctx()).is_err() {
+        if !self.finalize_posted.swap(true, AcqRel)
+            && self.port.post(SERVER_KEY, 0, self.ctx(Context::Finalize)).is_err()
+        {
             // Full or shutting down: the next tick finalizes the list.
             self.finalize_posted.store(false, Release);
         }
@@ -346,7 +379,7 @@ impl ServerCore {
         let now = self.start.elapsed();
         let mut plan = self.timer.lock();
         if let Some(after) = plan.want(at, now) {
-            let ctx = Context::Timer(at.as_micros() as u64).ctx();
+            let ctx = self.ctx(Context::Timer(at.as_micros() as u64));
             if self.port.timeout(after, ctx).is_err() {
                 plan.failed(at);
             }

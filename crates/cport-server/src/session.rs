@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cport::{Backend, Buf, Port};
 
+use crate::context::Context;
 use crate::error::{DisconnectReason, SendError};
 use crate::queue::Item;
 use crate::server_core::ServerCore;
@@ -242,6 +243,15 @@ impl ServerHandle {
     /// `EINTR` (posting a job and issuing from its completion avoids that).
     pub fn port(&self) -> &Port {
         &self.shared.port
+    }
+
+    /// The context for an operation the application issues for this
+    /// server, from any thread: as [`app_ctx`](crate::app_ctx), but naming
+    /// this server even where no handler of it runs (on a
+    /// [`Runtime`](crate::Runtime) the context says which server the
+    /// completion goes to).
+    pub fn app_ctx(&self, tag: u64) -> cport::Ctx {
+        self.shared.ctx(Context::App(tag))
     }
 
     /// The server's counters now.

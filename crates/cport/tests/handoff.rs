@@ -153,13 +153,21 @@ backend_tests! {
         let early = Arc::new(AtomicUsize::new(0));
         let markers = Arc::new(AtomicUsize::new(0));
         let blockers = Arc::new(AtomicUsize::new(0));
+        // The blocked handler waits until the test has seen its slot handed
+        // off (a fixed sleep could end before a monitor starved of CPU on a
+        // loaded machine looked twice).
+        let (release, released) = mpsc::channel::<()>();
+        let released = Arc::new(Mutex::new(released));
         let (se, ea, mk, bl) = (spin_end.clone(), early.clone(), markers.clone(), blockers.clone());
+        let block = move || {
+            let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(10));
+        };
         let threads = workers(&port, 3, move |_, c| match c.ctx() {
             // Blocks, then computes a little once back (seen running again:
             // more threads run than the cap for a while).
             1 => {
                 bl.fetch_add(1, SeqCst);
-                thread::sleep(Duration::from_millis(40));
+                block();
                 let t = Instant::now();
                 while t.elapsed() < Duration::from_millis(30) {
                     std::hint::black_box(0u64);
@@ -168,7 +176,7 @@ backend_tests! {
             // Blocks and returns to `get` before it is seen running again.
             4 => {
                 bl.fetch_add(1, SeqCst);
-                thread::sleep(Duration::from_millis(40));
+                block();
             }
             // The stand-in: computes well past the blocked one's return.
             2 => {
@@ -194,6 +202,7 @@ backend_tests! {
             // (now, or already, if no thread was watching the backend).
             port.post(Key(1), 0, 2u64).unwrap();
             wait_until("the blocked handler's slot is handed off", || port.stats().handoffs >= round);
+            release.send(()).unwrap();
             for _ in 0..5 {
                 port.post(Key(1), 0, 3u64).unwrap();
             }

@@ -57,6 +57,24 @@ pub struct BlockingArgs {
     stats_every: Option<Duration>,
 }
 
+impl BlockingArgs {
+    /// A server on `listen` with `threads` workers, concurrency = the CPUs
+    /// this process may use, sleeping `block_time` on a request that asks
+    /// (what `cport models --block-every` serves as the completion port).
+    pub fn sleeping(listen: SocketAddr, threads: usize, handoff: HandoffMode, block_time: Duration) -> Self {
+        BlockingArgs {
+            listen,
+            threads,
+            concurrency: None,
+            handoff,
+            block: BlockKind::Sleep,
+            block_time,
+            backend: Backend::Auto,
+            stats_every: None,
+        }
+    }
+}
+
 /// How a handler that blocks lets the other workers run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum HandoffMode {

@@ -72,7 +72,12 @@ impl GameArgs {
 
 /// Starts the game server on `addr`.
 pub fn start(addr: SocketAddr, args: &GameArgs) -> io::Result<GameServer> {
-    let b = args.server.apply(Server::builder().name("game"));
+    start_on(addr, args, args.server.apply(Server::builder().name("game")))
+}
+
+/// Starts the game server on `addr`, its sessions on a server built from
+/// `b` (`cport serve` gives a builder on its shared runtime).
+pub fn start_on(addr: SocketAddr, args: &GameArgs, b: cport_server::ServerBuilder) -> io::Result<GameServer> {
     let g = GameServer::start(b, addr, args.config())?;
     announce("game", g.server());
     Ok(g)

@@ -14,20 +14,23 @@ use std::time::Duration;
 
 use clap::Args;
 use cport_http::HttpConfig;
-use cport_server::{Backend, Server, ServerBuilder, ShutdownSignals};
+use cport_server::{Backend, Runtime, RuntimeBuilder, Server, ServerBuilder, ShutdownSignals};
 
 use crate::args::parse_backend;
 
 /// Flags every server command takes.
 #[derive(Args, Clone, Debug)]
 pub struct ServerArgs {
-    /// Worker threads. One is the fastest for echo and chat: a single
-    /// worker drives the port and batches every submission; add threads
-    /// for handlers that do real work per message.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub threads: u16,
+    /// Worker threads. Default 1 for one server: a single worker drives
+    /// the port and batches every submission; add threads for handlers
+    /// that do real work per message. `cport serve` runs every server on
+    /// one completion port whose pool defaults to 2 x --concurrency (a
+    /// handler that blocks hands its slot to a waiting thread).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
     /// Threads allowed to run completions at once (the port's
-    /// concurrency, IOCP's NumberOfConcurrentThreads). Default: --threads.
+    /// concurrency, IOCP's NumberOfConcurrentThreads). Default: --threads
+    /// for one server, the CPU count for `cport serve`.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: Option<u16>,
     /// The completion port's backend: auto, uring or epoll.
@@ -65,10 +68,28 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
+    /// `--threads` for a server of its own (default 1).
+    fn threads(&self) -> usize {
+        self.threads.map_or(1, usize::from)
+    }
+
+    /// A runtime (one port, one pool for several servers) sized by the
+    /// flags, or by the I/O models' rule where they are not given.
+    pub fn runtime(&self) -> RuntimeBuilder {
+        let mut b = Runtime::builder().backend(self.backend);
+        if let Some(t) = self.threads {
+            b = b.threads(t.into());
+        }
+        if let Some(c) = self.concurrency {
+            b = b.concurrency(c.into());
+        }
+        b
+    }
+
     /// Applies the flags to a builder.
     pub fn apply(&self, b: ServerBuilder) -> ServerBuilder {
         let b = b
-            .threads(self.threads as usize)
+            .threads(self.threads())
             .backend(self.backend)
             .max_queued_bytes(self.max_queued)
             .water_marks(self.high_water, self.low_water)
@@ -87,7 +108,7 @@ impl ServerArgs {
     /// [`apply`]: ServerArgs::apply
     pub fn apply_http(&self, cfg: HttpConfig) -> HttpConfig {
         let mut cfg = cfg
-            .threads(self.threads as usize)
+            .threads(self.threads())
             .backend(self.backend)
             .max_queued_bytes(self.max_queued)
             .water_marks(self.high_water, self.low_water)
@@ -122,9 +143,14 @@ impl ServerArgs {
 /// the backend (scripts and tests read this line).
 pub fn announce(what: &str, server: &Server) {
     let threads = server.threads();
+    let shared = if server.runtime().is_some() {
+        ", the shared port"
+    } else {
+        ""
+    };
     for addr in server.local_addrs() {
         println!(
-            "cport {what}: listening on {addr} (backend {}, {threads} worker thread{})",
+            "cport {what}: listening on {addr} (backend {}, {threads} worker thread{}{shared})",
             server.backend().name(),
             if threads == 1 { "" } else { "s" }
         );

@@ -1,11 +1,13 @@
 //! `cport serve`: everything cport serves (echo, chat, game, web), on default
-//! ports, each on its own completion port and worker thread. The README's
-//! first command.
+//! ports, all on ONE completion port with one worker pool (IOCP's one port
+//! per process: every socket of every server associated with it). The
+//! README's first command.
 
 use std::io;
 use std::net::SocketAddr;
 
 use clap::Args;
+use cport_server::Server;
 
 use super::chat::{self, ChatArgs, HistoryArgs};
 use super::echo::{self, Echo};
@@ -43,7 +45,14 @@ pub struct ServeArgs {
 /// Runs every server until SIGINT/SIGTERM.
 pub fn run(args: ServeArgs) -> io::Result<()> {
     let sig = signals()?;
-    let echo = echo::builder(args.echo, &args.server).start(Echo)?;
+    let rt = args.server.runtime().build()?;
+    // One line with the pool's sizes and why (scripts and tests read it).
+    println!(
+        "cport serve: one completion port (backend {}) for echo, chat, web and game: {}",
+        rt.backend().name(),
+        rt.sizes().describe()
+    );
+    let echo = echo::builder(args.echo, &args.server).runtime(&rt).start(Echo)?;
     announce("echo", &echo);
     let chat_args = ChatArgs {
         listen: args.chat,
@@ -55,7 +64,9 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         server: args.server.clone(),
     };
     let messenger = cport_chat::Chat::new(&args.history.config(args.max_line)?)?;
-    let chat = chat::builder(args.chat, &chat_args).start(messenger.tcp_handler())?;
+    let chat = chat::builder(args.chat, &chat_args)
+        .runtime(&rt)
+        .start(messenger.tcp_handler())?;
     messenger.attach(&chat.handle())?;
     announce("chat", &chat);
     let game_args = GameArgs {
@@ -70,12 +81,16 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         no_interest: false,
         server: args.server.clone(),
     };
-    let game = game::start(args.game, &game_args)?;
+    let game = game::start_on(
+        args.game,
+        &game_args,
+        args.server.apply(Server::builder().name("game")).runtime(&rt),
+    )?;
     // The web clients at /chat/ and /game/ (from the web root), their
     // sockets at /chat/ws and /game/ws.
     let web = http::start_with(args.root.clone(), args.http, false, false, &args.server, |cfg| {
         messenger
-            .with_stats(cfg)
+            .with_stats(cfg.runtime(&rt))
             .websocket("/chat/ws", messenger.ws_handler())
             .websocket("/game/ws", game.viewer())
             .ws_config(cport_chat::ws_config(args.max_line))
@@ -96,5 +111,7 @@ pub fn run(args: ServeArgs) -> io::Result<()> {
         r.elapsed, r.sessions
     );
     messenger.close_history();
+    // The last server is gone: the port shuts down and the workers stop.
+    drop(rt);
     Ok(())
 }

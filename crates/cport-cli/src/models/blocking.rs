@@ -109,6 +109,7 @@ fn echo_until_closed(mut stream: &TcpStream) -> u64 {
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return echoed,
         };
+        echo::handler_work(&buf[..len]);
         if stream.write_all(&buf[..len]).is_err() {
             return echoed;
         }

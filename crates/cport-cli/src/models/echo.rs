@@ -78,6 +78,7 @@ impl EchoConn {
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Step::WouldBlock,
             Err(_) => return Step::Closed,
         };
+        handler_work(&scratch[..len]);
         let mut written = 0;
         while written < len {
             match retry_interrupted(|| self.stream.write(&scratch[written..len])) {
@@ -225,5 +226,29 @@ impl AcceptPause {
             self.until = None;
         }
         self.until.is_some()
+    }
+}
+
+/// How long a handler blocks on a request that asks it to ("handlers that
+/// block", `cport models --block-every`); `None`: never.
+static BLOCK: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
+/// Makes every model's handler block for `d` on each request that asks to
+/// (the serving child of `cport models --block-every`).
+pub(super) fn set_handler_block(d: std::time::Duration) {
+    let _ = BLOCK.set(d);
+}
+
+/// The handler's own work on what was just read: with
+/// [`set_handler_block`], a request of `cport bench blocking` (16 bytes,
+/// byte 8 set to 1 to ask) makes the handler sleep, as a database call or a
+/// synchronous disk read would; the client keeps one request in flight per
+/// connection, so a read holds whole requests.
+pub(super) fn handler_work(read: &[u8]) {
+    if let Some(d) = BLOCK.get() {
+        let asks = read.chunks_exact(16).filter(|r| r[8] == 1).count();
+        for _ in 0..asks {
+            std::thread::sleep(*d);
+        }
     }
 }

@@ -42,7 +42,21 @@ pub struct ModelsArgs {
     /// Internal: serve one model in this process (the shootout's children).
     #[arg(long, hide = true)]
     pub serve: Option<String>,
+    /// "Handlers that block": one request in this many makes the server's
+    /// handler block for --block-ms (a database call, a disk read), under
+    /// `cport bench blocking`'s request/response load. Compares a thread
+    /// per connection, epoll, and the completion port without and with
+    /// its hand-off (8 workers, concurrency = CPUs). 0: the echo shootout.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub block_every: u64,
+    /// How long a blocking handler blocks, in milliseconds.
+    #[arg(long, default_value_t = 2, value_name = "MS")]
+    pub block_ms: u64,
 }
+
+/// The servers of "handlers that block": two of the I/O models, and the
+/// completion port (`cport blocking`) without and with the hand-off.
+const BLOCKING_SERVERS: [&str; 4] = ["blocking", "epoll", "cport-off", "cport-handoff"];
 
 /// One cell of the table.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -71,7 +85,10 @@ pub struct Row {
 /// When a child server cannot be started or the chart cannot be written.
 pub fn main(args: ModelsArgs) -> io::Result<()> {
     if let Some(name) = &args.serve {
-        return serve_child(name);
+        return serve_child(name, args.block_ms);
+    }
+    if args.block_every > 0 {
+        return handlers_that_block(&args);
     }
     let models: Vec<Model> = match &args.models {
         Some(names) => names
@@ -164,9 +181,23 @@ fn print_row(r: &Row, header: bool) {
 
 /// The child side: serve `name` on a fresh port, print it, stop at stdin EOF,
 /// print the model's report.
-fn serve_child(name: &str) -> io::Result<()> {
-    let model = Model::from_name(name).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "unknown model"))?;
+fn serve_child(name: &str, block_ms: u64) -> io::Result<()> {
     pin_to_cpu(0);
+    if block_ms > 0 {
+        super::echo::set_handler_block(Duration::from_millis(block_ms));
+    }
+    let handoff = match name {
+        "cport-off" => Some(crate::apps::blocking::HandoffMode::Off),
+        "cport-handoff" => Some(crate::apps::blocking::HandoffMode::Auto),
+        _ => None,
+    };
+    if let Some(mode) = handoff {
+        // Prints "cport blocking: listening on ADDR ..." and serves until killed.
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let a = crate::apps::blocking::BlockingArgs::sleeping(addr, 8, mode, Duration::from_millis(block_ms));
+        return crate::apps::blocking::run(a);
+    }
+    let model = Model::from_name(name).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "unknown model"))?;
     // std's bind listens with a backlog of 128: thousands of connects at once
     // would overflow it and wait a second per retry, whatever the model.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
@@ -191,8 +222,12 @@ fn serve_child(name: &str) -> io::Result<()> {
 }
 
 fn spawn_child(m: Model) -> io::Result<Child> {
+    spawn_named(m.name(), 0)
+}
+
+fn spawn_named(name: &str, block_ms: u64) -> io::Result<Child> {
     Command::new(std::env::current_exe()?)
-        .args(["models", "--serve", m.name()])
+        .args(["models", "--serve", name, "--block-ms", &block_ms.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -207,8 +242,12 @@ fn read_addr(child: &mut Child) -> io::Result<SocketAddr> {
     let mut line = String::new();
     let mut rd = BufReader::new(out);
     rd.read_line(&mut line)?;
-    line.trim()
-        .parse()
+    // A model prints its address; `cport blocking` a listening line.
+    let addr = match line.split_once("listening on ") {
+        Some((_, rest)) => rest.split_whitespace().next().unwrap_or(""),
+        None => line.trim(),
+    };
+    addr.parse()
         .map_err(|_| io::Error::other(format!("child did not say its address: {line:?}")))
 }
 
@@ -229,6 +268,92 @@ fn stop_child(mut child: Child) -> io::Result<ModelReport> {
         };
     }
     Ok(r)
+}
+
+/// One row of "handlers that block".
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BlockRow {
+    /// Server: an I/O model, or the completion port with or without hand-off.
+    pub server: String,
+    /// Connections.
+    pub conns: usize,
+    /// Requests per second, all kinds.
+    pub rate: f64,
+    /// 99th percentile latency of the requests that did not block, µs.
+    pub fast_p99_us: u64,
+    /// Server CPU per request, µs.
+    pub cpu_us_per_req: Option<f64>,
+    /// Client-side errors.
+    pub errors: u64,
+}
+
+/// `cport models --block-every N`: each server under the same blocking load.
+fn handlers_that_block(args: &ModelsArgs) -> io::Result<()> {
+    pin_to_cpu(1);
+    let servers: Vec<&str> = match &args.models {
+        Some(names) => BLOCKING_SERVERS
+            .into_iter()
+            .filter(|s| names.iter().any(|n| n == s))
+            .collect(),
+        None => BLOCKING_SERVERS.to_vec(),
+    };
+    if !args.json {
+        println!(
+            "handlers that block: 1 request in {} blocks {} ms; server on core 0, load on core 1",
+            args.block_every, args.block_ms
+        );
+        println!(
+            "{:<14}{:>7}{:>12}{:>16}{:>12}",
+            "server", "conns", "req/s", "fast p99 µs", "CPU µs/req"
+        );
+    }
+    let mut rows = Vec::new();
+    for &conns in &args.conns {
+        for &name in &servers {
+            let mut child = spawn_named(name, args.block_ms.max(1))?;
+            let addr = read_addr(&mut child);
+            let pid = child.id();
+            let cpu0 = proc_cpu(pid);
+            let rep = addr.and_then(|target| {
+                cport_bench::blocking::run(&cport_bench::blocking::BlockingConfig {
+                    target,
+                    conns,
+                    block_every: args.block_every,
+                    duration: args.duration,
+                    warmup: Duration::from_millis(300).min(args.duration),
+                    backend: cport::Backend::Auto,
+                })
+            });
+            let cpu1 = proc_cpu(pid);
+            let _ = child.kill();
+            let _ = child.wait();
+            let rep = rep?;
+            let n = rep.all.messages;
+            let row = BlockRow {
+                server: name.to_string(),
+                conns,
+                rate: rep.all.rate,
+                fast_p99_us: rep.fast_p99_us,
+                cpu_us_per_req: match (cpu0, cpu1) {
+                    (Some(a), Some(b)) if n > 0 => Some((b - a) * 1e6 / n as f64),
+                    _ => None,
+                },
+                errors: rep.all.errors + rep.all.connect_errors,
+            };
+            if !args.json {
+                let cpu = row.cpu_us_per_req.map_or("-".into(), |c| format!("{c:.2}"));
+                println!(
+                    "{:<14}{:>7}{:>12.0}{:>16}{:>12}",
+                    row.server, row.conns, row.rate, row.fast_p99_us, cpu
+                );
+            }
+            rows.push(row);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(io::Error::other)?);
+    }
+    Ok(())
 }
 
 /// CPU seconds (user + system) of a process, from /proc.
