@@ -200,8 +200,33 @@ pub(crate) enum CancelTarget {
     All,
 }
 
-/// Counts `n` bytes the kernel wrote into `buf`'s spare capacity.
+/// Where a receive or read into `buf` writes: its spare capacity (the data
+/// is appended), or, for a buffer with none, the whole of it (`vec![0; n]`
+/// offers `n` bytes; the port refuses a buffer with no capacity at all).
+/// Both backends take the kernel's pointer from here, and [`grow`] counts
+/// the result the same way.
+pub(crate) fn room(buf: &mut Vec<u8>) -> &mut [std::mem::MaybeUninit<u8>] {
+    if buf.len() < buf.capacity() {
+        return buf.spare_capacity_mut();
+    }
+    let len = buf.len();
+    // SAFETY: the first `len` bytes are initialised and owned by `buf`,
+    // which this borrow holds; viewing `u8`s as `MaybeUninit<u8>` is sound
+    // because the kernel writes only initialised bytes into them.
+    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), len) }
+}
+
+/// Counts `n` bytes the kernel wrote into [`room`]`(buf)`: appended to a
+/// buffer with spare capacity, or the new length of one received into whole.
 fn grow(buf: &mut Vec<u8>, n: usize) {
+    if buf.len() == buf.capacity() {
+        // Received into whole (`n` is 0 for an op that did not run; then
+        // the buffer comes back as it went).
+        if n > 0 {
+            buf.truncate(n);
+        }
+        return;
+    }
     let n = n.min(buf.capacity() - buf.len());
     // SAFETY: a receive or read just initialised the first `n` bytes of the
     // spare capacity (and `n` is 0 for any op that did not run).

@@ -35,7 +35,7 @@ pub(super) fn run(op: &mut Op, calls: &AtomicU64) -> io::Result<usize> {
         calls.fetch_add(1, Relaxed);
         let res = match op {
             Op::ReadAt { fd, buf, offset } => {
-                let spare = buf.spare_capacity_mut();
+                let spare = crate::sys::room(buf);
                 // SAFETY: writes at most `spare.len()` bytes into the spare
                 // capacity of a Vec this thread owns for the call.
                 syscall!(unsafe { libc::pread(*fd, spare.as_mut_ptr().cast(), spare.len(), *offset as libc::off_t) })

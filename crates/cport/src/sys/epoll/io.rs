@@ -135,7 +135,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
             Op::Accept { fd, multishot } => accept(*fd, *multishot, flags),
             Op::Connect { fd, addr } => connect(*fd, addr, progress, flags, calls),
             Op::Recv { fd, buf } => {
-                let spare = buf.spare_capacity_mut();
+                let spare = crate::sys::room(buf);
                 let want = spare.len();
                 // SAFETY: the kernel writes at most `want` bytes into the
                 // spare capacity of a Vec this op owns.
@@ -235,7 +235,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
             }
             Op::SendVectored { fd, bufs } => send_vectored(*fd, bufs, flags),
             Op::RecvFrom { fd, buf } => {
-                let spare = buf.spare_capacity_mut();
+                let spare = crate::sys::room(buf);
                 let mut iov = libc::iovec {
                     iov_base: spare.as_mut_ptr().cast(),
                     iov_len: spare.len(),
