@@ -32,6 +32,7 @@ use crate::index::GenIndex;
 
 pub(crate) mod buf;
 pub(crate) mod epoll;
+pub mod select;
 pub(crate) mod uring;
 
 use buf::{Buf, BufPool, Datagram, Payload};
