@@ -133,7 +133,7 @@ impl Completion {
     }
     /// `true` when the operation was cancelled (by `cancel`, `close` or a timeout).
     pub fn is_cancelled(&self) -> bool {
-        matches!(&self.result, Err(e) if e.raw_os_error() == Some(libc::ECANCELED))
+        matches!(&self.result, Err(e) if e.raw_os_error() == Some(rustix::io::Errno::CANCELED.raw_os_error()))
     }
     /// `true` when the operation was ended by the port shutting down.
     pub fn is_shutdown(&self) -> bool {
