@@ -133,7 +133,7 @@ impl Completion {
     }
     /// `true` when the operation was cancelled (by `cancel`, `close` or a timeout).
     pub fn is_cancelled(&self) -> bool {
-        matches!(&self.result, Err(e) if e.raw_os_error() == Some(libc::ECANCELED))
+        matches!(&self.result, Err(e) if e.raw_os_error() == Some(rustix::io::Errno::CANCELED.raw_os_error()))
     }
     /// `true` when the operation was ended by the port shutting down.
     pub fn is_shutdown(&self) -> bool {
@@ -195,6 +195,7 @@ impl fmt::Display for SubmitError {
             SubmitErrorKind::ShutDown => "completion port is shut down",
             SubmitErrorKind::Unsupported => "operation not supported by this backend",
             SubmitErrorKind::ForeignPort => "handle or operation belongs to another completion port",
+            SubmitErrorKind::NoRoom => "receive buffer has no capacity",
         })
     }
 }
@@ -208,7 +209,7 @@ impl From<SubmitError> for io::Error {
             SubmitErrorKind::InvalidHandle | SubmitErrorKind::Closing => io::ErrorKind::NotFound,
             SubmitErrorKind::ShutDown => io::ErrorKind::BrokenPipe,
             SubmitErrorKind::Unsupported => io::ErrorKind::Unsupported,
-            SubmitErrorKind::ForeignPort => io::ErrorKind::InvalidInput,
+            SubmitErrorKind::ForeignPort | SubmitErrorKind::NoRoom => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, e.to_string())
     }

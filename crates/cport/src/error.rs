@@ -22,6 +22,9 @@ pub enum SubmitErrorKind {
     Unsupported,
     /// The handle, operation id or buffer pool belongs to another port.
     ForeignPort,
+    /// A receive or read was given a buffer with no capacity: it could only
+    /// complete with `Ok(0)`, which reads as the end of the stream.
+    NoRoom,
 }
 
 /// Why [`Port::get`](crate::Port::get) returned no completion.

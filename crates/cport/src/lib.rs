@@ -59,6 +59,10 @@ pub use kind::OpKind;
 pub use port::{FullPolicy, Port, PortBuilder};
 pub use stats::{Stats, ThreadStats};
 pub use sys::buf::{Buf, BufPool, Datagram, Payload, PooledBuf};
+/// `select(2)` over borrowed descriptors, for the I/O-models demo (`cport
+/// models`): not part of the completion port.
+#[doc(hidden)]
+pub use sys::select;
 pub use worker::WorkerPool;
 
 /// Test support: expands each `fn name(backend: Backend) { body }` into a

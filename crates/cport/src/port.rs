@@ -600,9 +600,16 @@ impl Port {
     /// hands `buf` back with its length grown by the bytes received.
     /// `Ok(0)` means the peer closed its side.
     ///
+    /// A `buf` with no spare capacity but a length, such as `vec![0; n]`, is
+    /// received into whole: its bytes are overwritten and it comes back
+    /// holding just what arrived (the length it had is the room it offers).
+    ///
     /// # Errors
     /// As for [`accept`](Self::accept); `buf` comes back in the error.
+    /// [`SubmitErrorKind::NoRoom`] for a `buf` with no capacity at all (its
+    /// `Ok(0)` could not be told from the end of the stream).
     pub fn recv(&self, h: &Handle, buf: Vec<u8>, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        let buf = with_room(buf)?;
         self.issue(h, OpKind::Recv, ctx.into(), buf, |fd, buf| Op::Recv { fd, buf })
     }
 
@@ -703,6 +710,7 @@ impl Port {
     /// # Errors
     /// As for [`recv`](Self::recv).
     pub fn recv_from(&self, h: &Handle, buf: Vec<u8>, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        let buf = with_room(buf)?;
         self.issue(h, OpKind::RecvFrom, ctx.into(), buf, |fd, buf| Op::RecvFrom { fd, buf })
     }
 
@@ -734,11 +742,13 @@ impl Port {
     }
 
     /// Reads at `offset` into the spare capacity of `buf` (ReadFile with an
-    /// OVERLAPPED offset). `Ok(0)` at or past the end of the file.
+    /// OVERLAPPED offset), or into the whole of a `buf` with none, as
+    /// [`recv`](Self::recv) does. `Ok(0)` at or past the end of the file.
     ///
     /// # Errors
     /// As for [`recv`](Self::recv).
     pub fn read_at(&self, h: &Handle, buf: Vec<u8>, offset: u64, ctx: impl Into<Ctx>) -> Result<OpId, SubmitError> {
+        let buf = with_room(buf)?;
         let read = |fd, buf| Op::ReadAt { fd, buf, offset };
         self.issue(h, OpKind::ReadAt, ctx.into(), buf, read)
     }
@@ -1182,6 +1192,16 @@ impl Port {
         s.counters.fill(&threads, &mut st);
         st
     }
+}
+
+/// Refuses a receive or read buffer with no capacity: it could only
+/// complete `Ok(0)`, which reads as the end of the stream. (A full buffer
+/// is received into whole: see `sys::room`.)
+fn with_room(buf: Vec<u8>) -> Result<Vec<u8>, SubmitError> {
+    if buf.capacity() == 0 {
+        return Err(SubmitError::new(SubmitErrorKind::NoRoom, buf.into_payload()));
+    }
+    Ok(buf)
 }
 
 /// What an operation owns (buffers, a file, a pool) before it is built:

@@ -169,7 +169,7 @@ backend_tests! {
         let mut c = next_of(&port, OpKind::Recv, 1);
         assert_cancelled_with_buffer_back(&mut c);
         assert_nothing_more(&port);
-        assert_eq!(port.recv(&h, Vec::new(), 3u64).unwrap_err().kind, SubmitErrorKind::InvalidHandle);
+        assert_eq!(port.recv(&h, Vec::with_capacity(8), 3u64).unwrap_err().kind, SubmitErrorKind::InvalidHandle);
         assert_eq!(port.stats().handles, 0);
     }
 

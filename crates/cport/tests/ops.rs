@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cport::{Buf, BuildError, GetError, Issued, Key, OpKind, Payload, Port};
+use cport::{Buf, BuildError, GetError, Issued, Key, OpKind, Payload, Port, SubmitErrorKind};
 use rustix::io::Errno;
 use util::*;
 
@@ -168,6 +168,52 @@ backend_tests! {
         let mut c = next_of(&port, OpKind::Recv, 2);
         assert_eq!(c.bytes(), 3);
         assert_eq!(vec_of(&mut c), b">012");
+    }
+
+    fn recv_fills_the_whole_of_a_buffer_with_no_spare_capacity(backend: Backend) {
+        let port = port(backend);
+        let (h, mut peer) = associated_pair(&port, Key(1));
+        // `vec![0; n]` offers its n bytes (not none, which would complete
+        // Ok(0) and read as the end of the stream).
+        port.recv(&h, vec![0; 16], 1u64).unwrap();
+        peer.write_all(b"hello").unwrap();
+        let mut c = next_of(&port, OpKind::Recv, 1);
+        assert_eq!(*c.result().as_ref().unwrap(), 5);
+        assert_eq!(vec_of(&mut c), b"hello", "the length becomes what arrived");
+
+        // Exactly full: the bytes are overwritten, never appended.
+        port.recv(&h, b"old!".to_vec(), 2u64).unwrap();
+        peer.write_all(b"new!!!").unwrap();
+        let mut c = next_of(&port, OpKind::Recv, 2);
+        assert_eq!(vec_of(&mut c), b"new!");
+        port.recv(&h, vec![0; 8], 3u64).unwrap();
+        assert_eq!(vec_of(&mut next_of(&port, OpKind::Recv, 3)), b"!!");
+
+        // A datagram into a zero-filled buffer.
+        let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let our_addr = ours.local_addr().unwrap();
+        let hu = port.associate(ours, Key(2)).unwrap();
+        port.recv_from(&hu, vec![0; 1500], 4u64).unwrap();
+        UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"ping", our_addr).unwrap();
+        match next_of(&port, OpKind::RecvFrom, 4).into_parts().1 {
+            Payload::Datagram(d) => assert_eq!(&d.buf[..], b"ping"),
+            other => panic!("expected a datagram, got {other:?}"),
+        }
+    }
+
+    fn recv_refuses_a_buffer_with_no_capacity(backend: Backend) {
+        let port = port(backend);
+        let (h, _peer) = associated_pair(&port, Key(1));
+        for e in [
+            port.recv(&h, Vec::new(), 1u64).unwrap_err(),
+            port.recv_from(&h, Vec::new(), 2u64).unwrap_err(),
+            port.read_at(&h, Vec::new(), 0, 3u64).unwrap_err(),
+        ] {
+            assert_eq!(e.kind, SubmitErrorKind::NoRoom);
+            assert!(matches!(e.payload, Payload::Buf(Buf::Vec(ref v)) if v.capacity() == 0));
+        }
+        assert_eq!(port.stats().in_flight, 0);
+        assert_nothing_more(&port);
     }
 
     fn recv_reports_end_of_stream_as_zero(backend: Backend) {
@@ -501,6 +547,9 @@ backend_tests! {
         port.read_at(&h, Vec::with_capacity(64), 98, 6u64).unwrap();
         let mut c = next_of(&port, OpKind::ReadAt, 6);
         assert_eq!(vec_of(&mut c), b"\0\0world", "a short read at the end of the file");
+        // A zero-filled buffer is read into whole.
+        port.read_at(&h, vec![0; 3], 1, 9u64).unwrap();
+        assert_eq!(vec_of(&mut next_of(&port, OpKind::ReadAt, 9)), b"ell");
         // At and past the end: Ok(0), buffer untouched.
         for (ctx, off) in [(7u64, 105), (8, 1 << 20)] {
             port.read_at(&h, b"x".to_vec(), off, ctx).unwrap();

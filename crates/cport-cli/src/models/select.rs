@@ -13,14 +13,13 @@ use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-// The one use of nix left in the workspace: rustix's `select` is `unsafe`
-// (it takes raw descriptor numbers), nix's borrows each descriptor it watches,
-// and `unsafe` is kept to cport's `sys/` (docs/ARCHITECTURE.md).
-use nix::sys::select::{select, FdSet};
-use nix::sys::time::{TimeVal, TimeValLike};
+// rustix's `select` is `unsafe` (it takes raw descriptor numbers), and
+// `unsafe` is kept to cport's `sys/`: cport wraps it with sets that borrow
+// each descriptor they watch (docs/ARCHITECTURE.md).
+use cport::select::{select, FdSet};
 
 /// Descriptor numbers `select()` can watch: 0 to `FD_SETSIZE - 1`.
-pub(super) const FD_SETSIZE: usize = nix::sys::select::FD_SETSIZE;
+pub(super) const FD_SETSIZE: usize = cport::select::FD_SETSIZE;
 
 use super::echo::{self, AcceptPause, EchoConn, Step, READ_BUFFER_SIZE};
 use super::model::{Model, ModelReport, STOP_CHECK_INTERVAL};
@@ -56,12 +55,11 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
                 readable.insert(conn.stream().as_fd());
             }
         }
-        let mut timeout = TimeVal::milliseconds(STOP_CHECK_INTERVAL.as_millis() as i64);
-        match select(None, &mut readable, &mut writable, None, &mut timeout) {
+        match select(&mut readable, &mut writable, STOP_CHECK_INTERVAL) {
             Ok(0) => continue,
             Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(errno) => return Err(errno.into()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
 
         // The kernel rewrote the sets in place: scan every socket to find the
@@ -108,7 +106,7 @@ pub(super) fn serve(listener: TcpListener, stop: &AtomicBool) -> io::Result<Mode
     Ok(report)
 }
 
-/// Whether `fd` can go into an `FdSet`; `FdSet::insert` panics if not.
+/// Whether `fd` can go into an `FdSet` (`FdSet::insert` refuses it if not).
 fn fits_in_fd_set(fd: &impl AsRawFd) -> bool {
     usize::try_from(fd.as_raw_fd()).is_ok_and(|fd| fd < FD_SETSIZE)
 }

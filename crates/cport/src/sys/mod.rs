@@ -32,6 +32,7 @@ use crate::index::GenIndex;
 
 pub(crate) mod buf;
 pub(crate) mod epoll;
+pub mod select;
 pub(crate) mod uring;
 
 use buf::{Buf, BufPool, Datagram, Payload};
@@ -200,8 +201,33 @@ pub(crate) enum CancelTarget {
     All,
 }
 
-/// Counts `n` bytes the kernel wrote into `buf`'s spare capacity.
+/// Where a receive or read into `buf` writes: its spare capacity (the data
+/// is appended), or, for a buffer with none, the whole of it (`vec![0; n]`
+/// offers `n` bytes; the port refuses a buffer with no capacity at all).
+/// Both backends take the kernel's pointer from here, and [`grow`] counts
+/// the result the same way.
+pub(crate) fn room(buf: &mut Vec<u8>) -> &mut [std::mem::MaybeUninit<u8>] {
+    if buf.len() < buf.capacity() {
+        return buf.spare_capacity_mut();
+    }
+    let len = buf.len();
+    // SAFETY: the first `len` bytes are initialised and owned by `buf`,
+    // which this borrow holds; viewing `u8`s as `MaybeUninit<u8>` is sound
+    // because the kernel writes only initialised bytes into them.
+    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), len) }
+}
+
+/// Counts `n` bytes the kernel wrote into [`room`]`(buf)`: appended to a
+/// buffer with spare capacity, or the new length of one received into whole.
 fn grow(buf: &mut Vec<u8>, n: usize) {
+    if buf.len() == buf.capacity() {
+        // Received into whole (`n` is 0 for an op that did not run; then
+        // the buffer comes back as it went).
+        if n > 0 {
+            buf.truncate(n);
+        }
+        return;
+    }
     let n = n.min(buf.capacity() - buf.len());
     // SAFETY: a receive or read just initialised the first `n` bytes of the
     // spare capacity (and `n` is 0 for any op that did not run).
@@ -301,29 +327,28 @@ pub(crate) fn next_driver_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Turns a `-errno` style result into an `io::Result`.
 /// The error of an errno value.
-pub(crate) fn errno(e: i32) -> io::Error {
-    io::Error::from_raw_os_error(e)
+pub(crate) fn errno(e: rustix::io::Errno) -> io::Error {
+    e.into()
 }
 
-/// `shutdown(2)`'s `how` for `how`.
+/// `shutdown(2)`'s `how` for `how` (for io_uring's shutdown SQE).
 pub(crate) fn shut_how(how: Shutdown) -> i32 {
+    use rustix::net::Shutdown as How;
     match how {
-        Shutdown::Read => libc::SHUT_RD,
-        Shutdown::Write => libc::SHUT_WR,
-        Shutdown::Both => libc::SHUT_RDWR,
+        Shutdown::Read => How::Read as i32,
+        Shutdown::Write => How::Write as i32,
+        Shutdown::Both => How::Both as i32,
     }
 }
 
 /// Adds one to an eventfd's counter, waking whoever polls it. (The
 /// counter never fills: it would take 2^64 writes.)
 pub(crate) fn signal_eventfd(fd: BorrowedFd<'_>) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64 to an eventfd the caller owns.
-    let _ = unsafe { libc::write(std::os::fd::AsRawFd::as_raw_fd(&fd), (&one as *const u64).cast(), 8) };
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
+/// Turns a `-errno` style result (an io_uring CQE's) into an `io::Result`.
 pub(crate) fn errno_result(res: i32) -> io::Result<usize> {
     if res < 0 {
         Err(io::Error::from_raw_os_error(-res))
@@ -333,9 +358,11 @@ pub(crate) fn errno_result(res: i32) -> io::Result<usize> {
 }
 
 /// Turns a libc call's -1 into the `io::Error` of `errno`:
-/// `syscall!(unsafe { libc::fcntl(fd, libc::F_GETFL) })`. The `unsafe`
-/// block stays at the call, so each call carries its own `// SAFETY:`
-/// line naming what makes its arguments valid.
+/// `syscall!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })`.
+/// The `unsafe` block stays at the call, so each call carries its own
+/// `// SAFETY:` line naming what makes its arguments valid. Only the
+/// io_uring backend's splice pipes still call libc this way; everything
+/// else goes through rustix.
 macro_rules! syscall {
     ($call:expr) => {{
         let res = $call;
@@ -362,18 +389,15 @@ pub(crate) fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::sockl
 
 /// Sets or clears `O_NONBLOCK`.
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let raw = fd.as_raw_fd();
-    // SAFETY: integer arguments only; no memory is passed.
-    let flags = syscall!(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    let flags = fcntl_getfl(fd)?;
     let new = if on {
-        flags | libc::O_NONBLOCK
+        flags | OFlags::NONBLOCK
     } else {
-        flags & !libc::O_NONBLOCK
+        flags - OFlags::NONBLOCK
     };
     if new != flags {
-        // SAFETY: as above.
-        syscall!(unsafe { libc::fcntl(raw, libc::F_SETFL, new) })?;
+        fcntl_setfl(fd, new)?;
     }
     Ok(())
 }

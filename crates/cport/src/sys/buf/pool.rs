@@ -127,8 +127,11 @@ impl PoolInner {
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty buffer pool"))?;
         let layout = Layout::from_size_align(total, 4096)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "buffer pool too large"))?;
+        // Zeroed, so the buffers are initialised bytes from the start (the
+        // epoll backend reads into them through `&mut [u8]`); a large block
+        // comes from fresh zero pages at no extra cost.
         // SAFETY: `layout` has a non-zero size (checked above).
-        let ptr = unsafe { alloc::alloc(layout) };
+        let ptr = unsafe { alloc::alloc_zeroed(layout) };
         let mem = NonNull::new(ptr).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
         Ok(PoolInner {
             mem,

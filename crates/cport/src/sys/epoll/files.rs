@@ -9,10 +9,13 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 
-use crate::sys::{syscall, Op};
+use rustix::io::Errno;
+
+use crate::sys::Op;
 
 /// The most file threads one driver runs.
 pub(super) const MAX_THREADS: usize = 4;
@@ -35,27 +38,30 @@ pub(super) fn run(op: &mut Op, calls: &AtomicU64) -> io::Result<usize> {
         calls.fetch_add(1, Relaxed);
         let res = match op {
             Op::ReadAt { fd, buf, offset } => {
-                let spare = buf.spare_capacity_mut();
-                // SAFETY: writes at most `spare.len()` bytes into the spare
-                // capacity of a Vec this thread owns for the call.
-                syscall!(unsafe { libc::pread(*fd, spare.as_mut_ptr().cast(), spare.len(), *offset as libc::off_t) })
-                    .map(|n| n as usize)
+                // SAFETY: the port holds the op's fd open while the op is
+                // counted on its handle.
+                let fd = unsafe { BorrowedFd::borrow_raw(*fd) };
+                rustix::io::pread(fd, crate::sys::room(buf), *offset).map(|(got, _)| got.len())
             }
             Op::WriteAt { fd, buf, offset } => {
-                let s = buf.as_slice();
-                // SAFETY: reads `s.len()` bytes of a live buffer this thread owns.
-                syscall!(unsafe { libc::pwrite(*fd, s.as_ptr().cast(), s.len(), *offset as libc::off_t) })
-                    .map(|n| n as usize)
+                // SAFETY: as above.
+                let fd = unsafe { BorrowedFd::borrow_raw(*fd) };
+                rustix::io::pwrite(fd, buf.as_slice(), *offset)
             }
-            // SAFETY: an fd argument only; no memory is passed.
-            Op::Fsync { fd, data_only: true } => syscall!(unsafe { libc::fdatasync(*fd) }).map(|_| 0),
-            // SAFETY: as above.
-            Op::Fsync { fd, data_only: false } => syscall!(unsafe { libc::fsync(*fd) }).map(|_| 0),
-            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+            Op::Fsync { fd, data_only } => {
+                // SAFETY: as above.
+                let fd = unsafe { BorrowedFd::borrow_raw(*fd) };
+                if *data_only {
+                    rustix::fs::fdatasync(fd).map(|()| 0)
+                } else {
+                    rustix::fs::fsync(fd).map(|()| 0)
+                }
+            }
+            _ => Err(Errno::INVAL),
         };
         match res {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r,
+            Err(Errno::INTR) => continue,
+            r => return r.map_err(io::Error::from),
         }
     }
 }

@@ -1,21 +1,24 @@
 //! One non-blocking attempt at a socket operation, and the completion it
 //! finally makes.
 //!
-//! Every pointer handed to the kernel here points into memory the op owns
-//! (a `Vec`'s spare capacity, a `Buf`, a pool buffer taken for this call, or
-//! a local), and each call returns before the attempt does: nothing is left
-//! for the kernel to touch afterwards.
+//! Every call goes through rustix, on slices the op owns (a `Vec`'s room, a
+//! `Buf`, a pool buffer taken for this call, or a local), and returns before
+//! the attempt does: nothing is left for the kernel to touch afterwards.
+//! What stays `unsafe` is borrowing the op's fd by number, and viewing a
+//! pool buffer (raw memory) as a slice.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::completion::{Completion, Meta};
-use socket2::SockRef;
+use rustix::io::Errno;
+use rustix::net::{self, RecvFlags, SendAncillaryBuffer, SendFlags, SocketFlags};
+use socket2::{SockAddr, SockRef};
 
+use crate::completion::{Completion, Meta};
 use crate::sys::buf::{Buf, Payload};
-use crate::sys::{errno, sockaddr_to_std, syscall, Op};
+use crate::sys::{errno, Op};
 
 /// Counts system calls. Written only under the driver's state lock, so a
 /// plain load and store does (no atomic read-modify-write per call); read
@@ -119,37 +122,38 @@ pub(super) enum Attempt {
     Done(io::Result<usize>, RecvInfo),
 }
 
-fn is_again(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EAGAIN))
-}
-
 fn is_intr(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Interrupted
 }
 
 /// Tries `op` once (retrying `EINTR`), updating the readiness `flags`.
 pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls: &Calls) -> Attempt {
+    let raw = op.fd();
+    if raw < 0 {
+        return Attempt::Done(Err(errno(Errno::INVAL)), RecvInfo::None);
+    }
+    // SAFETY: the port holds the op's fd open while the op is counted on
+    // its handle, which outlasts this attempt.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
     loop {
         calls.one();
         let a = match op {
-            Op::Accept { fd, multishot } => accept(*fd, *multishot, flags),
-            Op::Connect { fd, addr } => connect(*fd, addr, progress, flags, calls),
-            Op::Recv { fd, buf } => {
-                let spare = buf.spare_capacity_mut();
-                let want = spare.len();
-                // SAFETY: the kernel writes at most `want` bytes into the
-                // spare capacity of a Vec this op owns.
-                match syscall!(unsafe { libc::recv(*fd, spare.as_mut_ptr().cast(), want, 0) }) {
-                    Ok(n) => {
-                        flags.after_read(n as usize, want);
-                        Attempt::Done(Ok(n as usize), RecvInfo::None)
+            Op::Accept { multishot, .. } => accept(fd, *multishot, flags),
+            Op::Connect { addr, .. } => connect(fd, addr, progress, flags, calls),
+            Op::Recv { buf, .. } => {
+                let room = crate::sys::room(buf);
+                let want = room.len();
+                match net::recv(fd, room, RecvFlags::empty()) {
+                    Ok(((got, _), _)) => {
+                        flags.after_read(got.len(), want);
+                        Attempt::Done(Ok(got.len()), RecvInfo::None)
                     }
                     Err(e) => read_error(e, flags),
                 }
             }
-            Op::RecvPooled { fd, pool, multishot } => {
+            Op::RecvPooled { pool, multishot, .. } => {
                 let Some((bid, ptr, size)) = pool.take() else {
-                    return pool_empty(*fd, flags, calls);
+                    return pool_empty(fd, flags, calls);
                 };
                 // A multishot receive on a stream whose last read filled its
                 // buffer reads into a second buffer as well: a message that
@@ -162,17 +166,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                 } else {
                     None
                 };
-                let iov = [
-                    libc::iovec {
-                        iov_base: ptr.cast(),
-                        iov_len: size,
-                    },
-                    libc::iovec {
-                        iov_base: spill.map_or(std::ptr::null_mut(), |(_, p, _)| p.cast()),
-                        iov_len: spill.map_or(0, |(_, _, len)| len),
-                    },
-                ];
-                let want = size + iov[1].iov_len;
+                let want = size + spill.map_or(0, |(_, _, len)| len);
                 let give_back = |first: bool| {
                     if first {
                         pool.untake(bid);
@@ -181,15 +175,17 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                         pool.untake(b);
                     }
                 };
-                let r = if spill.is_some() {
-                    // SAFETY: buffers `bid` and the spill were just taken from
-                    // the free list, so this call is their only user; each
-                    // iovec spans exactly one of them.
-                    syscall!(unsafe { libc::readv(*fd, iov.as_ptr(), 2) })
-                } else {
-                    // SAFETY: buffer `bid` was just taken from the free list,
-                    // so this call is its only user; it is `size` bytes long.
-                    syscall!(unsafe { libc::recv(*fd, ptr.cast(), size, 0) })
+                // SAFETY: buffer `bid` was just taken from the free list, so
+                // this call is its only user; it is `size` bytes long, inside
+                // the pool's allocation (zeroed when made, so initialised).
+                let first = unsafe { std::slice::from_raw_parts_mut(ptr, size) };
+                let r = match spill {
+                    Some((_, p2, len2)) => {
+                        // SAFETY: as for `first`, for the spill buffer.
+                        let second = unsafe { std::slice::from_raw_parts_mut(p2, len2) };
+                        rustix::io::readv(fd, &mut [IoSliceMut::new(first), IoSliceMut::new(second)])
+                    }
+                    None => net::recv(fd, first, RecvFlags::empty()).map(|(n, _)| n),
                 };
                 match r {
                     Ok(0) => {
@@ -198,7 +194,6 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                         Attempt::Done(Ok(0), RecvInfo::None)
                     }
                     Ok(n) => {
-                        let n = n as usize;
                         flags.after_read(n, want);
                         flags.spill = n >= size;
                         match spill {
@@ -222,65 +217,38 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
                     }
                 }
             }
-            Op::Send { fd, buf } => {
+            Op::Send { buf, .. } => {
                 let s = buf.as_slice();
-                // SAFETY: the kernel reads `s.len()` bytes of a buffer this op owns.
-                match syscall!(unsafe { libc::send(*fd, s.as_ptr().cast(), s.len(), libc::MSG_NOSIGNAL) }) {
+                match net::send(fd, s, SendFlags::NOSIGNAL) {
                     Ok(n) => {
-                        flags.after_write(n as usize, s.len());
-                        Attempt::Done(Ok(n as usize), RecvInfo::None)
+                        flags.after_write(n, s.len());
+                        Attempt::Done(Ok(n), RecvInfo::None)
                     }
                     Err(e) => write_error(e, flags),
                 }
             }
-            Op::SendVectored { fd, bufs } => send_vectored(*fd, bufs, flags),
-            Op::RecvFrom { fd, buf } => {
-                let spare = buf.spare_capacity_mut();
-                let mut iov = libc::iovec {
-                    iov_base: spare.as_mut_ptr().cast(),
-                    iov_len: spare.len(),
-                };
-                // SAFETY: all-zero bytes are a valid sockaddr_storage and msghdr.
-                let (mut addr, mut hdr): (libc::sockaddr_storage, libc::msghdr) = unsafe { std::mem::zeroed() };
-                hdr.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
-                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                hdr.msg_iov = &mut iov;
-                hdr.msg_iovlen = 1;
-                // SAFETY: the header points at a live iovec over the op's spare
-                // capacity and at local address storage of the stated size.
-                match syscall!(unsafe { libc::recvmsg(*fd, &mut hdr, 0) }) {
-                    Ok(n) => Attempt::Done(Ok(n as usize), RecvInfo::Peer(sockaddr_to_std(&addr, hdr.msg_namelen))),
-                    Err(e) => read_error(e, flags),
+            Op::SendVectored { bufs, .. } => send_vectored(fd, bufs, flags),
+            Op::RecvFrom { buf, .. } => match net::recvfrom(fd, crate::sys::room(buf), RecvFlags::empty()) {
+                Ok(((got, _), _, addr)) => {
+                    let peer = addr.and_then(|a| SocketAddr::try_from(a).ok());
+                    Attempt::Done(Ok(got.len()), RecvInfo::Peer(peer))
                 }
-            }
-            Op::SendTo { fd, buf, addr } => {
-                let s = buf.as_slice();
-                let mut iov = libc::iovec {
-                    iov_base: s.as_ptr() as *mut libc::c_void,
-                    iov_len: s.len(),
-                };
-                // SAFETY: all-zero bytes are a valid msghdr.
-                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-                hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
-                hdr.msg_namelen = addr.len();
-                hdr.msg_iov = &mut iov;
-                hdr.msg_iovlen = 1;
-                // SAFETY: the header points at a live iovec over the op's
-                // buffer (only read) and at the op's own address.
-                match syscall!(unsafe { libc::sendmsg(*fd, &hdr, libc::MSG_NOSIGNAL) }) {
-                    Ok(n) => Attempt::Done(Ok(n as usize), RecvInfo::None),
+                Err(e) => read_error(e, flags),
+            },
+            Op::SendTo { buf, addr, .. } => match addr.as_socket() {
+                Some(to) => match net::sendto(fd, buf.as_slice(), SendFlags::NOSIGNAL, &to) {
+                    Ok(n) => Attempt::Done(Ok(n), RecvInfo::None),
                     Err(e) => write_error(e, flags),
-                }
-            }
-            Op::SendFile { fd, file, offset, len } => {
+                },
+                None => Attempt::Done(Err(errno(Errno::AFNOSUPPORT)), RecvInfo::None),
+            },
+            Op::SendFile { file, offset, len, .. } => {
                 if *len == 0 {
                     return Attempt::Done(Ok(*progress as usize), RecvInfo::None);
                 }
-                let mut off = *offset as libc::off_t;
+                let mut off = *offset;
                 let chunk = (*len).min(MAX_SENDFILE) as usize;
-                // SAFETY: `off` is a live local the call updates; the fds are
-                // open (the port holds the socket, the op holds the file).
-                match syscall!(unsafe { libc::sendfile(*fd, file.as_raw_fd(), &mut off, chunk) }) {
+                match rustix::fs::sendfile(fd, file.as_fd(), Some(&mut off), chunk) {
                     Ok(0) => Attempt::Done(Ok(*progress as usize), RecvInfo::None), // end of file
                     Ok(n) => {
                         let n = n as u64;
@@ -301,7 +269,7 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
             | Op::Shutdown { .. }
             | Op::ReadAt { .. }
             | Op::WriteAt { .. }
-            | Op::Fsync { .. } => Attempt::Done(Err(errno(libc::EINVAL)), RecvInfo::None),
+            | Op::Fsync { .. } => Attempt::Done(Err(errno(Errno::INVAL)), RecvInfo::None),
         };
         match a {
             Attempt::Done(Err(ref e), _) if is_intr(e) => continue,
@@ -310,59 +278,52 @@ pub(super) fn attempt(op: &mut Op, progress: &mut u64, flags: &mut Flags, calls:
     }
 }
 
-fn read_error(e: io::Error, flags: &mut Flags) -> Attempt {
-    if is_again(&e) {
+fn read_error(e: Errno, flags: &mut Flags) -> Attempt {
+    if e == Errno::AGAIN {
         flags.read_ready = false;
         Attempt::Again
     } else {
-        Attempt::Done(Err(e), RecvInfo::None)
+        Attempt::Done(Err(e.into()), RecvInfo::None)
     }
 }
 
-fn write_error(e: io::Error, flags: &mut Flags) -> Attempt {
-    if is_again(&e) {
+fn write_error(e: Errno, flags: &mut Flags) -> Attempt {
+    if e == Errno::AGAIN {
         flags.write_ready = false;
         Attempt::Again
     } else {
-        Attempt::Done(Err(e), RecvInfo::None)
+        Attempt::Done(Err(e.into()), RecvInfo::None)
     }
 }
 
-fn accept(fd: RawFd, multishot: bool, flags: &mut Flags) -> Attempt {
+fn accept(fd: BorrowedFd<'_>, multishot: bool, flags: &mut Flags) -> Attempt {
     // Blocking and close-on-exec, exactly as io_uring's accept hands it out:
     // the stream may be used without the port; `associate` makes it non-blocking.
-    // SAFETY: null address pointers: the peer's address is not asked for.
-    match syscall!(unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) }) {
-        Ok(s) if multishot => {
-            // SAFETY: accept4 just created this fd; nothing else owns it.
-            let stream = unsafe { TcpStream::from_raw_fd(s) };
-            Attempt::Emit(Ok(0), Payload::Accepted(stream))
-        }
-        Ok(s) => Attempt::Done(Ok(s as usize), RecvInfo::None),
+    match net::accept_with(fd, SocketFlags::CLOEXEC) {
+        Ok(s) if multishot => Attempt::Emit(Ok(0), Payload::Accepted(TcpStream::from(s))),
+        // The final completion turns the number back into a stream (`Op::finish`).
+        Ok(s) => Attempt::Done(Ok(s.into_raw_fd() as usize), RecvInfo::None),
         // The connection went away before we took it: take the next.
-        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
-            Attempt::Done(Err(errno(libc::EINTR)), RecvInfo::None)
-        }
+        Err(Errno::CONNABORTED) => Attempt::Done(Err(errno(Errno::INTR)), RecvInfo::None),
         Err(e) => read_error(e, flags),
     }
 }
 
-fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut Flags, calls: &Calls) -> Attempt {
+fn connect(fd: BorrowedFd<'_>, addr: &SockAddr, progress: &mut u64, flags: &mut Flags, calls: &Calls) -> Attempt {
     if *progress == 0 {
-        // SAFETY: `addr` is a valid socket address of `addr.len()` bytes,
-        // owned by the op; the kernel copies it during the call.
-        return match syscall!(unsafe { libc::connect(fd, addr.as_ptr().cast(), addr.len()) }) {
-            Ok(_) => Attempt::Done(Ok(0), RecvInfo::None),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => {
+        let Some(to) = addr.as_socket() else {
+            return Attempt::Done(Err(errno(Errno::AFNOSUPPORT)), RecvInfo::None);
+        };
+        return match net::connect(fd, &to) {
+            Ok(()) => Attempt::Done(Ok(0), RecvInfo::None),
+            Err(Errno::INPROGRESS | Errno::INTR) => {
                 *progress = 1;
                 flags.write_ready = false;
                 Attempt::Again
             }
-            Err(e) => Attempt::Done(Err(e), RecvInfo::None),
+            Err(e) => Attempt::Done(Err(e.into()), RecvInfo::None),
         };
     }
-    // SAFETY: the port holds `fd` open while this op is counted on its handle.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     let sock = SockRef::from(&fd);
     // Writable (or failed): the socket's pending error says how it went.
     match sock.take_error() {
@@ -373,7 +334,7 @@ fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut 
     calls.one();
     match sock.peer_addr() {
         Ok(_) => Attempt::Done(Ok(0), RecvInfo::None),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        Err(e) if e.raw_os_error() == Some(Errno::NOTCONN.raw_os_error()) => {
             flags.write_ready = false;
             Attempt::Again
         }
@@ -383,55 +344,38 @@ fn connect(fd: RawFd, addr: &socket2::SockAddr, progress: &mut u64, flags: &mut 
 
 /// The pool has no free buffer: like io_uring, fail with `ENOBUFS` only once
 /// data has arrived (or report end of stream); until then, keep waiting.
-fn pool_empty(fd: RawFd, flags: &mut Flags, calls: &Calls) -> Attempt {
-    let mut byte = 0u8;
+fn pool_empty(fd: BorrowedFd<'_>, flags: &mut Flags, calls: &Calls) -> Attempt {
+    let mut byte = [0u8; 1];
     loop {
-        // SAFETY: peeks at most one byte into a live local.
-        let r = syscall!(unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK) });
-        match r {
+        match net::recv(fd, &mut byte[..], RecvFlags::PEEK).map(|(n, _)| n) {
             Ok(0) => {
                 flags.rdhup = true;
                 return Attempt::Done(Ok(0), RecvInfo::None);
             }
-            Ok(_) => return Attempt::Done(Err(errno(libc::ENOBUFS)), RecvInfo::None),
-            Err(e) if is_intr(&e) => calls.one(),
+            Ok(_) => return Attempt::Done(Err(errno(Errno::NOBUFS)), RecvInfo::None),
+            Err(Errno::INTR) => calls.one(),
             Err(e) => return read_error(e, flags),
         };
     }
 }
 
-fn send_vectored(fd: RawFd, bufs: &[Buf], flags: &mut Flags) -> Attempt {
-    let empty = libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    };
-    let mut stack = [empty; STACK_IOVS];
-    let mut heap: Vec<libc::iovec>;
-    let iovs: &mut [libc::iovec] = if bufs.len() <= STACK_IOVS {
-        &mut stack[..bufs.len()]
+fn send_vectored(fd: BorrowedFd<'_>, bufs: &[Buf], flags: &mut Flags) -> Attempt {
+    let mut stack = [IoSlice::new(&[]); STACK_IOVS];
+    let heap: Vec<IoSlice<'_>>;
+    let iovs: &[IoSlice<'_>] = if bufs.len() <= STACK_IOVS {
+        for (iov, b) in stack.iter_mut().zip(bufs) {
+            *iov = IoSlice::new(b.as_slice());
+        }
+        &stack[..bufs.len()]
     } else {
-        heap = vec![empty; bufs.len()];
-        &mut heap[..]
+        heap = bufs.iter().map(|b| IoSlice::new(b.as_slice())).collect();
+        &heap
     };
-    let mut total = 0;
-    for (iov, b) in iovs.iter_mut().zip(bufs) {
-        let s = b.as_slice();
-        *iov = libc::iovec {
-            iov_base: s.as_ptr() as *mut libc::c_void,
-            iov_len: s.len(),
-        };
-        total += s.len();
-    }
-    // SAFETY: all-zero bytes are a valid msghdr.
-    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-    hdr.msg_iov = iovs.as_mut_ptr();
-    hdr.msg_iovlen = iovs.len();
-    // SAFETY: the header points at live iovecs over buffers this op owns,
-    // which the kernel only reads.
-    match syscall!(unsafe { libc::sendmsg(fd, &hdr, libc::MSG_NOSIGNAL) }) {
+    let total = bufs.iter().map(|b| b.as_slice().len()).sum();
+    match net::sendmsg(fd, iovs, &mut SendAncillaryBuffer::default(), SendFlags::NOSIGNAL) {
         Ok(n) => {
-            flags.after_write(n as usize, total);
-            Attempt::Done(Ok(n as usize), RecvInfo::None)
+            flags.after_write(n, total);
+            Attempt::Done(Ok(n), RecvInfo::None)
         }
         Err(e) => write_error(e, flags),
     }
@@ -440,8 +384,15 @@ fn send_vectored(fd: RawFd, bufs: &[Buf], flags: &mut Flags) -> Attempt {
 /// `shutdown(2)`, done at once.
 pub(super) fn shutdown(fd: RawFd, how: Shutdown, calls: &Calls) -> io::Result<usize> {
     calls.one();
-    // SAFETY: integer arguments only; no memory is passed.
-    syscall!(unsafe { libc::shutdown(fd, crate::sys::shut_how(how)) }).map(|_| 0)
+    // SAFETY: the port holds `fd` open while the op is counted on its handle.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let how = match how {
+        Shutdown::Read => net::Shutdown::Read,
+        Shutdown::Write => net::Shutdown::Write,
+        Shutdown::Both => net::Shutdown::Both,
+    };
+    net::shutdown(fd, how)?;
+    Ok(0)
 }
 
 /// The final completion of an op, handing its buffers back exactly as the

@@ -23,12 +23,15 @@ mod timers;
 
 use std::collections::VecDeque;
 use std::io as stdio;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::event::{EventfdFlags, Timespec};
+use rustix::io::Errno;
 use slab::Slab;
 use socket2::{SockRef, Type};
 
@@ -36,7 +39,7 @@ use self::files::FileThreads;
 use self::io::{Attempt, Calls, Flags, RecvInfo};
 use self::timers::Timers;
 use super::buf::{BufPool, FreeStack, Payload, PoolInner, Provider};
-use super::{errno, syscall, CancelTarget, Driver, Op, QueueCount};
+use super::{errno, CancelTarget, Driver, Op, QueueCount};
 use crate::backend::Backend;
 use crate::completion::{Completion, Issued, Meta};
 use crate::error::{BuildError, SubmitErrorKind};
@@ -148,7 +151,7 @@ struct Inner {
     state: Mutex<State>,
     /// File threads wait here for jobs.
     jobs_cv: Condvar,
-    events: Mutex<Vec<libc::epoll_event>>,
+    events: Mutex<Events>,
     /// System calls made under `state`.
     kernel_calls: Calls,
     /// System calls made by file threads (outside `state`).
@@ -164,21 +167,11 @@ pub(crate) struct Epoll {
 
 impl Epoll {
     fn new(entries: u32, queue: Arc<QueueCount>) -> stdio::Result<Epoll> {
-        // SAFETY: integer arguments only; no memory is passed.
-        let ep = syscall!(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: epoll_create1 just returned this fd; nothing else owns it.
-        let epfd = unsafe { OwnedFd::from_raw_fd(ep) };
-        // SAFETY: integer arguments only; no memory is passed.
-        let ev = syscall!(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        // SAFETY: eventfd just returned this fd; nothing else owns it.
-        let wakefd = unsafe { OwnedFd::from_raw_fd(ev) };
+        let epfd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let wakefd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         // Edge-triggered: every write is an edge, so the counter is never read.
-        let mut e = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-            u64: WAKE_TOKEN,
-        };
-        // SAFETY: `e` is a live epoll_event the kernel copies during the call.
-        syscall!(unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, wakefd.as_raw_fd(), &mut e) })?;
+        let wake = EventData::new_u64(WAKE_TOKEN);
+        epoll::add(&epfd, &wakefd, wake, EventFlags::IN | EventFlags::ET)?;
         let batch = entries.clamp(64, 1024) as usize;
         Ok(Epoll {
             id: crate::sys::next_driver_id(),
@@ -201,7 +194,7 @@ impl Epoll {
                     cancelled_all: false,
                 }),
                 jobs_cv: Condvar::new(),
-                events: Mutex::new(vec![libc::epoll_event { events: 0, u64: 0 }; batch]),
+                events: Mutex::new(Events(Vec::with_capacity(batch))),
                 kernel_calls: Calls::default(),
                 file_calls: AtomicU64::new(0),
                 queue,
@@ -252,26 +245,21 @@ impl Inner {
     }
 
     /// Adds `fd` to the epoll set and learns whether it is a stream socket.
-    fn register(&self, f: &mut FdState, fd: RawFd) -> stdio::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: f.token(fd),
-        };
+    fn register(&self, f: &mut FdState, fd: RawFd) -> rustix::io::Result<()> {
+        let data = EventData::new_u64(f.token(fd));
+        let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
+        // SAFETY: the port holds `fd` open while an op on it is pushed.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         self.count();
-        let ep = self.epfd.as_raw_fd();
-        // SAFETY: `ev` is a live epoll_event the kernel copies during the call.
-        if let Err(e) = syscall!(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }) {
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(e);
+        match epoll::add(&self.epfd, borrowed, data, flags) {
+            Err(Errno::EXIST) => {
+                self.count();
+                epoll::modify(&self.epfd, borrowed, data, flags)?;
             }
-            self.count();
-            // SAFETY: as above.
-            syscall!(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, &mut ev) })?;
+            r => r?,
         }
         f.flags.registered = true;
         self.count();
-        // SAFETY: the port holds `fd` open while an op on it is pushed.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         f.flags.stream = SockRef::from(&borrowed).r#type().is_ok_and(|t| t == Type::STREAM);
         Ok(())
     }
@@ -320,8 +308,7 @@ impl Inner {
         }
         if !f.queue(dir).is_empty() && !f.flags.registered {
             if let Err(e) = self.register(f, fd) {
-                let code = e.raw_os_error().unwrap_or(libc::EIO);
-                self.fail_fd(st, fd, code);
+                self.fail_fd(st, fd, e);
             }
         }
     }
@@ -333,12 +320,12 @@ impl Inner {
     fn stop_front(&self, f: &mut FdState, ops: &mut Slab<Entry>, ready: &mut Vec<Completion>, dir: Dir) {
         if let Some(idx) = f.queue(dir).pop_front() {
             let e = ops.remove(idx as usize);
-            ready.push(io::finish(e.meta, e.op, Err(errno(libc::ENOBUFS)), RecvInfo::None));
+            ready.push(io::finish(e.meta, e.op, Err(errno(Errno::NOBUFS)), RecvInfo::None));
         }
     }
 
     /// Completes every op queued on `fd` with `code`.
-    fn fail_fd(&self, st: &mut State, fd: RawFd, code: i32) {
+    fn fail_fd(&self, st: &mut State, fd: RawFd, code: Errno) {
         let Some(f) = st.fds.get_mut(fd as usize) else { return };
         let reads = std::mem::take(&mut f.reads);
         let writes = std::mem::take(&mut f.writes);
@@ -350,17 +337,16 @@ impl Inner {
     }
 
     /// Handles one readiness event.
-    fn on_event(&self, st: &mut State, token: u64, events: u32) {
+    fn on_event(&self, st: &mut State, token: u64, ev: EventFlags) {
         let token = GenIndex::from_u64(token);
         let (fd, gen) = (token.index() as RawFd, token.generation());
         let Some(f) = st.fds.get_mut(fd as usize) else { return };
         if f.gen != gen || !f.flags.registered {
             return;
         }
-        let ev = events as i32;
-        let closed = ev & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0;
-        let rd = closed || ev & libc::EPOLLIN != 0;
-        let wr = ev & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0;
+        let closed = ev.intersects(EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR);
+        let rd = closed || ev.contains(EventFlags::IN);
+        let wr = ev.intersects(EventFlags::OUT | EventFlags::HUP | EventFlags::ERR);
         if closed {
             f.flags.rdhup = true;
         }
@@ -407,7 +393,7 @@ impl Inner {
 
     /// Cancels one op (not one that a file thread is running).
     fn cancel_idx(&self, st: &mut State, idx: usize) {
-        let code = libc::ECANCELED;
+        let code = Errno::CANCELED;
         let place = st.ops[idx].place;
         match place {
             Place::Running => return,
@@ -438,7 +424,7 @@ impl Inner {
     }
 
     fn cancel_fd(&self, st: &mut State, fd: RawFd) {
-        self.fail_fd(st, fd, libc::ECANCELED);
+        self.fail_fd(st, fd, Errno::CANCELED);
         let jobs: Vec<u32> = st
             .file_threads
             .jobs
@@ -464,7 +450,7 @@ impl Inner {
         fds.sort_unstable();
         fds.dedup();
         for fd in fds {
-            self.fail_fd(st, fd, libc::ECANCELED);
+            self.fail_fd(st, fd, Errno::CANCELED);
         }
         st.timers.clear();
         st.file_threads.jobs.clear();
@@ -477,35 +463,31 @@ impl Inner {
         for idx in rest {
             let e = st.ops.remove(idx);
             st.ready
-                .push(io::finish(e.meta, e.op, Err(errno(libc::ECANCELED)), RecvInfo::None));
+                .push(io::finish(e.meta, e.op, Err(errno(Errno::CANCELED)), RecvInfo::None));
         }
     }
 
     /// One `epoll_wait`; handles what it reports. Called without `state` held.
-    fn poll(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> stdio::Result<MutexGuardState<'_>> {
-        // SAFETY: the kernel writes at most `events.len()` entries into
-        // `events`, a live slice this call borrows mutably.
-        let n = syscall!(unsafe {
-            libc::epoll_wait(
-                self.epfd.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as i32,
-                timeout_ms,
-            )
+    /// (`timeout_ms` -1: no timeout.)
+    fn poll(&self, events: &mut Vec<epoll::Event>, timeout_ms: i32) -> stdio::Result<MutexGuardState<'_>> {
+        let timeout = u32::try_from(timeout_ms).ok().map(|ms| Timespec {
+            tv_sec: i64::from(ms / 1000),
+            tv_nsec: i64::from(ms % 1000) * 1_000_000,
         });
+        events.clear();
+        let r = epoll::wait(&self.epfd, rustix::buffer::spare_capacity(events), timeout.as_ref());
         let mut st = self.state.lock();
         st.blocked = false;
         st.signalled = false;
         st.last_poll = Instant::now();
-        let n = match n {
-            Ok(n) => n as usize,
-            Err(e) if e.kind() == stdio::ErrorKind::Interrupted => 0,
-            Err(e) => return Err(e),
-        };
-        for ev in &events[..n] {
-            let (token, bits) = (ev.u64, ev.events);
+        match r {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        for ev in events.iter() {
+            let (token, flags) = (ev.data.u64(), ev.flags);
             if token != WAKE_TOKEN {
-                self.on_event(&mut st, token, bits);
+                self.on_event(&mut st, token, flags);
             }
         }
         Ok(st)
@@ -513,6 +495,14 @@ impl Inner {
 }
 
 type MutexGuardState<'a> = parking_lot::MutexGuard<'a, State>;
+
+/// `epoll_wait`'s output buffer, kept for reuse by whichever thread leads.
+struct Events(Vec<epoll::Event>);
+
+// SAFETY: rustix's `EventData` can hold a pointer, which makes `Event` not
+// `Send`; these events hold only the u64 tokens this driver registers
+// (never a pointer), so moving them between threads is sound.
+unsafe impl Send for Events {}
 
 /// `epoll_wait`'s timeout for `d`, rounded up so a timer never fires early.
 fn timeout_ms(d: Duration) -> i32 {
@@ -612,7 +602,7 @@ impl Driver for Epoll {
         };
         if st.cancelled_all {
             // Shut down: the op completes at once, cancelled, buffers handed back.
-            return done(st, io::finish(meta, op, Err(errno(libc::ECANCELED)), RecvInfo::None));
+            return done(st, io::finish(meta, op, Err(errno(Errno::CANCELED)), RecvInfo::None));
         }
         let place = match &op {
             Op::Nop => return done(st, Completion::new(meta, Ok(0), Payload::None, false)),
@@ -640,7 +630,7 @@ impl Driver for Epoll {
                 let fd = other.fd();
                 let dir = dir_of(other).expect("every other op is a socket op");
                 if fd < 0 {
-                    return done(st, io::finish(meta, op, Err(errno(libc::EBADF)), RecvInfo::None));
+                    return done(st, io::finish(meta, op, Err(errno(Errno::BADF)), RecvInfo::None));
                 }
                 Place::Queued(fd, dir)
             }
@@ -732,7 +722,7 @@ impl Driver for Epoll {
             st.wake_at = until;
             inner.count(); // the epoll_wait below, counted while `state` is held
             drop(st);
-            st = inner.poll(&mut events, ms)?;
+            st = inner.poll(&mut events.0, ms)?;
             polled = true;
         }
     }
@@ -779,9 +769,8 @@ impl Driver for Epoll {
         let f = &mut st.fds[fd as usize];
         if f.flags.registered {
             inner.count();
-            let mut ev = libc::epoll_event { events: 0, u64: 0 };
-            // SAFETY: `ev` is a live epoll_event (ignored by EPOLL_CTL_DEL).
-            let _ = syscall!(unsafe { libc::epoll_ctl(inner.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) });
+            // SAFETY: the port is about to close `fd`, so it is still open.
+            let _ = epoll::delete(&inner.epfd, unsafe { BorrowedFd::borrow_raw(fd) });
         }
         *f = FdState::new(GenIndex::next_generation(f.gen));
     }

@@ -119,17 +119,19 @@ impl Uring {
         // COOP_TASKRUN: completion work runs when the submitting thread next
         // enters the kernel instead of interrupting it (sleeping threads are
         // still woken for it). Measured: 1 KiB HTTP 79k -> 178k req/s.
-        let ring = IoUring::builder()
-            .setup_cqsize(cq)
-            .setup_coop_taskrun()
-            .setup_taskrun_flag()
-            .setup_submit_all()
-            .build(entries)
-            .or_else(|_| IoUring::builder().setup_cqsize(cq).build(entries))
-            .map_err(|source| BuildError::IoUringUnavailable {
-                cause: explain(&source),
-                source,
-            })?;
+        let setup = move || {
+            IoUring::builder()
+                .setup_cqsize(cq)
+                .setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .setup_submit_all()
+                .build(entries)
+                .or_else(|_| IoUring::builder().setup_cqsize(cq).build(entries))
+        };
+        let ring = on_own_thread(setup).map_err(|source| BuildError::IoUringUnavailable {
+            cause: explain(&source),
+            source,
+        })?;
         let mut probe = io_uring::Probe::new();
         ring.submitter()
             .register_probe(&mut probe)
@@ -762,11 +764,55 @@ impl Driver for Uring {
     }
 
     fn drain(&self) {
-        let core = &self.core;
-        // The port is gone: the thread dropping it submits and waits itself.
-        if core.state.lock().ops.is_empty() {
+        // The dropping thread is often an application thread that never
+        // entered the ring: it must not start now (see `on_own_thread`).
+        if drained(&self.core.state.lock()) {
             return;
         }
+        let this = Uring {
+            core: self.core.clone(),
+            id: self.id,
+        };
+        on_own_thread(move || this.drain_here());
+    }
+}
+
+/// Runs `f` on a short-lived thread of its own (or here, if no thread can
+/// be had). The kernel remembers every thread that set up or submitted to a
+/// ring, and sends each one task work (TWA_SIGNAL) when the ring closes,
+/// which wakes it from whatever it blocks in: a socket read with a timeout
+/// fails with EINTR. Setting up and draining the ring on a thread that has
+/// exited by then keeps the application's threads out of that list.
+fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let f = Arc::new(Mutex::new(Some(f)));
+    let theirs = f.clone();
+    let spawned = std::thread::Builder::new()
+        .name("cport-ring".into())
+        .spawn(move || theirs.lock().take().map(|f| f()));
+    let done = match spawned {
+        Ok(t) => t.join().ok().flatten(),
+        Err(e) => {
+            tracing::warn!(error = %e, "no thread for io_uring setup or drain; using the calling thread");
+            None
+        }
+    };
+    // Not spawned (or it panicked before taking `f`): run it here.
+    done.unwrap_or_else(|| match f.lock().take() {
+        Some(f) => f(),
+        None => panic!("io_uring setup or drain panicked on its own thread"),
+    })
+}
+
+/// No op is left in the ring.
+fn drained(st: &State) -> bool {
+    st.ops.is_empty()
+}
+
+impl Uring {
+    /// [`Driver::drain`]'s work, on the calling thread: cancels everything
+    /// and waits (bounded) until the kernel is done with every op.
+    fn drain_here(&self) {
+        let core = &self.core;
         self.cancel(CancelTarget::All);
         let _ = core.submit_pending();
         let start = Instant::now();
@@ -775,7 +821,7 @@ impl Driver for Uring {
             {
                 let mut st = core.state.lock();
                 core.reap(&mut st, &mut sink);
-                if st.ops.is_empty() {
+                if drained(&st) {
                     return;
                 }
                 core.fill_sq(&mut st);

@@ -171,7 +171,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<Pipe>) -
             .build(),
         Op::Connect { fd, addr } => opcode::Connect::new(types::Fd(*fd), addr.as_ptr().cast(), addr.len()).build(),
         Op::Recv { fd, buf } => {
-            let spare = buf.spare_capacity_mut();
+            let spare = crate::sys::room(buf);
             let len = spare.len().min(u32::MAX as usize) as u32;
             opcode::Recv::new(types::Fd(*fd), spare.as_mut_ptr().cast(), len).build()
         }
@@ -202,7 +202,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<Pipe>) -
             e
         }
         Op::RecvFrom { fd, buf } => {
-            let spare = buf.spare_capacity_mut();
+            let spare = crate::sys::room(buf);
             let iov = libc::iovec {
                 iov_base: spare.as_mut_ptr().cast(),
                 iov_len: spare.len(),
@@ -225,7 +225,7 @@ pub(super) fn build(f: &mut InFlight, pipe: impl FnOnce() -> io::Result<Pipe>) -
         }
         Op::Shutdown { fd, how } => opcode::Shutdown::new(types::Fd(*fd), super::super::shut_how(*how)).build(),
         Op::ReadAt { fd, buf, offset } => {
-            let spare = buf.spare_capacity_mut();
+            let spare = crate::sys::room(buf);
             let len = spare.len().min(u32::MAX as usize) as u32;
             opcode::Read::new(types::Fd(*fd), spare.as_mut_ptr().cast(), len)
                 .offset(*offset)
