@@ -189,6 +189,8 @@ fn predict(w: &WorldInfo, (x, y): (i32, i32), dx: i8, dy: i8) -> (i32, i32) {
 }
 
 const TICK: u64 = u64::MAX;
+/// How long after the window the bots wait for the server's counters.
+const STATS_WAIT: Duration = Duration::from_secs(15);
 /// Inputs each bot remembers for neighbour latency.
 const SENT_KEPT: usize = 64;
 
@@ -286,7 +288,9 @@ pub fn run(cfg: &GameConfig) -> io::Result<GameReport> {
             let window_ticks = (sh.rep.seconds * f64::from(hz)).round().max(1.0) as u32;
             ask_stats(&port, &mut bots, window_ticks);
         }
-        if asked_end && (sh.stats.len() >= 2 || now >= end + Duration::from_secs(3)) {
+        // A server that fell behind answers late: the bots stop sending at
+        // the end, so it catches up and its counters still arrive.
+        if asked_end && (sh.stats.len() >= 2 || now >= end + STATS_WAIT) {
             break;
         }
         let c = match port.get(Some(Duration::from_millis(100))) {

@@ -230,6 +230,16 @@ impl Game {
     }
 }
 
+impl Drop for Game {
+    /// A game dropped without [`finish`](Game::finish) still saves its
+    /// players and stops its database thread (which holds the world).
+    fn drop(&mut self) {
+        if self.engine.store.lock().is_some() {
+            self.finish();
+        }
+    }
+}
+
 /// A running game server: one server core hosting a [`Game`].
 pub struct GameServer {
     server: Option<Server>,
