@@ -7,25 +7,27 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cport_proto::game::{encode_to_bytes, parse_client_frame, KickReason, Packet};
-use cport_server::{DisconnectReason, FrameAction, FrameError, Handler, Message, Session};
+use cport_server::{Completion, DisconnectReason, FrameAction, FrameError, Handler, Message, ServerHandle, Session};
 
 use crate::engine::{kick, Conn, Engine};
 use crate::zone::Cmd;
 
 /// Per-connection state on the session's worker.
-pub(crate) struct ConnState {
+pub struct ConnState {
     conn: Arc<Conn>,
     /// Packet tokens in thousandths (refilled at `packet_rate` per second).
     tokens: i64,
     last: Instant,
 }
 
-/// The game's [`Handler`].
-pub(crate) struct GameHandler {
-    pub engine: Arc<Engine>,
+/// The game's [`Handler`]: the sessions' packets, and the world's own
+/// completions on the server's port (its tick, its zones' steps, logins
+/// back from the database). Made by [`Game::handler`](crate::Game::handler).
+pub struct GameHandler {
+    pub(crate) engine: Arc<Engine>,
     /// Packets per second one connection may send (sustained; bursts of
     /// one second's worth).
-    pub packet_rate: u32,
+    pub(crate) packet_rate: u32,
 }
 
 impl GameHandler {
@@ -105,6 +107,10 @@ impl Handler for GameHandler {
             reason: KickReason::MALFORMED,
         }));
         FrameAction::Close
+    }
+
+    fn on_completion(&self, _: &ServerHandle, tag: u64, c: Completion) {
+        self.engine.handle(tag, c);
     }
 }
 

@@ -1,7 +1,12 @@
-//! The engine: zones stepped on a completion port's worker threads.
+//! The engine: zones stepped on the game server's own port and workers.
 //!
-//! A timer on the engine's port fires each tick. The worker that takes it
-//! posts one packet per zone; the workers apply the zones' inputs in
+//! The world has no port and no threads of its own: its tick is a timer
+//! on the server's port (issued with `app_ctx`, delivered to the game's
+//! `Handler::on_completion`), so the sessions' I/O and the world's steps
+//! share one pool of workers and the updates a worker queues leave in the
+//! same batched submission as everything else it issued (no wake-up per
+//! session per tick). The worker that takes the tick posts one packet per
+//! zone (with one worker it steps them in place); the workers apply the zones' inputs in
 //! parallel, each under that zone's own lock, and queue what the zone
 //! produced on the sessions only after the lock is released (no lock is
 //! held across I/O). The last zone to finish runs the barrier: players that
@@ -19,11 +24,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use cport::{Completion, Ctx, Key, OpKind, Port};
+use std::sync::OnceLock;
+
+use cport::{Completion, Key, OpKind, Port};
 use cport_http::WsSession;
 use cport_proto::game::{encode_to_bytes, encode_update, spectator_snapshot, KickReason, LoginOk, Packet, SnapEntry};
 use cport_proto::ws::{encode_frame, Opcode};
-use cport_server::Session;
+use cport_server::{app_ctx, Session};
 use parking_lot::Mutex;
 
 use crate::rules::{PlayerId, Rules};
@@ -31,11 +38,57 @@ use crate::stats::TickStats;
 use crate::store::{Saved, Store};
 use crate::zone::{Cmd, Player, Seen, Zone};
 
-/// The engine port's completion contexts.
-const CTX_TICK: u64 = 1;
-const CTX_STEP: u64 = 2;
-const CTX_LOADED: u64 = 3;
-const CTX_VIEW: u64 = 4;
+/// What one of the world's completions on the server's port is for: the
+/// application tag given to `app_ctx` (kind in bits 32..40, zone below).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorldTag {
+    /// Posted once when the world is attached: a worker arms the first tick.
+    Start,
+    /// The tick timer.
+    Tick,
+    /// The first half of a tick for one zone.
+    Step(u16),
+    /// The second half of a tick for one zone.
+    View(u16),
+    /// Logins came back from the database.
+    Loaded,
+}
+
+impl WorldTag {
+    /// The tag word (56 bits at most, as `app_ctx` keeps).
+    pub(crate) fn encode(self) -> u64 {
+        let (kind, zone) = match self {
+            WorldTag::Start => (1, 0),
+            WorldTag::Tick => (2, 0),
+            WorldTag::Step(z) => (3, z),
+            WorldTag::View(z) => (4, z),
+            WorldTag::Loaded => (5, 0),
+        };
+        (kind << 32) | u64::from(zone)
+    }
+
+    /// Reads a tag back; `None` for a tag the world never issued.
+    pub(crate) fn decode(tag: u64) -> Option<WorldTag> {
+        let zone = u16::try_from(tag & 0xffff_ffff).ok()?;
+        let bare = |t| (zone == 0).then_some(t);
+        match tag >> 32 {
+            1 => bare(WorldTag::Start),
+            2 => bare(WorldTag::Tick),
+            3 => Some(WorldTag::Step(zone)),
+            4 => Some(WorldTag::View(zone)),
+            5 => bare(WorldTag::Loaded),
+            _ => None,
+        }
+    }
+
+    fn ctx(self) -> cport::Ctx {
+        app_ctx(self.encode())
+    }
+}
+
+/// The key of the world's own packets on the server's port (the context
+/// routes them; a key no session takes, as the server core's own).
+const WORLD_KEY: Key = Key(u32::MAX as u64 - 1);
 
 /// A player's link between its session (which changes on resume) and its
 /// zone (which changes on hand-off).
@@ -100,7 +153,11 @@ pub(crate) struct EngineOptions {
 }
 
 pub(crate) struct Engine {
-    pub port: Port,
+    /// The game server's port, once the world is attached to it.
+    port: OnceLock<Port>,
+    /// Zones are stepped by posting one packet each (more than one worker)
+    /// rather than in place on the tick's worker.
+    parallel: AtomicBool,
     pub rules: Rules,
     opts: EngineOptions,
     zones: Vec<Mutex<ZoneCell>>,
@@ -130,7 +187,7 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub fn new(port: Port, rules: Rules, opts: EngineOptions) -> Engine {
+    pub fn new(rules: Rules, opts: EngineOptions) -> Engine {
         let zones = (0..rules.zones())
             .map(|z| {
                 Mutex::new(ZoneCell {
@@ -142,7 +199,8 @@ impl Engine {
             .collect();
         let now = Instant::now();
         Engine {
-            port,
+            port: OnceLock::new(),
+            parallel: AtomicBool::new(false),
             rules,
             opts,
             zones,
@@ -172,16 +230,38 @@ impl Engine {
     /// that a worker finishes the login.
     pub fn on_store_answer(&self, p: PendingLogin, saved: Option<Saved>) {
         self.loaded.lock().push((p, saved));
-        if self.port.post(Key(0), 0, Ctx::new(CTX_LOADED)).is_err() {
-            tracing::warn!("game engine port refused a login completion");
+        let posted = self
+            .port
+            .get()
+            .is_some_and(|port| port.post(WORLD_KEY, 0, WorldTag::Loaded.ctx()).is_ok());
+        if !posted {
+            tracing::warn!("game server port refused a login completion");
         }
     }
 
-    /// Arms the first tick.
-    pub fn start(&self) -> std::io::Result<()> {
-        *self.next_tick.lock() = Instant::now() + self.rules.period();
-        self.port.timeout(self.rules.period(), Ctx::new(CTX_TICK))?;
+    /// Runs the world on `port` (the game server's) with `workers` worker
+    /// threads: a packet is posted so that a worker arms the first tick
+    /// (on io_uring an operation belongs to the thread that submits it).
+    pub fn attach(&self, port: &Port, workers: usize) -> std::io::Result<()> {
+        if self.port.set(port.clone()).is_err() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the game world runs on a port already",
+            ));
+        }
+        self.parallel.store(workers > 1, SeqCst);
+        port.post(WORLD_KEY, 0, WorldTag::Start.ctx())?;
         Ok(())
+    }
+
+    /// Arms the tick timer to fire after `wait`.
+    fn arm_tick(&self, wait: Duration) {
+        let Some(port) = self.port.get() else { return };
+        if let Err(e) = port.timeout(wait, WorldTag::Tick.ctx()) {
+            if !self.stopping.load(SeqCst) {
+                tracing::error!(error = %e, "cannot arm the game tick");
+            }
+        }
     }
 
     /// Stops ticking (the tick in progress finishes).
@@ -189,14 +269,38 @@ impl Engine {
         self.stopping.store(true, SeqCst);
     }
 
-    /// Runs one completion of the engine's port (a worker's whole job).
-    pub fn handle(&self, c: Completion) {
-        match (c.kind(), c.ctx()) {
-            (OpKind::Timeout, CTX_TICK) => self.begin_tick(),
-            (OpKind::Post, CTX_STEP) => self.apply_zone(c.key().0 as usize),
-            (OpKind::Post, CTX_VIEW) => self.view_zone(c.key().0 as usize),
-            (OpKind::Post, CTX_LOADED) => self.finish_logins(),
+    /// Runs one of the world's completions on the server's port (tag from
+    /// `app_ctx`). A timer ended by a cancel or the shutdown (an error)
+    /// starts no tick.
+    pub fn handle(&self, tag: u64, c: Completion) {
+        let Some(t) = WorldTag::decode(tag) else {
+            tracing::warn!(tag, "a completion the game world did not issue");
+            return;
+        };
+        match (c.kind(), t) {
+            (OpKind::Post, WorldTag::Start) => {
+                *self.next_tick.lock() = Instant::now() + self.rules.period();
+                self.arm_tick(self.rules.period());
+            }
+            (OpKind::Timeout, WorldTag::Tick) if c.result().is_ok() => self.begin_tick(),
+            (OpKind::Post, WorldTag::Step(z)) => self.apply_zone(usize::from(z)),
+            (OpKind::Post, WorldTag::View(z)) => self.view_zone(usize::from(z)),
+            (OpKind::Post, WorldTag::Loaded) => self.finish_logins(),
             _ => {}
+        }
+    }
+
+    /// Runs `run(z)` for every zone: one packet per zone for the workers
+    /// when there are several, in place on this worker when it is alone
+    /// (or the port is full).
+    fn each_zone(&self, tag: fn(u16) -> WorldTag, run: impl Fn(usize)) {
+        let n = self.zones.len();
+        let port = self.port.get().filter(|_| self.parallel.load(Relaxed));
+        for z in 0..n {
+            let posted = port.is_some_and(|p| p.post(WORLD_KEY, 0, tag(z as u16).ctx()).is_ok());
+            if !posted {
+                run(z);
+            }
         }
     }
 
@@ -206,13 +310,8 @@ impl Engine {
         }
         self.tick.fetch_add(1, SeqCst);
         *self.tick_start.lock() = Instant::now();
-        let n = self.zones.len();
-        self.remaining.store(n, SeqCst);
-        for z in 0..n {
-            if self.port.post(Key(z as u64), 0, Ctx::new(CTX_STEP)).is_err() {
-                self.apply_zone(z); // the port is full: step it here
-            }
-        }
+        self.remaining.store(self.zones.len(), SeqCst);
+        self.each_zone(WorldTag::Step, |z| self.apply_zone(z));
     }
 
     /// The first half of a tick for zone `z`: its inputs applied, its
@@ -306,13 +405,8 @@ impl Engine {
         }
         let rims: Vec<Arc<Vec<Seen>>> = self.zones.iter().map(|z| Arc::new(z.lock().zone.rim())).collect();
         *self.rims.lock() = rims;
-        let n = self.zones.len();
-        self.remaining.store(n, SeqCst);
-        for z in 0..n {
-            if self.port.post(Key(z as u64), 0, Ctx::new(CTX_VIEW)).is_err() {
-                self.view_zone(z); // the port is full: do it here
-            }
-        }
+        self.remaining.store(self.zones.len(), SeqCst);
+        self.each_zone(WorldTag::View, |z| self.view_zone(z));
     }
 
     /// The second half for zone `z`: what each of its players sees (its
@@ -462,9 +556,7 @@ impl Engine {
         }
         let wait = next.saturating_duration_since(now);
         drop(next);
-        if let Err(e) = self.port.timeout(wait, Ctx::new(CTX_TICK)) {
-            tracing::error!(error = %e, "cannot arm the game tick");
-        }
+        self.arm_tick(wait);
     }
 
     /// Players in the world (in zones and in transit).

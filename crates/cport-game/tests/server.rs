@@ -182,43 +182,67 @@ backend_tests! {
     }
 
     fn a_client_that_does_not_read_is_cut_and_the_tick_goes_on(backend: Backend) {
-        let mut cfg = config(backend, small_world());
-        cfg.max_queued = 128 << 10;
-        cfg.packet_rate = 5000;
-        cfg.rules.max_pending = 512;
-        let g = start(cfg);
-        // A small receive window, so that the server's queue fills soon.
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.connect(&g.local_addr().into()).unwrap();
-        let mut sleeper = Client::from_stream(sock.into());
-        sleeper.login("sleeper");
-        let mut talker = Client::connect(g.local_addr());
-        talker.login("talker");
+        slow_reader_is_cut_and_the_tick_goes_on(backend, 2);
+    }
+
+    fn on_one_worker_a_slow_reader_does_not_stall_the_tick(backend: Backend) {
+        // The tick, the sessions' receives and every send share one thread.
+        slow_reader_is_cut_and_the_tick_goes_on(backend, 1);
+    }
+
+    fn the_world_ticks_on_the_game_servers_own_port(backend: Backend) {
+        // Two workers: each tick posts one step and one view per zone on
+        // the server's port (the world has no port or threads of its own).
+        let rules = small_world();
+        let zones = u64::from(rules.world.zones_x) * u64::from(rules.world.zones_y);
+        let g = start(config(backend, rules));
+        assert_eq!(g.server().threads(), 2);
+        let posts0 = g.server().port().stats().completed_of(cport::OpKind::Post);
         let ticks0 = g.stats().ticks;
         let t0 = Instant::now();
-        let text = "x".repeat(200);
-        let mut cut = false;
-        while t0.elapsed() < Duration::from_secs(40) {
-            for _ in 0..60 {
-                talker.send(&Packet::Chat { text: text.clone() });
-            }
-            // The talker keeps reading (its own lines and updates come back).
-            let until = Instant::now() + Duration::from_millis(50);
-            while talker.recv(until.saturating_duration_since(Instant::now())).is_ok() {}
-            if g.server().stats().disconnects_of(ReasonKind::SlowConsumer) >= 1 {
-                cut = true;
-                break;
-            }
+        while g.stats().ticks < ticks0 + 10 && t0.elapsed() < LONG {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(cut, "the client that does not read was cut");
-        // The tick kept its pace meanwhile, and the talker still plays.
-        let secs = t0.elapsed().as_secs_f64();
         let ticks = g.stats().ticks - ticks0;
-        assert!(ticks as f64 >= secs * 20.0 * 0.5, "{ticks} ticks in {secs:.1} s");
-        let seq = talker.step(1, 0);
-        talker.acked(seq);
-        assert_eq!(g.server().stats().disconnects_of(ReasonKind::SlowConsumer), 1);
+        assert!(ticks >= 10, "{ticks} ticks");
+        let posts = g.server().port().stats().completed_of(cport::OpKind::Post) - posts0;
+        assert!(posts >= 2 * zones * (ticks - 1), "{posts} posts in {ticks} ticks of {zones} zones");
+        // Every thread that took a completion is one of the server's workers.
+        let st = g.server().port().stats();
+        let busy: Vec<_> = st.threads.iter().filter(|t| t.completions > 0).collect();
+        assert!(!busy.is_empty() && busy.len() <= 2, "{:?}", st.threads);
+    }
+
+    fn one_worker_steps_the_zones_in_place(backend: Backend) {
+        let mut cfg = config(backend, small_world());
+        cfg.zone_threads = 1;
+        let g = start(cfg);
+        assert_eq!(g.server().threads(), 1);
+        let mut a = Client::connect(g.local_addr());
+        let mut b = Client::connect(g.local_addr());
+        let la = a.login("alice");
+        b.login("bob");
+        b.until(|p| match p {
+            Packet::Update(u) if u.enters.iter().any(|e| e.id == la.player) => Some(()),
+            _ => None,
+        });
+        let posts0 = g.server().port().stats().completed_of(cport::OpKind::Post);
+        let ticks0 = g.stats().ticks;
+        let seq = a.step(2, 1);
+        let u = a.acked(seq);
+        assert_eq!((u.x, u.y), small_world().predict(la.x, la.y, 2, 1));
+        b.until(|p| match p {
+            Packet::Update(u) => u.moves.iter().find(|m| m.id == la.player && m.last_seq >= seq).map(|_| ()),
+            _ => None,
+        });
+        let t0 = Instant::now();
+        while g.stats().ticks < ticks0 + 10 && t0.elapsed() < LONG {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ticks = g.stats().ticks - ticks0;
+        let posts = g.server().port().stats().completed_of(cport::OpKind::Post) - posts0;
+        assert!(ticks >= 10, "{ticks} ticks");
+        assert!(posts < ticks, "{posts} posts in {ticks} ticks: zones were posted, not stepped in place");
     }
 
     fn many_crossing_players_are_in_exactly_one_zone(backend: Backend) {
@@ -357,4 +381,47 @@ fn the_stats_packet_reports_the_tick() {
         s.tick_p50_us <= s.tick_p99_us && s.tick_p99_us <= s.tick_max_us,
         "{s:?}"
     );
+}
+
+/// A client that stops reading is cut as a slow consumer while the tick
+/// keeps its pace and another player plays on, with `threads` workers.
+fn slow_reader_is_cut_and_the_tick_goes_on(backend: cport::Backend, threads: usize) {
+    let mut cfg = config(backend, small_world());
+    cfg.zone_threads = threads;
+    cfg.max_queued = 128 << 10;
+    cfg.packet_rate = 5000;
+    cfg.rules.max_pending = 512;
+    let g = start(cfg);
+    // A small receive window, so that the server's queue fills soon.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&g.local_addr().into()).unwrap();
+    let mut sleeper = Client::from_stream(sock.into());
+    sleeper.login("sleeper");
+    let mut talker = Client::connect(g.local_addr());
+    talker.login("talker");
+    let ticks0 = g.stats().ticks;
+    let t0 = Instant::now();
+    let text = "x".repeat(200);
+    let mut cut = false;
+    while t0.elapsed() < Duration::from_secs(40) {
+        for _ in 0..60 {
+            talker.send(&Packet::Chat { text: text.clone() });
+        }
+        // The talker keeps reading (its own lines and updates come back).
+        let until = Instant::now() + Duration::from_millis(50);
+        while talker.recv(until.saturating_duration_since(Instant::now())).is_ok() {}
+        if g.server().stats().disconnects_of(ReasonKind::SlowConsumer) >= 1 {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "the client that does not read was cut");
+    // The tick kept its pace meanwhile, and the talker still plays.
+    let secs = t0.elapsed().as_secs_f64();
+    let ticks = g.stats().ticks - ticks0;
+    assert!(ticks as f64 >= secs * 20.0 * 0.5, "{ticks} ticks in {secs:.1} s");
+    let seq = talker.step(1, 0);
+    talker.acked(seq);
+    assert_eq!(g.server().stats().disconnects_of(ReasonKind::SlowConsumer), 1);
 }

@@ -1,5 +1,6 @@
 //! `cport game`: the authoritative game server (`cport-game`): zones on a
-//! grid stepped at a fixed tick on the completion port's worker threads,
+//! grid stepped at a fixed tick on the game server's own port and worker
+//! threads,
 //! area of interest, server-side movement checks, SQLite persistence.
 
 use std::io;
@@ -32,7 +33,9 @@ pub struct GameArgs {
     /// Zones across and down (the world is ZONES x ZONES zones).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub zones: u16,
-    /// Worker threads stepping zones (0: one per processor).
+    /// The game server's worker threads: they serve the sessions and step
+    /// the zones, all on one completion port (0: one per processor the
+    /// process may run on; this sets the server's threads, not --threads).
     #[arg(long, default_value_t = 0)]
     pub zone_threads: usize,
     /// The most players at once.
