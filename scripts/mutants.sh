@@ -13,13 +13,16 @@
 #   range   HTTP Range parsing                          cport-proto unit tests
 #   hub     chat hub routing                            cport-proto unit tests
 #   proto   the whole of cport-proto                    cport-proto unit tests
-#   proto-framing  length-prefixed and line framing     the same
-#   proto-chat     chat command parsing                 the same
-#   proto-http-request   HTTP request heads, errors     the same
-#   proto-http-response  responses, conditionals, digests  the same
-#   proto-http-stream    request streams, chunked bodies   the same
-#   proto-ws       the WebSocket codec and handshake    the same
-#   proto-game     the game protocol's codec            the same
+#   proto-framing  length-prefixed and line framing     cport-proto unit tests of framing::
+#   proto-chat     chat command parsing                 ... of chat::
+#   proto-http-request   HTTP request heads, errors     ... of http::
+#   proto-http-response  responses, conditionals, digests  ... of http::
+#   proto-http-stream    request streams, chunked bodies   ... of http::
+#   proto-ws       the WebSocket codec and handshake    ... of ws::
+#   proto-game     the game protocol's codec            ... of game::
+#   (the per-module proto scopes run only that module's unit tests; retry
+#   survivors against all of them with MUTANTS_PROTO_ALL=1 and
+#   MUTANTS_ARGS=--iterate before counting one missed)
 #   sched   the scheduler's dispatch and promotion      cport unit tests, threads, workers
 #   sched-all  the whole scheduler (sched.rs)           the same
 #   handle  the port's handle table                     cport unit tests, ops, errors, fd_leaks
@@ -82,6 +85,15 @@ run() {
 }
 
 proto_tests=(-- --lib)
+# The test arguments of a per-module proto scope: that module's unit tests,
+# or all of the crate's with MUTANTS_PROTO_ALL=1 (to retry survivors).
+proto_only() {
+    if [[ "${MUTANTS_PROTO_ALL:-0}" == 1 ]]; then
+        echo "-- --lib"
+    else
+        echo "-- --lib -- $1::"
+    fi
+}
 
 scope() {
     case "$1" in
@@ -89,13 +101,13 @@ scope() {
     range) run range -p cport-proto -f crates/cport-proto/src/http/range.rs "${proto_tests[@]}" ;;
     hub) run hub -p cport-proto -f crates/cport-proto/src/chat/hub.rs "${proto_tests[@]}" ;;
     proto) run proto -p cport-proto "${proto_tests[@]}" ;;
-    proto-framing) run proto-framing -p cport-proto -f crates/cport-proto/src/framing.rs -f 'crates/cport-proto/src/framing/*.rs' "${proto_tests[@]}" ;;
-    proto-chat) run proto-chat -p cport-proto -f crates/cport-proto/src/chat/command.rs "${proto_tests[@]}" ;;
-    proto-http-request) run proto-http-request -p cport-proto -f crates/cport-proto/src/http/request.rs -f crates/cport-proto/src/http/error.rs "${proto_tests[@]}" ;;
-    proto-http-response) run proto-http-response -p cport-proto -f crates/cport-proto/src/http/response.rs -f crates/cport-proto/src/http/conditional.rs -f crates/cport-proto/src/http/digest.rs "${proto_tests[@]}" ;;
-    proto-http-stream) run proto-http-stream -p cport-proto -f crates/cport-proto/src/http/stream.rs -f crates/cport-proto/src/http/chunked.rs "${proto_tests[@]}" ;;
-    proto-ws) run proto-ws -p cport-proto -f 'crates/cport-proto/src/ws/*.rs' "${proto_tests[@]}" ;;
-    proto-game) run proto-game -p cport-proto -f 'crates/cport-proto/src/game/*.rs' "${proto_tests[@]}" ;;
+    proto-framing) run proto-framing -p cport-proto -f crates/cport-proto/src/framing.rs -f 'crates/cport-proto/src/framing/*.rs' $(proto_only framing) ;;
+    proto-chat) run proto-chat -p cport-proto -f crates/cport-proto/src/chat/command.rs $(proto_only chat) ;;
+    proto-http-request) run proto-http-request -p cport-proto -f crates/cport-proto/src/http/request.rs -f crates/cport-proto/src/http/error.rs $(proto_only http) ;;
+    proto-http-response) run proto-http-response -p cport-proto -f crates/cport-proto/src/http/response.rs -f crates/cport-proto/src/http/conditional.rs -f crates/cport-proto/src/http/digest.rs $(proto_only http) ;;
+    proto-http-stream) run proto-http-stream -p cport-proto -f crates/cport-proto/src/http/stream.rs -f crates/cport-proto/src/http/chunked.rs $(proto_only http) ;;
+    proto-ws) run proto-ws -p cport-proto -f 'crates/cport-proto/src/ws/*.rs' $(proto_only ws) ;;
+    proto-game) run proto-game -p cport-proto -f 'crates/cport-proto/src/game/*.rs' $(proto_only game) ;;
     sched) run sched -p cport -f crates/cport/src/sched.rs -F 'dispatch|promote' -- --lib --test threads --test workers ;;
     sched-all) run sched-all -p cport -f crates/cport/src/sched.rs -- --lib --test threads --test workers ;;
     handle) run handle -p cport -f crates/cport/src/handle.rs -- --lib --test ops --test errors --test fd_leaks ;;
