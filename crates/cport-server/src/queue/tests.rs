@@ -262,3 +262,28 @@ proptest! {
         prop_assert_eq!(q.held(), 0);
     }
 }
+
+#[test]
+fn pool_buffers_beyond_the_waiting_cap_are_copied_together_into_one_buffer() {
+    let mut q = SendQueue::default();
+    q.push(Item::Buf(Buf::from(&b"first"[..])));
+    let Some(Batch::One(first)) = q.next_batch() else {
+        panic!("expected a single send")
+    };
+    // Behind the send in flight: MAX_WAITING_POOLED pool buffers wait as
+    // they are; the two after them are copied out, into one buffer.
+    let parts: [&[u8]; 6] = [b"aa", b"bb", b"cc", b"dd", b"eeee", b"ffffff"];
+    assert_eq!(MAX_WAITING_POOLED, 4);
+    pooled(&parts).into_iter().for_each(|b| q.push(Item::Buf(b)));
+    assert_eq!(q.held(), 5 + 18);
+    q.complete_one(first.len(), first);
+    let Some(Batch::Many(v)) = q.next_batch() else {
+        panic!("expected a gathering send")
+    };
+    assert_eq!(v.len(), 5, "four pool buffers and one copy: {v:?}");
+    assert!(v[..4].iter().all(|b| matches!(b, Buf::Pooled(_))));
+    assert!(matches!(&v[4], Buf::Vec(c) if c == b"eeeeffffff"));
+    q.complete_many(18, v);
+    assert!(q.is_idle());
+    assert_eq!(q.held(), 0);
+}
