@@ -287,3 +287,40 @@ fn pool_buffers_beyond_the_waiting_cap_are_copied_together_into_one_buffer() {
     assert!(q.is_idle());
     assert_eq!(q.held(), 0);
 }
+
+#[test]
+fn pool_buffers_that_left_no_longer_count_toward_the_waiting_cap() {
+    let mut q = SendQueue::default();
+    for round in 0..2 {
+        q.push(Item::Buf(Buf::from(&b"head"[..])));
+        let Some(Batch::One(head)) = q.next_batch() else {
+            panic!("expected a single send")
+        };
+        pooled(&[b"a", b"b", b"c", b"d"])
+            .into_iter()
+            .for_each(|b| q.push(Item::Buf(b)));
+        q.complete_one(4, head);
+        let Some(Batch::Many(v)) = q.next_batch() else {
+            panic!("expected a gathering send")
+        };
+        assert!(
+            v.len() == 4 && v.iter().all(|b| matches!(b, Buf::Pooled(_))),
+            "round {round}: four pool buffers wait uncopied: {v:?}"
+        );
+        q.complete_many(4, v);
+        assert!(q.is_idle());
+    }
+}
+
+#[test]
+fn an_idle_queue_gives_its_item_memory_back() {
+    let mut q = SendQueue::default();
+    for _ in 0..100 {
+        q.push(Item::Buf(Buf::from(&b"x"[..])));
+    }
+    assert!(q.items.capacity() >= 100);
+    let (wire, _) = drain(&mut q, |i| if i == 0 { 50 } else { usize::MAX });
+    assert_eq!(wire.len(), 100);
+    assert!(q.is_idle());
+    assert_eq!(q.items.capacity(), 0, "an idle session keeps no queue memory");
+}
