@@ -324,3 +324,51 @@ fn an_idle_queue_gives_its_item_memory_back() {
     assert!(q.is_idle());
     assert_eq!(q.items.capacity(), 0, "an idle session keeps no queue memory");
 }
+
+#[test]
+fn copies_of_pool_buffers_fill_one_buffer_up_to_the_coalescing_cap() {
+    let parts: Vec<[u8; 64]> = (0..16u8).map(|i| [b'a' + i; 64]).collect();
+    let parts: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+    let mut q = SendQueue::default();
+    q.push(Item::Buf(Buf::from(&b"head"[..])));
+    let Some(Batch::One(head)) = q.next_batch() else {
+        panic!("expected a single send")
+    };
+    // Two receives' worth (the helper's pool holds 8): 4 wait, 12 are copied.
+    for half in parts.chunks(8) {
+        pooled(half).into_iter().for_each(|b| q.push(Item::Buf(b)));
+    }
+    q.complete_one(4, head);
+    let Some(Batch::Many(v)) = q.next_batch() else {
+        panic!("expected a gathering send")
+    };
+    assert_eq!(v.len(), 5, "12 copies of 768 bytes fit in one buffer of 16 KiB");
+    assert!(matches!(&v[4], Buf::Vec(c) if c[..] == parts[4..].concat()[..]));
+    q.complete_many(16 * 64, v);
+    assert!(q.is_idle());
+}
+
+#[test]
+fn the_gather_vector_is_kept_for_reuse_only_while_small() {
+    let mut q = SendQueue::default();
+    let mut gather = |q: &mut SendQueue, n: usize| {
+        for _ in 0..n {
+            q.push(Item::Buf(Buf::from(&b"y"[..])));
+        }
+        let Some(Batch::Many(v)) = q.next_batch() else {
+            panic!("expected a gathering send")
+        };
+        assert_eq!(v.len(), n);
+        q.complete_many(n, v);
+        assert!(q.is_idle());
+    };
+    gather(&mut q, 3);
+    let kept = q.spare.capacity();
+    assert!((3..=SPARE_CAP).contains(&kept), "a small gather vector is kept: {kept}");
+    gather(&mut q, 1000);
+    assert!(
+        q.spare.capacity() <= SPARE_CAP,
+        "a large one is not: {}",
+        q.spare.capacity()
+    );
+}
