@@ -36,7 +36,8 @@
 #           and hub mutants, those in lines the last commit changed first;
 #           fails on any survivor
 #
-# Environment: MUTANTS_OUT (default target/mutants) holds one mutants.out per
+# Environment: PROPTEST_CASES (default 32 here, except for ci);
+# CARGO_TARGET_DIR (default target/mutants-build); MUTANTS_OUT (default target/mutants) holds one mutants.out per
 # scope; MUTANTS_ARGS adds cargo-mutants options (`--iterate`); MUTANTS_JOBS (default 1: the machine is shared); MUTANTS_IN_PLACE=1
 # mutates this tree instead of a copy (faster: reuses target/; CI only, do
 # not edit the tree meanwhile).
@@ -63,6 +64,9 @@ if [[ "${MUTANTS_IN_PLACE:-0}" == 1 ]]; then
     common+=(--in-place)
 else
     common+=(--jobs "$jobs")
+    # Each run builds in a fresh copy of the tree; one target directory for
+    # all of them builds the dependencies (with cap_lints' flags) once.
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/mutants-build}"
 fi
 
 # run SCOPE [cargo-mutants args...] -- [cargo test args...]
@@ -166,6 +170,12 @@ ci() {
 
 if (($# == 0)); then
     set -- path range hub sched broadcast files queue sched-all files-all handle proto port
+fi
+# Fewer property-test cases per mutant (the tests' own fixed-count runs,
+# `coverage::run_with_coverage`, keep theirs); the CI slice keeps the
+# default. Retry survivors with the default before counting them missed.
+if [[ "$*" != ci ]]; then
+    export PROPTEST_CASES="${PROPTEST_CASES:-32}"
 fi
 # Every scope runs even when one has survivors; the exit status is the
 # worst: 0 all caught, else cargo-mutants' own (2: a mutant survived).
