@@ -65,7 +65,10 @@ if [[ "${MUTANTS_IN_PLACE:-0}" == 1 ]]; then
 else
     common+=(--jobs "$jobs")
     # Each run builds in a fresh copy of the tree; one target directory for
-    # all of them builds the dependencies (with cap_lints' flags) once.
+    # all of them builds the dependencies (with cap_lints' flags) once. Run
+    # scopes one after another: two runs at once on one target directory
+    # rebuild each other's copy of the crate (cargo sees the same package)
+    # and wait on its lock; give a parallel run its own CARGO_TARGET_DIR.
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/mutants-build}"
 fi
 
