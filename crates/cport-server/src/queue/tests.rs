@@ -351,7 +351,7 @@ fn copies_of_pool_buffers_fill_one_buffer_up_to_the_coalescing_cap() {
 #[test]
 fn the_gather_vector_is_kept_for_reuse_only_while_small() {
     let mut q = SendQueue::default();
-    let mut gather = |q: &mut SendQueue, n: usize| {
+    let gather = |q: &mut SendQueue, n: usize| {
         for _ in 0..n {
             q.push(Item::Buf(Buf::from(&b"y"[..])));
         }
