@@ -287,3 +287,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_cleared_stream_holds_nothing_and_starts_afresh() {
+    let mut s = FrameStream::lines(100);
+    s.push(b"half a li");
+    assert_eq!(s.buffered(), 9);
+    s.clear();
+    assert!(!s.has_partial());
+    assert_eq!(s.buffered(), 0);
+    assert_eq!(s.next_frame(), Ok(None));
+    s.push(b"new\n");
+    assert_eq!(s.next_frame(), Ok(Some(Bytes::from_static(b"new"))));
+}
