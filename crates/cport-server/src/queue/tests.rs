@@ -372,3 +372,29 @@ fn the_gather_vector_is_kept_for_reuse_only_while_small() {
         q.spare.capacity()
     );
 }
+
+#[test]
+fn a_short_gathering_send_that_ends_between_buffers_resumes_at_the_next_one() {
+    let mut q = SendQueue::default();
+    for part in [&b"aa"[..], b"bb", b"cc"] {
+        q.push(Item::Buf(Buf::from(part)));
+    }
+    let Some(Batch::Many(v)) = q.next_batch() else {
+        panic!("expected a gathering send")
+    };
+    q.complete_many(2, v);
+    let Some(Batch::Many(v)) = q.next_batch() else {
+        panic!("expected a gathering send")
+    };
+    let parts: Vec<&[u8]> = v.iter().map(|b| &b[..]).collect();
+    assert_eq!(
+        parts,
+        [&b"bb"[..], b"cc"],
+        "no empty rest of the buffer that went out whole"
+    );
+    // Nothing of the next message had left: a cut drops all of it.
+    q.complete_many(0, v);
+    q.cut();
+    assert!(q.next_batch().is_none());
+    assert_eq!(q.held(), 0);
+}
