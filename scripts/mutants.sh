@@ -13,11 +13,22 @@
 #   range   HTTP Range parsing                          cport-proto unit tests
 #   hub     chat hub routing                            cport-proto unit tests
 #   proto   the whole of cport-proto                    cport-proto unit tests
+#   proto-framing  length-prefixed and line framing     cport-proto unit tests of framing::
+#   proto-chat     chat command parsing                 ... of chat::
+#   proto-http-request   HTTP request heads, errors     ... of http::
+#   proto-http-response  responses, conditionals, digests  ... of http::
+#   proto-http-stream    request streams, chunked bodies   ... of http::
+#   proto-ws       the WebSocket codec and handshake    ... of ws::
+#   proto-game     the game protocol's codec            ... of game::
+#   (the per-module proto scopes run only that module's unit tests; retry
+#   survivors against all of them with MUTANTS_PROTO_ALL=1 and
+#   MUTANTS_ARGS=--iterate before counting one missed)
 #   sched   the scheduler's dispatch and promotion      cport unit tests, threads, workers
 #   sched-all  the whole scheduler (sched.rs)           the same
 #   handle  the port's handle table                     cport unit tests, ops, errors, fd_leaks
 #   port    the port                                    every cport test
-#   queue   the server core's send queue                cport-server unit tests, sessions, echo
+#   queue   the server core's send queue                cport-server unit tests
+#   queue-full  the same                                cport-server unit tests, sessions, echo
 #   broadcast  Session::broadcast and its wrappers      cport-server sessions test
 #   files   the HTTP server's file resolution           cport-http unit tests, http, refusals
 #   files-all  the whole of files.rs (replies too)      the same
@@ -25,7 +36,8 @@
 #           and hub mutants, those in lines the last commit changed first;
 #           fails on any survivor
 #
-# Environment: MUTANTS_OUT (default target/mutants) holds one mutants.out per
+# Environment: PROPTEST_CASES (default 32 here, except for ci);
+# CARGO_TARGET_DIR (default target/mutants-build); MUTANTS_OUT (default target/mutants) holds one mutants.out per
 # scope; MUTANTS_ARGS adds cargo-mutants options (`--iterate`); MUTANTS_JOBS (default 1: the machine is shared); MUTANTS_IN_PLACE=1
 # mutates this tree instead of a copy (faster: reuses target/; CI only, do
 # not edit the tree meanwhile).
@@ -52,6 +64,12 @@ if [[ "${MUTANTS_IN_PLACE:-0}" == 1 ]]; then
     common+=(--in-place)
 else
     common+=(--jobs "$jobs")
+    # Each run builds in a fresh copy of the tree; one target directory for
+    # all of them builds the dependencies (with cap_lints' flags) once. Run
+    # scopes one after another: two runs at once on one target directory
+    # rebuild each other's copy of the crate (cargo sees the same package)
+    # and wait on its lock; give a parallel run its own CARGO_TARGET_DIR.
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/mutants-build}"
 fi
 
 # run SCOPE [cargo-mutants args...] -- [cargo test args...]
@@ -74,6 +92,15 @@ run() {
 }
 
 proto_tests=(-- --lib)
+# The test arguments of a per-module proto scope: that module's unit tests,
+# or all of the crate's with MUTANTS_PROTO_ALL=1 (to retry survivors).
+proto_only() {
+    if [[ "${MUTANTS_PROTO_ALL:-0}" == 1 ]]; then
+        echo "-- --lib"
+    else
+        echo "-- --lib -- $1::"
+    fi
+}
 
 scope() {
     case "$1" in
@@ -81,11 +108,22 @@ scope() {
     range) run range -p cport-proto -f crates/cport-proto/src/http/range.rs "${proto_tests[@]}" ;;
     hub) run hub -p cport-proto -f crates/cport-proto/src/chat/hub.rs "${proto_tests[@]}" ;;
     proto) run proto -p cport-proto "${proto_tests[@]}" ;;
+    proto-framing) run proto-framing -p cport-proto -f crates/cport-proto/src/framing.rs -f 'crates/cport-proto/src/framing/*.rs' $(proto_only framing) ;;
+    proto-chat) run proto-chat -p cport-proto -f crates/cport-proto/src/chat/command.rs $(proto_only chat) ;;
+    proto-http-request) run proto-http-request -p cport-proto -f crates/cport-proto/src/http/request.rs -f crates/cport-proto/src/http/error.rs $(proto_only http) ;;
+    proto-http-response) run proto-http-response -p cport-proto -f crates/cport-proto/src/http/response.rs -f crates/cport-proto/src/http/conditional.rs -f crates/cport-proto/src/http/digest.rs $(proto_only http) ;;
+    proto-http-stream) run proto-http-stream -p cport-proto -f crates/cport-proto/src/http/stream.rs -f crates/cport-proto/src/http/chunked.rs $(proto_only http) ;;
+    proto-ws) run proto-ws -p cport-proto -f 'crates/cport-proto/src/ws/*.rs' $(proto_only ws) ;;
+    proto-game) run proto-game -p cport-proto -f 'crates/cport-proto/src/game/*.rs' $(proto_only game) ;;
     sched) run sched -p cport -f crates/cport/src/sched.rs -F 'dispatch|promote' -- --lib --test threads --test workers ;;
     sched-all) run sched-all -p cport -f crates/cport/src/sched.rs -- --lib --test threads --test workers ;;
     handle) run handle -p cport -f crates/cport/src/handle.rs -- --lib --test ops --test errors --test fd_leaks ;;
     port) run port -p cport -f crates/cport/src/port.rs ;;
-    queue) run queue -p cport-server -f 'crates/cport-server/src/queue.rs' -- --lib --test sessions --test echo ;;
+    # The queue is sans-I/O and its unit tests drive it directly; a survivor
+    # of those is then retried against the sessions and echo tests
+    # (`queue-full` with MUTANTS_ARGS=--iterate) before it counts as missed.
+    queue) run queue -p cport-server -f 'crates/cport-server/src/queue.rs' -- --lib ;;
+    queue-full) run queue -p cport-server -f 'crates/cport-server/src/queue.rs' -- --lib --test sessions --test echo ;;
     broadcast) run broadcast -p cport-server -f crates/cport-server/src/session.rs -f crates/cport-server/src/server.rs -F broadcast -- --test sessions ;;
     files) run files -p cport-http -f crates/cport-http/src/files.rs -F 'find|resolve|open_any|open_file|io_status' -- --lib --test http --test refusals ;;
     files-all) run files-all -p cport-http -f crates/cport-http/src/files.rs -- --lib --test http --test refusals ;;
@@ -135,6 +173,12 @@ ci() {
 
 if (($# == 0)); then
     set -- path range hub sched broadcast files queue sched-all files-all handle proto port
+fi
+# Fewer property-test cases per mutant (the tests' own fixed-count runs,
+# `coverage::run_with_coverage`, keep theirs); the CI slice keeps the
+# default. Retry survivors with the default before counting them missed.
+if [[ "$*" != ci ]]; then
+    export PROPTEST_CASES="${PROPTEST_CASES:-32}"
 fi
 # Every scope runs even when one has survivors; the exit status is the
 # worst: 0 all caught, else cargo-mutants' own (2: a mutant survived).

@@ -138,3 +138,6 @@ impl HandleTable {
         self.live
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -287,3 +287,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_cleared_stream_holds_nothing_and_starts_afresh() {
+    let mut s = FrameStream::lines(100);
+    s.push(b"half a li");
+    assert_eq!(s.buffered(), 9);
+    s.clear();
+    assert!(!s.has_partial());
+    assert_eq!(s.buffered(), 0);
+    assert_eq!(s.next_frame(), Ok(None));
+    s.push(b"new\n");
+    assert_eq!(s.next_frame(), Ok(Some(Bytes::from_static(b"new"))));
+}
+
+#[test]
+fn a_line_of_exactly_the_limit_encodes_and_one_more_byte_does_not() {
+    let codec = Lines::new(4);
+    let mut out = BytesMut::new();
+    codec.encode(b"abcd", &mut out).unwrap();
+    assert_eq!(&out[..], b"abcd\n");
+    assert!(matches!(
+        codec.encode(b"abcde", &mut out),
+        Err(FrameError::TooLarge { len: 5, max: 4 })
+    ));
+}

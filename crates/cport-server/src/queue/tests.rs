@@ -262,3 +262,139 @@ proptest! {
         prop_assert_eq!(q.held(), 0);
     }
 }
+
+#[test]
+fn pool_buffers_beyond_the_waiting_cap_are_copied_together_into_one_buffer() {
+    let mut q = SendQueue::default();
+    q.push(Item::Buf(Buf::from(&b"first"[..])));
+    let Some(Batch::One(first)) = q.next_batch() else {
+        panic!("expected a single send")
+    };
+    // Behind the send in flight: MAX_WAITING_POOLED pool buffers wait as
+    // they are; the two after them are copied out, into one buffer.
+    let parts: [&[u8]; 6] = [b"aa", b"bb", b"cc", b"dd", b"eeee", b"ffffff"];
+    assert_eq!(MAX_WAITING_POOLED, 4);
+    pooled(&parts).into_iter().for_each(|b| q.push(Item::Buf(b)));
+    assert_eq!(q.held(), 5 + 18);
+    q.complete_one(first.len(), first);
+    let Some(Batch::Many(v)) = q.next_batch() else {
+        panic!("expected a gathering send")
+    };
+    assert_eq!(v.len(), 5, "four pool buffers and one copy: {v:?}");
+    assert!(v[..4].iter().all(|b| matches!(b, Buf::Pooled(_))));
+    assert!(matches!(&v[4], Buf::Vec(c) if c == b"eeeeffffff"));
+    q.complete_many(18, v);
+    assert!(q.is_idle());
+    assert_eq!(q.held(), 0);
+}
+
+#[test]
+fn pool_buffers_that_left_no_longer_count_toward_the_waiting_cap() {
+    let mut q = SendQueue::default();
+    for round in 0..2 {
+        q.push(Item::Buf(Buf::from(&b"head"[..])));
+        let Some(Batch::One(head)) = q.next_batch() else {
+            panic!("expected a single send")
+        };
+        pooled(&[b"a", b"b", b"c", b"d"])
+            .into_iter()
+            .for_each(|b| q.push(Item::Buf(b)));
+        q.complete_one(4, head);
+        let Some(Batch::Many(v)) = q.next_batch() else {
+            panic!("expected a gathering send")
+        };
+        assert!(
+            v.len() == 4 && v.iter().all(|b| matches!(b, Buf::Pooled(_))),
+            "round {round}: four pool buffers wait uncopied: {v:?}"
+        );
+        q.complete_many(4, v);
+        assert!(q.is_idle());
+    }
+}
+
+#[test]
+fn an_idle_queue_gives_its_item_memory_back() {
+    let mut q = SendQueue::default();
+    for _ in 0..100 {
+        q.push(Item::Buf(Buf::from(&b"x"[..])));
+    }
+    assert!(q.items.capacity() >= 100);
+    let (wire, _) = drain(&mut q, |i| if i == 0 { 50 } else { usize::MAX });
+    assert_eq!(wire.len(), 100);
+    assert!(q.is_idle());
+    assert_eq!(q.items.capacity(), 0, "an idle session keeps no queue memory");
+}
+
+#[test]
+fn copies_of_pool_buffers_fill_one_buffer_up_to_the_coalescing_cap() {
+    let parts: Vec<[u8; 64]> = (0..16u8).map(|i| [b'a' + i; 64]).collect();
+    let parts: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+    let mut q = SendQueue::default();
+    q.push(Item::Buf(Buf::from(&b"head"[..])));
+    let Some(Batch::One(head)) = q.next_batch() else {
+        panic!("expected a single send")
+    };
+    // Two receives' worth (the helper's pool holds 8): 4 wait, 12 are copied.
+    for half in parts.chunks(8) {
+        pooled(half).into_iter().for_each(|b| q.push(Item::Buf(b)));
+    }
+    q.complete_one(4, head);
+    let Some(Batch::Many(v)) = q.next_batch() else {
+        panic!("expected a gathering send")
+    };
+    assert_eq!(v.len(), 5, "12 copies of 768 bytes fit in one buffer of 16 KiB");
+    assert!(matches!(&v[4], Buf::Vec(c) if c[..] == parts[4..].concat()[..]));
+    q.complete_many(16 * 64, v);
+    assert!(q.is_idle());
+}
+
+#[test]
+fn the_gather_vector_is_kept_for_reuse_only_while_small() {
+    let mut q = SendQueue::default();
+    let gather = |q: &mut SendQueue, n: usize| {
+        for _ in 0..n {
+            q.push(Item::Buf(Buf::from(&b"y"[..])));
+        }
+        let Some(Batch::Many(v)) = q.next_batch() else {
+            panic!("expected a gathering send")
+        };
+        assert_eq!(v.len(), n);
+        q.complete_many(n, v);
+        assert!(q.is_idle());
+    };
+    gather(&mut q, 3);
+    let kept = q.spare.capacity();
+    assert!((3..=SPARE_CAP).contains(&kept), "a small gather vector is kept: {kept}");
+    gather(&mut q, 1000);
+    assert!(
+        q.spare.capacity() <= SPARE_CAP,
+        "a large one is not: {}",
+        q.spare.capacity()
+    );
+}
+
+#[test]
+fn a_short_gathering_send_that_ends_between_buffers_resumes_at_the_next_one() {
+    let mut q = SendQueue::default();
+    for part in [&b"aa"[..], b"bb", b"cc"] {
+        q.push(Item::Buf(Buf::from(part)));
+    }
+    let Some(Batch::Many(v)) = q.next_batch() else {
+        panic!("expected a gathering send")
+    };
+    q.complete_many(2, v);
+    let Some(Batch::Many(v)) = q.next_batch() else {
+        panic!("expected a gathering send")
+    };
+    let parts: Vec<&[u8]> = v.iter().map(|b| &b[..]).collect();
+    assert_eq!(
+        parts,
+        [&b"bb"[..], b"cc"],
+        "no empty rest of the buffer that went out whole"
+    );
+    // Nothing of the next message had left: a cut drops all of it.
+    q.complete_many(0, v);
+    q.cut();
+    assert!(q.next_batch().is_none());
+    assert_eq!(q.held(), 0);
+}
