@@ -79,13 +79,18 @@ pub struct ServerBuilder {
     frame_timeout: Option<Duration>,
     close_linger: Duration,
     tick: Duration,
-    recv_buffers: (u16, usize),
+    /// The receive pool: fewest and most buffers in service, buffer size.
+    recv_buffers: (u16, u16, usize),
     nodelay: bool,
     max_sessions: usize,
     backlog: i32,
     recv_mode: RecvMode,
     shutdown_deadline: Duration,
 }
+
+/// The default receive pool's bounds (see [`ServerBuilder::recv_pool`]).
+const RECV_POOL_MIN: u16 = 256;
+const RECV_POOL_MAX: u16 = 16384;
 
 impl Default for ServerBuilder {
     fn default() -> Self {
@@ -104,7 +109,7 @@ impl Default for ServerBuilder {
             frame_timeout: Some(Duration::from_secs(30)),
             close_linger: Duration::from_secs(5),
             tick: Duration::from_millis(100),
-            recv_buffers: (4096, 4096),
+            recv_buffers: (RECV_POOL_MIN, RECV_POOL_MAX, 4096),
             nodelay: true,
             max_sessions: 1 << 20,
             backlog: 4096,
@@ -208,10 +213,19 @@ impl ServerBuilder {
         self.tick = t.max(Duration::from_millis(1));
         self
     }
-    /// The shared receive pool: `count` buffers of `size` bytes (default
-    /// 4096 x 4 KiB). Idle sessions hold none of them.
+    /// The shared receive pool at a fixed size: `count` buffers of `size`
+    /// bytes. Idle sessions hold none of them. By default the pool sizes
+    /// itself instead (see [`recv_pool`](Self::recv_pool)).
     pub fn recv_buffers(mut self, count: u16, size: usize) -> Self {
-        self.recv_buffers = (count, size);
+        self.recv_buffers = (count, count, size);
+        self
+    }
+    /// The shared receive pool, sizing itself: `min` buffers of `size`
+    /// bytes in service at first, doubled up to `max` while receives find
+    /// it empty, halved back after a second of low demand (default 256 to
+    /// 16,384 of 4 KiB: 1 MiB idle, enough for 15,000 busy sessions).
+    pub fn recv_pool(mut self, min: u16, max: u16, size: usize) -> Self {
+        self.recv_buffers = (min.max(1), max.max(min).max(1), size);
         self
     }
     /// Set `TCP_NODELAY` on accepted connections (default on).
@@ -265,7 +279,8 @@ impl ServerBuilder {
             .concurrency(self.concurrency.unwrap_or(threads))
             .backend(self.backend)
             .build()?;
-        let pool = port.buf_pool(self.recv_buffers.0, self.recv_buffers.1)?;
+        let (min, max, size) = self.recv_buffers;
+        let pool = port.buf_pool_sized(min, max.min(32768), size)?;
         let mut sockets = self.listeners;
         for a in &self.addrs {
             sockets.push(bind(*a, self.backlog)?);
@@ -293,7 +308,7 @@ impl ServerBuilder {
             high_water,
             low_water: self.water_marks.1.min(high_water),
             slow_ticks: ticks(self.slow_consumer_timeout),
-            recv_size: self.recv_buffers.1.max(1),
+            recv_size: self.recv_buffers.2.max(1),
             idle_ticks: self.idle_timeout.map(ticks),
             frame_ticks: self.frame_timeout.filter(|_| framed).map(ticks),
             linger_ticks: ticks(self.close_linger),
@@ -426,6 +441,11 @@ impl Server {
     /// The server's counters now.
     pub fn stats(&self) -> ServerStats {
         self.shared.counters.snapshot()
+    }
+
+    /// The shared receive pool: buffers in service and held, and how it resized.
+    pub fn recv_pool_usage(&self) -> cport::PoolUsage {
+        self.shared.pool.usage()
     }
 
     /// A handle for other threads and handlers.

@@ -58,7 +58,7 @@ pub use key::{Ctx, Key, Priority};
 pub use kind::OpKind;
 pub use port::{FullPolicy, Port, PortBuilder};
 pub use stats::{Stats, ThreadStats};
-pub use sys::buf::{Buf, BufPool, Datagram, Payload, PooledBuf};
+pub use sys::buf::{Buf, BufPool, Datagram, Payload, PoolUsage, PooledBuf};
 pub use worker::WorkerPool;
 
 /// Test support: expands each `fn name(backend: Backend) { body }` into a
