@@ -54,6 +54,11 @@ def server_cmd(name, port):
                              {"CPORT_BACKEND": "epoll"}),
         # As issue 3 asks: the same program, steered to epoll by the environment.
         "cport-epoll": ([cport, "echo", "--listen", addr, "--threads", "1"], {"CPORT_BACKEND": "epoll"}),
+        # The receive pool at a hand-picked fixed size (4,096 buffers: the size before it sized itself).
+        "cport-uring-pool4096": ([cport, "echo", "--listen", addr, "--threads", "1", "--backend", "uring",
+                                  "--recv-buffers", "4096"], {}),
+        "cport-uring-pool16384": ([cport, "echo", "--listen", addr, "--threads", "1", "--backend", "uring",
+                                   "--recv-buffers", "16384"], {}),
         "cport-example": ([os.path.join(REL, "examples", "echo"), addr, "1"], {}),
         "cport-example-2t": ([os.path.join(REL, "examples", "echo"), addr, "2"], {}),
         "cport-example-unbatched": ([os.path.join(REL, "examples", "echo"), addr, "1", "unbatched"], {}),
@@ -115,23 +120,38 @@ def perf_works():
     return r.returncode == 0
 
 
+def warmup_for(conns):
+    """Seconds before the measured window: connection setup must be over
+    (thousands of connects take seconds on a loaded machine)."""
+    return 0.0 if conns < 1000 else 1.0 + conns / 1000
+
+
 def one_run(name, conns, size, duration, use_perf, port):
     cmd, env = server_cmd(name, port)
     srv = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            env={**os.environ, **env})
+    client = None
     try:
         wait_listening(port, srv)
+        warmup = warmup_for(conns)
+        client = subprocess.Popen(["taskset", "-c", "1", os.path.join(REL, "cport"), "bench", "echo", "--target",
+                                   f"127.0.0.1:{port}", "--conns", str(conns), "--size", str(size), "--duration",
+                                   f"{duration}s", "--warmup", f"{warmup}s", "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Server CPU and system calls are taken over the client's measured
+        # window only (after the warm-up that covers connection setup).
+        time.sleep(warmup)
         perf = None
         if use_perf:
             perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p", str(srv.pid),
                                      "--", "sleep", str(duration)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     text=True)
         cpu0 = cpu_seconds(srv.pid)
-        out = subprocess.run(["taskset", "-c", "1", os.path.join(REL, "cport"), "bench", "echo", "--target",
-                              f"127.0.0.1:{port}", "--conns", str(conns), "--size", str(size), "--duration",
-                              f"{duration}s", "--warmup", "0s", "--json"],
-                             check=True, capture_output=True, text=True).stdout
+        time.sleep(duration)
         cpu1 = cpu_seconds(srv.pid)
+        out, err = client.communicate(timeout=duration + warmup + 120)
+        if client.returncode != 0:
+            raise RuntimeError(f"bench client failed: {err.strip()[-500:]}")
         rep = json.loads(out.strip().splitlines()[-1])
         syscalls = None
         if perf is not None:
@@ -151,6 +171,9 @@ def one_run(name, conns, size, duration, use_perf, port):
             "errors": rep["errors"] + rep["connect_errors"],
         }
     finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+            client.wait()
         srv.terminate()
         try:
             srv.wait(5)

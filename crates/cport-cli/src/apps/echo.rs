@@ -30,6 +30,11 @@ pub struct EchoArgs {
     /// With --ws: the largest message accepted (larger closes with 1009).
     #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
     pub max_message: usize,
+    /// A receive pool of this many 4 KiB buffers, fixed (1..=32768). By
+    /// default the pool sizes itself between 256 and 16,384 buffers with
+    /// the load (this flag is for comparing against a hand-picked size).
+    #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u16).range(1..=32768))]
+    pub recv_buffers: Option<u16>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -90,7 +95,12 @@ pub fn run(args: EchoArgs) -> io::Result<()> {
     let server = if args.ws {
         start_ws(args.listen, args.max_message, &args.server)?
     } else {
-        builder(args.listen, &args.server).start(Echo)?
+        let b = builder(args.listen, &args.server);
+        match args.recv_buffers {
+            Some(n) => b.recv_buffers(n, 4096),
+            None => b,
+        }
+        .start(Echo)?
     };
     announce("echo", &server);
     run_until_signal(sig, vec![("echo", server)], args.server.shutdown_deadline());
