@@ -199,6 +199,8 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--base-port", type=int, default=7400,
                     help="first loopback port; each run takes the next one (give concurrent runs distinct ranges)")
+    ap.add_argument("--port-span", type=int, default=100,
+                    help="how many ports from --base-port the runs may use (they wrap around)")
     a = ap.parse_args()
     servers = a.servers.split(",")
     if not a.no_build:
@@ -207,7 +209,7 @@ def main():
     if not use_perf:
         print("note: perf cannot count raw_syscalls here; system calls per message are not shown", file=sys.stderr)
     results = []
-    port = a.base_port
+    runs_done = 0
     wanted = [int(c) for c in a.conns.split(",")]
     limit = raise_fd_limit(max(wanted) + FD_SPARE)
     for conns in wanted:
@@ -220,7 +222,10 @@ def main():
             for rnd in range(a.rounds):
                 order = servers if rnd % 2 == 0 else list(reversed(servers))
                 for s in order:
-                    port += 1
+                    # Each run takes the next port, wrapping within the span
+                    # given (SO_REUSEADDR lets a port come round again).
+                    runs_done += 1
+                    port = a.base_port + runs_done % a.port_span
                     runs[s].append(one_run(s, conns, size, a.duration, use_perf, port))
             base = med(runs[a.peer], "rate") if a.peer in runs else None
             base_cpu = med(runs[a.peer], "cpu_us_per_msg") if a.peer in runs else None
