@@ -222,8 +222,9 @@ impl ServerBuilder {
     }
     /// The shared receive pool, sizing itself: `min` buffers of `size`
     /// bytes in service at first, doubled up to `max` while receives find
-    /// it empty, halved back after a second of low demand (default 256 to
-    /// 16,384 of 4 KiB: 1 MiB idle, enough for 15,000 busy sessions).
+    /// it empty, halved back a second at a time once demand is low and it
+    /// has not grown for ten seconds (default 256 to 16,384 of 4 KiB:
+    /// 1 MiB idle, enough for 15,000 busy sessions).
     pub fn recv_pool(mut self, min: u16, max: u16, size: usize) -> Self {
         self.recv_buffers = (min.max(1), max.max(min).max(1), size);
         self

@@ -899,7 +899,7 @@ impl Port {
     /// A pool that sizes itself: `min` buffers of `size` bytes in service at
     /// first, doubled (up to `max`) when receives find it empty while most
     /// are held, halved again (not below `min`) after a second of low
-    /// demand ([`BufPool::trim`]). Address space for `max` buffers is
+    /// demand, ten seconds after it last grew ([`BufPool::trim`]). Address space for `max` buffers is
     /// reserved; only buffers in use take memory.
     ///
     /// # Errors
