@@ -120,7 +120,12 @@ fn round(socks: &mut [TcpStream], ep: &impl AsFd, r: usize, end: Instant, mut be
     got
 }
 
+/// The two backends' tests share this process and its descriptor limit:
+/// one at a time (both at once need 20,000 descriptors and hit EMFILE).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 fn many_connections(backend: Backend) {
+    let _alone = ONE_AT_A_TIME.lock();
     let limit = cport_testutil::raise_fd_limit();
     // Both ends live in this process: two descriptors per connection.
     let need = 2 * CONNS as u64 + 256;
