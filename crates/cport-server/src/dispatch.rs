@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use cport::{Buf, Completion, GenIndex, Payload};
@@ -585,6 +585,8 @@ impl<H: Handler> Dispatcher<H> {
             self.check_timeouts(e, now);
         }
         self.finalize_deferred();
+        // Receive buffers unused for a while go back to the system.
+        sh.pool.trim(Instant::now());
         self.rearm_starved();
         if now != before && !sh.stopping.load(Acquire) {
             for (li, flag) in self.accept_retry.iter().enumerate() {

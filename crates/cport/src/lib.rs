@@ -58,7 +58,7 @@ pub use key::{Ctx, Key, Priority};
 pub use kind::OpKind;
 pub use port::{FullPolicy, Port, PortBuilder};
 pub use stats::{Stats, ThreadStats};
-pub use sys::buf::{Buf, BufPool, Datagram, Payload, PooledBuf};
+pub use sys::buf::{Buf, BufPool, Datagram, Payload, PoolUsage, PooledBuf};
 /// `select(2)` over borrowed descriptors, for the I/O-models demo (`cport
 /// models`): not part of the completion port.
 #[doc(hidden)]

@@ -905,13 +905,25 @@ impl Port {
     /// Invalid sizes (io_uring allows at most 32768 buffers), or the kernel
     /// refusing the buffer ring.
     pub fn buf_pool(&self, count: u16, size: usize) -> io::Result<BufPool> {
-        if count == 0 || count > 32768 || size == 0 || size > u32::MAX as usize {
+        self.buf_pool_sized(count, count, size)
+    }
+
+    /// A pool that sizes itself: `min` buffers of `size` bytes in service at
+    /// first, doubled (up to `max`) when receives find it empty while most
+    /// are held, halved again (not below `min`) after a second of low
+    /// demand, ten seconds after it last grew ([`BufPool::trim`]). Address space for `max` buffers is
+    /// reserved; only buffers in use take memory.
+    ///
+    /// # Errors
+    /// As [`buf_pool`](Self::buf_pool), and `min > max`.
+    pub fn buf_pool_sized(&self, min: u16, max: u16, size: usize) -> io::Result<BufPool> {
+        if min == 0 || min > max || max > 32768 || size == 0 || size > u32::MAX as usize {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "pool needs 1..=32768 buffers of 1..4GiB",
+                "pool needs 1..=32768 buffers (min <= max) of 1..4GiB",
             ));
         }
-        self.shared.driver.buf_pool(count, size)
+        self.shared.driver.buf_pool(min, max, size)
     }
 
     /// Starts shutting down: new operations and posts are refused, everything

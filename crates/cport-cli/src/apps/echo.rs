@@ -30,6 +30,16 @@ pub struct EchoArgs {
     /// With --ws: the largest message accepted (larger closes with 1009).
     #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
     pub max_message: usize,
+    /// A receive pool of this many 4 KiB buffers, fixed (1..=32768; the
+    /// default is 4,096).
+    #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u16).range(1..=32768))]
+    pub recv_buffers: Option<u16>,
+    /// A receive pool that sizes itself: 256 buffers of 4 KiB at first,
+    /// grown up to this many while receives find it empty (a closed-loop
+    /// echo holds one per busy connection), shrunk back when idle.
+    #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u16).range(256..=32768),
+          conflicts_with = "recv_buffers")]
+    pub recv_pool_max: Option<u16>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -90,7 +100,13 @@ pub fn run(args: EchoArgs) -> io::Result<()> {
     let server = if args.ws {
         start_ws(args.listen, args.max_message, &args.server)?
     } else {
-        builder(args.listen, &args.server).start(Echo)?
+        let b = builder(args.listen, &args.server);
+        match (args.recv_buffers, args.recv_pool_max) {
+            (Some(n), _) => b.recv_buffers(n, 4096),
+            (None, Some(max)) => b.recv_pool(256, max, 4096),
+            (None, None) => b,
+        }
+        .start(Echo)?
     };
     announce("echo", &server);
     run_until_signal(sig, vec![("echo", server)], args.server.shutdown_deadline());

@@ -288,8 +288,9 @@ pub(crate) trait Driver: Send + Sync {
     fn forget_fd(&self, fd: RawFd);
     /// Operations pushed and not yet completed.
     fn in_flight(&self) -> usize;
-    /// A pool of `count` buffers of `size` bytes for provided-buffer receives.
-    fn buf_pool(&self, count: u16, size: usize) -> io::Result<BufPool>;
+    /// A pool of `min..=max` buffers of `size` bytes for provided-buffer
+    /// receives, `min` in service at first (it sizes itself between them).
+    fn buf_pool(&self, min: u16, max: u16, size: usize) -> io::Result<BufPool>;
     /// Times the backend entered the kernel (submit or wait).
     fn kernel_calls(&self) -> u64;
     /// At port drop: cancels everything and waits (bounded) until the kernel

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use pool::{BufPool, PooledBuf};
+pub use pool::{BufPool, PoolUsage, PooledBuf};
 pub(crate) use pool::{FreeStack, KernelRing, PoolInner, Provider};
 
 /// One buffer handed to the port for an operation and handed back in its completion.

@@ -781,11 +781,11 @@ impl Driver for Epoll {
         st.ops.len() + st.ready.iter().filter(|c| !c.meta.more).count()
     }
 
-    fn buf_pool(&self, count: u16, size: usize) -> stdio::Result<BufPool> {
+    fn buf_pool(&self, min: u16, max: u16, size: usize) -> stdio::Result<BufPool> {
         // Buffer 0 first, and recently used ones again soon.
-        let provider = Provider::List(FreeStack::full(count));
+        let provider = Provider::List(FreeStack::with_capacity(max, min.max(1)));
         Ok(BufPool {
-            inner: Arc::new(PoolInner::new(count, size, provider, self.id)?),
+            inner: Arc::new(PoolInner::new(min, max, size, provider, self.id)?),
         })
     }
 

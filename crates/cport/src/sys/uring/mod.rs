@@ -427,6 +427,11 @@ impl Core {
             return;
         }
         let f = st.ops.remove(idx);
+        if let (Op::RecvPooled { pool, .. }, true) = (&f.op, res == -libc::ENOBUFS) {
+            // The kernel found the ring empty: the pool may grow, so that
+            // the caller's retry finds a buffer.
+            pool.note_empty();
+        }
         let result = match (&f.op, res, f.failed) {
             (_, _, Some(errno)) => Err(io::Error::from_raw_os_error(errno)),
             (_, r, None) if r == -libc::ECANCELED && f.stopped => Err(io::Error::from_raw_os_error(libc::ENOBUFS)),
@@ -747,12 +752,13 @@ impl Driver for Uring {
         self.core.state.lock().ops.len()
     }
 
-    fn buf_pool(&self, count: u16, size: usize) -> io::Result<BufPool> {
+    fn buf_pool(&self, min: u16, max: u16, size: usize) -> io::Result<BufPool> {
         let bgid = self.core.next_bgid.fetch_add(1, Relaxed);
-        let ring = BufRing::register(self.core.clone(), count.next_power_of_two(), bgid)?;
-        let inner = Arc::new(PoolInner::new(count, size, Provider::Ring(Box::new(ring)), self.id)?);
+        // The ring has a slot for every buffer the pool may grow to.
+        let ring = BufRing::register(self.core.clone(), max.next_power_of_two(), bgid)?;
+        let inner = Arc::new(PoolInner::new(min, max, size, Provider::Ring(Box::new(ring)), self.id)?);
         if let Provider::Ring(r) = &inner.provider {
-            for bid in 0..count {
+            for bid in 0..inner.live() {
                 r.give_back(bid, inner.addr(bid), size);
             }
         }
