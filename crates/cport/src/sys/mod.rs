@@ -262,6 +262,9 @@ pub(crate) trait Driver: Send + Sync {
     fn forget_fd(&self, fd: RawFd);
     /// Operations pushed and not yet completed.
     fn in_flight(&self) -> usize;
+    /// Calls `f` with the bookkeeping of each operation in flight (for
+    /// `Port::snapshot`: read-only, under the driver's lock, so `f` is short).
+    fn visit_in_flight(&self, f: &mut dyn FnMut(&Meta));
     /// A pool of `count` buffers of `size` bytes for provided-buffer receives.
     fn buf_pool(&self, count: u16, size: usize) -> io::Result<BufPool>;
     /// Times the backend entered the kernel (submit or wait).

@@ -743,6 +743,10 @@ impl Driver for Uring {
         self.core.state.lock().ops.len()
     }
 
+    fn visit_in_flight(&self, f: &mut dyn FnMut(&Meta)) {
+        self.core.state.lock().ops.iter().for_each(|(_, op)| f(&op.meta));
+    }
+
     fn buf_pool(&self, count: u16, size: usize) -> io::Result<BufPool> {
         let bgid = self.core.next_bgid.fetch_add(1, Relaxed);
         let ring = BufRing::register(self.core.clone(), count.next_power_of_two(), bgid)?;
