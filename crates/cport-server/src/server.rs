@@ -338,6 +338,7 @@ impl ServerBuilder {
             server.shutdown_inner(Duration::ZERO);
             return Err(e.into());
         }
+        crate::registry::register(&server.shared);
         tracing::info!(
             server = %server.shared.cfg.name,
             addrs = ?server.shared.local_addrs,
@@ -482,6 +483,7 @@ impl Server {
             }
         }
         sh.finished.store(true, SeqCst);
+        crate::registry::unregister(&self.shared);
         sh.port.shutdown();
         if let Some(w) = self.workers.take() {
             w.stop();
