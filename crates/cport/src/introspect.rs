@@ -307,9 +307,10 @@ impl Introspect {
         });
     }
 
-    /// Runs `f` on this thread's recorder for this port, made on first use.
+    /// Runs `f` on this thread's recorder for this port, made on first use
+    /// (not at all while the thread's locals are being destroyed).
     fn with_recorder(&self, f: impl FnOnce(&mut Latency)) {
-        RECORDERS.with(|r| {
+        let _ = RECORDERS.try_with(|r| {
             let mut r = r.borrow_mut();
             let rec = match r.iter().find(|(p, _)| *p == self.port) {
                 Some((_, rec)) => rec.clone(),
@@ -483,5 +484,54 @@ pub(crate) fn worker_state(slot: Option<SlotState>, waiting: bool, over_cap: boo
         Some(SlotState::Blocked) => WorkerState::Blocked,
         _ if waiting => WorkerState::Waiting,
         _ => WorkerState::Outside,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_keeps_its_time_and_its_multishot_flag() {
+        let s = Stamp::new(12_345, true);
+        assert!(s.is_set() && s.multishot());
+        assert_eq!(s.nanos(), 12_345);
+        let t = Stamp::new(0, false);
+        assert!(t.is_set(), "an op issued at the epoch is still stamped");
+        assert!(!t.multishot());
+        assert!(!Stamp::default().is_set());
+    }
+
+    #[test]
+    fn worker_states_follow_slot_wait_and_cap() {
+        use WorkerState::*;
+        assert_eq!(worker_state(Some(SlotState::Held), false, false), Running);
+        assert_eq!(worker_state(Some(SlotState::Held), false, true), OverCap);
+        assert_eq!(worker_state(Some(SlotState::Blocked), false, false), Blocked);
+        assert_eq!(worker_state(Some(SlotState::Free), true, false), Waiting);
+        assert_eq!(worker_state(None, false, false), Outside);
+    }
+
+    #[test]
+    fn latencies_of_every_thread_are_merged_and_multishot_ones_left_out() {
+        let intro = Arc::new(Introspect::new(u32::MAX, true, STUCK_AFTER));
+        // Stamps 9 ms in the past need an epoch at least that old.
+        clock();
+        std::thread::sleep(Duration::from_millis(20));
+        let done = |kind, micros_ago: u64, multishot| {
+            let mut m = Meta::new(u32::MAX, Key(1), crate::key::Ctx::default(), kind, None);
+            m.issued = Stamp::new(clock().saturating_sub(micros_ago * 1000), multishot);
+            Completion::new(m, Ok(0), crate::sys::buf::Payload::None, false)
+        };
+        intro.completed(&[done(OpKind::Send, 1_000, false), done(OpKind::Recv, 5_000, true)]);
+        let other = intro.clone();
+        std::thread::spawn(move || other.completed(&[done(OpKind::Send, 9_000, false)]))
+            .join()
+            .unwrap();
+        let lat = intro.latency();
+        assert_eq!(lat.len(), 1, "only the sends: {lat:?}");
+        assert_eq!((lat[0].kind, lat[0].count), (OpKind::Send, 2));
+        assert!(lat[0].max >= Duration::from_millis(9), "{lat:?}");
+        assert!(lat[0].p50 < Duration::from_millis(9), "{lat:?}");
     }
 }
