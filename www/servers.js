@@ -1,7 +1,8 @@
 // Every server of the process, live: a table of the servers (from
 // /_cport/stats, which covers them all) and three charts drawn on canvases
-// (completions/s, operations in flight, latency p99), one line per
-// completion port, over the last five minutes. Plain JS, no build step.
+// (completions/s, operations in flight, latency p99 of the last minute or
+// two), one line per completion port, over the last five minutes. Plain
+// JS, no build step.
 "use strict";
 
 const serversView = (function () {
@@ -42,7 +43,8 @@ const serversView = (function () {
   function p99(port) {
     let worst = 0;
     for (const [kind, l] of Object.entries(port.latency || {})) {
-      if (!WAITS.test(kind)) worst = Math.max(worst, l.p99_us);
+      const v = l.recent_p99_us ?? null; // the last minute or two
+      if (!WAITS.test(kind) && v !== null) worst = Math.max(worst, v);
     }
     return worst;
   }

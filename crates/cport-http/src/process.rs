@@ -104,6 +104,8 @@ fn port_json(port: &Port) -> Value {
                 "p50_us": micros(l.p50),
                 "p99_us": micros(l.p99),
                 "max_us": micros(l.max),
+                "recent_count": l.recent_count,
+                "recent_p99_us": l.recent_p99.map(micros),
             });
             (l.kind.name().to_owned(), v)
         })

@@ -113,7 +113,8 @@ pub struct InFlightOp {
     pub multishot: bool,
 }
 
-/// Latency from issue to completion of one kind, in the port's lifetime.
+/// Latency from issue to completion of one kind: in the port's lifetime,
+/// and over the last one to two minutes (`recent_*`).
 #[derive(Clone, Debug)]
 pub struct KindLatency {
     /// The kind.
@@ -126,6 +127,10 @@ pub struct KindLatency {
     pub p99: Duration,
     /// The longest.
     pub max: Duration,
+    /// Completions recorded in the last one to two minutes.
+    pub recent_count: u64,
+    /// 99th percentile of the last one to two minutes (`None`: none then).
+    pub recent_p99: Option<Duration>,
 }
 
 /// What a thread that dequeues from the port is doing.
@@ -209,23 +214,63 @@ fn age(stamp: Stamp, now: u64) -> Duration {
     }
 }
 
-/// One thread's latency histograms, one per kind, made on first use.
+/// The length of one window of recent latencies (a minute, in nanoseconds).
+const WINDOW_NANOS: u64 = 60_000_000_000;
+
+/// One histogram per kind, each made on first use.
+type ByKind = [Option<Histogram<u64>>; OpKind::ALL.len()];
+
+/// Adds every histogram of `from` into `to`.
+fn add_all(from: &ByKind, to: &mut ByKind) {
+    for (i, h) in from.iter().enumerate() {
+        if let Some(h) = h {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = to[i].get_or_insert_with(new_histogram).add(h);
+        }
+    }
+}
+
+/// One thread's latency histograms: since the start, and for the current
+/// and the previous minute (so "recent" covers the last one to two minutes).
 #[derive(Default)]
 struct Latency {
-    by_kind: [Option<Histogram<u64>>; OpKind::ALL.len()],
+    by_kind: ByKind,
+    /// The minute (since the epoch) that `this_minute` covers.
+    minute: u64,
+    this_minute: ByKind,
+    last_minute: ByKind,
 }
 
 impl Latency {
-    fn record(&mut self, kind: OpKind, micros: u64) {
-        let h = self.by_kind[kind as usize].get_or_insert_with(new_histogram);
-        h.saturating_record(micros.clamp(1, LATENCY_MAX_US));
+    fn record(&mut self, kind: OpKind, micros: u64, now: u64) {
+        let minute = now / WINDOW_NANOS;
+        if minute != self.minute {
+            let this = std::mem::take(&mut self.this_minute);
+            self.last_minute = if minute == self.minute + 1 {
+                this
+            } else {
+                ByKind::default()
+            };
+            self.minute = minute;
+        }
+        let v = micros.clamp(1, LATENCY_MAX_US);
+        self.by_kind[kind as usize]
+            .get_or_insert_with(new_histogram)
+            .saturating_record(v);
+        self.this_minute[kind as usize]
+            .get_or_insert_with(new_histogram)
+            .saturating_record(v);
     }
-    fn merge_into(&self, out: &mut Latency) {
-        for (i, h) in self.by_kind.iter().enumerate() {
-            if let Some(h) = h {
-                // Same bounds on both sides: adding cannot fail.
-                let _ = out.by_kind[i].get_or_insert_with(new_histogram).add(h);
-            }
+    /// Adds this thread's figures to `out`: all of them, and those of the
+    /// last one to two minutes before `now` to `out.this_minute`.
+    fn merge_into(&self, out: &mut Latency, now: u64) {
+        add_all(&self.by_kind, &mut out.by_kind);
+        let minute = now / WINDOW_NANOS;
+        if self.minute == minute {
+            add_all(&self.this_minute, &mut out.this_minute);
+            add_all(&self.last_minute, &mut out.this_minute);
+        } else if self.minute + 1 == minute {
+            add_all(&self.this_minute, &mut out.this_minute);
         }
     }
 }
@@ -301,7 +346,7 @@ impl Introspect {
             for c in batch {
                 let s = c.meta.issued;
                 if !c.meta.more && s.is_set() && !s.multishot() {
-                    rec.record(c.meta.kind, now.saturating_sub(s.nanos()) / 1000);
+                    rec.record(c.meta.kind, now.saturating_sub(s.nanos()) / 1000, now);
                 }
             }
         });
@@ -335,7 +380,8 @@ impl Introspect {
             let (retired, live) = all.split_at_mut(1);
             let mut retired = retired[0].lock();
             for r in live.iter().filter(|r| Arc::strong_count(r) == 1) {
-                r.lock().merge_into(&mut retired);
+                // Their recent figures age out; the totals stay.
+                add_all(&r.lock().by_kind, &mut retired.by_kind);
             }
             drop(retired);
             let mut first = true;
@@ -346,21 +392,25 @@ impl Introspect {
 
     /// Every thread's latencies merged, by kind.
     pub(crate) fn latency(&self) -> Vec<KindLatency> {
+        let now = clock();
         let mut sum = Latency::default();
         for r in self.recorders.lock().iter() {
-            r.lock().merge_into(&mut sum);
+            r.lock().merge_into(&mut sum, now);
         }
         let us = Duration::from_micros;
         OpKind::ALL
             .iter()
             .filter_map(|&kind| {
                 let h = sum.by_kind[kind as usize].as_ref()?;
+                let recent = sum.this_minute[kind as usize].as_ref();
                 Some(KindLatency {
                     kind,
                     count: h.len(),
                     p50: us(h.value_at_quantile(0.5)),
                     p99: us(h.value_at_quantile(0.99)),
                     max: us(h.max()),
+                    recent_count: recent.map_or(0, |r| r.len()),
+                    recent_p99: recent.map(|r| us(r.value_at_quantile(0.99))),
                 })
             })
             .collect()
@@ -533,5 +583,26 @@ mod tests {
         assert_eq!((lat[0].kind, lat[0].count), (OpKind::Send, 2));
         assert!(lat[0].max >= Duration::from_millis(9), "{lat:?}");
         assert!(lat[0].p50 < Duration::from_millis(9), "{lat:?}");
+        assert_eq!(lat[0].recent_count, 2, "both in the recent window");
+    }
+
+    #[test]
+    fn recent_latencies_cover_this_minute_and_the_last_then_age_out() {
+        let m = WINDOW_NANOS;
+        let mut rec = Latency::default();
+        rec.record(OpKind::Send, 100, 0);
+        rec.record(OpKind::Send, 5_000, m + 1);
+        let recent = |rec: &Latency, now| {
+            let mut sum = Latency::default();
+            rec.merge_into(&mut sum, now);
+            let total = sum.by_kind[OpKind::Send as usize].as_ref().map_or(0, |h| h.len());
+            let recent = sum.this_minute[OpKind::Send as usize].as_ref().map_or(0, |h| h.len());
+            (total, recent)
+        };
+        assert_eq!(recent(&rec, m + 2), (2, 2), "this minute and the last");
+        assert_eq!(recent(&rec, 2 * m + 1), (2, 1), "a minute later: only the newer");
+        assert_eq!(recent(&rec, 3 * m + 1), (2, 0), "two minutes later: none");
+        rec.record(OpKind::Send, 100, 5 * m);
+        assert_eq!(recent(&rec, 5 * m), (3, 1), "a gap of minutes leaves no stale window");
     }
 }

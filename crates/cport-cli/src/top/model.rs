@@ -76,6 +76,9 @@ pub struct LatencyDoc {
     pub p50_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
+    /// The last one to two minutes' p99.
+    #[serde(default)]
+    pub recent_p99_us: Option<u64>,
 }
 
 /// One worker thread.

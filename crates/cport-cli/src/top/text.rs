@@ -30,8 +30,12 @@ pub fn render(url: &str, prev: Option<&Sample>, now: &Sample) -> String {
         for (kind, l) in &p.latency {
             let _ = writeln!(
                 w,
-                "latency port={i} kind={kind} count={} p50_us={} p99_us={} max_us={}",
-                l.count, l.p50_us, l.p99_us, l.max_us
+                "latency port={i} kind={kind} count={} p50_us={} p99_us={} max_us={} recent_p99_us={}",
+                l.count,
+                l.p50_us,
+                l.p99_us,
+                l.max_us,
+                l.recent_p99_us.map_or("-".to_owned(), |u| u.to_string())
             );
         }
         for wk in &p.workers {

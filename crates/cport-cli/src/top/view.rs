@@ -114,6 +114,7 @@ pub fn draw(f: &mut Frame<'_>, url: &str, prev: Option<&Sample>, now: Option<&Sa
                 human_us(l.p50_us),
                 human_us(l.p99_us),
                 human_us(l.max_us),
+                l.recent_p99_us.map_or("-".to_owned(), human_us),
                 l.count.to_string(),
             ]));
         }
@@ -128,16 +129,20 @@ pub fn draw(f: &mut Frame<'_>, url: &str, prev: Option<&Sample>, now: Option<&Sa
         table("In flight by kind", &["Port", "Kind", "Count", "Oldest"], rows, &w4),
         inflight,
     );
-    let w6 = [
+    let w7 = [
         Constraint::Length(4),
         Constraint::Fill(2),
         Constraint::Fill(1),
         Constraint::Fill(1),
         Constraint::Fill(1),
         Constraint::Fill(1),
+        Constraint::Fill(1),
     ];
-    let hdr = ["Port", "Kind", "p50", "p99", "max", "Count"];
-    f.render_widget(table("Latency by kind", &hdr, lat, &w6), latency);
+    let hdr = ["Port", "Kind", "p50", "p99", "max", "p99 now", "Count"];
+    f.render_widget(
+        table("Latency by kind (since start; p99 now: last 1-2 min)", &hdr, lat, &w7),
+        latency,
+    );
 
     let worker_rows = d
         .ports
