@@ -6,7 +6,7 @@ core 1; the figure is server CPU time (user + system, from /proc) per echoed
 message, median over the rounds, and the ratio on/off. The load average is
 printed beside it: on a busy machine take the ratio, not the absolute.
 
-    scripts/bench-introspect.py [--conns 50] [--size 64] [--duration 5] [--rounds 5]
+    scripts/bench-introspect.py [--conns 50] [--size 64] [--duration 5] [--rounds 5] [--no-build]
 """
 import argparse, json, os, socket, statistics, subprocess, sys, time
 
@@ -56,8 +56,10 @@ def main():
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--no-build", action="store_true", help="use target/release/cport as it is")
     a = p.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "cport-cli", "--bin", "cport"], check=True, cwd=ROOT)
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "cport-cli", "--bin", "cport"], check=True, cwd=ROOT)
     res = {"on": [], "off": []}
     for i in range(a.rounds):
         order = ("on", "off") if i % 2 == 0 else ("off", "on")
