@@ -8,6 +8,7 @@ mod apps;
 mod args;
 mod bench;
 mod models;
+mod top;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The classic server I/O models (thread per connection, select, poll, epoll, the completion port) side by side under the same echo load.
     Models(models::shootout::ModelsArgs),
+    /// A live console for a running cport process (its `/_cport/stats`): completions/s, operations in flight, workers, latency, sessions.
+    Top(top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,7 +52,7 @@ fn main() -> ExitCode {
     // port's backend, the server core's "listening" and "shut down", the web
     // server's "listening") would say it a second time, so they show only
     // with RUST_LOG.
-    let default = if matches!(cli.command, Command::Bench(_) | Command::Models(_)) {
+    let default = if matches!(cli.command, Command::Bench(_) | Command::Models(_) | Command::Top(_)) {
         "warn"
     } else {
         "info,cport::port=warn,cport_server::server=warn,cport_http::server=warn"
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Blocking(a) => apps::blocking::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Models(a) => models::shootout::main(a),
+        Command::Top(a) => top::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,6 +29,10 @@ use crate::HttpConfig;
 /// The request path of the JSON stats endpoint.
 pub const STATS_PATH: &str = "/_cport/stats";
 
+/// The request path of the oldest operations in flight on every port of the
+/// process (JSON), served with the stats endpoint.
+pub const OPS_PATH: &str = "/_cport/ops";
+
 /// The request path of the recent uploads (JSON), when uploads are on.
 pub const UPLOADS_PATH: &str = "/_cport/uploads";
 
@@ -350,6 +354,13 @@ impl App {
             head.content_type = Some("application/json; charset=utf-8");
             head.extra = &[("Cache-Control", "no-store")];
             return Reply::in_memory(head, Bytes::from(self.stats_json()), head_only, date);
+        }
+        if self.stats_endpoint && !path.dir && path.rel.as_os_str() == &OPS_PATH[1..] {
+            let mut head = ResponseHead::new(200, 0, req.keep_alive);
+            head.content_type = Some("application/json; charset=utf-8");
+            head.extra = &[("Cache-Control", "no-store")];
+            let ops = crate::process::ops_json(crate::process::OPS_LISTED);
+            return Reply::in_memory(head, Bytes::from(ops), head_only, date);
         }
         // Uploads in progress are never served, wherever they are.
         if path.rel.components().any(|c| c.as_os_str() == TEMP_DIR) {

@@ -140,7 +140,10 @@ pub(crate) fn to_json(s: &Snapshot<'_>) -> String {
         })
     });
     let h = &s.http;
+    let (servers, ports) = crate::process::servers_and_ports();
     let doc = json!({
+        "servers": servers,
+        "ports": ports,
         "backend": s.backend,
         "threads": s.threads,
         "uptime_secs": s.uptime.as_secs_f64(),

@@ -93,6 +93,13 @@ impl<H: Handler> Dispatcher<H> {
         let Some(to) = Context::decode(c.ctx()) else {
             return; // not this server's (a quit packet)
         };
+        // The core's own `issued`/`completed` events carry the same key.
+        let _session = match to {
+            Context::Recv | Context::Send | Context::SendQueued | Context::Resume | Context::Release => {
+                tracing::trace_span!("session", server = %self.shared.cfg.name, key = c.key().0).entered()
+            }
+            _ => tracing::Span::none().entered(),
+        };
         match to {
             // Both may finish sends (a handler's send can be settled inline),
             // which give pool buffers back: sessions that found the pool
@@ -249,11 +256,14 @@ impl<H: Handler> Dispatcher<H> {
         f.held.store(false, Relaxed);
         f.last_active.store(now, Relaxed);
         f.frame_since.store(0, Relaxed);
+        f.bytes_in.store(0, Relaxed);
+        f.bytes_out.store(0, Relaxed);
         *slot.state.lock() = Lifecycle::opened(idx, gen, id, peer, handle);
         sh.counters.sessions.fetch_add(1, SeqCst);
         ServerCounters::add(&sh.counters.accepted, 1);
         let session = Session::new(self.shared.clone(), idx, gen, id, peer);
-        tracing::trace!(server = %sh.cfg.name, session = id, ?peer, "session opened");
+        let key = session_key(GenIndex::new(idx, gen)).0;
+        tracing::trace!(server = %sh.cfg.name, session = id, key, ?peer, "session opened");
         let connected;
         {
             let mut rx = cell.lock();
@@ -321,7 +331,9 @@ impl<H: Handler> Dispatcher<H> {
         let sh = &*self.shared;
         let shard = sh.shard();
         sh.counters.traffic(shard, |t| &t.bytes_in, buf.len() as u64);
-        slot.flags.last_active.store(sh.now(), Relaxed);
+        let f = &slot.flags;
+        f.bytes_in.store(f.bytes_in.load(Relaxed) + buf.len() as u64, Relaxed);
+        f.last_active.store(sh.now(), Relaxed);
         if slot.flags.closing.load(Acquire) {
             return None;
         }

@@ -15,7 +15,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 
 use cport::{GenIndex, Handle, OpId, Payload};
 
@@ -104,6 +104,12 @@ pub(crate) struct SlotFlags {
     /// for example while its own file writes are pending. Written under the
     /// session's lock.
     pub held: AtomicBool,
+    /// Bytes received, for the registry's top sessions. A session's
+    /// receives complete one after another: a plain load and store.
+    pub bytes_in: AtomicU64,
+    /// Bytes sent (as the kernel completed them). Written under the
+    /// session's lock.
+    pub bytes_out: AtomicU64,
 }
 
 impl SlotFlags {
@@ -322,6 +328,7 @@ impl Lifecycle {
         let sent = match res {
             Ok(n) => {
                 f.last_active.store(now, Relaxed);
+                f.bytes_out.store(f.bytes_out.load(Relaxed) + n as u64, Relaxed);
                 let whole = match payload {
                     Payload::Buf(b) => {
                         self.queue.complete_one(n, b);

@@ -393,6 +393,7 @@ impl ServerBuilder {
             server.shutdown_inner(Duration::ZERO);
             return Err(e.into());
         }
+        crate::registry::register(&server.shared);
         tracing::info!(
             server = %server.shared.cfg.name,
             addrs = ?server.shared.local_addrs,
@@ -559,6 +560,7 @@ impl Server {
             }
         }
         sh.finished.store(true, SeqCst);
+        crate::registry::unregister(&self.shared);
         // A runtime's port and workers go on serving its other servers;
         // this server's last completions (its timer, the listeners'
         // cancelled accepts) still reach its dispatcher, which drops them.

@@ -26,7 +26,7 @@ pub enum Issued {
 
 /// The port's bookkeeping for one operation, carried from issue to completion.
 ///
-/// Kept small (40 bytes): it rides in every completion, and completions are
+/// Kept small (48 bytes): it rides in every completion, and completions are
 /// moved several times between the kernel and the handler.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Meta {
@@ -44,6 +44,35 @@ pub(crate) struct Meta {
     pub priority: Priority,
     /// On a completion: its multishot operation stays armed.
     pub more: bool,
+    /// When the operation was issued (for `Port::snapshot`'s ages and
+    /// latencies); unset while introspection is off.
+    pub issued: Stamp,
+}
+
+/// When an operation was issued, in nanoseconds since the process's
+/// introspection epoch, and whether it is multishot (a multishot op's age
+/// is how long it has been armed, not a latency): one `u64`, the low bit
+/// the flag. 0 means "not stamped".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stamp(u64);
+
+impl Stamp {
+    /// A stamp for an op issued at `nanos` (clamped so it is never unset).
+    pub(crate) fn new(nanos: u64, multishot: bool) -> Stamp {
+        Stamp((nanos.max(1) << 1) | u64::from(multishot))
+    }
+    /// Whether the op was stamped at all.
+    pub(crate) fn is_set(self) -> bool {
+        self.0 != 0
+    }
+    /// The issue time in nanoseconds since the epoch.
+    pub(crate) fn nanos(self) -> u64 {
+        self.0 >> 1
+    }
+    /// The op is multishot.
+    pub(crate) fn multishot(self) -> bool {
+        self.0 & 1 == 1
+    }
 }
 
 /// `Meta::handle`'s index for an operation on no handle (no table holds 2^32 slots).
@@ -60,6 +89,7 @@ impl Meta {
             kind,
             priority: ctx.priority,
             more: false,
+            issued: Stamp::default(),
         }
     }
     /// The handle the operation holds, if any.
@@ -223,7 +253,9 @@ mod tests {
     /// field added carelessly here costs every completion.
     #[test]
     fn completions_stay_small() {
-        assert!(std::mem::size_of::<Meta>() <= 40);
-        assert!(std::mem::size_of::<Completion>() <= 96);
+        // 48: the issue stamp (introspection's ages and latencies) is the
+        // one field added on purpose since the first stage's 40.
+        assert!(std::mem::size_of::<Meta>() <= 48);
+        assert!(std::mem::size_of::<Completion>() <= 104);
     }
 }

@@ -43,6 +43,7 @@ mod sys;
 
 mod handle;
 mod handoff;
+mod introspect;
 mod monitor;
 mod port;
 mod sched;
@@ -54,6 +55,7 @@ pub use completion::{Completion, Issued, SubmitError};
 pub use error::{BuildError, GetError, SubmitErrorKind};
 pub use id::{Handle, OpId};
 pub use index::GenIndex;
+pub use introspect::{InFlightOp, KindInFlight, KindLatency, Snapshot, WorkerSnapshot, WorkerState};
 pub use key::{Ctx, Key, Priority};
 pub use kind::OpKind;
 pub use port::{FullPolicy, Port, PortBuilder};

@@ -17,6 +17,7 @@ use crate::completion::{Completion, Issued, Meta, SubmitError};
 use crate::error::{BuildError, GetError, ShutDownError, SubmitErrorKind};
 use crate::handle::{HandleTable, Released};
 use crate::id::{Handle, OpId};
+use crate::introspect::{self, InFlightOp, Introspect, Snapshot, WorkerSnapshot};
 use crate::key::{Ctx, Key, Priority};
 use crate::kind::OpKind;
 use crate::monitor::{start_monitor, DelayHistogram};
@@ -47,6 +48,8 @@ pub struct PortBuilder {
     use_env: bool,
     batch: bool,
     handoff: bool,
+    introspect: bool,
+    stuck_after: Duration,
 }
 
 impl Default for PortBuilder {
@@ -60,6 +63,8 @@ impl Default for PortBuilder {
             use_env: true,
             batch: true,
             handoff: true,
+            introspect: true,
+            stuck_after: introspect::STUCK_AFTER,
         }
     }
 }
@@ -112,7 +117,28 @@ impl PortBuilder {
         self
     }
 
-    /// Ignore `CPORT_BACKEND` and `CPORT_HANDOFF`.
+    /// Whether the port keeps the figures of [`Port::snapshot`]: each
+    /// operation's issue time (ages in flight, latency by kind) and a
+    /// watchdog that reports stuck operations (default on;
+    /// `CPORT_INTROSPECT=off` turns it off unless
+    /// [`ignore_env`](Self::ignore_env) is set). Costs one clock read per
+    /// issue and one per batch of completions: `docs/ARCHITECTURE.md`,
+    /// "Introspection".
+    pub fn introspect(mut self, on: bool) -> Self {
+        self.introspect = on;
+        self
+    }
+
+    /// An operation that can only wait on this side (a send, connect, file
+    /// operation; not a receive or accept, which wait for a peer) with no
+    /// progress for longer than this is logged once, with its key, kind,
+    /// handle and age, and counted in [`Snapshot::stuck`]. Default 30 s.
+    pub fn stuck_after(mut self, t: Duration) -> Self {
+        self.stuck_after = t;
+        self
+    }
+
+    /// Ignore `CPORT_BACKEND`, `CPORT_HANDOFF` and `CPORT_INTROSPECT`.
     pub fn ignore_env(mut self) -> Self {
         self.use_env = false;
         self
@@ -146,6 +172,11 @@ impl PortBuilder {
                 Ok("off" | "0" | "false") => self.handoff = false,
                 Ok("on" | "1" | "true") | Err(_) => {}
                 Ok(_) => return Err(BuildError::Config("CPORT_HANDOFF must be on or off")),
+            }
+            match std::env::var("CPORT_INTROSPECT").as_deref() {
+                Ok("off" | "0" | "false") => self.introspect = false,
+                Ok("on" | "1" | "true") | Err(_) => {}
+                Ok(_) => return Err(BuildError::Config("CPORT_INTROSPECT must be on or off")),
             }
         }
         let queue = Arc::new(QueueCount::new(self.queue_limit));
@@ -192,6 +223,10 @@ struct Shared {
     batch: bool,
     shut_down: AtomicBool,
     fallback_reason: Option<String>,
+    /// Issue stamps, latency recorders, stuck reports (`introspect.rs`).
+    introspect: Arc<Introspect>,
+    /// The stuck-op watchdog's thread, joined when the port goes.
+    watchdog: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Prioritized for Completion {
@@ -292,10 +327,15 @@ impl Port {
                 batch: b.batch,
                 shut_down: AtomicBool::new(false),
                 fallback_reason,
+                introspect: Arc::new(Introspect::new(id, b.introspect, b.stuck_after)),
+                watchdog: Mutex::new(None),
             }),
         };
         if b.handoff {
             port.start_handoff();
+        }
+        if b.introspect {
+            port.start_watchdog();
         }
         port
     }
@@ -322,9 +362,33 @@ impl Port {
         }
     }
 
+    /// Starts the thread that looks for stuck operations (see `introspect`).
+    /// It holds the port weakly, and the port stops and joins it at drop.
+    fn start_watchdog(&self) {
+        let weak = Arc::downgrade(&self.shared);
+        let intro = self.shared.introspect.clone();
+        let spawned = std::thread::Builder::new().name("cport-watch".into()).spawn(move || {
+            while intro.sleep() {
+                let Some(p) = weak.upgrade() else { return };
+                intro.look_for_stuck(|f| p.driver.visit_in_flight(f));
+            }
+        });
+        match spawned {
+            Ok(t) => *self.shared.watchdog.lock() = Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread for the stuck-operation watchdog: stuck operations go unreported")
+            }
+        }
+    }
+
     /// The backend in use (never `Auto`).
     pub fn backend(&self) -> Backend {
         self.shared.driver.backend()
+    }
+
+    /// Whether `other` is this same port (a clone of it).
+    pub fn same_port(&self, other: &Port) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     /// Why `Auto` fell back to epoll, if it did.
@@ -384,8 +448,12 @@ impl Port {
         if let Err(k) = self.reserve() {
             return Err(SubmitError::new(k, op.into_payload()));
         }
-        let meta = Meta::new(self.shared.id, Key(0), ctx, kind, None);
+        let mut meta = Meta::new(self.shared.id, Key(0), ctx, kind, None);
+        self.shared.introspect.stamp(&mut meta, false);
         let pushed = self.shared.driver.push(meta, op, false);
+        if let Ok(Issued::Pending(id)) = &pushed {
+            self.shared.introspect.issued(&meta, *id);
+        }
         match self.after_issue(pushed.map_err(|(k, op)| (k, op.into_payload())))? {
             Issued::Pending(id) => Ok(id),
             Issued::Done(_) => unreachable!("only an inline issue finishes at once"),
@@ -433,8 +501,13 @@ impl Port {
             let mut table = self.shared.handles.lock();
             match table.begin_op(h) {
                 Ok(fd) => {
-                    let meta = Meta::new(self.shared.id, h.key, ctx, kind, Some(h));
-                    let r = self.shared.driver.push(meta, build(fd, owned), inline);
+                    let mut meta = Meta::new(self.shared.id, h.key, ctx, kind, Some(h));
+                    let op = build(fd, owned);
+                    self.shared.introspect.stamp(&mut meta, op.is_multishot());
+                    let r = self.shared.driver.push(meta, op, inline);
+                    if let Ok(Issued::Pending(id)) = &r {
+                        self.shared.introspect.issued(&meta, *id);
+                    }
                     if !matches!(r, Ok(Issued::Pending(_))) {
                         // Failed or finished: the op no longer holds the handle.
                         if let Released::Close(fd) = table.end_op(h.slot.index()) {
@@ -466,6 +539,7 @@ impl Port {
                 }
                 self.unreserve(1);
                 self.count_inline(&c);
+                self.shared.introspect.completed(std::slice::from_ref(&c));
                 Ok(Issued::Done(c))
             }
             Err((k, payload)) => {
@@ -1026,7 +1100,8 @@ impl Port {
                 None => {
                     l.retain(|x| x.port.strong_count() > 0);
                     let name = std::thread::current().name().map(str::to_owned);
-                    let counters = Arc::new(ThreadCounters::new(name));
+                    let waiter = Waiter::for_current_thread();
+                    let counters = Arc::new(ThreadCounters::new(name, waiter.tid));
                     let mut threads = self.shared.threads.lock();
                     // Finished threads keep their figures until the list
                     // grows long (a program that churns threads).
@@ -1042,7 +1117,6 @@ impl Port {
                     }
                     threads.push(counters.clone());
                     drop(threads);
-                    let waiter = Waiter::for_current_thread();
                     self.shared.sched.register(&waiter);
                     l.push(Local {
                         port_id: self.shared.id,
@@ -1177,6 +1251,7 @@ impl Port {
             }
         }
         self.close_fds(to_close);
+        s.introspect.completed(out);
     }
 
     /// The port's counters now.
@@ -1214,6 +1289,79 @@ fn with_room(buf: Vec<u8>) -> Result<Vec<u8>, SubmitError> {
         return Err(SubmitError::new(SubmitErrorKind::NoRoom, buf.into_payload()));
     }
     Ok(buf)
+}
+
+impl Port {
+    /// What the port is doing now (tokio-console's view of a runtime, for
+    /// a completion port): operations in flight by kind with the age of the
+    /// oldest, the ready queue's depth, each worker's state, hand-offs,
+    /// latency from issue to completion by kind, and stuck operations
+    /// reported. Walks the in-flight table once (O(ops in flight)); meant
+    /// for a console or an endpoint polled every second or so.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = &*self.shared;
+        let intro = &s.introspect;
+        let c = s.sched.counts();
+        let concurrency = s.sched.concurrency();
+        let slots = s.sched.slot_states();
+        let over_cap = c.running > concurrency;
+        let stats = self.stats();
+        let threads = s.threads.lock();
+        let workers = threads
+            .iter()
+            .filter(|t| !t.has_ended())
+            .map(|t| {
+                let slot = slots.iter().find(|(tid, _)| *tid == t.tid).map(|(_, s)| *s);
+                let figures = t.snapshot();
+                WorkerSnapshot {
+                    name: t.name.clone(),
+                    tid: t.tid,
+                    state: introspect::worker_state(slot, t.is_waiting(), over_cap),
+                    completions: figures.completions,
+                    busy: figures.busy,
+                }
+            })
+            .collect();
+        drop(threads);
+        Snapshot {
+            enabled: intro.is_on(),
+            in_flight: intro.in_flight(|f| s.driver.visit_in_flight(f)),
+            queued: c.queued,
+            running: c.running,
+            concurrency,
+            workers,
+            handoffs: c.handoffs,
+            completed: stats.total_completed(),
+            latency: intro.latency(),
+            stuck: intro.stuck_count(),
+            stuck_after: intro.stuck_after(),
+        }
+    }
+
+    /// The `limit` oldest operations in flight, oldest first (with
+    /// introspection off their ages are zero and the order is arbitrary).
+    pub fn in_flight_ops(&self, limit: usize) -> Vec<InFlightOp> {
+        let d = &self.shared.driver;
+        self.shared
+            .introspect
+            .oldest_ops(limit, |_| true, |f| d.visit_in_flight(f))
+    }
+
+    /// The operations in flight on `h`, oldest first.
+    pub fn in_flight_on(&self, h: &Handle) -> Vec<InFlightOp> {
+        let d = &self.shared.driver;
+        let keep = |m: &Meta| m.handle().is_some_and(|x| x == *h);
+        self.shared
+            .introspect
+            .oldest_ops(usize::MAX, keep, |f| d.visit_in_flight(f))
+    }
+
+    /// Looks for stuck operations now, as the watchdog does every quarter
+    /// of the threshold; returns how many were reported for the first time.
+    pub fn report_stuck(&self) -> usize {
+        let d = &self.shared.driver;
+        self.shared.introspect.look_for_stuck(|f| d.visit_in_flight(f))
+    }
 }
 
 /// What an operation owns (buffers, a file, a pool) before it is built:
@@ -1268,6 +1416,13 @@ impl Drop for Shared {
         // Every op still in flight completes here, with nobody to deliver it
         // to: the driver waits until the kernel is done with its buffers.
         self.driver.drain();
+        self.introspect.stop();
+        if let Some(t) = self.watchdog.get_mut().take() {
+            // As for the monitor below: the watchdog may hold the last reference.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
         self.sched.stop_monitor();
         if let Some(t) = self.monitor.get_mut().take() {
             // The monitor may hold the last reference for a moment (waking

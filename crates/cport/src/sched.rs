@@ -346,6 +346,17 @@ impl<T: Prioritized> Sched<T> {
         }
     }
 
+    /// Each registered thread's id and slot state, for `Port::snapshot`.
+    pub(crate) fn slot_states(&self) -> Vec<(i32, SlotState)> {
+        let st = self.state.lock();
+        st.handoff.threads.iter().map(|w| (w.tid, w.slot())).collect()
+    }
+
+    /// The concurrency cap.
+    pub(crate) fn concurrency(&self) -> usize {
+        self.state.lock().concurrency
+    }
+
     /// Turns automatic hand-off on or off (on by default in `Port`).
     pub(crate) fn set_handoff(&self, on: bool) {
         self.state.lock().handoff.on = on;

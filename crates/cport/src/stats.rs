@@ -116,6 +116,8 @@ impl Counters {
 /// stores, no read-modify-write), read by `Port::stats` from anywhere.
 pub(crate) struct ThreadCounters {
     pub name: Option<String>,
+    /// The thread's kernel id (for `Port::snapshot`'s worker states).
+    pub tid: i32,
     started: Instant,
     completed: [AtomicU64; OpKind::ALL.len()],
     errors: AtomicU64,
@@ -128,9 +130,10 @@ pub(crate) struct ThreadCounters {
 }
 
 impl ThreadCounters {
-    pub(crate) fn new(name: Option<String>) -> Self {
+    pub(crate) fn new(name: Option<String>, tid: i32) -> Self {
         ThreadCounters {
             name,
+            tid,
             started: Instant::now(),
             completed: Default::default(),
             errors: AtomicU64::new(0),
@@ -168,6 +171,11 @@ impl ThreadCounters {
                 Relaxed,
             );
         }
+    }
+
+    /// The owning thread is blocked waiting for completions now.
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.waiting_since.load(Relaxed) > 0
     }
 
     /// Acquire: pairs with `thread_ended`, so a reader that sees the end

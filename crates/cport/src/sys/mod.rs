@@ -288,6 +288,9 @@ pub(crate) trait Driver: Send + Sync {
     fn forget_fd(&self, fd: RawFd);
     /// Operations pushed and not yet completed.
     fn in_flight(&self) -> usize;
+    /// Calls `f` with the bookkeeping of each operation in flight (for
+    /// `Port::snapshot`: read-only, under the driver's lock, so `f` is short).
+    fn visit_in_flight(&self, f: &mut dyn FnMut(&Meta));
     /// A pool of `min..=max` buffers of `size` bytes for provided-buffer
     /// receives, `min` in service at first (it sizes itself between them).
     fn buf_pool(&self, min: u16, max: u16, size: usize) -> io::Result<BufPool>;

@@ -781,6 +781,12 @@ impl Driver for Epoll {
         st.ops.len() + st.ready.iter().filter(|c| !c.meta.more).count()
     }
 
+    fn visit_in_flight(&self, f: &mut dyn FnMut(&Meta)) {
+        let st = self.inner.state.lock();
+        st.ops.iter().for_each(|(_, e)| f(&e.meta));
+        st.ready.iter().filter(|c| !c.meta.more).for_each(|c| f(&c.meta));
+    }
+
     fn buf_pool(&self, min: u16, max: u16, size: usize) -> stdio::Result<BufPool> {
         // Buffer 0 first, and recently used ones again soon.
         let provider = Provider::List(FreeStack::with_capacity(max, min.max(1)));

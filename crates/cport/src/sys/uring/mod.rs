@@ -752,6 +752,10 @@ impl Driver for Uring {
         self.core.state.lock().ops.len()
     }
 
+    fn visit_in_flight(&self, f: &mut dyn FnMut(&Meta)) {
+        self.core.state.lock().ops.iter().for_each(|(_, op)| f(&op.meta));
+    }
+
     fn buf_pool(&self, min: u16, max: u16, size: usize) -> io::Result<BufPool> {
         let bgid = self.core.next_bgid.fetch_add(1, Relaxed);
         // The ring has a slot for every buffer the pool may grow to.
