@@ -168,7 +168,7 @@ impl Drop for PoolInner {
         // SAFETY: `mem` is the mapping of `mapped` bytes made in
         // `PoolInner::new`; no buffer in it is held (each `PooledBuf` keeps
         // this pool alive).
-        unsafe { libc::munmap(self.mem.as_ptr().cast(), self.mapped) };
+        let _ = unsafe { rustix::mm::munmap(self.mem.as_ptr().cast(), self.mapped) };
     }
 }
 
@@ -189,18 +189,13 @@ impl PoolInner {
         // bytes from the start (the epoll backend reads into them through
         // `&mut [u8]`).
         let ptr = unsafe {
-            libc::mmap(
+            rustix::mm::mmap_anonymous(
                 std::ptr::null_mut(),
                 total,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::NORESERVE,
             )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
+        }?;
         let mem =
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
         Ok(PoolInner {
@@ -268,7 +263,7 @@ impl PoolInner {
             // SAFETY: `lo..hi` lies inside buffer `bid`, which nobody holds
             // and neither the kernel nor the free list can hand out (it is
             // in neither); its next user reads only bytes written after.
-            unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED) };
+            let _ = unsafe { rustix::mm::madvise(lo as *mut std::ffi::c_void, hi - lo, rustix::mm::Advice::LinuxDontNeed) };
         }
     }
 
