@@ -263,7 +263,8 @@ impl PoolInner {
             // SAFETY: `lo..hi` lies inside buffer `bid`, which nobody holds
             // and neither the kernel nor the free list can hand out (it is
             // in neither); its next user reads only bytes written after.
-            let _ = unsafe { rustix::mm::madvise(lo as *mut std::ffi::c_void, hi - lo, rustix::mm::Advice::LinuxDontNeed) };
+            let _ =
+                unsafe { rustix::mm::madvise(lo as *mut std::ffi::c_void, hi - lo, rustix::mm::Advice::LinuxDontNeed) };
         }
     }
 
