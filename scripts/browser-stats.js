@@ -6,68 +6,22 @@
 // script or console error anywhere.
 // Usage: node --experimental-websocket scripts/browser-stats.js DEVTOOLS_WS_URL WEB_ADDR SCREENSHOT [SAMPLES]
 "use strict";
-const fs = require("fs");
+const { connect, run } = require("./lib/cdp");
 
 const [browserUrl, webAddr, shot, samplesArg] = process.argv.slice(2);
 const samples = Math.max(3, Number(samplesArg || 12));
 const deadline = Date.now() + 90_000 + samples * 1000;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const ws = new WebSocket(browserUrl);
-let nextId = 1;
-const pending = new Map();
-const pageErrors = [];
-ws.onmessage = (ev) => {
-  const msg = JSON.parse(ev.data);
-  if (msg.method === "Runtime.exceptionThrown") {
-    pageErrors.push(JSON.stringify(msg.params.exceptionDetails));
-  } else if (msg.method === "Runtime.consoleAPICalled" && msg.params.type === "error") {
-    pageErrors.push(msg.params.args.map((a) => a.value ?? a.description).join(" "));
-  }
-  if (msg.id && pending.has(msg.id)) {
-    const { resolve, reject } = pending.get(msg.id);
-    pending.delete(msg.id);
-    if (msg.error) reject(new Error(JSON.stringify(msg.error)));
-    else resolve(msg.result);
-  }
-};
-function cdp(method, params = {}, sessionId) {
-  const id = nextId++;
-  ws.send(JSON.stringify({ id, method, params, sessionId }));
-  return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
-}
-
-async function until(page, expr, what) {
-  while (Date.now() < deadline) {
-    if (await page.eval(expr)) return;
-    await sleep(100);
-  }
-  const text = await page.eval("document.getElementById('all-servers').innerText");
-  throw new Error(`timed out waiting for ${what}\n--- section text ---\n${text}`);
-}
-
-(async () => {
-  await new Promise((r, j) => { ws.onopen = r; ws.onerror = j; });
-  const { targetId } = await cdp("Target.createTarget", { url: "about:blank" });
-  const { sessionId } = await cdp("Target.attachToTarget", { targetId, flatten: true });
-  await cdp("Page.enable", {}, sessionId);
-  await cdp("Runtime.enable", {}, sessionId);
-  await cdp("Emulation.setDeviceMetricsOverride", { width: 1100, height: 900, deviceScaleFactor: 1, mobile: false }, sessionId);
-  await cdp("Page.navigate", { url: `http://${webAddr}/` }, sessionId);
-  const page = {
-    eval: async (expr) => {
-      const r = await cdp("Runtime.evaluate", { expression: expr, returnByValue: true, awaitPromise: true }, sessionId);
-      if (r.exceptionDetails) throw new Error(JSON.stringify(r.exceptionDetails));
-      return r.result.value;
-    },
-  };
-  await until(page, "document.readyState === 'complete' && document.getElementById('servers-state').className === 'ok'", "the first poll");
+run("browser-stats", async () => {
+  const browser = await connect(browserUrl, deadline);
+  const page = await browser.openPage(`http://${webAddr}/`, { width: 1100, height: 900 });
+  await page.until("document.readyState === 'complete' && document.getElementById('servers-state').className === 'ok'", "the first poll");
   const rows = `[...document.querySelectorAll('#servers tbody tr')].map((tr) => tr.cells[0].textContent)`;
-  await until(page, `['echo', 'chat', 'game', 'http'].every((n) => ${rows}.includes(n))`, "every server listed");
+  await page.until(`['echo', 'chat', 'game', 'http'].every((n) => ${rows}.includes(n))`, "every server listed");
   // The echo port's rate, under load: SAMPLES samples, the last well above idle.
   const echoRate = `(() => { const i = serversView.names.findIndex((n) => n.split(', ').includes('echo'));
     const s = serversView.samples; return i >= 0 && s.length >= ${samples} ? s[s.length - 1].ports[i].rate : null; })()`;
-  await until(page, `(${echoRate} || 0) > 500`, "the echo port's completions/s under load");
+  await page.until(`(${echoRate} || 0) > 500`, "the echo port's completions/s under load");
   const rate = await page.eval(echoRate);
   // Each chart drew lines: pixels in a series color (bright, saturated) on the dark canvas.
   const lit = await page.eval(`['chart-rate', 'chart-inflight', 'chart-p99'].map((id) => {
@@ -80,15 +34,10 @@ async function until(page, expr, what) {
   const legend = await page.eval("document.getElementById('chart-legend').textContent");
   if (!/echo/.test(legend) || !/game/.test(legend)) throw new Error("legend: " + legend);
 
-  if (pageErrors.length) throw new Error("errors on the page: " + pageErrors.join("; "));
+  browser.checkErrors();
   const box = await page.eval(`(() => { const r = document.getElementById('all-servers').getBoundingClientRect();
     return { x: r.left + window.scrollX - 16, y: r.top + window.scrollY - 8, width: r.width + 32, height: r.height + 16 }; })()`);
-  const { data } = await cdp("Page.captureScreenshot", { format: "png", captureBeyondViewport: true, clip: { ...box, scale: 1 } }, sessionId);
-  fs.writeFileSync(shot, Buffer.from(data, "base64"));
+  await page.screenshot(shot, { captureBeyondViewport: true, clip: { ...box, scale: 1 } });
   console.log(`browser-stats: every server listed, echo port at ${Math.round(rate)} completions/s, three charts drawn (${lit.join("/")} colored pixels); no script or console errors; screenshot in ${shot}`);
-  ws.close();
-  process.exit(0);
-})().catch((e) => {
-  console.error("browser-stats: FAILED: " + e.message);
-  process.exit(1);
+  browser.close();
 });
