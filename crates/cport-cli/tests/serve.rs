@@ -34,23 +34,7 @@ fn ports(pid: u32) -> usize {
 fn every_server_answers_on_one_port(backend: &str) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut cli = Cli::spawn(
-        &[
-            "serve",
-            "--echo",
-            "127.0.0.1:0",
-            "--chat",
-            "127.0.0.1:0",
-            "--game",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--threads",
-            "3",
-            "--concurrency",
-            "2",
-            "--backend",
-            backend,
-        ],
+        &util::serve_args(&["--threads", "3", "--concurrency", "2", "--backend", backend]),
         &["echo", "chat", "game", "http"],
     );
     // echo
@@ -117,17 +101,7 @@ fn every_server_answers_on_one_port_epoll() {
 
 #[test]
 fn serve_prints_the_pool_it_chose_and_why() {
-    let (mut cmd, _data) = util::command(&[
-        "serve",
-        "--echo",
-        "127.0.0.1:0",
-        "--chat",
-        "127.0.0.1:0",
-        "--game",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-    ]);
+    let (mut cmd, _data) = util::command(&util::SERVE);
     let mut child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
