@@ -55,7 +55,7 @@ pub(crate) enum WorldTag {
 }
 
 impl WorldTag {
-    /// The tag word (56 bits at most, as `app_ctx` keeps).
+    /// The tag word (40 bits used; `app_ctx` keeps 48, see `cport_server::MAX_APP_TAG`).
     pub(crate) fn encode(self) -> u64 {
         let (kind, zone) = match self {
             WorldTag::Start => (1, 0),
