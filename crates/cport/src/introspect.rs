@@ -357,18 +357,19 @@ impl Introspect {
     fn with_recorder(&self, f: impl FnOnce(&mut Latency)) {
         let _ = RECORDERS.try_with(|r| {
             let mut r = r.borrow_mut();
-            let rec = match r.iter().find(|(p, _)| *p == self.port) {
-                Some((_, rec)) => rec.clone(),
+            // Borrowed in place: no reference-count traffic per batch.
+            let i = match r.iter().position(|(p, _)| *p == self.port) {
+                Some(i) => i,
                 None => {
                     // Recorders of ports that are gone are held only here.
                     r.retain(|(_, rec)| Arc::strong_count(rec) > 1);
                     let rec: Arc<Mutex<Latency>> = Arc::default();
                     self.adopt(rec.clone());
-                    r.push((self.port, rec.clone()));
-                    rec
+                    r.push((self.port, rec));
+                    r.len() - 1
                 }
             };
-            f(&mut rec.lock());
+            f(&mut r[i].1.lock());
         });
     }
 
